@@ -1,0 +1,73 @@
+"""FASTA reading: the inputs real users have, and clear one-line errors for the rest."""
+
+import gzip
+
+import pytest
+
+from virnucpro.errors import InputError
+from virnucpro.fasta import read_fasta
+
+
+def write(tmp_path, name, text, mode="w"):
+    p = tmp_path / name
+    if name.endswith(".gz"):
+        with gzip.open(p, "wt") as fh:
+            fh.write(text)
+    else:
+        p.write_bytes(text.encode()) if isinstance(text, str) else p.write_bytes(text)
+    return p
+
+
+def test_id_is_header_up_to_first_whitespace_and_multiline_joined(tmp_path):
+    p = write(tmp_path, "a.fa", ">r1 some description\nACGT\nacgt\n>r2\tx\nNNRY\n")
+    recs = read_fasta(p)
+    assert [(r.id, r.seq) for r in recs] == [("r1", "ACGTacgt"), ("r2", "NNRY")]
+
+
+def test_windows_line_endings_and_gzip(tmp_path):
+    text = ">r1 d\r\nACGT\r\nAC\r\n>r2\r\nGG\r\n"
+    for name in ("crlf.fa", "crlf.fa.gz"):
+        recs = read_fasta(write(tmp_path, name, text))
+        assert [(r.id, r.seq) for r in recs] == [("r1", "ACGTAC"), ("r2", "GG")], name
+
+
+def test_gzip_detected_by_content_not_name(tmp_path):
+    p = tmp_path / "reads.fa"
+    p.write_bytes(gzip.compress(b">x\nACGT\n"))
+    assert read_fasta(p)[0].seq == "ACGT"
+
+
+@pytest.mark.parametrize("content,message", [
+    ("", "empty"),
+    ("\n\n", "empty"),
+    ("hello world\nACGT\n", "not a FASTA"),
+    ("@read1\nACGT\n+\nIIII\n", "not a FASTA"),
+    (">r1\n\n>r2\n", "empty sequence"),
+    (">r1\nACGT\n>r1\nGGGG\n", "duplicate record id"),
+    (">r1\nACGTQZ\n", "not nucleotide codes"),
+    (">\nACGT\n", "empty header"),
+])
+def test_bad_inputs_raise_one_line_input_errors(tmp_path, content, message):
+    p = write(tmp_path, "bad.fa", content)
+    with pytest.raises(InputError, match=message) as exc:
+        read_fasta(p)
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_fasta(tmp_path / "nope.fa")
+    with pytest.raises(InputError, match="directory"):
+        read_fasta(tmp_path)
+
+
+def test_duplicate_ids_can_be_renamed(tmp_path):
+    p = write(tmp_path, "d.fa", ">r1\nAC\n>r1\nGG\n>r1\nTT\n>r1_dup2\nCC\n")
+    ids = [r.id for r in read_fasta(p, duplicate_ids="rename")]
+    assert len(ids) == len(set(ids)) == 4, ids
+    assert ids[0] == "r1"
+
+
+def test_empty_records_are_kept_but_yield_nothing(tmp_path):
+    recs = read_fasta(write(tmp_path, "e.fa", ">r1\n>r2\nACGT\n"))
+    assert [(r.id, r.seq) for r in recs] == [("r1", ""), ("r2", "ACGT")]

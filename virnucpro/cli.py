@@ -1,0 +1,258 @@
+"""The `virnucpro` command: one sub-command per pipeline step, plus `predict` for all of them.
+
+Exit codes: 0 success, 1 internal error (details in the log), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from virnucpro import __version__
+from virnucpro.errors import InputError, VirnucproError
+
+log = logging.getLogger("virnucpro")
+
+DESCRIPTION = """\
+virnucpro: tell viral reads from the rest, as VirNucPro does, fast.
+
+Reads are cut into 300- or 500-nt chunks, each chunk is translated in six frames, frames without
+a stop codon are embedded with DNABERT-S (nucleotides) and ESM-2 3B (protein), and VirNucPro's
+classifier labels each frame; a chunk is viral when its best virus score beats its best other score.
+
+Quick start:
+  virnucpro models synth --preset tiny --out models/tiny        # random test weights (not biology)
+  virnucpro predict --sample -o demo-out --models models/tiny   # built-in sample reads
+  virnucpro predict reads.fa.gz -o out --chunk-length 300 --models /path/to/models
+"""
+
+# Sub-commands that live in their own modules: each exposes register(subparsers).
+PLUGIN_MODULES = ("virnucpro.workloads.cli", "virnucpro.compare", "virnucpro.baseline", "virnucpro.bench")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors: one line, exit 2
+        self.print_usage(sys.stderr)
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--models", metavar="DIR", help="model directory (default: $VIRNUCPRO_MODELS, else "
+                   "~/.cache/virnucpro/models); layout: esm2_t36_3B_UR50D.pt (+ -contact-regression.pt), "
+                   "DNABERT-S/, 300_model.pth, 500_model.pth")
+    g.add_argument("--esm", metavar="PT", help="ESM-2 fair-esm checkpoint, overriding the directory's")
+    g.add_argument("--dnabert", metavar="DIR", help="DNABERT-S HuggingFace folder, overriding the directory's")
+    g.add_argument("--classifier", metavar="PTH", help="classifier (.pth or .safetensors), overriding "
+                   "the directory's {C}_model.pth")
+    g.add_argument("--allow-classifier-mismatch", action="store_true",
+                   help="run even when the classifier was made for another chunk length (wrong labels!)")
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", formatter_class=_Formatter, help="the whole pipeline: FASTA -> predictions",
+                       description="Run the whole pipeline on a FASTA file (plain or .gz).\n\n"
+                       "Writes to OUTDIR: prediction_results.txt (per kept frame), "
+                       "prediction_results_highestscore.csv (per chunk, tab-separated), read_summary.tsv "
+                       "(per input read), run.json (manifest) and virnucpro.log (log + telemetry).")
+    p.add_argument("input", nargs="?", type=Path, help="input FASTA (.fa/.fasta/.fna, optionally .gz)")
+    p.add_argument("--sample", action="store_true", help="use the built-in sample reads as input")
+    p.add_argument("-o", "--outdir", type=Path, required=True, help="output directory (created if absent)")
+    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300,
+                   help="chunk length; must match the classifier (300_model.pth or 500_model.pth)")
+    _add_model_args(p)
+    p.add_argument("--engine", choices=("auto", "reference", "fast"), default="auto",
+                   help="reference = the original's fp32 semantics (slow, the yardstick); fast = packed "
+                   "bf16 on GPU; auto = fast on a GPU, reference on CPU")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16", help="fast engine precision")
+    p.add_argument("--chunking", choices=("original", "fixed"), default="original",
+                   help="original reproduces VirNucPro incl. its short-last-chunk quirk; fixed makes every "
+                   "chunk of a long read exactly C nt")
+    p.add_argument("--duplicate-ids", choices=("error", "rename"), default="error",
+                   help="what to do with repeated record ids: stop with an error, or rename repeats ID_dupK")
+    p.add_argument("--block-frames", type=int, default=20000, help="frames embedded per block (memory bound)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    p.add_argument("-v", "--verbose", action="store_true", help="log INFO messages to the terminal too")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    from virnucpro.pipeline import PredictOptions, predict
+    from virnucpro.report import print_summary
+    if args.sample == (args.input is not None):
+        raise InputError("give exactly one of INPUT or --sample")
+    if args.sample:
+        from virnucpro.workloads import sample_fasta_path
+        args.input = sample_fasta_path()
+    opts = PredictOptions(
+        input=args.input, outdir=args.outdir, chunk_length=args.chunk_length, models=args.models, esm=args.esm,
+        dnabert=args.dnabert, classifier=args.classifier, engine=args.engine, device=args.device,
+        precision=args.precision, chunking=args.chunking, duplicate_ids=args.duplicate_ids,
+        block_frames=args.block_frames, allow_classifier_mismatch=args.allow_classifier_mismatch,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose)
+    summary = predict(opts)
+    print_summary(summary)
+    return 0
+
+
+def _add_chunk(sub) -> None:
+    p = sub.add_parser("chunk", formatter_class=_Formatter, help="step 1: cut reads into chunks (FASTA out)",
+                       description="Cut each read into chunks of the chunk length, as VirNucPro does, and "
+                       "write them as FASTA with ids {read}_chunk_{k}.")
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
+    p.add_argument("--chunking", choices=("original", "fixed"), default="original")
+    p.add_argument("--duplicate-ids", choices=("error", "rename"), default="error")
+    p.set_defaults(func=cmd_chunk)
+
+
+def cmd_chunk(args) -> int:
+    from virnucpro.chunking import chunk_records
+    from virnucpro.fasta import read_fasta
+    from virnucpro.outputs import atomic_write
+    records = read_fasta(args.input, args.duplicate_ids)
+    n = 0
+    with atomic_write(args.output) as fh:
+        for cid, _, seq in chunk_records(records, args.chunk_length, args.chunking):
+            fh.write(f">{cid}\n{seq}\n")
+            n += 1
+    print(f"{len(records)} reads -> {n} chunks -> {args.output}")
+    return 0
+
+
+def _add_translate(sub) -> None:
+    p = sub.add_parser("translate", formatter_class=_Formatter,
+                       help="steps 1-2: chunk + six-frame translate; write kept frames",
+                       description="Chunk reads, translate six frames and keep frames without stop codons. "
+                       "Writes PREFIX_nucleotide.fa (the 3p+1-nt slices DNABERT-S embeds) and "
+                       "PREFIX_protein.faa (the proteins ESM-2 embeds), ids {read}_chunk_{k}{F1..R3}.")
+    p.add_argument("input", type=Path)
+    p.add_argument("-o", "--prefix", type=Path, required=True, help="output path prefix")
+    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
+    p.add_argument("--chunking", choices=("original", "fixed"), default="original")
+    p.add_argument("--duplicate-ids", choices=("error", "rename"), default="error")
+    p.set_defaults(func=cmd_translate)
+
+
+def cmd_translate(args) -> int:
+    from virnucpro.fasta import read_fasta
+    from virnucpro.outputs import atomic_write
+    from virnucpro.pipeline import chunk_and_translate
+    records = read_fasta(args.input, args.duplicate_ids)
+    chunks, frames = chunk_and_translate(records, args.chunk_length, args.chunking)
+    nuc = Path(f"{args.prefix}_nucleotide.fa")
+    prot = Path(f"{args.prefix}_protein.faa")
+    if nuc.parent:
+        nuc.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(nuc) as fn, atomic_write(prot) as fp:
+        for fid, _, n, p in frames:
+            fn.write(f">{fid}\n{n}\n")
+            fp.write(f">{fid}\n{p}\n")
+    print(f"{len(records)} reads -> {len(chunks)} chunks -> {len(frames)} kept frames -> {nuc}, {prot}")
+    return 0
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", formatter_class=_Formatter, help="write synthetic models; check a model dir")
+    msub = p.add_subparsers(dest="models_cmd", metavar="{synth,check}", parser_class=_Parser)
+    s = msub.add_parser("synth", formatter_class=_Formatter, help="write a seeded random-weight model set",
+                        description="Write seeded random weights in exactly the real formats (fair-esm "
+                        "checkpoint, DNABERT-S HF folder with a BPE tokenizer, classifier .pth in the original "
+                        "pickle layout + .safetensors). tiny: CPU-test size; full: the real architectures "
+                        "(ESM-2 3B: ~5.7 GB fp16). Outputs made with them are always labelled SYNTHETIC.")
+    s.add_argument("--preset", choices=("tiny", "full"), default="tiny")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--device", default="auto", help="device for calibrating the classifier on the sample")
+    s.add_argument("--calibration-frames", type=int, default=256)
+    s.set_defaults(func=cmd_models_synth)
+    c = msub.add_parser("check", formatter_class=_Formatter, help="find and load the models; print fingerprints")
+    c.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
+    _add_model_args(c)
+    c.set_defaults(func=cmd_models_check)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def cmd_models_synth(args) -> int:
+    from virnucpro.models.synth import synth
+    from virnucpro.pipeline import resolve_device
+    marker = synth(args.out, args.preset, args.seed, resolve_device(args.device), args.calibration_frames)
+    cal = ", ".join(f"{c} nt: {s['virus_share']:.0%} virus" for c, s in marker["calibration"].items())
+    print(f"wrote SYNTHETIC {args.preset} model set (seed {args.seed}) to {args.out} in {marker['seconds']} s "
+          f"[calibrated on the sample: {cal}]")
+    return 0
+
+
+def cmd_models_check(args) -> int:
+    from virnucpro.models import layout
+    from virnucpro.models.classifier import load_classifier
+    ms = layout.resolve(args.models, args.chunk_length, args.esm, args.dnabert, args.classifier)
+    load_classifier(ms.classifier, args.chunk_length, args.allow_classifier_mismatch)
+    for k, v in ms.describe().items():
+        print(f"{k:12s} {v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="virnucpro", description=DESCRIPTION, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"virnucpro {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_predict(sub)
+    _add_chunk(sub)
+    _add_translate(sub)
+    _add_models(sub)
+    for mod in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(mod)
+        except ImportError as exc:
+            if exc.name != mod:  # the module exists but is broken: say so loudly
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except VirnucproError as exc:
+        print(f"virnucpro: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("virnucpro: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: short message here, the full traceback in the run's log
+        _log_traceback_to_files()
+        print(f"virnucpro: internal error: {type(exc).__name__}: {exc} (details in the run's virnucpro.log, or rerun with VIRNUCPRO_DEBUG=1; "
+              "please report it)", file=sys.stderr)
+        return 1
+
+
+def _log_traceback_to_files() -> None:
+    """Write the traceback to the run's log file only (stderr gets one line); with no log file
+    yet, to stderr when VIRNUCPRO_DEBUG is set."""
+    import os
+    files = [h for h in logging.getLogger("virnucpro").handlers if isinstance(h, logging.FileHandler)]
+    text = traceback.format_exc()
+    for h in files:
+        h.stream.write(f"internal error:\n{text}\n")
+        h.flush()
+    if not files and os.environ.get("VIRNUCPRO_DEBUG"):
+        sys.stderr.write(text)

@@ -1,0 +1,123 @@
+"""FASTA reading: Biopython's fast parser, record id = header up to the first whitespace.
+
+Handles what real sequencing files throw at us: gzip (by magic bytes, any file name), Windows line
+endings, lowercase, IUPAC codes, empty records. Problems a user must fix raise ``InputError`` with
+one line naming the file and the record; nothing is half-read.
+
+Duplicate record ids (paired reads often share one) crashed the original. We refuse them by
+default, naming the first duplicates; ``duplicate_ids="rename"`` keeps every record and renames the
+k-th repeat of ``ID`` to ``ID_dupK`` (K = 2, 3, ...), logging how many were renamed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+from virnucpro.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Letters a nucleotide FASTA may hold: IUPAC nucleotide codes (any case) plus gap symbols.
+_ALLOWED = frozenset(b"ACGTURYSWKMBDHVNacgturyswkmbdhvn-.*")
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    seq: str
+
+
+def open_text(path: str | Path) -> io.TextIOBase:
+    """Open a plain or gzip-compressed text file (gzip detected by magic bytes)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input file not found: {p}")
+    if p.is_dir():
+        raise InputError(f"input is a directory, expected a FASTA file: {p}")
+    with open(p, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", errors="replace", newline=None)
+    return open(p, encoding="utf-8", errors="replace", newline=None)
+
+
+def iter_fasta(path: str | Path) -> Iterator[Record]:
+    """Yield records lazily. Raises InputError for a file that is not FASTA."""
+    fh = open_text(path)
+    try:
+        first = ""
+        for line in fh:
+            if line.strip():
+                first = line
+                break
+        if not first:
+            raise InputError(f"input file is empty: {path}")
+        if not first.startswith(">"):
+            raise InputError(
+                f"not a FASTA file (first line does not start with '>'): {path}: {first.strip()[:60]!r}")
+        stream = itertools.chain([first], fh)  # one iterator: the parser iterates it twice
+        try:
+            for title, seq in SimpleFastaParser(stream):
+                rid = title.split(None, 1)[0] if title.strip() else ""
+                if not rid:
+                    raise InputError(f"{path}: a record has an empty header ('>' with no id)")
+                seq = seq.replace(" ", "").replace("\t", "")
+                bad = set(seq.encode("ascii", "replace")) - _ALLOWED
+                if bad:
+                    shown = "".join(sorted(chr(b) for b in bad))[:10]
+                    raise InputError(
+                        f"{path}: record {rid!r} holds characters that are not nucleotide codes: {shown!r}")
+                yield Record(rid, seq)
+        except gzip.BadGzipFile as exc:
+            raise InputError(f"{path}: corrupt gzip file ({exc})") from None
+        except (EOFError, OSError) as exc:
+            raise InputError(f"{path}: cannot read file ({exc})") from None
+    finally:
+        fh.close()
+
+
+def read_fasta(path: str | Path, duplicate_ids: str = "error") -> list[Record]:
+    """Read all records, checking ids. ``duplicate_ids``: "error" (default) or "rename"."""
+    if duplicate_ids not in ("error", "rename"):
+        raise InputError(f"duplicate_ids must be 'error' or 'rename', not {duplicate_ids!r}")
+    records = list(iter_fasta(path))
+    if not records:
+        raise InputError(f"no FASTA records in {path}")
+    if not any(r.seq for r in records):
+        raise InputError(f"every record in {path} has an empty sequence")
+    seen: dict[str, int] = {}
+    dups: list[str] = []
+    out: list[Record] = []
+    for r in records:
+        k = seen.get(r.id, 0) + 1
+        seen[r.id] = k
+        if k == 1:
+            out.append(r)
+            continue
+        dups.append(r.id)
+        if duplicate_ids == "rename":
+            new_id = f"{r.id}_dup{k}"
+            while new_id in seen:  # a record literally named ID_dupK exists: count further
+                k += 1
+                new_id = f"{r.id}_dup{k}"
+            seen[new_id] = 1
+            out.append(Record(new_id, r.seq))
+    if dups:
+        uniq = list(dict.fromkeys(dups))
+        if duplicate_ids == "error":
+            raise InputError(
+                f"{path}: {len(dups)} duplicate record id(s), e.g. {', '.join(uniq[:3])}; "
+                "ids must be unique (use --duplicate-ids rename to suffix repeats with _dupK)")
+        log.warning("renamed %d duplicate record ids (e.g. %s -> %s_dup2)", len(dups), uniq[0], uniq[0])
+    n_empty = sum(1 for r in out if not r.seq)
+    if n_empty:
+        log.warning("%d record(s) have an empty sequence; they yield no chunks", n_empty)
+    return out

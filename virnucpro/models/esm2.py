@@ -1,0 +1,170 @@
+"""ESM-2 from a fair-esm checkpoint: loading, the reference embedding, synthetic checkpoints.
+
+The checkpoint format is fair-esm's: ``{"model": state dict with "encoder.sentence_encoder." /
+"encoder." prefixes, "cfg": {"model": argparse.Namespace(encoder_layers, encoder_embed_dim,
+encoder_attention_heads, token_dropout)}}`` plus ``<name>-contact-regression.pt`` beside it.
+We load it through fair-esm's own loader; torch >= 2.6 unpickles weights-only by default, so
+``argparse.Namespace`` is allow-listed for that one call (nothing else is).
+
+Reference embedding (the original's extract_esm): sequences sorted by length into batches of at
+most ``toks_per_batch`` = 2048 tokens counting (longest + 1) x sequences (fair-esm's
+``get_batch_indices``), ``<cls>``/``<eos>`` added, ``<pad>`` padding, fp32; embedding = layer-L
+representation (after the final LayerNorm) averaged over residue positions 1..min(1024, len).
+Proteins here are at most C/3 residues (<= 166), so that truncation never bites.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from virnucpro.errors import ModelError
+
+log = logging.getLogger(__name__)
+TRUNCATION = 1024
+
+# name -> (layers, embed dim, heads)
+PRESETS = {
+    "full": ("esm2_t36_3B_UR50D", 36, 2560, 40),
+    "tiny": ("esm2_t2_tiny_synthetic", 2, 64, 4),
+}
+
+
+def load_esm2(path: str | Path, device: str | torch.device = "cpu"):
+    """Load a fair-esm ESM-2 checkpoint (fp32, eval). Returns (model, alphabet, info)."""
+    import esm
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"ESM-2 checkpoint not found: {path}")
+    if not path.stem.startswith("esm2"):
+        raise ModelError(f"{path.name}: fair-esm recognises ESM-2 checkpoints by an 'esm2' file-name prefix")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            model, alphabet = esm.pretrained.load_model_and_alphabet_local(str(path))
+    except FileNotFoundError as exc:
+        raise ModelError(f"ESM-2 file missing: {exc.filename or exc}") from None
+    except Exception as exc:
+        raise ModelError(f"cannot load ESM-2 checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    synthetic = _read_synthetic_marker(path)
+    model = model.eval().to(device)
+    info = {"path": str(path), "layers": model.num_layers, "embed_dim": model.embed_dim,
+            "heads": model.attention_heads, "synthetic": synthetic}
+    return model, alphabet, info
+
+
+def _read_synthetic_marker(path: Path) -> dict | None:
+    marker = path.with_name(path.stem + ".synthetic.json")
+    if marker.is_file():
+        import json
+        return json.loads(marker.read_text())
+    return None
+
+
+def batch_indices(lengths: Sequence[int], toks_per_batch: int = 2048, extra_toks_per_seq: int = 1) -> list[list[int]]:
+    """fair-esm's FastaBatchedDataset.get_batch_indices: length-sorted, (max+1)*n <= budget."""
+    sizes = sorted((n, i) for i, n in enumerate(lengths))
+    batches: list[list[int]] = []
+    buf: list[int] = []
+    max_len = 0
+    for sz, i in sizes:
+        sz += extra_toks_per_seq
+        if max(sz, max_len) * (len(buf) + 1) > toks_per_batch and buf:
+            batches.append(buf)
+            buf, max_len = [], 0
+        max_len = max(max_len, sz)
+        buf.append(i)
+    if buf:
+        batches.append(buf)
+    return batches
+
+
+@torch.no_grad()
+def embed_reference(model, alphabet, proteins: Sequence[str], device: str | torch.device = "cpu",
+                    toks_per_batch: int = 2048, on_done: Callable[[int], None] | None = None) -> np.ndarray:
+    """Mean layer-L representation per protein, [N, embed_dim] float32, as the original computes it."""
+    converter = alphabet.get_batch_converter(TRUNCATION)
+    layer = model.num_layers
+    out = np.zeros((len(proteins), model.embed_dim), dtype=np.float32)
+    for idx in batch_indices([len(p) for p in proteins], toks_per_batch):
+        _, strs, toks = converter([(str(i), proteins[i]) for i in idx])
+        rep = model(toks.to(device), repr_layers=[layer], return_contacts=False)["representations"][layer]
+        rep = rep.float().cpu()
+        for row, i in enumerate(idx):
+            n = min(TRUNCATION, len(strs[row]))
+            out[i] = rep[row, 1:n + 1].mean(0).numpy()
+        if on_done:
+            on_done(len(idx))
+    return out
+
+
+def _state_shapes(layers: int, dim: int, heads: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Parameter names/shapes of fair-esm's ESM2 for this size (built on the meta device)."""
+    import esm
+    from esm.model.esm2 import ESM2
+
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    with torch.device("meta"):
+        m = ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads, alphabet=alphabet, token_dropout=True)
+    return {k: (tuple(v.shape), v.dtype) for k, v in m.state_dict().items()}
+
+
+def write_synthetic_esm2(out_dir: str | Path, preset: str, seed: int, synthetic: dict,
+                         dtype: torch.dtype = torch.float16) -> Path:
+    """Write a seeded random-weight ESM-2 checkpoint in fair-esm's format (+ contact regression).
+
+    Weights ~ N(0, 0.02), biases 0, LayerNorm 1/0, rotary ``inv_freq`` exact. Random numbers come
+    from a CPU generator per tensor (seed, tensor index), so a preset+seed gives the same bytes on
+    every machine. ``full`` is the real esm2_t36_3B_UR50D architecture (~2.8 G parameters, stored
+    as fp16 like the published file, ~5.7 GB)."""
+    name, layers, dim, heads = PRESETS[preset]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shapes = _state_shapes(layers, dim, heads)
+    model_sd: dict[str, torch.Tensor] = {}
+    regression: dict[str, torch.Tensor] = {}
+    head_dim = dim // heads
+    for ti, (key, (shape, _)) in enumerate(sorted(shapes.items())):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + ti)
+        if key.endswith("rot_emb.inv_freq"):
+            t = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        elif "layer_norm" in key or key.endswith("_norm_after.weight") or "layernorm" in key:
+            t = torch.ones(shape) if key.endswith("weight") else torch.zeros(shape)
+        elif key.endswith("bias"):
+            t = torch.zeros(shape)
+        else:
+            t = torch.empty(shape).normal_(0.0, 0.02, generator=g)
+        t = t.to(dtype) if t.is_floating_point() and not key.endswith("inv_freq") else t
+        if key.startswith("contact_head."):
+            regression[key] = t
+        elif key.startswith("lm_head"):
+            model_sd["encoder." + key] = t
+        else:
+            model_sd["encoder.sentence_encoder." + key] = t
+    cfg = argparse.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
+                             token_dropout=True)
+    ckpt = out_dir / f"{name}.pt"
+    _atomic_save({"model": model_sd, "cfg": {"model": cfg}, "virnucpro_synthetic": synthetic}, ckpt)
+    _atomic_save({"model": regression}, out_dir / f"{name}-contact-regression.pt")
+    import json
+    (out_dir / f"{name}.synthetic.json").write_text(json.dumps(synthetic, indent=2) + "\n")
+    return ckpt
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def esm2_flops_per_token(layers: int, dim: int, seq_len: float) -> float:
+    """Forward FLOPs per token: 2 x (params in matmuls) + attention (QK^T and AV: 4 * L * d per token)."""
+    matmul_params = layers * (4 * dim * dim + 2 * dim * 4 * dim)
+    return 2 * matmul_params + layers * 4 * seq_len * dim
+
+

