@@ -262,3 +262,13 @@ def test_cli_reads_synth(tmp_path, capsys):
     missing_dir = _cli("reads", "synth", "--n", "5", "-o", str(tmp_path / "no" / "r.fa"))
     with pytest.raises(InputError, match="does not exist"):
         missing_dir.func(missing_dir)
+
+
+def test_cli_main_wires_reads_synth(tmp_path, capsys):
+    from virnucpro.cli import main
+
+    out = tmp_path / "m.fa"
+    assert main(["reads", "synth", "--n", "50", "-o", str(out)]) == 0
+    assert len(_parse(out)) == 50
+    assert main(["reads", "synth", "--n", "5", "--viral-fraction", "0.9", "-o", str(out)]) == 2
+    assert "exceed 1" in capsys.readouterr().err

@@ -22,8 +22,6 @@ import argparse
 import csv
 import io
 import json
-import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any

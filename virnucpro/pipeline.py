@@ -128,32 +128,26 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         engine = make_engine(engine_name, models, device, precision=opts.precision, **opts.engine_opts)
     sampler = GpuSampler(tel, _gpu_indices(device)).start()
 
-    scores = np.zeros((len(frames), 2), dtype=np.float32)
-    stage_s = {"embed_dnabert": 0.0, "embed_esm": 0.0, "classify": 0.0}
-    dna_tokens = sum(len(f[2]) for f in frames)  # nucleotides; BPE tokens are counted by the engine
-    esm_tokens = sum(len(f[3]) + 2 for f in frames)
     with _progress(opts.progress) as prog:
         task = prog.add_task("embedding frames", total=len(frames), rate="")
         t_embed = time.perf_counter()
-        for b in range(0, len(frames), opts.block_frames):
-            block = frames[b:b + opts.block_frames]
-            t0 = time.perf_counter()
-            nuc = engine.embed_dna([f[2] for f in block])
-            t1 = time.perf_counter()
-            prot = engine.embed_protein([f[3] for f in block])
-            t2 = time.perf_counter()
-            scores[b:b + len(block)] = classify(clf, np.concatenate([nuc, prot], axis=1), device)
-            t3 = time.perf_counter()
-            stage_s["embed_dnabert"] += t1 - t0
-            stage_s["embed_esm"] += t2 - t1
-            stage_s["classify"] += t3 - t2
-            done = b + len(block)
-            prog.update(task, completed=done, rate=f"{done / (t3 - t_embed):.1f} frames/s")
+
+        def on_progress(done: int, esm_tokens: int) -> None:
+            dt = time.perf_counter() - t_embed
+            prog.update(task, completed=done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
+
+        t_embed_from = tel.now()
+        scores = engine.score(frames, clf, tel, on_progress)
+        t_embed_to = tel.now()
     sampler.stop()
-    tel.emit("stage", stage="embed_dnabert", wall_s=round(stage_s["embed_dnabert"], 4), items=len(frames),
-             nucleotides=dna_tokens)
-    tel.emit("stage", stage="embed_esm", wall_s=round(stage_s["embed_esm"], 4), items=len(frames), tokens=esm_tokens)
-    tel.emit("stage", stage="classify", wall_s=round(stage_s["classify"], 4), items=len(frames))
+    tot = engine.totals
+    tel.emit("stage", stage="embed_dnabert", wall_s=round(tot["dna_s"], 4), items=len(frames),
+             tokens=tot.get("dna_tokens"))
+    tel.emit("stage", stage="embed_esm", wall_s=round(tot["esm_s"], 4), items=len(frames), tokens=tot["esm_tokens"])
+    tel.emit("stage", stage="classify", wall_s=round(tot["cls_s"], 4), items=len(frames))
+    if tot.get("io_wait_s") is not None:
+        tel.emit("stage", stage="io_wait", wall_s=round(tot["io_wait_s"], 4), items=len(frames))
+    embed_wall = t_embed_to - t_embed_from
 
     with tel.stage("write") as st:
         frame_ids = [f[0] for f in frames]
@@ -167,17 +161,18 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         st.update(items=len(frames))
 
     wall = time.perf_counter() - t_start
-    embed_s = stage_s["embed_dnabert"] + stage_s["embed_esm"]
     summary = {
         "wall_s": round(wall, 3), "reads": len(records), "chunks": len(chunks), "frames": len(frames),
         "viral_chunks": sum(1 for _, v in cons if v), "chunks_with_frames": len(cons), "viral_reads": sum(1 for r in read_rows if r[5] == "virus"),
         "engine": engine_name, "precision": getattr(engine, "precision", opts.precision), "device": device,
         "n_gpus": _n_gpus(device), "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
         "reads_per_s": round(len(records) / wall, 2) if wall else None,
-        "frames_per_s": round(len(frames) / embed_s, 2) if embed_s else None,
-        "esm_tokens_per_s": round(esm_tokens / stage_s["embed_esm"], 1) if stage_s["embed_esm"] else None,
+        "frames_per_s": round(len(frames) / embed_wall, 2) if embed_wall else None,
+        "esm_tokens_per_s": round(tot["esm_tokens"] / tot["esm_s"], 1) if tot["esm_s"] else None,
+        "embed_wall_s": round(embed_wall, 3),
         "packing_efficiency": getattr(engine, "packing_efficiency", None),
-        "gpu_util_mean": sampler.mean_util(),
+        "gpu_util_mean": sampler.mean_util(t_embed_from, t_embed_to),  # during the embedding stages
+        "io_wait_s": round(tot["io_wait_s"], 3) if tot.get("io_wait_s") is not None else None,
         "mfu_esm": getattr(engine, "mfu_esm", None),
         "peak_gpu_mem_gib": _peak_mem_gib(device),
         "stages": {k: round(v, 4) for k, v in tel.stage_times().items()},

@@ -8,6 +8,7 @@ it is what the fast engine is held against.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -34,5 +35,24 @@ class ReferenceEngine:
     def embed_protein(self, seqs: Sequence[str], on_done: Callable[[int], None] | None = None) -> np.ndarray:
         return esm2.embed_reference(self.esm, self.alphabet, seqs, self.device, on_done=on_done)
 
-    def dna_token_count(self, seqs: Sequence[str]) -> int:
-        return sum(len(e.ids) for e in self.tokenizer.encode_batch(list(seqs)))
+    def score(self, frames: Sequence[tuple], classifier, tel, on_progress=None, block: int = 20000) -> np.ndarray:
+        """Scores [N, 2] for kept frames (frame_id, chunk, nucleotide, protein), block by block."""
+        from virnucpro.models.classifier import classify
+        scores = np.zeros((len(frames), 2), dtype=np.float32)
+        totals = {"dna_s": 0.0, "esm_s": 0.0, "cls_s": 0.0, "esm_tokens": 0, "dna_tokens": 0}
+        for b in range(0, len(frames), block):
+            part = frames[b:b + block]
+            t0 = time.perf_counter()
+            nuc = self.embed_dna([f[2] for f in part])
+            t1 = time.perf_counter()
+            prot = self.embed_protein([f[3] for f in part])
+            t2 = time.perf_counter()
+            scores[b:b + len(part)] = classify(classifier, np.concatenate([nuc, prot], axis=1), self.device)
+            totals["dna_s"] += t1 - t0
+            totals["esm_s"] += t2 - t1
+            totals["cls_s"] += time.perf_counter() - t2
+            totals["esm_tokens"] += sum(len(f[3]) + 2 for f in part)
+            if on_progress:
+                on_progress(b + len(part), totals["esm_tokens"])
+        self.totals = totals
+        return scores

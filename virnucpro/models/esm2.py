@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -129,23 +130,34 @@ def write_synthetic_esm2(out_dir: str | Path, preset: str, seed: int, synthetic:
     model_sd: dict[str, torch.Tensor] = {}
     regression: dict[str, torch.Tensor] = {}
     head_dim = dim // heads
-    for ti, (key, (shape, _)) in enumerate(sorted(shapes.items())):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + ti)
+
+    def make(ti: int, key: str, shape: tuple) -> torch.Tensor:
         if key.endswith("rot_emb.inv_freq"):
-            t = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        elif "layer_norm" in key or key.endswith("_norm_after.weight") or "layernorm" in key:
-            t = torch.ones(shape) if key.endswith("weight") else torch.zeros(shape)
-        elif key.endswith("bias"):
-            t = torch.zeros(shape)
-        else:
-            t = torch.empty(shape).normal_(0.0, 0.02, generator=g)
-        t = t.to(dtype) if t.is_floating_point() and not key.endswith("inv_freq") else t
+            return 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        if "layer_norm" in key or "layernorm" in key:
+            return (torch.ones(shape) if key.endswith("weight") else torch.zeros(shape)).to(dtype)
+        if key.endswith("bias"):
+            return torch.zeros(shape, dtype=dtype)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + ti)   # one stream per tensor
+        return torch.empty(shape).normal_(0.0, 0.02, generator=g).to(dtype)
+
+    items = sorted(shapes.items())
+    jobs = [(ti, key, shape) for ti, (key, (shape, _)) in enumerate(items)]
+    if preset == "full":  # 2.8 G values: tensors are independent, fill them on all cores
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+            tensors = list(pool.map(lambda j: make(*j), jobs))
+    else:  # (threads would leave OpenMP pools spinning and slow the small CPU work that follows)
+        tensors = [make(*j) for j in jobs]
+    for (key, _), t in zip(items, tensors):
         if key.startswith("contact_head."):
             regression[key] = t
         elif key.startswith("lm_head"):
             model_sd["encoder." + key] = t
         else:
             model_sd["encoder.sentence_encoder." + key] = t
+    # fair-esm ties lm_head.weight to embed_tokens.weight: the checkpoint holds one value twice.
+    model_sd["encoder.lm_head.weight"] = model_sd["encoder.sentence_encoder.embed_tokens.weight"]
     cfg = argparse.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
                              token_dropout=True)
     ckpt = out_dir / f"{name}.pt"

@@ -10,10 +10,11 @@ gb2seq          virus      SARS-CoV-2: RefSeq NC_045512.2 (Wuhan-Hu-1) and four 
                            (``gb2seq/data/*.fasta``), about 29.9 kb each
 pyrodigal-gv    virus      two tailed phages assembled from metagenomes, ``phage_Agate`` (179 kb)
                            and ``phage_Topaz`` (21.6 kb) (``pyrodigal_gv/tests/*.fna``)
-pyrodigal       bacteria   Corynebacterium diphtheriae NCTC11397 chromosome (2.46 Mb), an
-                           Escherichia coli contig MIIJ01000039 (870 kb, half of it an N run), a
-                           Kutzneria sp. 744 scaffold KK037166.1 (20 kb) and a metagenome contig
-                           SRR492066 NODE_23 (80 kb) (``pyrodigal/tests/data/*.fna.gz``)
+pyrodigal       bacteria   Corynebacterium diphtheriae NCTC11397 chromosome (2.46 Mb, 53 % GC),
+                           contig MIIJ01000039 (870 kb, half of it one N run; its header names
+                           NCBI taxon 562, E. coli, though its 26 % GC does not fit), a Kutzneria
+                           sp. 744 scaffold KK037166.1 (20 kb, 66 % GC) and a metagenome contig
+                           SRR492066 NODE_23 (80 kb, 30 % GC) (``pyrodigal/tests/data/*.fna.gz``)
 ==============  =========  ==========================================================================
 
 Only the plain genome files are used (not pyrodigal's ``.meta``/``.single``/``.mask`` gene
@@ -71,7 +72,7 @@ CATALOGUE: tuple[GenomeSource, ...] = (
                  "tests/data/GCF_001457455.1_NCTC11397_genomic.fna.gz",
                  "Corynebacterium diphtheriae NCTC11397 chromosome"),
     GenomeSource("MIIJ01000039", "bacteria", "pyrodigal", "pyrodigal",
-                 "tests/data/MIIJ01000039.fna.gz", "Escherichia coli contig (562.SAMN05730656)"),
+                 "tests/data/MIIJ01000039.fna.gz", "contig 562.SAMN05730656.MIIJ01000039"),
     GenomeSource("KK037166.1", "bacteria", "pyrodigal", "pyrodigal",
                  "tests/data/KK037166.fna.gz", "Kutzneria sp. 744 genomic scaffold supercont1.1"),
     GenomeSource("SRR492066_NODE_23", "bacteria", "pyrodigal", "pyrodigal",

@@ -14,7 +14,8 @@ Within a component a read starts uniformly along the N-free stretches of its gen
 genomes give proportionally more reads), is reverse-complemented half the time, then gets
 substitution errors (``error_rate`` per base, default 0.1 %) and occasional ``N`` calls (``n_rate``
 per base, default 0.01 %). Exact duplicates occur, as PCR duplicates do in real samples, because
-the genomes are small compared with a million reads.
+the genomes are small compared with a million reads (about 11 % of a default 1 M-read
+workload are exact copies of another read, mostly SARS-CoV-2).
 
 Length profiles (``length_profile``, a string):
 
@@ -66,7 +67,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from virnucpro.errors import InputError
-from virnucpro.workloads.genomes import Genome, load_genomes
+from virnucpro.workloads.genomes import load_genomes
 
 DEFAULT_VIRAL_FRACTION = 0.60
 DEFAULT_HOST_FRACTION = 0.35
@@ -274,7 +275,8 @@ def _check_rates(viral_fraction: float, host_fraction: float, error_rate: float,
             raise InputError(f"{name} must be within 0..1, not {value}")
     if viral_fraction + host_fraction > 1.0 + 1e-9:
         raise InputError(
-            f"viral fraction {viral_fraction} + host fraction {host_fraction} exceed 1")
+            f"viral fraction {viral_fraction} + host fraction {host_fraction} exceed 1 "
+            f"(bacteria get the rest); lower one of them")
     for name, value in (("error rate", error_rate), ("N rate", n_rate)):
         if not 0.0 <= value <= 0.5:
             raise InputError(f"{name} must be within 0..0.5 per base, not {value}")
@@ -551,27 +553,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synth", help="simulate reads to a FASTA file",
         description="Simulate N reads (deterministic for a seed) and write them to a FASTA file "
                     "(gzip if it ends with .gz). Read ids are readNNNNNNNNN; the description "
-                    "holds source genome, kind, strand, start and injected edits.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "holds source genome, kind, strand, start and injected edits.")
     synth.add_argument("--n", type=int, required=True, help="number of reads")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (>= 0)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (>= 0; default 0)")
     synth.add_argument("--length-profile", default="respiratory",
                        help="'respiratory' (80%% 150-151 nt, 15%% trimmed 50-149, 5%% merged "
-                            "200-300), 'fixed:N' or 'uniform:A-B'")
+                            "200-300; the default), 'fixed:N' or 'uniform:A-B'")
     synth.add_argument("--viral-fraction", type=float, default=DEFAULT_VIRAL_FRACTION,
-                       help="share of reads from viral genomes")
+                       help=f"share of reads from viral genomes (default {DEFAULT_VIRAL_FRACTION})")
     synth.add_argument("--host-fraction", type=float, default=DEFAULT_HOST_FRACTION,
                        help="share of reads from the synthetic human-like background "
-                            "(bacteria get the rest)")
+                            f"(default {DEFAULT_HOST_FRACTION}; bacteria get the rest)")
     synth.add_argument("--error-rate", type=float, default=DEFAULT_ERROR_RATE,
-                       help="substitution errors per base")
+                       help=f"substitution errors per base (default {DEFAULT_ERROR_RATE})")
     synth.add_argument("--n-rate", type=float, default=DEFAULT_N_RATE,
-                       help="N calls per base")
+                       help=f"N calls per base (default {DEFAULT_N_RATE})")
     synth.add_argument("-o", "--output", required=True, help="output FASTA (.fa or .fa.gz)")
     synth.add_argument("--stats", action="store_true",
                        help="also report kept frames per read (chunk length --stats-chunk-length)")
     synth.add_argument("--stats-chunk-length", type=int, default=300, choices=(300, 500),
-                       help="chunk length for --stats")
+                       help="chunk length for --stats (default 300)")
     synth.set_defaults(func=run_synth)
 
 

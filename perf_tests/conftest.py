@@ -1,0 +1,211 @@
+"""Fixtures and hooks of the performance gate (docs/perf-gate.md).
+
+- One hardware profile per session (virnucpro.gate.select_profile): --hw-profile, else the
+  profile whose marker -m selects, else the detected GPU's, else cpu-smoke.
+- Every criterion test is parametrized over the session's configurations (``gate_case``:
+  ``cpu`` or ``1gpu``, ``2gpu``, ...; derived from the profile and the detected GPUs, see
+  virnucpro.gate.gpu_configs) and carries the profile's marker, plus ``gpu``/``slow`` and
+  ``multigpu`` where they apply; a criterion the profile does not set is not generated.
+- ``pipeline_run`` launches each configuration once per session (shared by all tests) and skips
+  with a reason when the machine has too few GPUs.
+- After the session, ``<gate-out>/report.md`` (+ results.json and PNG plots) is written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from gate_harness import Case, GateSession, detect_gpus
+from virnucpro import gate
+from virnucpro.gate import Check, GateError, RunRecord
+
+GATE = pytest.StashKey[GateSession]()
+ROOT = Path(__file__).resolve().parent.parent
+
+# test function -> (profile section that must be set for it to exist, needs >= 2 GPUs)
+CRITERIA: dict[str, tuple[str | None, bool]] = {
+    "test_benchmark_wall_time": (None, False),
+    "test_wall_time": ("wall_time", False),
+    "test_gpu_utilisation": ("gpu_util", False),
+    "test_packing_efficiency": ("packing", False),
+    "test_scaling": ("scaling", True),
+    "test_speedup_over_v1": ("speedup", False),
+    "test_correctness": ("correctness", False),
+    "test_mfu_esm": ("mfu", False),
+    "test_consistency_across_gpus": ("consistency", True),
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    opts = {k: config.getoption(k) for k in ("workload", "models", "hw_profile", "gate_out",
+                                             "gate_reads", "gate_cache", "baseline")}
+    detected, gpu_name = detect_gpus()
+    try:
+        profiles = gate.profiles_in(ROOT / "baselines" / "profiles")
+        profile, why = gate.select_profile(profiles, opts["hw_profile"],
+                                           config.getoption("markexpr") or "", gpu_name)
+    except GateError as exc:
+        raise pytest.UsageError(f"performance gate: {exc}") from None
+    gs = GateSession(profile, why, opts, ROOT, detected, gpu_name)
+    patterns = profile.data.get("gpu_name_patterns", [])
+    if gpu_name and patterns and not any(re.search(p, gpu_name, re.IGNORECASE) for p in patterns):
+        gs.notes.append(f"profile {profile.name} is meant for {', '.join(patterns)} GPUs; this "
+                        f"machine has {gpu_name!r} (selected by {why})")
+    config.stash[GATE] = gs
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    gs = config.stash.get(GATE, None)
+    if gs is None:
+        return []
+    gpus = f"{gs.detected} x {gs.gpu_name}" if gs.detected else "no CUDA GPU"
+    return [f"performance gate: profile {gs.profile.name} ({gs.why}); {gpus}; configurations "
+            f"{', '.join(c.config for c in gs.cases)}; output {gs.out}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "gate_case" not in metafunc.fixturenames:
+        return
+    gs: GateSession = metafunc.config.stash[GATE]
+    section, multi = CRITERIA[metafunc.function.__name__]
+    params = []
+    for case in gs.cases:
+        if section and gs.profile.section(section) is None:
+            continue
+        if multi and case.n_gpus < 2:
+            continue
+        marks = [getattr(pytest.mark, gs.profile.marker)]
+        if case.n_gpus:
+            marks += [pytest.mark.gpu, pytest.mark.slow]
+        if case.n_gpus >= 2:
+            marks.append(pytest.mark.multigpu)
+        params.append(pytest.param(case, id=case.config, marks=marks))
+    metafunc.parametrize("gate_case", params)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop criterion tests the profile does not define (their parameter set is empty)."""
+    keep, drop = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if "gate_case" in getattr(item, "fixturenames", ()) and not (
+                spec and isinstance(spec.params.get("gate_case"), Case)):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="session")
+def gate_session(request: pytest.FixtureRequest) -> GateSession:
+    return request.config.stash[GATE]
+
+
+@pytest.fixture(scope="session")
+def hw_profile(gate_session: GateSession) -> gate.Profile:
+    return gate_session.profile
+
+
+@pytest.fixture(scope="session")
+def workload(gate_session: GateSession) -> Path:
+    """The session's input FASTA (--workload / VIRNUCPRO_GATE_WORKLOAD, else synthetic)."""
+    try:
+        return gate_session.workload()
+    except GateError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def models(gate_session: GateSession) -> Path:
+    """The model directory (--models / VIRNUCPRO_GATE_MODELS, else synthetic)."""
+    try:
+        return gate_session.models()
+    except GateError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def pipeline_run(gate_session: GateSession, gate_case: Case) -> RunRecord:
+    """This configuration's run (launched once per session): wall time, telemetry, outputs."""
+    reason = gate_session.skip_reason(gate_case)
+    if reason:
+        pytest.skip(reason)
+    try:
+        return gate_session.run(gate_case)
+    except GateError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def record_check(request: pytest.FixtureRequest) -> Callable[[Check], Check]:
+    """Attach a Check to the current test so the report shows its target and measurement."""
+
+    def record(check: Check) -> Check:
+        request.node.stash[_CHECK] = check
+        return check
+
+    return record
+
+
+_CHECK = pytest.StashKey[Check]()
+
+
+# ------------------------------------------------------------------------------------ report
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    rep = yield
+    spec = getattr(item, "callspec", None)
+    case = spec.params.get("gate_case") if spec else None
+    gs = item.config.stash.get(GATE, None)
+    if gs is None or not isinstance(case, Case):
+        return rep
+    final = rep.when == "call" or (rep.when == "setup" and not rep.passed)
+    if not final:
+        return rep
+    check = item.stash.get(_CHECK, None)
+    name = item.originalname or item.name
+    row: dict[str, Any] = {"test": name, "config": case.config,
+                           "criterion": check.criterion if check else name.removeprefix("test_"),
+                           "outcome": rep.outcome if rep.when == "call" else
+                           ("skipped" if rep.skipped else "error")}
+    if check is not None:
+        row.update(target=check.target, measured=check.measured, details=check.details,
+                   passed=check.passed, values=check.values)
+    if rep.skipped and isinstance(rep.longrepr, tuple):
+        row["reason"] = str(rep.longrepr[2]).removeprefix("Skipped: ")
+    elif rep.failed and check is None:
+        row["reason"] = _one_line(rep)
+    gs.results.append(row)
+    return rep
+
+
+def _one_line(rep: pytest.TestReport) -> str:
+    crash = getattr(rep.longrepr, "reprcrash", None)
+    msg = crash.message if crash is not None else str(rep.longrepr)
+    return " ".join(msg.split())[:500]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    gs = session.config.stash.get(GATE, None)
+    if gs is None or not gs.results or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    from gate_report import write_report
+
+    gs.report_path = write_report(gs)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    gs = config.stash.get(GATE, None)
+    path = getattr(gs, "report_path", None) if gs else None
+    if path:
+        terminalreporter.write_sep("=", f"performance gate report: {path}")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Nightly performance gate on a GPU runner (see docs/perf-gate.md).
+#
+#   perf_tests/nightly.sh                      # rtx4090 profile, synthetic workload and models
+#   GATE_MARKER=gpuh200 perf_tests/nightly.sh  # H200 profile
+#
+# Environment (all optional):
+#   GATE_MARKER                gpu4090 (default) or gpuh200: selects the profile's tests
+#   VIRNUCPRO_GATE_WORKLOAD    real input FASTA (default: the profile's synthetic workload)
+#   VIRNUCPRO_GATE_MODELS      real model directory (default: synthetic full-size models)
+#   VIRNUCPRO_GATE_BASELINE    real v1.0 output directory for the correctness criterion
+#   VIRNUCPRO_GATE_READS       synthetic workload size (default: the profile's)
+#   VIRNUCPRO_GATE_CACHE       cache for synthetic models/workloads (default ~/.cache/virnucpro/gate)
+#   GATE_BENCH_STORAGE         pytest-benchmark history (default ~/.cache/virnucpro/bench-history)
+#   GATE_REGRESSION            allowed wall-time regression vs the last saved night (default mean:10%)
+#
+# Exit status: 0 when every criterion passed and the wall time did not regress; non-zero otherwise
+# (pytest's status). The report is in $OUT/report.md whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+marker="${GATE_MARKER:-gpu4090}"
+storage="${GATE_BENCH_STORAGE:-$HOME/.cache/virnucpro/bench-history}"
+regression="${GATE_REGRESSION:-mean:10%}"
+out="${GATE_OUT:-gate-out/nightly-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$storage" "$out"
+export NCCL_NVLS_ENABLE=0   # keep NVLink multicast off on multi-GPU hosts
+
+args=(perf_tests -m "$marker" --gate-out "$out"
+      --benchmark-storage "file://$storage" --benchmark-autosave
+      --benchmark-json "$out/benchmark.json")
+# Compare with the last saved night once there is one; a wall-time regression beyond
+# $regression fails the session (pytest-benchmark marks the benchmark test failed).
+if find "$storage" -name '*.json' -print -quit | grep -q .; then
+    args+=(--benchmark-compare --benchmark-compare-fail "$regression")
+fi
+
+status=0
+python -m pytest "${args[@]}" "$@" || status=$?
+echo "performance gate report: $out/report.md (exit $status)"
+exit "$status"

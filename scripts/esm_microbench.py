@@ -1,0 +1,76 @@
+"""Micro-benchmark of the packed ESM-2 forward on one GPU (the anchor workload of
+shared/docs/prior-art-and-anchors.md: random proteins of 40-100 aa, ~1.44 M tokens).
+
+    python scripts/esm_microbench.py --models DIR [--budgets 16384,32768,65536] [--profile]
+
+Prints tokens/s and MFU (vs the measured bf16 matmul peak) per budget, and optionally the top
+CUDA kernels of one batch (torch.profiler) so we can see where the time goes.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from virnucpro.engines.fast import matmul_peak_tflops
+from virnucpro.engines.packing import pack_ffd
+from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
+from virnucpro.models.layout import _find_esm
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", required=True)
+    ap.add_argument("--budgets", default="16384,32768,65536")
+    ap.add_argument("--tokens", type=int, default=1_440_000)
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--profile", action="store_true")
+    a = ap.parse_args()
+    dev = torch.device("cuda")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
+    peak = matmul_peak_tflops(dev)
+    model, alphabet = PackedESM2.from_checkpoint(_find_esm(__import__("pathlib").Path(a.models)), dev, dtype)
+    rng = np.random.default_rng(0)
+    aas = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+    prots, total = [], 0
+    while total < a.tokens:
+        n = int(rng.integers(40, 101))
+        prots.append("".join(rng.choice(aas, n)))
+        total += n + 2
+    lens = np.array([len(p) + 2 for p in prots])
+    fpt = flops_per_token(model.num_layers, model.embed_dim)
+    print(f"peak bf16 matmul {peak} TFLOP/s; {len(prots)} proteins, {lens.sum():,} tokens; "
+          f"{fpt / 1e9:.2f} GFLOP/token")
+    for budget in map(int, a.budgets.split(",")):
+        batches = pack_ffd(lens, budget)
+        host = []
+        for b in batches:
+            tok, cu, pos, mx = tokenize(alphabet, [prots[i] for i in b])
+            host.append((torch.from_numpy(tok).long().to(dev), torch.from_numpy(cu).to(dev),
+                         torch.from_numpy(pos).long().to(dev), mx))
+        with torch.inference_mode():
+            for t in host[:2]:
+                model(*t)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for t in host:
+                h = model(*t)
+                PackedESM2.mean_residues(h, t[1])
+            torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+        tps = lens.sum() / dt
+        print(f"budget {budget:6d}: {len(batches)} batches, {tps:,.0f} tok/s, MFU {tps * fpt / (peak * 1e12):.1%}, "
+              f"peak mem {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        torch.cuda.reset_peak_memory_stats()
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+        t = host[len(host) // 2]
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model(*t)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Shared fixtures for the end-to-end and CLI tests.
+
+- ``tiny_models``: one tiny synthetic model set per test session (a few seconds to write), shared by
+  every test that runs the pipeline.
+- ``run_cli``: runs ``virnucpro.cli.main([...])`` in this process and returns exit code, stdout and
+  stderr; fast, and lets tests monkeypatch the pipeline.
+- ``run_module``: runs ``python -m virnucpro ...`` as a real subprocess, for the few tests that must
+  prove the installed command itself behaves (exit codes, what a user sees on stderr).
+
+Logging of the ``virnucpro`` logger is reset after every test: a run installs handlers bound to the
+streams of the moment (pytest's capture objects), which must not leak into the next test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+    def __str__(self) -> str:  # shown in assertion messages
+        return f"exit {self.code}\n--- stdout ---\n{self.out}\n--- stderr ---\n{self.err}"
+
+
+def reset_virnucpro_logging() -> None:
+    """Undo what a run's ``setup_logging`` did to the ``virnucpro`` logger."""
+    root = logging.getLogger("virnucpro")
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    root.propagate = True
+    root.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(autouse=True)
+def _reset_virnucpro_logging():
+    yield
+    reset_virnucpro_logging()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A tiny synthetic model set (ESM-2, DNABERT-S, 300/500 classifiers as .pth and .safetensors)."""
+    from virnucpro.models.synth import synth
+    out = tmp_path_factory.mktemp("tiny_models")
+    synth(out, "tiny", seed=0, device="cpu")
+    return out
+
+
+def invoke_cli(*args: str | os.PathLike) -> CliResult:
+    """``virnucpro.cli.main(args)`` with stdout/stderr captured; SystemExit (``--help``) gives its code.
+    Log handlers the run installs bind to the captured stderr, so warnings show up in ``err``."""
+    from virnucpro.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            reset_virnucpro_logging()  # its handlers hold the StringIO and the log file: drop them
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., CliResult]:
+    """Run the CLI in this process: ``run_cli("predict", path, "-o", out) -> CliResult``."""
+    return invoke_cli
+
+
+@pytest.fixture
+def run_module() -> Callable[..., CliResult]:
+    """Run ``python -m virnucpro ARGS`` in a subprocess (the package as installed or from the repo)."""
+
+    def run(*args: str | os.PathLike, timeout: float = 120, env: dict | None = None) -> CliResult:
+        full_env = {**os.environ, **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), full_env.get("PYTHONPATH")]))
+        full_env.pop("VIRNUCPRO_DEBUG", None)
+        proc = subprocess.run([sys.executable, "-m", "virnucpro", *map(str, args)], capture_output=True,
+                              text=True, timeout=timeout, env=full_env)
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run

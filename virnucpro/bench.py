@@ -1,0 +1,156 @@
+"""`virnucpro bench`: one command that makes a performance claim repeatable.
+
+    virnucpro bench --workload reads100k --models ~/.cache/virnucpro/synthetic-full --out bench-out
+
+1. models: the given directory, or (when it holds none) a synthetic ``full`` set written there
+   (real ESM-2 3B / DNABERT-S architectures, random weights: real FLOPs, no biology);
+2. workload: a named synthetic read set from real genomes (``virnucpro reads synth``);
+3. the fast engine on the whole workload, with its telemetry summary;
+4. side by side in the same process, on the first ``--reference-reads`` reads: the reference
+   engine and the fast engine, giving the speedup and the label agreement (``virnucpro compare``);
+5. a projection to 1,000,000 reads: load time + (wall - load time) x 1e6 / reads.
+Everything lands in OUT/bench.json and is printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+from virnucpro.errors import InputError
+
+WORKLOADS = {  # name -> (reads, seed, length profile)
+    "reads1k": (1_000, 1, "respiratory"),
+    "reads10k": (10_000, 1, "respiratory"),
+    "reads100k": (100_000, 1, "respiratory"),
+    "reads1m": (1_000_000, 1, "respiratory"),
+}
+
+
+def ensure_models(models: Path, preset: str, seed: int, device: str) -> Path:
+    from virnucpro.models import synth
+    if not (models / "SYNTHETIC.json").is_file() and not any(models.glob("esm2_*.pt")):
+        print(f"no models in {models}: writing a synthetic {preset} set (seed {seed}) ...", flush=True)
+        synth.synth(models, preset, seed, device)
+    return models
+
+
+def ensure_workload(name: str, out: Path) -> Path:
+    from virnucpro.workloads.reads import write_reads_fasta
+    if name not in WORKLOADS:
+        p = Path(name)
+        if p.is_file():
+            return p
+        raise InputError(f"unknown workload {name!r}: one of {', '.join(WORKLOADS)} or a FASTA path")
+    n, seed, profile = WORKLOADS[name]
+    path = out / f"{name}.fa"
+    if not path.is_file():
+        write_reads_fasta(path, n=n, seed=seed, length_profile=profile)
+    return path
+
+
+def head_fasta(src: Path, dst: Path, n: int) -> Path:
+    from virnucpro.fasta import iter_fasta
+    with open(dst, "w") as fh:
+        for i, r in enumerate(iter_fasta(src)):
+            if i == n:
+                break
+            fh.write(f">{r.id}\n{r.seq}\n")
+    return dst
+
+
+def run_bench(args) -> dict:
+    from virnucpro.compare import compare_dirs
+    from virnucpro.pipeline import PredictOptions, predict, resolve_device
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    models = ensure_models(Path(args.models), args.preset, args.seed, device)
+    workload = ensure_workload(args.workload, out)
+    engine_opts = {k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
+                                     ("loader_workers", args.loader_workers)) if v is not None}
+
+    def run(inp: Path, sub: str, engine: str) -> dict:
+        opts = PredictOptions(input=inp, outdir=out / sub, chunk_length=args.chunk_length, models=str(models),
+                              engine=engine, device=device, precision=args.precision, progress=args.progress,
+                              engine_opts=engine_opts if engine == "fast" else {})
+        return predict(opts)
+
+    result: dict = {"workload": str(workload), "device": device, "precision": args.precision,
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(), "models": str(models)}
+    if device.startswith("cuda"):
+        import torch
+        result["gpu"] = torch.cuda.get_device_name(0)
+        result["torch"] = torch.__version__
+    if args.reference_reads:
+        sub = head_fasta(workload, out / "subsample.fa", args.reference_reads)
+        ref = run(sub, "reference-sub", "reference")
+        fast_sub = run(sub, "fast-sub", "fast")
+        cmp = compare_dirs(out / "reference-sub", out / "fast-sub")
+        result["side_by_side"] = {
+            "reads": args.reference_reads,
+            "reference": _pick(ref), "fast": _pick(fast_sub),
+            "speedup_end_to_end": round(ref["wall_s"] / fast_sub["wall_s"], 2),
+            "speedup_embedding": round(ref["embed_wall_s"] / fast_sub["embed_wall_s"], 2),
+            "agreement": {m: {"agreement": c.agreement, "mismatches": c.n_mismatch, "n": c.n_both,
+                              "mean_abs_score_diff": c.scores.mean_abs if c.scores else None,
+                              "max_abs_score_diff": c.scores.max_abs if c.scores else None}
+                          for m, c in cmp.modes.items()},
+        }
+    full = run(workload, "fast", "fast")
+    load = full["stages"].get("load_models", 0.0)
+    result["fast"] = _pick(full)
+    result["projection_1m_reads_s"] = round(load + (full["wall_s"] - load) * 1e6 / full["reads"], 1)
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _pick(s: dict) -> dict:
+    keys = ("wall_s", "embed_wall_s", "reads", "frames", "esm_tokens_per_s", "packing_efficiency", "gpu_util_mean",
+            "mfu_esm", "peak_gpu_mem_gib", "io_wait_s", "stages", "precision", "engine")
+    return {k: s.get(k) for k in keys}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="benchmark the fast engine on a named workload (synthetic models)",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                              description=__doc__, )
+    p.add_argument("--workload", default="reads100k", help=f"one of {', '.join(WORKLOADS)} or a FASTA path")
+    p.add_argument("--models", default=str(Path.home() / ".cache" / "virnucpro" / "synthetic-full"),
+                   help="model directory; a synthetic set is written there when it holds none")
+    p.add_argument("--preset", choices=("full", "tiny"), default="full", help="preset of a synthetic set to write")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="bench-out")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
+    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
+    p.add_argument("--reference-reads", type=int, default=2000,
+                   help="reads of the workload to run through BOTH engines for speedup and agreement (0: skip)")
+    p.add_argument("--token-budget", type=int, default=None, help="ESM-2 tokens per packed batch (default: from memory)")
+    p.add_argument("--gpu-memory-gib", type=float, default=None, help="size the budget as if the GPU had this memory")
+    p.add_argument("--loader-workers", type=int, default=None)
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    r = run_bench(args)
+    f = r["fast"]
+    print(f"\nbench: {r['workload']} on {r.get('gpu', r['device'])} ({r['precision']})")
+    print(f"  fast engine: {f['reads']:,} reads in {f['wall_s']:.1f} s; ESM-2 {f['esm_tokens_per_s'] or 0:,.0f} tok/s; "
+          f"MFU {_pct(f['mfu_esm'])}; packing {_pct(f['packing_efficiency'])}; GPU util {f['gpu_util_mean']}")
+    print(f"  projection to 1,000,000 reads: {r['projection_1m_reads_s']:.0f} s")
+    if "side_by_side" in r:
+        s = r["side_by_side"]
+        print(f"  side by side on {s['reads']:,} reads: speedup {s['speedup_end_to_end']}x end to end, "
+              f"{s['speedup_embedding']}x embedding; agreement {s['agreement']}")
+    print(f"  details: {Path(args.out) / 'bench.json'}")
+    return 0
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.1%}"

@@ -1,0 +1,305 @@
+"""ESM-2 over packed sequences: our own forward over a fair-esm checkpoint's weights.
+
+Sequences are laid end to end in one 1-D token tensor (no padding) described by int32 cu_seqlens:
+
+    tokens      [T]          <cls> seq0 <eos> <cls> seq1 <eos> ...
+    cu_seqlens  [N+1]        0, len0+2, len0+2+len1+2, ...     (int32)
+    positions   [T]          0..len0+1, 0..len1+1, ...         (rotary restarts at every sequence)
+
+Per layer (pre-LayerNorm, as fair-esm's TransformerLayer; the residual stream x stays fp32, the
+matmuls run in the weights' dtype, bf16 by default):
+    x = x + out_proj(attn(rotary(q), rotary(k), v))     q,k,v = split(qkv(LN(x)))   fused QKV
+    x = x + fc2(gelu(fc1(LN(x))))                          exact (erf) GELU
+then emb_layer_norm_after. Rotary tables are built and applied in fp32 (fair-esm builds them in the
+weights' dtype). The token-dropout embedding scale is kept: x * 0.88 / (1 - mask share of the
+sequence), i.e. x * 0.88 without <mask> tokens. Attention never crosses sequences:
+``varlen_attn`` (torch >= 2.10, CUDA, bf16/fp16), flash-attn's ``flash_attn_varlen_func`` when
+installed, else a padded SDPA with a key-padding mask (CPU, fp32).
+
+Embedding of a sequence = mean of the final hidden state over its residues (positions 1..len,
+at most 1024), exactly as the reference engine (fair-esm's layer-L mean) computes it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TOKEN_DROPOUT_TRAIN_RATIO = 0.15 * 0.8
+TRUNCATION = 1024
+
+
+def _varlen_backend():
+    try:
+        from flash_attn import flash_attn_varlen_func  # optional extra
+        return "flash_attn", flash_attn_varlen_func
+    except Exception:
+        pass
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+        return "varlen_attn", varlen_attn
+    except Exception:
+        return None, None
+
+
+ATTN_BACKEND, _VARLEN_FN = _varlen_backend()
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int,
+                     force_padded: bool = False) -> torch.Tensor:
+    """Block-diagonal self-attention. q, k, v [T, H, D] -> [T, H, D]; default scale 1/sqrt(D)."""
+    fused_ok = q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and not force_padded
+    if fused_ok and ATTN_BACKEND == "flash_attn":
+        return _VARLEN_FN(q, k, v, cu, cu, max_len, max_len)
+    if fused_ok and ATTN_BACKEND == "varlen_attn":
+        return _VARLEN_FN(q, k, v, cu, cu, max_len, max_len)
+    return padded_attention(q, k, v, cu, max_len)
+
+
+def padded_attention(q, k, v, cu: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Reference path: scatter into [N, H, L, D] padded batches, SDPA with a key mask, gather back."""
+    T, H, D = q.shape
+    lengths = (cu[1:] - cu[:-1]).long()                                       # [N]
+    n = lengths.numel()
+    seq = torch.repeat_interleave(torch.arange(n, device=q.device), lengths)   # [T]
+    pos = torch.arange(T, device=q.device) - cu[:-1].long()[seq]              # [T]
+
+    def pad(x):
+        out = x.new_zeros(n, max_len, H, D)
+        out[seq, pos] = x
+        return out.transpose(1, 2)                                            # [N, H, L, D]
+
+    key_ok = torch.arange(max_len, device=q.device)[None, :] < lengths[:, None]  # [N, L]
+    o = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=key_ok[:, None, None, :])
+    return o.transpose(1, 2)[seq, pos]                                        # [T, H, D]
+
+
+class RotaryTable(nn.Module):
+    """cos/sin per position in fp32: [P, D] each, D = head dim (fair-esm's cat(freqs, freqs))."""
+
+    def __init__(self, head_dim: int, max_positions: int = TRUNCATION + 2):
+        super().__init__()
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        t = torch.arange(max_positions, dtype=torch.float32)
+        freqs = torch.outer(t, inv_freq)                       # [P, D/2]
+        emb = torch.cat((freqs, freqs), dim=-1)                # [P, D]
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding in fp32 math: x [T, H, D] (any dtype), cos/sin [T, 1, D] fp32 -> x.dtype."""
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    return (xf * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x.dtype)
+
+
+def pre_attention(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
+    """x [T, C] (residual dtype) -> q, k, v [T, H, D] in the weights' dtype (rotary applied)."""
+    T, C = x.shape
+    h = F.layer_norm(x, (C,), ln_w.to(x.dtype), ln_b.to(x.dtype), 1e-5).to(qkv_w.dtype)
+    q, k, v = F.linear(h, qkv_w, qkv_b).view(T, 3, heads, C // heads).unbind(1)
+    return rope(q, cos, sin), rope(k, cos, sin), v.contiguous()
+
+
+def post_attention(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
+    """Residual add of the attention output, then the GELU feed-forward block (pre-LN)."""
+    T, C = x.shape
+    x = x + F.linear(a.reshape(T, C), out_w, out_b).to(x.dtype)
+    h = F.layer_norm(x, (C,), ln_w.to(x.dtype), ln_b.to(x.dtype), 1e-5).to(fc1_w.dtype)
+    return x + F.linear(F.gelu(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b).to(x.dtype)  # exact GELU
+
+
+_KERNELS = {"pre": pre_attention, "post": post_attention}
+
+
+def compile_kernels() -> None:
+    """Fuse the element-wise work around the matmuls (LayerNorm, casts, rotary, GELU, residual
+    adds) with torch.compile. One compilation serves all layers: weights are arguments."""
+    for key, fn in (("pre", pre_attention), ("post", post_attention)):
+        _KERNELS[key] = _with_eager_fallback(torch.compile(fn, dynamic=True), fn)
+
+
+def _with_eager_fallback(compiled, eager):
+    """Use the compiled kernel; if compilation fails (no compiler, unsupported GPU), say so once
+    and run eager from then on: slower, same results."""
+    state = {"fn": compiled}
+
+    def call(*args):
+        try:
+            return state["fn"](*args)
+        except Exception as exc:
+            if state["fn"] is eager:
+                raise
+            import logging
+            logging.getLogger(__name__).warning("torch.compile failed (%s: %s); running eager",
+                                                type(exc).__name__, str(exc).splitlines()[0][:200])
+            state["fn"] = eager
+            return eager(*args)
+    return call
+
+
+def eager_kernels() -> None:
+    _KERNELS.update(pre=pre_attention, post=post_attention)
+
+
+class PackedLayer(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)                     # fused q_proj, k_proj, v_proj
+        self.out_proj = nn.Linear(dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+
+    def forward(self, x, cos, sin, cu, max_len: int, force_padded: bool = False):
+        ln1, ln2 = self.self_attn_layer_norm, self.final_layer_norm
+        q, k, v = _KERNELS["pre"](x, ln1.weight, ln1.bias, self.qkv.weight, self.qkv.bias, cos, sin, self.heads)
+        a = varlen_attention(q, k, v, cu, max_len, force_padded)          # [T, H, D]
+        return _KERNELS["post"](x, a, self.out_proj.weight, self.out_proj.bias, ln2.weight, ln2.bias,
+                                self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+
+
+class PackedESM2(nn.Module):
+    def __init__(self, num_layers: int, embed_dim: int, attention_heads: int, vocab_size: int = 33,
+                 padding_idx: int = 1, mask_idx: int = 32, cls_idx: int = 0, eos_idx: int = 2):
+        super().__init__()
+        self.num_layers, self.embed_dim, self.attention_heads = num_layers, embed_dim, attention_heads
+        self.padding_idx, self.mask_idx, self.cls_idx, self.eos_idx = padding_idx, mask_idx, cls_idx, eos_idx
+        self.embed_tokens = nn.Embedding(vocab_size, embed_dim, padding_idx=padding_idx)
+        self.layers = nn.ModuleList(PackedLayer(embed_dim, attention_heads) for _ in range(num_layers))
+        self.emb_layer_norm_after = nn.LayerNorm(embed_dim)
+        self.rotary = RotaryTable(embed_dim // attention_heads)
+        self.force_padded_attention = False
+        self.residual_dtype = torch.float32   # the residual stream stays fp32 whatever the matmul dtype
+
+    @classmethod
+    def from_fair_esm(cls, model) -> "PackedESM2":
+        """Copy the weights of a loaded fair-esm ESM2 (q/k/v fused into one projection)."""
+        a = model.alphabet
+        m = cls(model.num_layers, model.embed_dim, model.attention_heads, len(a.all_toks), a.padding_idx,
+                a.mask_idx, a.cls_idx, a.eos_idx)
+        m.load_state_dict(fuse_state(model.state_dict(), model.num_layers), strict=True)
+        return m
+
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32) -> tuple["PackedESM2", object]:
+        """Build straight from a fair-esm checkpoint file in ``dtype`` on ``device`` (no fp32 copy of
+        the whole model in host memory). Returns (model in eval mode, fair-esm alphabet)."""
+        import argparse
+        import re
+        import esm
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            try:
+                data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+            except RuntimeError:  # legacy (non-zip) checkpoints cannot be memory-mapped
+                data = torch.load(str(path), map_location="cpu", weights_only=True)
+        cfg = data["cfg"]["model"]
+        prefix = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
+        sd = {prefix.sub("", k): v for k, v in data["model"].items()}
+        alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+        with torch.device("meta"):
+            m = cls(cfg.encoder_layers, cfg.encoder_embed_dim, cfg.encoder_attention_heads, len(alphabet.all_toks),
+                    alphabet.padding_idx, alphabet.mask_idx, alphabet.cls_idx, alphabet.eos_idx)
+        fused = fuse_state(sd, cfg.encoder_layers)
+        m.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in fused.items()}, strict=True, assign=True)
+        m.rotary = RotaryTable(m.embed_dim // m.attention_heads).to(device)
+        m.keep_norms_fp32()
+        return m.eval(), alphabet
+
+    def keep_norms_fp32(self) -> "PackedESM2":
+        """LayerNorm parameters in fp32 (tiny; they act on the fp32 residual stream)."""
+        for mod in self.modules():
+            if isinstance(mod, nn.LayerNorm):
+                mod.float()
+        return self
+
+    def forward(self, tokens: torch.Tensor, cu: torch.Tensor, positions: torch.Tensor, max_len: int) -> torch.Tensor:
+        """tokens [T] long, cu [N+1] int32, positions [T] -> final hidden states [T, C]."""
+        lengths = (cu[1:] - cu[:-1]).long()                                         # [N]
+        seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=tokens.device), lengths)  # [T]
+        x = self.embed_tokens(tokens)                                               # [T, C]
+        is_mask = tokens == self.mask_idx
+        x = x.masked_fill(is_mask[:, None], 0.0)
+        masked_share = torch.zeros(lengths.numel(), device=x.device).index_add_(0, seq, is_mask.float()) / lengths
+        scale = (1 - TOKEN_DROPOUT_TRAIN_RATIO) / (1 - masked_share)                # [N]
+        x = (x.to(self.residual_dtype) * scale[seq][:, None].to(self.residual_dtype))
+        cos = self.rotary.cos[positions][:, None, :]                                # [T, 1, D] fp32
+        sin = self.rotary.sin[positions][:, None, :]
+        for layer in self.layers:
+            x = layer(x, cos, sin, cu, max_len, self.force_padded_attention)
+        ln = self.emb_layer_norm_after
+        return F.layer_norm(x, (x.shape[1],), ln.weight.to(x.dtype), ln.bias.to(x.dtype), 1e-5)
+
+    @staticmethod
+    def mean_residues(hidden: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
+        """Per-sequence mean over residue positions 1..min(len, 1024) (BOS/EOS excluded): [N, C] fp32."""
+        lengths = (cu[1:] - cu[:-1]).long()                                         # tokens incl. BOS/EOS
+        n = lengths.numel()
+        seq = torch.repeat_interleave(torch.arange(n, device=hidden.device), lengths)
+        pos = torch.arange(hidden.shape[0], device=hidden.device) - cu[:-1].long()[seq]
+        residues = (lengths - 2).clamp(min=1)
+        used = residues.clamp(max=TRUNCATION)
+        keep = (pos >= 1) & (pos <= used[seq])
+        w = keep.float() / used[seq].float()                                        # [T]
+        out = torch.zeros(n, hidden.shape[1], device=hidden.device, dtype=torch.float32)
+        return out.index_add_(0, seq, hidden.float() * w[:, None])
+
+
+def fuse_state(sd: dict, num_layers: int) -> dict:
+    """fair-esm ESM2 state dict (prefixes removed) -> PackedESM2 state dict (fused QKV)."""
+    new = {k: sd[k] for k in ("embed_tokens.weight", "emb_layer_norm_after.weight", "emb_layer_norm_after.bias")}
+    for i in range(num_layers):
+        p = f"layers.{i}."
+        for part in ("weight", "bias"):
+            new[p + f"qkv.{part}"] = torch.cat([sd[p + f"self_attn.{x}_proj.{part}"] for x in "qkv"], 0)
+            new[p + f"out_proj.{part}"] = sd[p + f"self_attn.out_proj.{part}"]
+            for name in ("self_attn_layer_norm", "final_layer_norm", "fc1", "fc2"):
+                new[p + f"{name}.{part}"] = sd[p + f"{name}.{part}"]
+    return new
+
+
+def flops_per_token(num_layers: int, embed_dim: int) -> float:
+    """Matmul FLOPs per token of the forward: 2 x (QKV + out + fc1 + fc2 weights) = 24 L C^2.
+    ESM-2 3B: 5.66 GFLOP/token. Attention score FLOPs (~4 L C x seq len, < 1% here) not counted."""
+    return 24.0 * num_layers * embed_dim * embed_dim
+
+
+def tokenize(alphabet, proteins: list[str]):
+    """numpy int32 tokens / cu_seqlens / positions for a list of proteins (host side, no torch)."""
+    import numpy as np
+    table = _token_table(alphabet)
+    lens = np.fromiter((len(p) + 2 for p in proteins), dtype=np.int64, count=len(proteins))
+    cu = np.zeros(len(proteins) + 1, dtype=np.int32)
+    np.cumsum(lens, out=cu[1:])
+    T = int(cu[-1])
+    tokens = np.empty(T, dtype=np.int32)
+    body = np.frombuffer("".join(proteins).encode("ascii"), dtype=np.uint8)
+    starts = cu[:-1].astype(np.int64)
+    is_body = np.ones(T, dtype=bool)
+    is_body[starts] = False
+    is_body[cu[1:].astype(np.int64) - 1] = False
+    tokens[is_body] = table[body]
+    tokens[starts] = alphabet.cls_idx
+    tokens[cu[1:].astype(np.int64) - 1] = alphabet.eos_idx
+    positions = np.arange(T, dtype=np.int32) - np.repeat(cu[:-1], lens)
+    return tokens, cu, positions, int(lens.max()) if len(lens) else 0
+
+
+_TABLES: dict[int, "object"] = {}
+
+
+def _token_table(alphabet):
+    import numpy as np
+    key = id(alphabet)
+    if key not in _TABLES:
+        t = np.full(256, alphabet.unk_idx, dtype=np.int32)
+        for tok, idx in alphabet.tok_to_idx.items():
+            if len(tok) == 1:
+                t[ord(tok)] = idx
+        _TABLES[key] = t
+    return _TABLES[key]
+
