@@ -173,8 +173,9 @@ def _plot_throughput(plt, gs, runs, path: Path, title: str) -> str | None:
     for key, r in runs.items():
         batches = [e for e in r.events if e.get("event") == "batch" and e.get("tokens")]
         for model in sorted({str(e.get("model", "?")) for e in batches}):
-            pts = [(float(e["t"]), float(e["tokens"])) for e in batches if str(e.get("model", "?")) == model]
-            series[f"{key} {model}"] = _binned_rate(pts)
+            spans = [(float(e["t"]) - float(e.get("dt") or 0.0), float(e["t"]), float(e["tokens"]))
+                     for e in batches if str(e.get("model", "?")) == model]
+            series[f"{key} {model}"] = _binned_rate(spans)
     if not series:
         return "no per-batch telemetry ('batch' events carry tokens; the reference engine emits none)"
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -187,16 +188,24 @@ def _plot_throughput(plt, gs, runs, path: Path, title: str) -> str | None:
     return None
 
 
-def _binned_rate(pts: list[tuple[float, float]], n_bins: int = 60) -> tuple[list[float], list[float]]:
-    """Tokens per second in equal time bins over the batches' span: pts = [(t_end, tokens)]."""
-    if not pts:
+def _binned_rate(spans: list[tuple[float, float, float]], n_bins: int = 60) -> tuple[list[float], list[float]]:
+    """Tokens per second in equal time bins: each batch's tokens are spread evenly over its
+    [start, end] (a batch without dt counts at its end). Concurrent workers add up."""
+    if not spans:
         return [], []
-    t0, t1 = min(t for t, _ in pts), max(t for t, _ in pts)
+    t0, t1 = min(a for a, _, _ in spans), max(b for _, b, _ in spans)
     width = max((t1 - t0) / n_bins, 1e-3)
-    sums = [0.0] * (n_bins + 1)
-    for t, tok in pts:
-        sums[min(int((t - t0) / width), n_bins)] += tok
-    return [t0 + (i + 0.5) * width for i in range(n_bins + 1)], [s / width for s in sums]
+    sums = [0.0] * n_bins
+    for a, b, tok in spans:
+        if b - a <= 0:
+            sums[min(int((b - t0) / width), n_bins - 1)] += tok
+            continue
+        first, last = int((a - t0) / width), min(int((b - t0) / width), n_bins - 1)
+        for i in range(first, last + 1):
+            lo, hi = max(a, t0 + i * width), min(b, t0 + (i + 1) * width)
+            if hi > lo:
+                sums[i] += tok * (hi - lo) / (b - a)
+    return [t0 + (i + 0.5) * width for i in range(n_bins)], [v / width for v in sums]
 
 
 def _plot_gpu_util(plt, gs, runs, path: Path, title: str) -> str | None:
@@ -234,9 +243,8 @@ def _plot_stages(plt, gs, runs, path: Path, title: str) -> str | None:
         ax.barh(labels, vals, left=left, label=s)
         left = [a + b for a, b in zip(left, vals)]
     ax.set(xlabel="wall time (s)", title=title)
-    ax.legend(fontsize=8, ncols=min(len(names), 4), loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return None
 
 

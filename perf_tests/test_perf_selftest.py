@@ -199,3 +199,30 @@ def test_report_tables_and_plots(tmp_path: Path) -> None:
         assert f"]({png})" in text, f"{png} not linked from the report"
     doc = json.loads((path.parent / "results.json").read_text())
     assert doc["verdict"] == "FAIL" and len(doc["results"]) == 3
+
+
+def test_baseline_make_round_trip(gate_session: GateSession, smoke_run: RunRecord, tmp_path: Path) -> None:
+    """`virnucpro baseline make` on the smoke workload: manifest complete, outputs equal to the
+    smoke run (same engine and models), and the gate finds it for that run."""
+    import subprocess
+    import sys
+
+    from virnucpro import baseline as bl
+
+    w = gate_session.workload_info
+    cmd = [sys.executable, "-m", "virnucpro", "baseline", "make", "smoke-test", "--out-root", str(tmp_path),
+           "--models", str(gate_session.models()), "--reads", str(w["reads"]), "--reads-seed", str(w["seed"]),
+           "--length-profile", w["length_profile"], "--workload-cache", str(gate_session.cache),
+           "--chunk-length", str(gate_session.chunk_length), "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"baseline make exited {proc.returncode}: {proc.stderr[-500:]}"
+    b = bl.load_baseline(tmp_path / "smoke-test")
+    m = b.manifest
+    for key in ("engine", "chunk_length", "models", "workload", "date", "machine", "wall_s"):
+        assert key in m, f"manifest lacks {key}: {sorted(m)}"
+    assert m["engine"] == "reference" and m["chunk_length"] == gate_session.chunk_length
+    assert m["workload"]["sha256"] == gate_session.workload_sha256()
+    assert m["models"]["fingerprints"] == bl.run_fingerprints(smoke_run.manifest)
+    assert compare_dirs(b.path, smoke_run.outdir).passes(1.0), "same engine, models and input: identical"
+    found = bl.find_compatible(tmp_path, smoke_run.manifest, gate_session.workload_sha256())
+    assert found is not None and found.path == b.path

@@ -26,9 +26,13 @@ def main():
     ap.add_argument("--tokens", type=int, default=1_440_000)
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--compile", action="store_true")
     a = ap.parse_args()
     dev = torch.device("cuda")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
+    if a.compile:
+        from virnucpro.models import esm2_fast
+        esm2_fast.compile_kernels()
     peak = matmul_peak_tflops(dev)
     model, alphabet = PackedESM2.from_checkpoint(_find_esm(__import__("pathlib").Path(a.models)), dev, dtype)
     rng = np.random.default_rng(0)

@@ -252,7 +252,7 @@ def test_malicious_classifier_is_refused_without_running_it(layout, tmp_path, ti
     elif layout == "state_dict_with_payload":
         torch.save({"hidden_layer.weight": torch.zeros(4, 4), "extra": _Payload(marker)}, evil)
     else:
-        evil.write_bytes(pickle.dumps(_Payload(marker)))
+        evil.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
     out = tmp_path / "out"
     res = run_cli(*predict_args(small_fa, out, tiny_models, "--classifier", evil))
     assert not marker.exists(), "the payload in the .pth file was EXECUTED"

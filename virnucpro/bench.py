@@ -7,7 +7,8 @@
 2. workload: a named synthetic read set from real genomes (``virnucpro reads synth``);
 3. the fast engine on the whole workload, with its telemetry summary;
 4. side by side in the same process, on the first ``--reference-reads`` reads: the reference
-   engine and the fast engine, giving the speedup and the label agreement (``virnucpro compare``);
+   engine and the (already warm) fast engine, giving the speedup (end to end and of the embedding
+   stages) and the label agreement (``virnucpro compare``);
 5. a projection to 1,000,000 reads: load time + (wall - load time) x 1e6 / reads.
 Everything lands in OUT/bench.json and is printed as a table.
 """
@@ -86,6 +87,12 @@ def run_bench(args) -> dict:
         import torch
         result["gpu"] = torch.cuda.get_device_name(0)
         result["torch"] = torch.__version__
+    # the whole workload first: it also warms the compile caches, so that the side-by-side runs
+    # below compare steady-state engines (their one-time costs are reported apart)
+    full = run(workload, "fast", "fast")
+    load = full["stages"].get("load_models", 0.0)
+    result["fast"] = _pick(full)
+    result["projection_1m_reads_s"] = round(load + (full["wall_s"] - load) * 1e6 / full["reads"], 1)
     if args.reference_reads:
         sub = head_fasta(workload, out / "subsample.fa", args.reference_reads)
         ref = run(sub, "reference-sub", "reference")
@@ -101,10 +108,6 @@ def run_bench(args) -> dict:
                               "max_abs_score_diff": c.scores.max_abs if c.scores else None}
                           for m, c in cmp.modes.items()},
         }
-    full = run(workload, "fast", "fast")
-    load = full["stages"].get("load_models", 0.0)
-    result["fast"] = _pick(full)
-    result["projection_1m_reads_s"] = round(load + (full["wall_s"] - load) * 1e6 / full["reads"], 1)
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -126,7 +129,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench-out")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16")
+    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16")
     p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
     p.add_argument("--reference-reads", type=int, default=2000,
                    help="reads of the workload to run through BOTH engines for speedup and agreement (0: skip)")

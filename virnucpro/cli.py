@@ -73,13 +73,21 @@ def _add_predict(sub) -> None:
                    help="reference = the original's fp32 semantics (slow, the yardstick); fast = packed "
                    "bf16 on GPU; auto = fast on a GPU, reference on CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16", help="fast engine precision")
+    p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
+                   help="fast engine matmul precision (the residual stream is always fp32). fp16 is the "
+                   "default: it keeps >= 99.9%% label agreement with the reference; bf16 is as fast but "
+                   "measured at ~99.1%% (docs/benchmarks.md)")
     p.add_argument("--chunking", choices=("original", "fixed"), default="original",
                    help="original reproduces VirNucPro incl. its short-last-chunk quirk; fixed makes every "
                    "chunk of a long read exactly C nt")
     p.add_argument("--duplicate-ids", choices=("error", "rename"), default="error",
                    help="what to do with repeated record ids: stop with an error, or rename repeats ID_dupK")
-    p.add_argument("--block-frames", type=int, default=20000, help="frames embedded per block (memory bound)")
+    p.add_argument("--block-frames", type=int, default=20000, help="reference engine: frames embedded per block")
+    p.add_argument("--token-budget", type=int, default=None,
+                   help="fast engine: ESM-2 tokens per packed batch (default: sized from free GPU memory, <= 65536)")
+    p.add_argument("--gpu-memory-gib", type=float, default=None,
+                   help="fast engine: size the token budget as if the GPU had this much memory (e.g. 24)")
+    p.add_argument("--no-compile", action="store_true", help="fast engine: skip torch.compile (eager kernels)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
@@ -100,7 +108,9 @@ def cmd_predict(args) -> int:
         dnabert=args.dnabert, classifier=args.classifier, engine=args.engine, device=args.device,
         precision=args.precision, chunking=args.chunking, duplicate_ids=args.duplicate_ids,
         block_frames=args.block_frames, allow_classifier_mismatch=args.allow_classifier_mismatch,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose)
+        progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose,
+        engine_opts={k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
+                                       ("compile", False if args.no_compile else None)) if v is not None})
     summary = predict(opts)
     print_summary(summary)
     return 0

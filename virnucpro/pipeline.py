@@ -46,7 +46,7 @@ class PredictOptions:
     classifier: str | None = None
     engine: str = "auto"            # auto = fast on a GPU, reference on CPU
     device: str = "auto"            # auto = cuda if available else cpu
-    precision: str = "bf16"         # fast engine only; the reference engine is fp32
+    precision: str = "fp16"         # fast engine only; the reference engine is fp32
     chunking: str = "original"
     duplicate_ids: str = "error"
     block_frames: int = 20000
@@ -126,6 +126,9 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     from virnucpro.engines import make_engine
     with tel.stage("load_models"):
         engine = make_engine(engine_name, models, device, precision=opts.precision, **opts.engine_opts)
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
     sampler = GpuSampler(tel, _gpu_indices(device)).start()
 
     with _progress(opts.progress) as prog:

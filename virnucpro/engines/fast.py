@@ -1,4 +1,4 @@
-"""The fast engine: packed bf16 ESM-2, length-bucketed DNABERT-S, a DataLoader that never lets the
+"""The fast engine: packed fp16/bf16 ESM-2, length-bucketed DNABERT-S, a DataLoader that never lets the
 GPU wait, the classifier on the GPU, and per-batch telemetry.
 
 Work plan (``packing.make_plan``): every protein is packed once, first-fit-decreasing, into
@@ -6,7 +6,7 @@ batches of ``token_budget`` tokens; consecutive batches form work units. For eac
 
     DataLoader workers (processes)           GPU loop (this process)
     --------------------------------         -----------------------------------------------
-    tokenize + pad DNA batch  (pinned)  -->  DNABERT-S (bf16, SDPA + ALiBi bias) -> masked mean
+    tokenize + pad DNA batch  (pinned)  -->  DNABERT-S (fp16, SDPA + ALiBi bias) -> masked mean
     tokenize + pack ESM batch (pinned)  -->  PackedESM2 (varlen attention)      -> residue mean
                                              unit complete: concat -> MLP -> softmax -> scores
 
@@ -109,7 +109,7 @@ def matmul_peak_tflops(device: torch.device, seconds: float = 2.0) -> float:
 class FastEngine:
     name = "fast"
 
-    def __init__(self, models, device: str = "cuda", precision: str = "bf16", token_budget: int | None = None,
+    def __init__(self, models, device: str = "cuda", precision: str = "fp16", token_budget: int | None = None,
                  gpu_memory_gib: float | None = None, loader_workers: int = 2, batches_per_unit: int = 8,
                  dna_nt_budget: int = 262144, measure_peak: bool = True, compile: bool | None = None):
         if precision not in DTYPES:

@@ -109,8 +109,11 @@ def synth(out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "c
     marker = {"synthetic": True, "preset": preset, "seed": seed, "virnucpro_version": __version__,
               "note": "random weights - NOT biology; for tests and benchmarks only",
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    # the marker stored inside the model files holds no date: the same preset and seed give
+    # byte-identical files (stable fingerprints for baselines); the date lives in SYNTHETIC.json
+    inner = {k: marker[k] for k in ("synthetic", "preset", "seed", "note")}
     log.info("writing synthetic ESM-2 (%s)", preset)
-    esm2.write_synthetic_esm2(out, preset, seed, marker)
+    esm2.write_synthetic_esm2(out, preset, seed, inner)
     log.info("writing synthetic DNABERT-S (%s)", preset)
     dnabert.write_synthetic_dnabert(out / "DNABERT-S", preset, seed, _training_dna(seed), weights_format=dnabert_format)
     calibration = {}
@@ -118,8 +121,8 @@ def synth(out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "c
         feats = _calibration_features(out, C, calibration_frames, device)
         model, stats = calibrated_classifier(feats, seed * 7919 + i)
         calibration[str(C)] = stats
-        save_classifier_pickle(model, out / f"{C}_model.pth", synthetic=marker)
-        save_classifier_safetensors(model, out / f"{C}_model.safetensors", C, synthetic=marker)
+        save_classifier_pickle(model, out / f"{C}_model.pth", synthetic=inner)
+        save_classifier_safetensors(model, out / f"{C}_model.safetensors", C, synthetic=inner)
     marker["calibration"] = calibration
     marker["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "SYNTHETIC.json").write_text(json.dumps(marker, indent=2) + "\n")
