@@ -126,8 +126,6 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, tiny_mo
     assert_nothing_written(out)
 
 
-@pytest.mark.xfail(strict=True, reason="fasta.iter_fasta reads the first line outside its gzip/EOF "
-                   "error handling: a corrupt gzip gives an internal error (exit 1)")
 def test_corrupt_gzip_is_an_input_error(tmp_path, tiny_models, run_cli):
     inp = tmp_path / "corrupt.fa.gz"
     inp.write_bytes(b"\x1f\x8b\x08\x00" + b"not really deflate data" * 4)

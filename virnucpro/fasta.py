@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 import itertools
 import logging
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from Bio.SeqIO.FastaIO import SimpleFastaParser
 from virnucpro.errors import InputError
 
 log = logging.getLogger(__name__)
+
+# What a damaged (often gzip) file raises while being read.
+_READ_ERRORS = (gzip.BadGzipFile, EOFError, OSError, zlib.error)
 
 # Letters a nucleotide FASTA may hold: IUPAC nucleotide codes (any case) plus gap symbols.
 _ALLOWED = frozenset(b"ACGTURYSWKMBDHVNacgturyswkmbdhvn-.*")
@@ -54,10 +58,13 @@ def iter_fasta(path: str | Path) -> Iterator[Record]:
     fh = open_text(path)
     try:
         first = ""
-        for line in fh:
-            if line.strip():
-                first = line
-                break
+        try:
+            for line in fh:
+                if line.strip():
+                    first = line
+                    break
+        except _READ_ERRORS as exc:
+            raise InputError(_read_error(path, exc)) from None
         if not first:
             raise InputError(f"input file is empty: {path}")
         if not first.startswith(">"):
@@ -76,12 +83,14 @@ def iter_fasta(path: str | Path) -> Iterator[Record]:
                     raise InputError(
                         f"{path}: record {rid!r} holds characters that are not nucleotide codes: {shown!r}")
                 yield Record(rid, seq)
-        except gzip.BadGzipFile as exc:
-            raise InputError(f"{path}: corrupt gzip file ({exc})") from None
-        except (EOFError, OSError) as exc:
-            raise InputError(f"{path}: cannot read file ({exc})") from None
+        except _READ_ERRORS as exc:
+            raise InputError(_read_error(path, exc)) from None
     finally:
         fh.close()
+
+
+def _read_error(path, exc: Exception) -> str:
+    return f"{path}: corrupt or truncated file, cannot read it ({type(exc).__name__}: {exc}); is the gzip complete?"
 
 
 def read_fasta(path: str | Path, duplicate_ids: str = "error") -> list[Record]:

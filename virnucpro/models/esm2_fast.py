@@ -76,23 +76,24 @@ def padded_attention(q, k, v, cu: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 class RotaryTable(nn.Module):
-    """cos/sin per position in fp32: [P, D] each, D = head dim (fair-esm's cat(freqs, freqs))."""
+    """cos/sin per position in fp32: [P, D/2] each, D = head dim (fair-esm uses cat(freqs, freqs))."""
 
     def __init__(self, head_dim: int, max_positions: int = TRUNCATION + 2):
         super().__init__()
         inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         t = torch.arange(max_positions, dtype=torch.float32)
         freqs = torch.outer(t, inv_freq)                       # [P, D/2]
-        emb = torch.cat((freqs, freqs), dim=-1)                # [P, D]
-        self.register_buffer("cos", emb.cos(), persistent=False)
-        self.register_buffer("sin", emb.sin(), persistent=False)
+        self.register_buffer("cos", freqs.cos(), persistent=False)   # [P, D/2]: both halves share it
+        self.register_buffer("sin", freqs.sin(), persistent=False)
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding in fp32 math: x [T, H, D] (any dtype), cos/sin [T, 1, D] fp32 -> x.dtype."""
+    """Rotary embedding in fp32 math: x [T, H, D] (any dtype), cos/sin [T, 1, D/2] fp32 -> x.dtype.
+    Same as fair-esm's x*cos + rotate_half(x)*sin with cos = cat(c, c), written per half."""
     xf = x.float()
-    x1, x2 = xf.chunk(2, dim=-1)
-    return (xf * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x.dtype)
+    half = x.shape[-1] // 2
+    x1, x2 = xf[..., :half], xf[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
 
 def pre_attention(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
@@ -116,9 +117,10 @@ _KERNELS = {"pre": pre_attention, "post": post_attention}
 
 def compile_kernels() -> None:
     """Fuse the element-wise work around the matmuls (LayerNorm, casts, rotary, GELU, residual
-    adds) with torch.compile. One compilation serves all layers: weights are arguments."""
+    adds) with torch.compile. One compilation serves all layers (weights are arguments), and with
+    batches padded to the token budget every batch has the same shape: static-shape kernels."""
     for key, fn in (("pre", pre_attention), ("post", post_attention)):
-        _KERNELS[key] = _with_eager_fallback(torch.compile(fn, dynamic=True), fn)
+        _KERNELS[key] = _with_eager_fallback(torch.compile(fn, dynamic=False), fn)
 
 
 def _with_eager_fallback(compiled, eager):
@@ -227,7 +229,7 @@ class PackedESM2(nn.Module):
         masked_share = torch.zeros(lengths.numel(), device=x.device).index_add_(0, seq, is_mask.float()) / lengths
         scale = (1 - TOKEN_DROPOUT_TRAIN_RATIO) / (1 - masked_share)                # [N]
         x = (x.to(self.residual_dtype) * scale[seq][:, None].to(self.residual_dtype))
-        cos = self.rotary.cos[positions][:, None, :]                                # [T, 1, D] fp32
+        cos = self.rotary.cos[positions][:, None, :]                                # [T, 1, D/2] fp32
         sin = self.rotary.sin[positions][:, None, :]
         for layer in self.layers:
             x = layer(x, cos, sin, cu, max_len, self.force_padded_attention)
@@ -268,11 +270,27 @@ def flops_per_token(num_layers: int, embed_dim: int) -> float:
     return 24.0 * num_layers * embed_dim * embed_dim
 
 
-def tokenize(alphabet, proteins: list[str]):
-    """numpy int32 tokens / cu_seqlens / positions for a list of proteins (host side, no torch)."""
+PAD_SEQ = 256  # padding to the budget is laid out as pseudo-sequences of at most this length
+
+
+def tokenize(alphabet, proteins: list[str], pad_to: int | None = None):
+    """numpy int32 tokens / cu_seqlens / positions for a list of proteins (host side, no torch).
+
+    ``pad_to``: append <pad> pseudo-sequences (each <= PAD_SEQ tokens, attending only among
+    themselves) so the batch has exactly this many tokens: every batch then has the same shape.
+    The real sequences are the first len(proteins) entries of cu_seqlens."""
     import numpy as np
     table = _token_table(alphabet)
     lens = np.fromiter((len(p) + 2 for p in proteins), dtype=np.int64, count=len(proteins))
+    if pad_to is not None and pad_to > lens.sum():
+        rest = int(pad_to - lens.sum())
+        pads = np.full(-(-rest // PAD_SEQ), PAD_SEQ, dtype=np.int64)
+        pads[-1] = rest - PAD_SEQ * (len(pads) - 1)
+        tok, cu, pos, mx = tokenize(alphabet, proteins)
+        pcu = cu[-1] + np.cumsum(pads)
+        ppos = np.concatenate([np.arange(n, dtype=np.int32) for n in pads])
+        return (np.concatenate([tok, np.full(rest, alphabet.padding_idx, dtype=np.int32)]),
+                np.concatenate([cu, pcu.astype(np.int32)]), np.concatenate([pos, ppos]), max(mx, int(pads.max())))
     cu = np.zeros(len(proteins) + 1, dtype=np.int32)
     np.cumsum(lens, out=cu[1:])
     T = int(cu[-1])
