@@ -1,0 +1,96 @@
+"""The packed ESM-2 forward against fair-esm's own ESM2 on the same checkpoint."""
+
+import numpy as np
+import pytest
+import torch
+
+from virnucpro.models.esm2 import embed_reference, load_esm2
+from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
+
+AAS = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+
+
+@pytest.fixture(scope="module")
+def esm(tiny_models):
+    path = next(p for p in tiny_models.glob("esm2_*.pt") if "contact" not in p.name)
+    fair, alphabet, _ = load_esm2(path)
+    packed, _ = PackedESM2.from_checkpoint(path, "cpu", torch.float32)
+    return fair, alphabet, packed
+
+
+def random_proteins(n, seed, lo=1, hi=166):
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(AAS, int(rng.integers(lo, hi + 1)))) for _ in range(n)]
+
+
+def packed_embed(model, alphabet, proteins, pad_to=None):
+    tok, cu, pos, max_len = tokenize(alphabet, proteins, pad_to=pad_to)
+    with torch.inference_mode():
+        cu_t = torch.from_numpy(cu)
+        h = model(torch.from_numpy(tok).long(), cu_t, torch.from_numpy(pos).long(), max_len)
+        return PackedESM2.mean_residues(h, cu_t).numpy()[:len(proteins)]
+
+
+def test_fp32_packed_forward_matches_fair_esm(esm):
+    fair, alphabet, packed = esm
+    prots = random_proteins(40, seed=1) + ["M", "W" * 166]
+    got = packed_embed(packed, alphabet, prots)
+    want = embed_reference(fair, alphabet, prots)
+    err = np.abs(got - want).max()
+    assert err <= 1e-4, f"packed fp32 ESM-2 differs from fair-esm by {err:.2e} (target <= 1e-4)"
+
+
+def test_hidden_states_match_fair_esm_per_token(esm):
+    """Not only the means: every residue's final representation (layer L, after the last LayerNorm)."""
+    fair, alphabet, packed = esm
+    prots = random_proteins(5, seed=2)
+    _, _, toks = alphabet.get_batch_converter()([(str(i), p) for i, p in enumerate(prots)])
+    with torch.inference_mode():
+        ref = fair(toks, repr_layers=[fair.num_layers])["representations"][fair.num_layers]
+        tok, cu, pos, max_len = tokenize(alphabet, prots)
+        h = packed(torch.from_numpy(tok).long(), torch.from_numpy(cu), torch.from_numpy(pos).long(), max_len)
+    for i, p in enumerate(prots):
+        s = int(cu[i])
+        err = (h[s:s + len(p) + 2] - ref[i, :len(p) + 2]).abs().max().item()
+        assert err <= 1e-4, f"protein {i}: per-token difference {err:.2e}"
+
+
+def test_sequence_embedding_does_not_depend_on_its_batch_mates(esm):
+    """Packing never mixes sequences: alone, first, last or among others gives the same embedding."""
+    _, alphabet, packed = esm
+    target = random_proteins(1, seed=3, lo=80, hi=80)[0]
+    others = random_proteins(30, seed=4)
+    alone = packed_embed(packed, alphabet, [target])[0]
+    first = packed_embed(packed, alphabet, [target] + others)[0]
+    last = packed_embed(packed, alphabet, others + [target])[-1]
+    padded = packed_embed(packed, alphabet, others + [target], pad_to=4000)[-1]
+    for name, e in (("first", first), ("last", last), ("padded to the budget", padded)):
+        err = np.abs(e - alone).max()
+        assert err <= 1e-5, f"embedding changes when packed {name}: {err:.2e}"
+
+
+def test_token_dropout_scale_with_mask_tokens(esm):
+    """fair-esm rescales embeddings by 0.88 / (1 - mask share): same with <mask> tokens present."""
+    fair, alphabet, packed = esm
+    prot = "MKTAYIAKQRQISFVKSHFSRQ"
+    toks = torch.tensor([[alphabet.cls_idx] + [alphabet.get_idx(c) for c in prot] + [alphabet.eos_idx]])
+    toks[0, 3] = toks[0, 7] = alphabet.mask_idx
+    with torch.inference_mode():
+        ref = fair(toks, repr_layers=[fair.num_layers])["representations"][fair.num_layers][0]
+        cu = torch.tensor([0, toks.shape[1]], dtype=torch.int32)
+        got = packed(toks[0], cu, torch.arange(toks.shape[1]), toks.shape[1])
+    assert (got - ref).abs().max().item() <= 1e-4
+
+
+def test_reduced_precision_stays_close(esm, tiny_models):
+    path = next(p for p in tiny_models.glob("esm2_*.pt") if "contact" not in p.name)
+    _, alphabet, packed = esm
+    half, _ = PackedESM2.from_checkpoint(path, "cpu", torch.bfloat16)
+    prots = random_proteins(20, seed=5)
+    a, b = packed_embed(packed, alphabet, prots), packed_embed(half, alphabet, prots)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() >= 0.999, f"bf16 embedding cosine {cos.min():.5f} < 0.999"
+
+
+def test_flops_per_token_of_esm2_3b():
+    assert abs(flops_per_token(36, 2560) - 5.66e9) / 5.66e9 < 0.01

@@ -1,0 +1,64 @@
+"""The fast engine (CPU path) against the reference engine, and its telemetry."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from virnucpro.compare import compare_dirs
+from virnucpro.telemetry import read_telemetry
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_models, tmp_path_factory, run_cli):
+    out = tmp_path_factory.mktemp("engines")
+    for name, extra in (("reference", ["--engine", "reference"]),
+                        ("fast32", ["--engine", "fast", "--precision", "fp32", "--token-budget", "2048"]),
+                        ("fast16", ["--engine", "fast", "--precision", "bf16", "--token-budget", "2048"])):
+        res = run_cli("predict", "--sample", "-o", out / name, "--models", tiny_models, "--device", "cpu",
+                         "--no-progress", *extra)
+        assert res.code == 0, str(res)
+    return out
+
+
+def frames(d):
+    return pd.read_csv(d / "prediction_results.txt", sep="\t")
+
+
+def test_fp32_fast_engine_equals_reference(runs):
+    ref, fast = frames(runs / "reference"), frames(runs / "fast32")
+    assert ref.Sequence_ID.tolist() == fast.Sequence_ID.tolist(), "frame ids or their order differ"
+    diff = np.abs(ref.score2 - fast.score2).max()
+    assert diff <= 1e-5, f"fp32 fast engine scores differ from the reference by {diff:.2e}"
+    assert (ref.Prediction == fast.Prediction).all()
+    assert (runs / "reference" / "prediction_results_highestscore.csv").read_text() == \
+        (runs / "fast32" / "prediction_results_highestscore.csv").read_text()
+
+
+def test_reduced_precision_agreement(runs):
+    result = compare_dirs(runs / "reference", runs / "fast16")
+    frame = result.modes["frame"]
+    assert frame.only_v1 == frame.only_v2 == 0
+    assert frame.agreement >= 0.98, f"bf16 per-frame agreement {frame.agreement:.4f} on the tiny models"
+    assert frame.scores.mean_abs <= 5e-3, f"mean |score difference| {frame.scores.mean_abs:.2e}"
+
+
+def test_telemetry_of_a_fast_run(runs):
+    ev = read_telemetry(runs / "fast32" / "virnucpro.log")
+    kinds = {e["event"] for e in ev}
+    assert {"run_start", "plan", "batch", "stage", "summary"} <= kinds, kinds
+    batches = [e for e in ev if e["event"] == "batch"]
+    assert {b["model"] for b in batches} == {"esm2", "dnabert"}
+    for b in batches:
+        assert 0 < b["packing_efficiency"] <= 1.0, b
+        assert b["tokens"] <= b["budget"], b
+        assert b["io_wait_s"] >= 0
+    esm = [b for b in batches if b["model"] == "esm2"]
+    summary = next(e for e in ev if e["event"] == "summary")
+    plan = next(e for e in ev if e["event"] == "plan")
+    assert sum(b["tokens"] for b in esm) == plan["esm_tokens"], "every ESM-2 token is in exactly one batch"
+    assert summary["packing_efficiency"] == pytest.approx(plan["esm_tokens"] / (plan["batches"] * plan["budget"]))
+    assert 0 < summary["packing_efficiency"] <= 1.0
+    assert summary["frames"] == len(frames(runs / "fast32"))
+    stages = summary["stages"]
+    for name in ("chunk_translate", "load_models", "embed_dnabert", "embed_esm", "classify", "write"):
+        assert name in stages, f"stage {name} missing from {sorted(stages)}"
