@@ -236,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        from virnucpro.telemetry import setup_logging
+        setup_logging(None)  # warnings before a run's log exists still read "virnucpro: WARNING: ..."
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
