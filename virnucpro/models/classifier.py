@@ -14,7 +14,6 @@ tiny synthetic set), read from the weights. Scores are softmax(logits): score1 =
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from virnucpro.errors import ModelError
+from virnucpro.models.layout import quick_fingerprint
 
 INPUT_DIM = 768 + 2560
 HIDDEN_DIM = 512
@@ -59,15 +59,6 @@ _ALLOWED_GLOBALS = [
 def chunk_length_from_name(path: Path) -> int | None:
     m = re.match(r"^(\d+)_model\b", path.name)
     return int(m.group(1)) if m else None
-
-
-def file_fingerprint(path: Path, n_hex: int = 16) -> str:
-    """sha256 of the file's bytes (streamed), first ``n_hex`` hex digits."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()[:n_hex]
 
 
 def _load_pickled_state(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -150,7 +141,7 @@ def load_classifier(path: str | Path, chunk_length: int | None = None, allow_mis
     model.load_state_dict({k: state[k].float() if state[k].is_floating_point() else state[k]
                            for k in expected})
     model.eval()
-    info = {"path": str(path), "fingerprint": file_fingerprint(path), "chunk_length": file_chunk,
+    info = {"path": str(path), "fingerprint": quick_fingerprint(path), "chunk_length": file_chunk,
             "synthetic": synthetic, "input_dim": int(w.shape[1])}
     return model, info
 

@@ -24,7 +24,6 @@ benchmarks without the real weights) and computes embeddings with the original's
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -39,6 +38,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from virnucpro.errors import InputError, ModelError
+from virnucpro.models.layout import quick_fingerprint
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -335,15 +335,6 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def file_fingerprint(path: Path, n_hex: int = 16) -> str:
-    """First ``n_hex`` hex digits of the file's sha256, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:n_hex]
-
-
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise ModelError(f"DNABERT {what} not found: {path}")
@@ -387,7 +378,7 @@ def load_dnabert(
         "folder": str(root),
         "weights_file": str(weights_path),
         "weights_format": "safetensors" if weights_path.name == SAFETENSORS_FILE else "bin",
-        "fingerprint": file_fingerprint(weights_path),
+        "fingerprint": quick_fingerprint(weights_path),
         "synthetic": synthetic if isinstance(synthetic, dict) else None,
         "config": config.to_dict(),
         "n_parameters": sum(p.numel() for p in model.parameters()),
