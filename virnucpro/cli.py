@@ -88,6 +88,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--gpu-memory-gib", type=float, default=None,
                    help="fast engine: size the token budget as if the GPU had this much memory (e.g. 24)")
     p.add_argument("--no-compile", action="store_true", help="fast engine: skip torch.compile (eager kernels)")
+    from virnucpro.parallel import add_predict_args
+    add_predict_args(p)   # --gpus, --workers, --resume, --batches-per-unit
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
@@ -109,9 +111,13 @@ def cmd_predict(args) -> int:
         precision=args.precision, chunking=args.chunking, duplicate_ids=args.duplicate_ids,
         block_frames=args.block_frames, allow_classifier_mismatch=args.allow_classifier_mismatch,
         progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose,
+        gpus=args.gpus, workers=args.workers, resume=args.resume, batches_per_unit=args.batches_per_unit,
         engine_opts={k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
                                        ("compile", False if args.no_compile else None)) if v is not None})
     summary = predict(opts)
+    if "wall_s" not in summary:  # a torchrun rank other than 0: rank 0 merges and writes the outputs
+        print(f"rank {summary.get('rank')}: work units checkpointed in {summary.get('outdir')}; rank 0 writes the outputs")
+        return 0
     print_summary(summary)
     return 0
 

@@ -5,15 +5,22 @@
 
 Input and models are checked before anything is written. Frames are embedded and classified in
 blocks, so memory stays bounded whatever the input size: only two scores per frame are kept.
+
+The fast engine works through checkpointed work units (``virnucpro.parallel``, docs/multi-gpu.md):
+in this process for one worker, in spawned worker processes for several GPUs/workers, or as one
+rank under torchrun; the outputs are merged from the unit files, so ``--resume`` continues a
+killed run and every layout gives byte-identical outputs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import socket
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from virnucpro import __version__
-from virnucpro import outputs
+from virnucpro import outputs, parallel
 from virnucpro.chunking import chunk_records
-from virnucpro.errors import InputError
+from virnucpro.errors import InputError, VirnucproError
 from virnucpro.fasta import read_fasta
 from virnucpro.models import layout
-from virnucpro.models.classifier import classify, load_classifier
+from virnucpro.models.classifier import load_classifier
 from virnucpro.telemetry import GpuSampler, Telemetry, setup_logging
 from virnucpro.translate import translate_chunks
 
@@ -54,6 +61,11 @@ class PredictOptions:
     progress: bool = True
     verbose: bool = False
     engine_opts: dict = field(default_factory=dict)
+    gpus: str | None = None         # fast engine: all | N | 0,2,... (default: all visible on CUDA)
+    workers: int | None = None      # worker processes in all (default one per GPU; 1 on a CPU)
+    resume: bool = False            # continue from OUTDIR/.virnucpro-run checkpoints
+    batches_per_unit: int | None = None
+    stale_s: float = 120.0          # torchrun: a claim without heartbeat for this long is taken over
 
 
 def resolve_device(device: str) -> str:
@@ -92,6 +104,21 @@ def _progress(enabled: bool):
                     TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
+@dataclass
+class Scored:
+    """What an engine path hands to the output stage: scores [N, 2] and the figures of the summary."""
+    scores: np.ndarray
+    totals: dict
+    embed_wall: float
+    precision: str
+    n_gpus: int
+    gpu_util_mean: float | None
+    packing_efficiency: float | None = None
+    mfu_esm: float | None = None
+    peak_gpu_mem_gib: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
 def predict(opts: PredictOptions) -> dict[str, Any]:
     """Run the whole pipeline; returns the summary dict (also logged as the `summary` event)."""
     t_start = time.perf_counter()
@@ -104,63 +131,50 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     device = resolve_device(opts.device)
     engine_name = opts.engine if opts.engine != "auto" else ("fast" if device.startswith("cuda") else "reference")
     synthetic = models.synthetic or clf_info.get("synthetic")
+    dist = parallel.rank_env()
+    if engine_name == "fast":
+        devices = parallel.parse_devices(opts.gpus, opts.workers, device) if dist is None else \
+            [f"cuda:{dist[2]}" if device.startswith("cuda") else "cpu"]
+    else:
+        if opts.resume or dist is not None:
+            raise InputError("--resume and multi-process runs need the fast engine (--engine fast)")
+        devices = [device]
+        if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
+            log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
 
     outdir = Path(opts.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    setup_logging(outdir / LOG_NAME, opts.verbose)
+    rank = dist[0] if dist else 0
+    setup_logging(outdir / (LOG_NAME if rank == 0 else f"virnucpro.rank{rank}.log"), opts.verbose)
     tel = Telemetry()
     tel.t0 -= time.perf_counter() - t_start  # the run's clock starts at the command's start
     if synthetic:
         log.warning("models are SYNTHETIC (random weights, preset %s, seed %s): outputs are NOT biology",
                     synthetic.get("preset"), synthetic.get("seed"))
+    n_gpus = len({d for d in devices if d.startswith("cuda")})
     tel.emit("run_start", version=__version__, engine=engine_name, precision=opts.precision if engine_name == "fast" else "fp32",
-             chunk_length=opts.chunk_length, chunking=opts.chunking, device=device, n_gpus=_n_gpus(device),
+             chunk_length=opts.chunk_length, chunking=opts.chunking, device=device, n_gpus=n_gpus,
+             n_workers=len(devices), devices=devices, resume=opts.resume, rank=dist,
              synthetic=bool(synthetic), models=models.describe(), input=str(opts.input),
              host=socket.gethostname(), python=sys.version.split()[0])
 
-    # models load (and the fast engine compiles) in a thread while the host chunks and translates
-    from concurrent.futures import ThreadPoolExecutor
-    from virnucpro.engines import make_engine
-
-    def load():
-        t = time.perf_counter()
-        return make_engine(engine_name, models, device, precision=opts.precision, **opts.engine_opts), \
-            time.perf_counter() - t
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
-        loading = pool.submit(load)
-        with tel.stage("chunk_translate") as st:
-            chunks, frames = chunk_and_translate(records, opts.chunk_length, opts.chunking)
-            st.update(items=len(records), chunks=len(chunks), frames=len(frames))
-        log.info("%d reads -> %d chunks -> %d kept frames", len(records), len(chunks), len(frames))
-        with tel.stage("load_models") as st:  # wall_s: the wait left after chunk_translate
-            engine, load_s = loading.result()
-            st.update(load_total_s=round(load_s, 3))
-    if device.startswith("cuda"):
-        import torch
-        torch.cuda.reset_peak_memory_stats(torch.device(device))
-    sampler = GpuSampler(tel, _gpu_indices(device)).start()
-
-    with _progress(opts.progress) as prog:
-        task = prog.add_task("embedding frames", total=len(frames), rate="")
-        t_embed = time.perf_counter()
-
-        def on_progress(done: int, esm_tokens: int) -> None:
-            dt = time.perf_counter() - t_embed
-            prog.update(task, completed=done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
-
-        t_embed_from = tel.now()
-        scores = engine.score(frames, clf, tel, on_progress)
-        t_embed_to = tel.now()
-    sampler.stop()
-    tot = engine.totals
-    tel.emit("stage", stage="embed_dnabert", wall_s=round(tot["dna_s"], 4), items=len(frames),
+    if engine_name == "fast":
+        res = _score_fast(opts, records, models, clf, devices, tel, dist)
+        if res is None:       # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
+            return {"rank": rank, "outdir": str(outdir)}
+        chunks, frames, scored = res
+    else:
+        chunks, frames, scored = _score_reference(opts, records, models, clf, device, tel)
+    tot = scored.totals
+    tel.emit("stage", stage="embed_dnabert", wall_s=round(tot["dna_s"], 4), items=tot.get("frames", len(frames)),
              tokens=tot.get("dna_tokens"))
-    tel.emit("stage", stage="embed_esm", wall_s=round(tot["esm_s"], 4), items=len(frames), tokens=tot["esm_tokens"])
-    tel.emit("stage", stage="classify", wall_s=round(tot["cls_s"], 4), items=len(frames))
+    tel.emit("stage", stage="embed_esm", wall_s=round(tot["esm_s"], 4), items=tot.get("frames", len(frames)),
+             tokens=tot["esm_tokens"])
+    tel.emit("stage", stage="classify", wall_s=round(tot["cls_s"], 4), items=tot.get("frames", len(frames)))
     if tot.get("io_wait_s") is not None:
-        tel.emit("stage", stage="io_wait", wall_s=round(tot["io_wait_s"], 4), items=len(frames))
-    embed_wall = t_embed_to - t_embed_from
+        tel.emit("stage", stage="io_wait", wall_s=round(tot["io_wait_s"], 4), items=tot.get("frames", len(frames)))
+    embed_wall = scored.embed_wall
+    scores = scored.scores
 
     with tel.stage("write") as st:
         frame_ids = [f[0] for f in frames]
@@ -177,31 +191,279 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     summary = {
         "wall_s": round(wall, 3), "reads": len(records), "chunks": len(chunks), "frames": len(frames),
         "viral_chunks": sum(1 for _, v in cons if v), "chunks_with_frames": len(cons), "viral_reads": sum(1 for r in read_rows if r[5] == "virus"),
-        "engine": engine_name, "precision": getattr(engine, "precision", opts.precision), "device": device,
-        "n_gpus": _n_gpus(device), "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
+        "engine": engine_name, "precision": scored.precision, "device": device,
+        "n_gpus": scored.n_gpus, "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
         "reads_per_s": round(len(records) / wall, 2) if wall else None,
-        "frames_per_s": round(len(frames) / embed_wall, 2) if embed_wall else None,
+        "frames_per_s": round(tot.get("frames", len(frames)) / embed_wall, 2) if embed_wall else None,
         "esm_tokens_per_s": round(tot["esm_tokens"] / tot["esm_s"], 1) if tot["esm_s"] else None,
         "embed_wall_s": round(embed_wall, 3),
-        "packing_efficiency": getattr(engine, "packing_efficiency", None),
-        "gpu_util_mean": sampler.mean_util(t_embed_from, t_embed_to),  # during the embedding stages
+        "packing_efficiency": scored.packing_efficiency,
+        "gpu_util_mean": scored.gpu_util_mean,  # during the embedding stages, mean over the GPUs
         "io_wait_s": round(tot["io_wait_s"], 3) if tot.get("io_wait_s") is not None else None,
-        "mfu_esm": getattr(engine, "mfu_esm", None),
-        "peak_gpu_mem_gib": _peak_mem_gib(device),
+        "mfu_esm": scored.mfu_esm,
+        "peak_gpu_mem_gib": scored.peak_gpu_mem_gib,
+        **scored.extra,
         "stages": {k: round(v, 4) for k, v in tel.stage_times().items()},
         "outdir": str(outdir),
     }
     tel.emit("summary", **summary)
+    if engine_name == "fast":
+        log.info(parallel.scaling_line(summary))
     manifest = {"virnucpro_version": __version__, "command": sys.argv, "options": _jsonable(asdict(opts)),
                 "engine": engine_name, "precision": summary["precision"], "chunk_length": opts.chunk_length,
                 "chunking": opts.chunking, "models": models.describe(), "synthetic": synthetic,
                 "input": {"path": str(opts.input), "size": os.path.getsize(opts.input)},
                 "machine": {"host": socket.gethostname(), "platform": platform.platform(), "device": device,
-                            "gpu": _gpu_name(device)},
+                            "devices": devices, "gpu": _gpu_name(device)},
                 "wall_s": summary["wall_s"], "summary": summary,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     outputs.write_manifest(outdir, manifest)
     return summary
+
+
+def _score_reference(opts, records, models, clf, device, tel) -> tuple[list, list, Scored]:
+    """The reference engine, in this process: models load while the host chunks and translates."""
+    from concurrent.futures import ThreadPoolExecutor
+    from virnucpro.engines import make_engine
+
+    def load():
+        t = time.perf_counter()
+        return make_engine("reference", models, device), time.perf_counter() - t
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
+        loading = pool.submit(load)
+        chunks, frames = _chunk_translate_stage(records, opts, tel)
+        with tel.stage("load_models") as st:  # wall_s: the wait left after chunk_translate
+            engine, load_s = loading.result()
+            st.update(load_total_s=round(load_s, 3))
+    if device.startswith("cuda"):
+        import torch
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+    sampler = GpuSampler(tel, _gpu_indices([device])).start()
+    with _progress(opts.progress) as prog:
+        task = prog.add_task("embedding frames", total=len(frames), rate="")
+        t_embed = time.perf_counter()
+
+        def on_progress(done: int, esm_tokens: int) -> None:
+            dt = time.perf_counter() - t_embed
+            prog.update(task, completed=done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
+
+        t_from = tel.now()
+        scores = engine.score(frames, clf, tel, on_progress)
+        t_to = tel.now()
+    sampler.stop()
+    return chunks, frames, Scored(scores, engine.totals, t_to - t_from, "fp32", _n_gpus(device),
+                                  sampler.mean_util(t_from, t_to), peak_gpu_mem_gib=_peak_mem_gib(device))
+
+
+def _chunk_translate_stage(records, opts, tel):
+    with tel.stage("chunk_translate") as st:
+        chunks, frames = chunk_and_translate(records, opts.chunk_length, opts.chunking)
+        st.update(items=len(records), chunks=len(chunks), frames=len(frames))
+    log.info("%d reads -> %d chunks -> %d kept frames", len(records), len(chunks), len(frames))
+    return chunks, frames
+
+
+def _score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tuple[list, list, Scored] | None:
+    """The fast engine over work units checkpointed in OUTDIR/.virnucpro-run: in this process for one
+    worker (models load while the host chunks and translates), else in spawned worker processes
+    (they read, chunk and load in parallel with this process), or as one torchrun rank."""
+    from concurrent.futures import ThreadPoolExecutor
+    from virnucpro.engines.fast import default_token_budget, plan_frames
+    rank = dist[0] if dist else 0
+    rd = parallel.RunDir(opts.outdir)
+    eo = dict(opts.engine_opts)
+    bpu = opts.batches_per_unit or eo.pop("batches_per_unit", None) or 8
+    eo.pop("batches_per_unit", None)
+    dna_nt_budget = eo.get("dna_nt_budget", 262144)
+    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")   # overlaps the host work
+    input_fp = hashing.submit(parallel.input_fingerprint, opts.input)
+    hashing.shutdown(wait=False)
+    identity = {"input": None, "models": models.fingerprints, "engine": "fast",
+                "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
+                "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_nt_budget": dna_nt_budget}
+    token = _run_token() if dist else None
+    given_budget = eo.pop("token_budget", None)
+    if rank != 0:
+        manifest = _wait_for_manifest(rd, token)
+    elif opts.resume:
+        manifest = rd.read_manifest()
+    else:
+        manifest = None
+    if manifest is not None or opts.resume:
+        identity["input"] = input_fp.result()
+        rd.check(manifest, identity)
+        budget = given_budget or manifest["token_budget"]
+        rd.check(manifest, {"token_budget": budget})
+    else:
+        budget = given_budget or default_token_budget(devices[0], models.esm, precision=opts.precision,
+                                                      gpu_memory_gib=eo.get("gpu_memory_gib"),
+                                                      sharing=max(devices.count(d) for d in devices))
+    identity["token_budget"] = budget
+    if rank == 0:
+        if opts.resume:
+            rd.make_dirs()
+            rd.clear_claims()
+        else:
+            rd.reset()
+    engine_opts = {**eo, "token_budget": budget, "batches_per_unit": bpu}
+
+    in_process = len(devices) == 1
+    coordinator = None
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
+            if in_process:
+                loading = pool.submit(_load_fast, models, devices[0], opts.precision, engine_opts)
+            else:
+                coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget)
+            chunks, frames = _chunk_translate_stage(records, opts, tel)
+            prep = plan_frames(frames, budget, bpu, dna_nt_budget, tel)
+            n_units = len(prep.plan.units)
+            if rank == 0:
+                if opts.resume and manifest.get("n_units") != n_units:
+                    raise InputError(f"--resume refused: the checkpoints hold {manifest.get('n_units')} units, "
+                                     f"this input plans {n_units}")
+                identity["input"] = input_fp.result()
+            rd.write_manifest({**identity, "n_units": n_units, "n_frames": len(frames), "run_token": token,
+                                   "virnucpro_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            if in_process:
+                with tel.stage("load_models") as st:
+                    engine, load_s = loading.result()
+                    st.update(load_total_s=round(load_s, 3))
+    except BaseException:
+        if coordinator is not None:
+            coordinator.kill_all()
+        raise
+    done_before = rd.done_units()
+    if rank == 0:
+        tel.emit("units", total=n_units, already_done=len(done_before), resume=opts.resume)
+    unit_frames = np.array([len(u.frames) for u in prep.plan.units], dtype=np.int64)
+
+    stop = threading.Event()
+    restore = parallel.install_stop_handlers(stop)
+    sampler = GpuSampler(tel, _gpu_indices(devices)).start()
+    try:
+        with _progress(opts.progress and rank == 0) as prog:
+            task = prog.add_task("embedding frames", total=len(frames),
+                                 completed=int(unit_frames[sorted(done_before)].sum()) if done_before else 0, rate="")
+            t_embed, t_from = time.perf_counter(), tel.now()
+            if in_process:
+                base = int(unit_frames[sorted(done_before)].sum()) if done_before else 0
+
+                def on_progress(done: int, esm_tokens: int) -> None:
+                    dt = time.perf_counter() - t_embed
+                    prog.update(task, completed=base + done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
+
+                owner = f"r{rank}" if dist else "w0"
+                wtel = parallel.WorkerTelemetry(owner)
+                wtel.t0 = tel.t0
+                wtel.emit("worker_start", device=devices[0], pid=os.getpid())
+                if devices[0].startswith("cuda"):
+                    import torch
+                    torch.cuda.reset_peak_memory_stats(torch.device(devices[0]))
+                totals = parallel.work(engine, prep, clf, wtel, rd, owner, stop,
+                                       stale_s=opts.stale_s if dist else None, on_progress=on_progress)
+                stats = [parallel.finish_worker(rd, owner, devices[0], engine, totals, wtel)]
+                if dist and rank != 0:
+                    return None
+                if dist:
+                    stats = _gather_rank_stats(rd, dist[1], stats)
+            else:
+                def on_poll(done: set[int]) -> None:
+                    prog.update(task, completed=int(unit_frames[sorted(done)].sum()) if done else 0)
+
+                coordinator.describe_unit = lambda u: _describe_unit(u, prep, frames, chunks, records)
+                coordinator.on_poll = on_poll
+                stats = coordinator.run(stop, n_units)
+            t_to = tel.now()
+    finally:
+        restore()
+        sampler.stop()
+    left = n_units - len(rd.done_units())
+    if left:
+        log.warning("stopped with %d of %d work units unfinished; rerun the same command with --resume", left, n_units)
+        raise KeyboardInterrupt
+    scores = rd.load_scores(prep.plan, len(frames))
+    totals: dict[str, Any] = {}
+    for s in stats:
+        parallel._add(totals, s)
+    for k in ("dna_s", "esm_s", "cls_s", "io_wait_s", "esm_tokens", "dna_tokens", "frames"):
+        totals.setdefault(k, 0)
+    if stats and all("t_start" in s for s in stats):   # the window in which workers embedded
+        t_planned = t_from
+        t_from, t_to = min(s["t_start"] for s in stats), max(s["t_end"] for s in stats)
+        if not in_process:   # as in one process: the wait for the models left after planning
+            tel.emit("stage", stage="load_models", wall_s=round(max(0.0, t_from - t_planned), 4), workers=len(stats))
+    embed_wall = t_to - t_from
+    extra = parallel.summarize_workers(stats, embed_wall)
+    extra.update(units_total=n_units, units_skipped=len(done_before), units_computed=n_units - len(done_before),
+                 oom_retries=int(totals.get("oom_retries", 0)),
+                 workers_lost=sum(1 for e in tel.events if e["event"] == "worker_lost"))
+    mfus = [s["mfu_esm"] for s in stats if s.get("mfu_esm")]
+    mems = [s["peak_gpu_mem_gib"] for s in stats if s.get("peak_gpu_mem_gib") is not None]
+    return chunks, frames, Scored(scores, totals, embed_wall, opts.precision,
+                                  len({d for d in devices if d.startswith("cuda")}) * (dist[1] if dist else 1),
+                                  sampler.mean_util(t_from, t_to), prep.plan.packing_efficiency,
+                                  sum(mfus) / len(mfus) if mfus else None, max(mems) if mems else None, extra)
+
+
+def _load_fast(models, device: str, precision: str, engine_opts: dict):
+    from virnucpro.engines import make_engine
+    t = time.perf_counter()
+    return make_engine("fast", models, device, precision=precision, **engine_opts), time.perf_counter() - t
+
+
+def _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget) -> "parallel.Coordinator":
+    """A coordinator whose workers start at once (they load models and read the input while this
+    process chunks and plans); they claim units only once the manifest exists."""
+    base = parallel.WorkerSpec(
+        owner="", device="", input=Path(opts.input), duplicate_ids=opts.duplicate_ids,
+        chunk_length=opts.chunk_length, chunking=opts.chunking, models=models,
+        allow_classifier_mismatch=opts.allow_classifier_mismatch, precision=opts.precision,
+        engine_opts=engine_opts, outdir=Path(opts.outdir), log_file=Path(opts.outdir) / LOG_NAME,
+        run_epoch=time.time() - tel.now(),
+        threads=max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None)
+    coordinator = parallel.Coordinator(base, devices, rd, tel, describe_unit=lambda u: f"unit {u}")
+    coordinator.start()
+    return coordinator
+
+
+def _describe_unit(u: int, prep, frames, chunks, records) -> str:
+    ids = []
+    for i in prep.plan.units[u].frames.tolist():
+        rid = records[chunks[frames[i][1]].read_index].id
+        if not ids or ids[-1] != rid:
+            ids.append(rid)
+    uniq = sorted(set(ids))
+    return f"{len(uniq)} read(s): {', '.join(uniq[:10])}{', ...' if len(uniq) > 10 else ''}"
+
+
+def _run_token() -> str:
+    """The same string on every rank of one torchrun/Slurm launch (not of an earlier one)."""
+    for k in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        if os.environ.get(k):
+            return f"{k}={os.environ[k]}"
+    return f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
+
+
+def _wait_for_manifest(rd, token: str | None, timeout: float = 3600.0) -> dict:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        m = rd.read_manifest() if rd.manifest_path.exists() else None
+        if m is not None and m.get("run_token") == token:
+            return m
+        time.sleep(0.5)
+    raise VirnucproError(f"rank 0 wrote no manifest for this launch in {rd.root} within {timeout:.0f} s")
+
+
+def _gather_rank_stats(rd, world: int, mine: list[dict], timeout: float = 30.0) -> list[dict]:
+    """Rank 0: the other ranks' totals (they write them as soon as all units are done)."""
+    t0 = time.time()
+    while True:
+        stats = [json.loads(p.read_text()) for p in sorted(rd.workers.glob("r*.json"))]
+        if len(stats) >= world or time.time() - t0 > timeout:
+            return stats or mine
+        time.sleep(0.5)
 
 
 def _read_summary(records, chunks, frames, scores, cons: dict[str, bool]) -> list[tuple]:
@@ -232,11 +494,17 @@ def _n_gpus(device: str) -> int:
     return 1 if device.startswith("cuda") else 0
 
 
-def _gpu_indices(device: str) -> list[int]:
-    if not device.startswith("cuda"):
-        return []
-    import torch
-    return [torch.device(device).index or 0] if ":" in device else [torch.cuda.current_device()]
+def _gpu_indices(devices: list[str]) -> list[int]:
+    """Distinct GPU indices of the devices (for the NVML sampler)."""
+    out: list[int] = []
+    for device in devices:
+        if not device.startswith("cuda"):
+            continue
+        import torch
+        i = torch.device(device).index if ":" in device else torch.cuda.current_device()
+        if i not in out:
+            out.append(i or 0)
+    return out
 
 
 def _gpu_name(device: str) -> str | None:

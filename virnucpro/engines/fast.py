@@ -12,19 +12,27 @@ batches of ``token_budget`` tokens; consecutive batches form work units. For eac
 
 Only two scores per frame leave the GPU. Per batch we record the GPU time (CUDA events), the
 time the loop waited for the batch (I/O wait) and how many batches were ready (queue depth).
+
+``run`` takes the units from a lazy source that the DataLoader's sampler consumes a few batches
+ahead of the GPU: ``virnucpro.parallel`` passes one that claims units through files, so several
+workers share a plan dynamically without the GPU loop ever waiting on a claim. A CUDA out-of-memory
+error on a batch re-packs its sequences at half the token budget and retries (recursively).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from virnucpro.engines.packing import make_plan, padded_batches
+from virnucpro.engines.packing import Plan, make_plan, pack_ffd, padded_batches
 from virnucpro.errors import InputError
 from virnucpro.models import dnabert
 from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
@@ -61,6 +69,95 @@ class _Items(Dataset):
         tok, cu, pos, max_len = tokenize(self.alphabet, [self.prot[j] for j in idx], pad_to=self.pad_to)
         return {"i": i, "unit": unit, "kind": kind, "idx": torch.from_numpy(idx), "tokens": torch.from_numpy(tok),
                 "cu": torch.from_numpy(cu), "pos": torch.from_numpy(pos), "max_len": max_len}
+
+
+@dataclass
+class Prepared:
+    """A plan plus what the loop needs to run any of its units: the loader items of every unit
+    (DNA batches then ESM batches, consecutive), and per unit its first item and item count."""
+    plan: Plan
+    nuc: list[str]
+    prot: list[str]
+    esm_len: np.ndarray                       # [N] ESM-2 tokens per frame (incl. BOS/EOS)
+    items: list[tuple[int, str, np.ndarray]]  # (unit, "dna" | "esm", frame indices)
+    first: np.ndarray                         # [U] index of the unit's first item
+    count: np.ndarray                         # [U] items of the unit
+    unit_tokens: np.ndarray                   # [U] ESM-2 tokens of the unit
+
+
+def prepare(plan: Plan, nuc: list[str], prot: list[str], esm_len: np.ndarray, dna_nt_budget: int) -> Prepared:
+    nuc_len = np.fromiter((len(s) for s in nuc), dtype=np.int64, count=len(nuc))
+    items: list[tuple[int, str, np.ndarray]] = []
+    first = np.zeros(len(plan.units), dtype=np.int64)
+    count = np.zeros(len(plan.units), dtype=np.int64)
+    tokens = np.zeros(len(plan.units), dtype=np.int64)
+    for u in plan.units:
+        uf = u.frames
+        first[u.index] = len(items)
+        items.extend((u.index, "dna", uf[b]) for b in padded_batches(nuc_len[uf], dna_nt_budget))
+        items.extend((u.index, "esm", b) for b in u.esm_batches)
+        count[u.index] = len(items) - first[u.index]
+        tokens[u.index] = u.tokens(esm_len)
+    return Prepared(plan, nuc, prot, esm_len, items, first, count, tokens)
+
+
+def plan_frames(frames: Sequence[tuple], budget: int, batches_per_unit: int = 8, dna_nt_budget: int = 262144,
+                tel=None) -> Prepared:
+    """Pack all proteins into batches of ``budget`` tokens, cut them into units, and list the loader
+    items (DNA + ESM batches) of every unit. Deterministic given frames and settings, so every worker
+    of a run (and a resumed run) computes the same plan without talking to the others."""
+    nuc = [f[2] for f in frames]
+    prot = [f[3] for f in frames]
+    esm_len = np.fromiter((len(p) + 2 for p in prot), dtype=np.int64, count=len(prot))
+    plan = make_plan(esm_len, budget, batches_per_unit)
+    if tel is not None:
+        tel.emit("plan", budget=plan.budget, batches=plan.n_batches, units=len(plan.units),
+                 packing_efficiency=round(plan.packing_efficiency, 5), frames=len(frames),
+                 esm_tokens=int(esm_len.sum()))
+    return prepare(plan, nuc, prot, esm_len, dna_nt_budget)
+
+
+class _UnitSampler(Sampler):
+    """Item indices of the units ``source`` yields, unit after unit. The DataLoader draws from it
+    in the main process only as far ahead as its prefetch, so a claiming source claims units just
+    before the GPU needs them."""
+
+    def __init__(self, source: Iterable[int], first: np.ndarray, count: np.ndarray):
+        self.source, self.first, self.count = source, first, count
+
+    def __iter__(self) -> Iterator[int]:
+        for u in self.source:
+            yield from range(int(self.first[u]), int(self.first[u] + self.count[u]))
+
+
+def _maybe_fake_oom(tokens: int, model: str) -> None:
+    """Test hook: VIRNUCPRO_FAKE_OOM_TOKENS=N makes any batch of more than N tokens raise CUDA OOM,
+    so the back-off path can be exercised on a CPU."""
+    limit = os.environ.get("VIRNUCPRO_FAKE_OOM_TOKENS")
+    if limit and model == "esm" and tokens > int(limit):
+        raise torch.OutOfMemoryError(f"fake CUDA out of memory ({tokens} > {limit} tokens)")
+
+
+def default_token_budget(device: str, esm_path, dnabert_weights_bytes: int = 0, precision: str = "fp16",
+                         gpu_memory_gib: float | None = None, embed_dim: int = 2560, sharing: int = 1) -> int:
+    """The token budget a fresh GPU can afford, decided before any model is loaded so that every
+    worker of a run (and a resumed run) uses the same plan: free memory (split between ``sharing``
+    workers on the GPU) minus the weights (from the checkpoint's size) minus a reserve, over the
+    measured bytes per token; capped at 65,536."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return 16384
+    free, total = torch.cuda.mem_get_info(dev)
+    if gpu_memory_gib is not None:
+        free = min(free, int(gpu_memory_gib * 2**30))
+    free //= max(1, sharing)
+    from pathlib import Path
+    ckpt = Path(esm_path).stat().st_size if esm_path else 0
+    weights = ckpt * (2 if precision == "fp32" else 1) + dnabert_weights_bytes   # checkpoints hold fp16
+    per_token = ESM_BYTES_PER_TOKEN.get(embed_dim, 48 * embed_dim)
+    reserve = 2 * 2**30  # CUDA context, allocator slack, DNABERT-S activations
+    budget = int((free - weights - reserve) / per_token)
+    return max(2048, min(DEFAULT_MAX_BUDGET, budget)) // 1024 * 1024
 
 
 def _collate(batch):
@@ -169,81 +266,90 @@ class FastEngine:
 
     # -- the run -----------------------------------------------------------------------------
 
+    def make_plan(self, frames: Sequence[tuple], tel=None) -> Prepared:
+        """The work plan of ``frames`` at this engine's token budget (see ``plan_frames``)."""
+        prep = plan_frames(frames, self.token_budget, self.batches_per_unit, self.dna_nt_budget, tel)
+        self.packing_efficiency = prep.plan.packing_efficiency
+        return prep
+
     def score(self, frames: Sequence[tuple], classifier, tel, on_progress: Callable[[int, int], None] | None = None,
               units: list[int] | None = None) -> np.ndarray:
-        """Scores [N, 2] for kept frames (frame_id, chunk, nucleotide, protein)."""
-        nuc = [f[2] for f in frames]
-        prot = [f[3] for f in frames]
-        esm_len = np.fromiter((len(p) + 2 for p in prot), dtype=np.int64, count=len(prot))
-        plan = make_plan(esm_len, self.token_budget, self.batches_per_unit)
-        self.packing_efficiency = plan.packing_efficiency
-        tel.emit("plan", budget=plan.budget, batches=plan.n_batches, units=len(plan.units),
-                 packing_efficiency=round(plan.packing_efficiency, 5), frames=len(frames), esm_tokens=int(esm_len.sum()))
-        nuc_len = np.fromiter((len(s) for s in nuc), dtype=np.int64, count=len(nuc))
-        items: list[tuple[int, str, np.ndarray]] = []
-        unit_items: dict[int, int] = {}
-        for u in plan.units:
-            if units is not None and u.index not in units:
-                continue
-            uf = u.frames
-            dna_b = [uf[b] for b in padded_batches(nuc_len[uf], self.dna_nt_budget)]
-            for b in dna_b:
-                items.append((u.index, "dna", b))
-            for b in u.esm_batches:
-                items.append((u.index, "esm", b))
-            unit_items[u.index] = len(dna_b) + len(u.esm_batches)
+        """Scores [N, 2] for kept frames (frame_id, chunk, nucleotide, protein); with ``units``, only
+        those work units are scored (the other rows stay NaN)."""
+        prep = self.make_plan(frames, tel)
         scores = np.full((len(frames), 2), np.nan, dtype=np.float32)
+
+        def keep(u: int, idx: np.ndarray, s: np.ndarray, info: dict) -> None:
+            scores[idx] = s
+
+        source = range(len(prep.plan.units)) if units is None else [u for u in units if u < len(prep.plan.units)]
+        self.run(prep, classifier, tel, source, keep, on_progress)
+        return scores
+
+    def run(self, prep: "Prepared", classifier, tel, source: Iterable[int],
+            on_unit: Callable[[int, np.ndarray, np.ndarray, dict], None],
+            on_progress: Callable[[int, int], None] | None = None, stop: threading.Event | None = None,
+            on_unit_start: Callable[[int], None] | None = None) -> dict:
+        """Embed and classify the units ``source`` yields, in that order; ``on_unit(u, frame indices,
+        scores [n, 2], info)`` when a unit is complete. ``source`` is consumed lazily by the loader,
+        a little ahead of the GPU (it may claim units as it goes); it must not block. With ``stop``
+        set, returns after the current batch, dropping unfinished units; ``on_unit_start(u)`` when the
+        loop gets a unit's first batch. Returns the totals."""
+        plan = prep.plan
         classifier = classifier.to(self.device).eval()
-        workers = self.loader_workers if len(items) > 1 else 0
+        workers = self.loader_workers if len(prep.items) > 1 else 0
         pad_to = plan.budget if self.compiled else None   # static shapes for the compiled kernels
-        loader = DataLoader(_Items(items, nuc, prot, self.tokenizer, self.alphabet, pad_to), batch_size=1, shuffle=False,
+        loader = DataLoader(_Items(prep.items, prep.nuc, prep.prot, self.tokenizer, self.alphabet, pad_to),
+                            batch_size=1, sampler=_UnitSampler(source, prep.first, prep.count),
                             num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
                             prefetch_factor=4 if workers else None, persistent_workers=False)
         dim_dna, dim_esm = self.dna.config.hidden_size, self.esm.embed_dim
         bufs: dict[int, dict] = {}
         pending: list[tuple] = []          # (item dict meta, start event, end event, wait s, depth)
-        totals = {"dna_s": 0.0, "esm_s": 0.0, "cls_s": 0.0, "io_wait_s": 0.0, "esm_tokens": 0, "dna_tokens": 0}
-        done_frames = 0
+        totals = {"dna_s": 0.0, "esm_s": 0.0, "cls_s": 0.0, "io_wait_s": 0.0, "esm_tokens": 0, "dna_tokens": 0,
+                  "units": 0, "frames": 0, "oom_retries": 0, "stopped": False}
         cuda = self.device.type == "cuda"
         it = iter(loader)
         with torch.inference_mode():
             while True:
+                if stop is not None and stop.is_set():
+                    totals["stopped"] = True
+                    break
                 t_wait = time.perf_counter()
                 depth = _queue_depth(it)
                 try:
                     item = next(it)
                 except StopIteration:
                     break
+                except RuntimeError:
+                    if stop is not None and stop.is_set():   # Ctrl-C also reached the loader's workers
+                        totals["stopped"] = True
+                        break
+                    raise
                 wait = time.perf_counter() - t_wait
                 totals["io_wait_s"] += wait
                 u = item["unit"]
                 buf = bufs.get(u)
                 if buf is None:
-                    n_unit = sum(len(b) for b in plan.units[u].esm_batches)
                     frames_u = plan.units[u].frames
-                    local = np.empty(len(frames), dtype=np.int64)  # global frame -> row in unit
-                    local[frames_u] = np.arange(n_unit)
-                    buf = bufs[u] = {"dna": torch.empty(n_unit, dim_dna, device=self.device),
-                                     "esm": torch.empty(n_unit, dim_esm, device=self.device),
-                                     "frames": frames_u, "local": local, "left": unit_items[u]}
+                    local = np.empty(len(prep.nuc), dtype=np.int64)  # global frame -> row in unit
+                    local[frames_u] = np.arange(len(frames_u))
+                    buf = bufs[u] = {"dna": torch.empty(len(frames_u), dim_dna, device=self.device),
+                                     "esm": torch.empty(len(frames_u), dim_esm, device=self.device),
+                                     "frames": frames_u, "local": local, "left": int(prep.count[u]),
+                                     "t0": time.perf_counter()}
+                    if on_unit_start is not None:
+                        on_unit_start(u)
                 rows = torch.from_numpy(buf["local"][item["idx"].numpy()]).to(self.device, non_blocking=True)
                 ev0, ev1 = _event(cuda), _event(cuda)
                 _record(ev0)
                 t_batch = time.perf_counter()
                 if item["kind"] == "dna":
-                    ids = item["ids"].to(self.device, non_blocking=True).long()
-                    lens = item["lens"].to(self.device, non_blocking=True)
-                    mask = torch.arange(ids.shape[1], device=self.device)[None, :] < lens[:, None]
-                    hid = self.dna(ids, mask)                                   # [B, L, H], zero at pads
-                    buf["dna"][rows] = hid.float().sum(1) / lens[:, None].float()
-                    ntok, budget = int(item["lens"].sum()), ids.shape[0] * ids.shape[1]
+                    buf["dna"][rows] = self._dna_batch(item, totals, tel, u)
+                    ntok, budget = int(item["lens"].sum()), item["ids"].shape[0] * item["ids"].shape[1]
                 else:
-                    tok = item["tokens"].to(self.device, non_blocking=True).long()
-                    cu = item["cu"].to(self.device, non_blocking=True)
-                    pos = item["pos"].to(self.device, non_blocking=True).long()
-                    hid = self.esm(tok, cu, pos, item["max_len"])
                     n_real = len(item["idx"])
-                    buf["esm"][rows] = PackedESM2.mean_residues(hid, cu)[:n_real]      # padding dropped
+                    buf["esm"][rows] = self._esm_batch(item, prep, plan.budget, totals, tel, u)
                     ntok, budget = int(item["cu"][n_real]), plan.budget
                 _record(ev1)
                 host_dt = None if cuda else time.perf_counter() - t_batch  # CPU runs synchronously
@@ -253,22 +359,94 @@ class FastEngine:
                     t_c = time.perf_counter()
                     feats = torch.cat([buf["dna"], buf["esm"]], dim=1)
                     s = torch.softmax(classifier(feats), dim=1).float().cpu().numpy()   # syncs
-                    scores[buf["frames"]] = s
                     totals["cls_s"] += time.perf_counter() - t_c
-                    done_frames += len(buf["frames"])
+                    totals["units"] += 1
+                    totals["frames"] += len(buf["frames"])
                     self._flush(pending, totals, tel)
-                    tel.emit("unit_done", unit=u, frames=len(buf["frames"]))
+                    info = {"wall_s": round(time.perf_counter() - buf["t0"], 4), "frames": len(buf["frames"]),
+                            "tokens": int(prep.unit_tokens[u])}
+                    tel.emit("unit_done", unit=u, **info)
+                    on_unit(u, buf["frames"], s, info)
                     del bufs[u]
                     if on_progress:
-                        on_progress(done_frames, totals["esm_tokens"])
+                        on_progress(totals["frames"], totals["esm_tokens"])
+        del it   # shuts the loader's workers down
         if cuda:
             torch.cuda.synchronize(self.device)
         self._flush(pending, totals, tel)
+        totals["busy_s"] = totals["dna_s"] + totals["esm_s"] + totals["cls_s"]
         self.totals = totals
         esm_flops = self.flops_per_token * totals["esm_tokens"]
         if self.peak_tflops and totals["esm_s"] > 0:
             self.mfu_esm = esm_flops / totals["esm_s"] / (self.peak_tflops * 1e12)
-        return scores
+        return totals
+
+    # -- one batch, with out-of-memory back-off ---------------------------------------------------
+
+    def _dna_batch(self, item: dict, totals: dict, tel, unit: int) -> torch.Tensor:
+        """Masked-mean DNABERT-S embeddings [B, H] of a padded batch; on OOM, halves and retries."""
+        ids = item["ids"].to(self.device, non_blocking=True).long()
+        lens = item["lens"].to(self.device, non_blocking=True)
+        return self._dna_rows(ids, lens, totals, tel, unit)
+
+    def _dna_rows(self, ids: torch.Tensor, lens: torch.Tensor, totals: dict, tel, unit: int) -> torch.Tensor:
+        try:
+            _maybe_fake_oom(int(lens.shape[0]) * ids.shape[1], "dna")
+            mask = torch.arange(ids.shape[1], device=self.device)[None, :] < lens[:, None]
+            hid = self.dna(ids, mask)                                   # [B, L, H], zero at pads
+            return hid.float().sum(1) / lens[:, None].float()
+        except torch.OutOfMemoryError:
+            n = ids.shape[0]
+            if n < 2:
+                raise
+            self._after_oom(totals, tel, unit, "dnabert", n * ids.shape[1])
+            h = n // 2
+            return torch.cat([self._dna_rows(ids[:h], lens[:h], totals, tel, unit),
+                              self._dna_rows(ids[h:], lens[h:], totals, tel, unit)])
+
+    def _esm_batch(self, item: dict, prep: "Prepared", budget: int, totals: dict, tel, unit: int) -> torch.Tensor:
+        """Residue-mean ESM-2 embeddings [n, D] of a packed batch (padding dropped); on OOM the
+        batch's proteins are re-packed at half the token budget and each part retried so."""
+        n_real = len(item["idx"])
+        try:
+            _maybe_fake_oom(int(item["cu"][n_real]), "esm")
+            tok = item["tokens"].to(self.device, non_blocking=True).long()
+            cu = item["cu"].to(self.device, non_blocking=True)
+            pos = item["pos"].to(self.device, non_blocking=True).long()
+            hid = self.esm(tok, cu, pos, item["max_len"])
+            return PackedESM2.mean_residues(hid, cu)[:n_real]
+        except torch.OutOfMemoryError:
+            return self._esm_rows(item["idx"].numpy(), prep, budget // 2, totals, tel, unit)
+
+    def _esm_rows(self, idx: np.ndarray, prep: "Prepared", budget: int, totals: dict, tel, unit: int) -> torch.Tensor:
+        lens = prep.esm_len[idx]
+        if budget < int(lens.max()):
+            raise RuntimeError(f"out of GPU memory even for one protein of {int(lens.max())} tokens "
+                                         f"(unit {unit}); lower --token-budget or use a larger GPU")
+        self._after_oom(totals, tel, unit, "esm2", budget * 2)
+        out = torch.empty(len(idx), self.esm.embed_dim, device=self.device)
+        for part in pack_ffd(lens, budget):
+            sub = idx[part]
+            # compiled kernels: pad to the smaller budget, one more static shape per halving
+            tok, cu, pos, max_len = tokenize(self.alphabet, [prep.prot[j] for j in sub],
+                                             pad_to=budget if self.compiled else None)
+            try:
+                _maybe_fake_oom(int(cu[len(sub)]), "esm")
+                cu_t = torch.from_numpy(cu).to(self.device)
+                hid = self.esm(torch.from_numpy(tok).long().to(self.device), cu_t,
+                               torch.from_numpy(pos).long().to(self.device), max_len)
+                out[torch.from_numpy(part).to(self.device)] = PackedESM2.mean_residues(hid, cu_t)[:len(sub)]
+            except torch.OutOfMemoryError:
+                out[torch.from_numpy(part).to(self.device)] = self._esm_rows(sub, prep, budget // 2, totals, tel, unit)
+        return out
+
+    def _after_oom(self, totals: dict, tel, unit: int, model: str, budget: int) -> None:
+        totals["oom_retries"] += 1
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        log.warning("out of GPU memory on a %s batch of unit %d (budget %d tokens): retrying at half the budget",
+                    model, unit, budget)
+        tel.emit("oom", unit=unit, model=model, budget=budget, retry_budget=budget // 2)
 
     def _flush(self, pending: list, totals: dict, tel) -> None:
         """Emit batch events for finished batches (their CUDA events are complete after a sync)."""

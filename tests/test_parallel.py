@@ -1,0 +1,294 @@
+"""Scaling and surviving on CPU: several worker processes claiming work units, checkpoints, resume
+after kill -9 and SIGTERM, a dead worker's units re-queued, refused mismatched resumes, and the
+out-of-memory back-off (a fake OOM injected through VIRNUCPRO_FAKE_OOM_TOKENS).
+
+A small token budget and 2 batches per unit cut ~460 kept frames into ~12 units, so that every
+worker gets several units. Outputs are compared byte for byte with a one-worker run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from virnucpro.errors import InputError
+from virnucpro.parallel import RUN_DIRNAME, RunDir, parse_devices
+from virnucpro.telemetry import read_telemetry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "read_summary.tsv")
+FAST = ["--engine", "fast", "--device", "cpu", "--no-progress", "--token-budget", "1024", "--batches-per-unit", "2"]
+
+
+@pytest.fixture(scope="module")
+def reads(tmp_path_factory) -> Path:
+    from virnucpro.workloads.reads import write_reads_fasta
+    path = tmp_path_factory.mktemp("parallel_reads") / "reads.fa"
+    write_reads_fasta(path, 600, seed=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(reads, tiny_models, tmp_path_factory, run_cli) -> Path:
+    """The one-worker run (in this process) every other run must reproduce exactly."""
+    out = tmp_path_factory.mktemp("parallel_base") / "one"
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST)
+    assert res.code == 0, str(res)
+    return out
+
+
+def predict_cmd(reads: Path, out: Path, models: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "virnucpro", "predict", str(reads), "-o", str(out), "--models", str(models),
+            *FAST, *extra]
+
+
+def env_with(**extra: str) -> dict:
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def last_run(outdir: Path) -> list[dict]:
+    """Telemetry events of the latest invocation in outdir (the log is appended to)."""
+    ev = read_telemetry(outdir / "virnucpro.log")
+    starts = [i for i, e in enumerate(ev) if e["event"] == "run_start"]
+    return ev[starts[-1]:]
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    for name in OUTPUT_FILES:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), f"{name} of {b} differs from the one-worker run"
+
+
+def n_units(outdir: Path) -> int:
+    return next(e for e in last_run(outdir) if e["event"] == "plan")["units"]
+
+
+def done_units(outdir: Path) -> set[int]:
+    return RunDir(outdir).done_units() if (outdir / RUN_DIRNAME / "units").is_dir() else set()
+
+
+def start_run(cmd: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for_units(outdir: Path, proc: subprocess.Popen, k: int, timeout: float = 60) -> None:
+    t0 = time.time()
+    while len(done_units(outdir)) < k:
+        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before {k} units were done"
+        assert time.time() - t0 < timeout, f"fewer than {k} units done after {timeout} s"
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------- units
+
+def test_cpu_devices_and_worker_count():
+    assert parse_devices(None, None, "cpu") == ["cpu"]
+    assert parse_devices("all", 3, "cpu") == ["cpu"] * 3
+    with pytest.raises(InputError, match="--workers"):
+        parse_devices(None, 0, "cpu")
+
+
+def test_a_claim_is_exclusive_and_released_with_its_owner(tmp_path):
+    rd = RunDir(tmp_path)
+    rd.reset()
+    assert rd.claim(3, "w0") is True
+    assert rd.claim(3, "w1") is False, "a second worker claimed a unit that is already claimed"
+    assert rd.claim(4, "w0") and rd.claim(5, "w1")
+    rd.save_unit(4, np.array([7, 8]), np.zeros((2, 2), np.float32))
+    rd.claim(6, "w0")
+    rd.mark_started(6)
+    assert rd.release_owner("w0") == ([3, 6], [6]), \
+        "released: the dead worker's unfinished units, and of them the one it had started"
+    assert set(rd.claimed()) == {5}
+    assert rd.done_units() == {4}
+    assert not list(rd.units.glob(".*")), "a temp file was left beside the unit checkpoint"
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+def test_three_workers_give_the_one_worker_outputs(base, reads, tiny_models, tmp_path):
+    out = tmp_path / "three"
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "3"), env=env_with(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_outputs(base, out)
+    ev = last_run(out)
+    done = [e for e in ev if e["event"] == "unit_done"]
+    units = n_units(out)
+    assert sorted(e["unit"] for e in done) == list(range(units)), "every unit exactly once"
+    by_worker = {e["worker"] for e in done}
+    assert len(by_worker) >= 2, f"dynamic claiming left all units to one worker: {by_worker}"
+    summary = next(e for e in ev if e["event"] == "summary")
+    assert summary["n_workers"] == 3 and summary["n_gpus"] == 0
+    assert sum(summary["units_per_worker"].values()) == units == summary["units_computed"]
+    assert summary["load_imbalance"] is None or summary["load_imbalance"] >= 1.0
+    assert {e["worker"] for e in ev if e["event"] == "worker_summary"} == {"w0", "w1", "w2"}
+    assert {e["worker"] for e in ev if e["event"] == "worker_start"} == {"w0", "w1", "w2"}
+    assert "scaling: 3 worker(s)" in (out / "virnucpro.log").read_text()
+
+
+def test_a_dead_worker_units_are_requeued(base, reads, tiny_models, tmp_path):
+    out = tmp_path / "dead"
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),
+                          env=env_with(VIRNUCPRO_TEST_DIE="w1:1"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_outputs(base, out)
+    ids = pd.read_csv(out / "prediction_results.txt", sep="\t").Sequence_ID
+    assert ids.is_unique and len(ids) == len(pd.read_csv(base / "prediction_results.txt", sep="\t"))
+    ev = last_run(out)
+    lost = [e for e in ev if e["event"] == "worker_lost"]
+    assert len(lost) == 1 and lost[0]["worker"] == "w1" and lost[0]["exitcode"] == 17, lost
+    done = {e["unit"]: e["worker"] for e in ev if e["event"] == "unit_done"}
+    assert sorted(done) == list(range(n_units(out)))
+    for u in lost[0]["released_units"]:
+        assert done[u] != "w1", f"unit {u} released by the dead worker was never redone by another"
+
+
+def test_a_unit_that_keeps_killing_workers_stops_the_run_naming_it(reads, tiny_models, tmp_path):
+    out = tmp_path / "poison"
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),
+                          env=env_with(VIRNUCPRO_TEST_POISON_UNIT="1"), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stderr}"
+    assert "unit 1 was lost with its worker 3 times" in proc.stderr and "read(s): read" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (out / "prediction_results.txt").exists()
+    assert 1 not in done_units(out)
+
+
+def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_models, tmp_path, run_cli):
+    out = tmp_path / "killed"
+    proc = start_run(predict_cmd(reads, out, tiny_models), env_with(VIRNUCPRO_TEST_UNIT_DELAY="0.3"))
+    try:
+        wait_for_units(out, proc, 3)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = done_units(out)
+    assert not (out / "prediction_results.txt").exists(), "a killed run must not have written outputs"
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume")
+    assert res.code == 0, str(res)
+    assert_same_outputs(base, out)
+    ev = last_run(out)
+    units = n_units(out)
+    assert 3 <= len(before) < units, f"{len(before)} of {units} units were done at the kill"
+    ran = sorted(e["unit"] for e in ev if e["event"] == "unit_done")
+    assert ran == sorted(set(range(units)) - before), "the resumed run must compute exactly the unfinished units"
+    summary = next(e for e in ev if e["event"] == "summary")
+    assert (summary["units_skipped"], summary["units_computed"]) == (len(before), units - len(before))
+
+
+def test_sigterm_stops_cleanly_and_leaves_a_resumable_state(base, reads, tiny_models, tmp_path, run_cli):
+    out = tmp_path / "term"
+    proc = start_run(predict_cmd(reads, out, tiny_models, "--workers", "2"), env_with(VIRNUCPRO_TEST_UNIT_DELAY="0.3"))
+    wait_for_units(out, proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 130, f"exit {proc.returncode}, stderr:\n{err}"
+    assert "--resume" in err, err
+    rd = RunDir(out)
+    assert not rd.claimed(), f"claims left after a clean stop: {rd.claimed()}"
+    assert not list(rd.units.glob(".*")), "temp files left in the checkpoint directory"
+    before = rd.done_units()
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume", "--workers", "1")
+    assert res.code == 0, str(res)
+    assert_same_outputs(base, out)
+    ran = {e["unit"] for e in last_run(out) if e["event"] == "unit_done"}
+    assert ran == set(range(n_units(out))) - before
+
+
+@pytest.mark.parametrize("change, words", [
+    (["-c", "500"], "chunk length"),
+    (["--precision", "fp32"], "precision"),
+    (["--classifier", "{models}/300_model.safetensors"], "models"),
+    (["--token-budget", "2048"], "token budget"),
+    ("other-input", "input file"),
+])
+def test_a_mismatched_resume_is_refused(base, reads, tiny_models, tmp_path, run_cli, change, words):
+    out = tmp_path / "copy"
+    shutil.copytree(base, out)
+    inp = reads
+    if change == "other-input":
+        inp = tmp_path / "other.fa"
+        inp.write_text(reads.read_text().replace("A", "C", 5))
+        change = []
+    args = [a.replace("{models}", str(tiny_models)) for a in change]
+    fast = list(FAST)
+    if "--token-budget" in args:
+        i = fast.index("--token-budget")
+        del fast[i:i + 2]
+    res = run_cli("predict", inp, "-o", out, "--models", tiny_models, *fast, *args, "--resume")
+    assert res.code == 2, str(res)
+    assert "--resume refused" in res.err and words in res.err, res.err
+    assert (out / "prediction_results.txt").read_bytes() == (base / "prediction_results.txt").read_bytes()
+
+
+def test_resume_without_checkpoints_is_refused(reads, tiny_models, tmp_path, run_cli):
+    res = run_cli("predict", reads, "-o", tmp_path / "empty", "--models", tiny_models, *FAST, "--resume")
+    assert res.code == 2 and "no checkpoint" in res.err, str(res)
+
+
+def test_out_of_memory_halves_the_batch_and_retries(reads, tiny_models, tmp_path, run_cli, monkeypatch):
+    """fp32 so that re-packed batches give the same numbers up to rounding (fp16 would not)."""
+    fp32 = [*FAST, "--precision", "fp32"]
+    ref = tmp_path / "ref"
+    assert run_cli("predict", reads, "-o", ref, "--models", tiny_models, *fp32).code == 0
+    monkeypatch.setenv("VIRNUCPRO_FAKE_OOM_TOKENS", "600")
+    out = tmp_path / "oom"
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *fp32)
+    assert res.code == 0, str(res)
+    ev = last_run(out)
+    ooms = [e for e in ev if e["event"] == "oom"]
+    assert ooms and all(e["retry_budget"] == e["budget"] // 2 for e in ooms), ooms
+    assert next(e for e in ev if e["event"] == "summary")["oom_retries"] == len(ooms)
+    a = pd.read_csv(ref / "prediction_results.txt", sep="\t")
+    b = pd.read_csv(out / "prediction_results.txt", sep="\t")
+    assert a.Sequence_ID.tolist() == b.Sequence_ID.tolist()
+    diff = float(np.abs(a.score2 - b.score2).max())
+    assert diff <= 1e-5, f"scores after the OOM back-off differ by {diff:.2e}"
+    assert (a.Prediction == b.Prediction).all()
+
+
+def test_torchrun_ranks_share_the_work_through_the_run_directory(base, reads, tiny_models, tmp_path):
+    """Two ranks as torchrun starts them (RANK/WORLD_SIZE/LOCAL_RANK), coordinating only by files."""
+    out = tmp_path / "ranks"
+    procs = [start_run(predict_cmd(reads, out, tiny_models),
+                       env_with(RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), TORCHELASTIC_RUN_ID="t1"))
+             for r in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert_same_outputs(base, out)
+    events = read_telemetry(out / "virnucpro.log") + read_telemetry(out / "virnucpro.rank1.log")
+    done = [e for e in events if e["event"] == "unit_done"]
+    assert sorted(e["unit"] for e in done) == list(range(n_units(out))), "every unit exactly once over the ranks"
+    summary = next(e for e in events if e["event"] == "summary")
+    assert set(summary["units_per_worker"]) == {"r0", "r1"}, summary["units_per_worker"]
+
+
+def test_a_stale_claim_is_taken_over(tmp_path):
+    """Across hosts nobody sees a worker die: a claim without heartbeat for stale_s is released."""
+    import threading
+    from virnucpro.parallel import _wait_for_claimable
+    rd = RunDir(tmp_path)
+    rd.reset()
+    rd.claim(0, "r1")
+    rd.claim(1, "r2")
+    old = time.time() - 100
+    os.utime(rd.claim_path(0), (old, old))
+    assert _wait_for_claimable(rd, 2, threading.Event(), stale_s=30) is True
+    assert set(rd.claimed()) == {1}, "the stale claim should be gone, the fresh one kept"

@@ -1,0 +1,710 @@
+"""Scale and survive: several workers (one per GPU, or several per GPU, or CPU processes) claim
+work units dynamically through files, checkpoint each finished unit atomically, and a run that was
+killed resumes where it stopped.
+
+Run directory ``OUTDIR/.virnucpro-run/``::
+
+    manifest.json            what the checkpoints were made from (input sha256, model fingerprints,
+                             engine, precision, chunking, token budget, units); written before any unit
+    units/unit_00012.npz     a finished unit: its frame indices and scores (temp file + os.replace)
+    claims/unit_00012        a unit being worked on, created with O_CREAT|O_EXCL; holds the owner;
+                             its mtime is the owner's heartbeat
+    workers/<owner>.json     a worker's totals when it stops (for the summary)
+
+A unit is done iff its ``.npz`` exists. A worker claims the next unit that is neither done nor
+claimed, from its DataLoader's sampler, i.e. a few batches before its GPU needs it, so claiming
+never stalls the GPU. When nothing is left to claim but units claimed by others are unfinished,
+the worker waits; if such a claim is released (its owner died) it claims it: survivors take over.
+
+On one host the coordinator (the ``predict`` process) spawns the workers, watches them, releases
+the claims of a dead one, starts a replacement (bounded), and gives up on a unit that killed its
+workers ``max_unit_retries`` times, naming it and its reads. Under torchrun (several hosts sharing
+a filesystem) every rank is a worker and no process watches the others: a claim whose heartbeat is
+older than ``stale_s`` is taken over instead. Rank 0 writes the manifest and the outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from virnucpro.errors import InputError, VirnucproError
+from virnucpro.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+RUN_DIRNAME = ".virnucpro-run"
+STOPPED_EXIT = 3            # a worker that stopped on SIGTERM/SIGINT, leaving a resumable state
+HEARTBEAT_S = 2.0
+# Manifest keys that must match for --resume, with the words used when they do not.
+IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprints)", "engine": "engine",
+            "precision": "precision", "chunk_length": "chunk length", "chunking": "chunking mode",
+            "duplicate_ids": "duplicate-id handling", "token_budget": "token budget",
+            "batches_per_unit": "batches per unit", "dna_nt_budget": "DNABERT-S batch budget"}
+
+
+def input_fingerprint(path: str | Path) -> dict:
+    """Size and sha256 of the input file (its content, not its name)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def parse_devices(gpus: str | None, workers: int | None, device: str) -> list[str]:
+    """One device string per worker. ``gpus``: ``all`` | ``N`` (the first N) | ``0,2,...`` (CUDA
+    only; default: all visible, or the one of ``--device cuda:K``). ``workers``: total worker
+    processes, spread round-robin over the GPUs (default one per GPU; on a CPU, one)."""
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers must be >= 1, not {workers}")
+    if not device.startswith("cuda"):
+        return ["cpu"] * (workers or 1)
+    import torch
+    visible = torch.cuda.device_count()
+    if gpus is None:
+        ids = [int(device.split(":")[1])] if ":" in device else list(range(visible))
+    elif gpus.strip().lower() == "all":
+        ids = list(range(visible))
+    elif "," not in gpus and gpus.strip().isdigit():
+        n = int(gpus)
+        if not 1 <= n <= visible:
+            raise InputError(f"--gpus {gpus}: {visible} CUDA GPU(s) are visible")
+        ids = list(range(n))
+    else:
+        try:
+            ids = [int(x) for x in gpus.split(",") if x.strip()]
+        except ValueError:
+            raise InputError(f"--gpus {gpus!r}: give all, a count, or GPU indices like 0,2") from None
+        bad = [i for i in ids if not 0 <= i < visible]
+        if bad or not ids or len(set(ids)) != len(ids):
+            raise InputError(f"--gpus {gpus}: indices must be distinct and in 0..{visible - 1}")
+    if not ids:
+        raise InputError("no CUDA GPU is visible")
+    n = workers or len(ids)
+    return [f"cuda:{ids[k % len(ids)]}" for k in range(n)]
+
+
+def rank_env() -> tuple[int, int, int] | None:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) under torchrun / torch.distributed elastic with >1 process."""
+    if os.environ.get("VIRNUCPRO_WORKER") or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    try:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        raise InputError("WORLD_SIZE > 1 but RANK/LOCAL_RANK are not set as torchrun sets them") from None
+
+
+# ------------------------------------------------------------------------------ the run directory
+
+class RunDir:
+    def __init__(self, outdir: str | Path):
+        self.root = Path(outdir) / RUN_DIRNAME
+        self.units, self.claims, self.workers = self.root / "units", self.root / "claims", self.root / "workers"
+        self.manifest_path = self.root / "manifest.json"
+
+    # manifest ---------------------------------------------------------------------------------
+    def read_manifest(self) -> dict | None:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            raise InputError(f"{self.manifest_path} is damaged; rerun without --resume to start over") from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        _atomic_bytes(self.manifest_path, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
+
+    def check(self, manifest: dict | None, expected: dict, keys=IDENTITY) -> None:
+        """Refuse to resume from checkpoints made from anything else: InputError naming the differences."""
+        if manifest is None:
+            raise InputError(f"--resume: no checkpoint to resume from in {self.root} (run without --resume)")
+        diffs = [f"{words} (checkpoint: {_short(manifest.get(k))}; now: {_short(expected.get(k))})"
+                 for k, words in keys.items() if k in expected and manifest.get(k) != expected[k]]
+        if diffs:
+            raise InputError(f"--resume refused: the checkpoints in {self.root} were made with a different "
+                             + "; ".join(diffs) + ". Rerun without --resume to start over.")
+
+    def reset(self) -> None:
+        """A fresh run: drop every checkpoint of an earlier run in this output directory."""
+        import shutil
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.make_dirs()
+
+    def make_dirs(self) -> None:
+        for d in (self.units, self.claims, self.workers):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def clear_claims(self) -> None:
+        """On --resume on one host: claims and temp files left by the killed run are void."""
+        for d in (self.claims, self.units, self.workers):
+            for p in d.iterdir():
+                if d is not self.units or p.name.startswith("."):
+                    p.unlink(missing_ok=True)
+
+    # units and claims ---------------------------------------------------------------------------
+    def unit_path(self, u: int) -> Path:
+        return self.units / f"unit_{u:06d}.npz"
+
+    def claim_path(self, u: int) -> Path:
+        return self.claims / f"unit_{u:06d}"
+
+    def is_done(self, u: int) -> bool:
+        return self.unit_path(u).exists()
+
+    def done_units(self) -> set[int]:
+        return {int(p.name[5:11]) for p in self.units.iterdir() if p.name.startswith("unit_") and p.suffix == ".npz"}
+
+    def claim(self, u: int, owner: str) -> bool:
+        try:
+            fd = os.open(self.claim_path(u), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(owner)
+        return True
+
+    def claimed(self) -> dict[int, tuple[str, float]]:
+        """unit -> (owner, heartbeat mtime) of every current claim."""
+        out = {}
+        for p in self.claims.iterdir():
+            if not p.name.startswith("unit_") or "." in p.name:
+                continue
+            try:
+                out[int(p.name[5:])] = (p.read_text().split("\n")[0], p.stat().st_mtime)
+            except (FileNotFoundError, ValueError):
+                continue
+        return out
+
+    def release(self, u: int) -> None:
+        self.claim_path(u).unlink(missing_ok=True)
+
+    def mark_started(self, u: int) -> None:
+        """The owner's GPU loop has begun the unit (claims made ahead are not yet started)."""
+        try:
+            with open(self.claim_path(u), "a") as fh:
+                fh.write("\nstarted")
+        except FileNotFoundError:
+            pass
+
+    def release_owner(self, owner: str) -> tuple[list[int], list[int]]:
+        """Release every claim of ``owner`` (a dead worker): (unfinished units it held, those of
+        them it had started; only these count as attempts that may have killed it)."""
+        lost, started = [], []
+        for u, (who, _) in self.claimed().items():
+            if who != owner:
+                continue
+            try:
+                began = "started" in self.claim_path(u).read_text()
+            except FileNotFoundError:
+                began = False
+            self.release(u)
+            if not self.is_done(u):
+                lost.append(u)
+                if began:
+                    started.append(u)
+        return sorted(lost), sorted(started)
+
+    def save_unit(self, u: int, frames: np.ndarray, scores: np.ndarray) -> None:
+        """Checkpoint a finished unit (frame indices [n], scores [n, 2]) atomically."""
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, frames=np.asarray(frames, dtype=np.int64), scores=np.asarray(scores, dtype=np.float32))
+        _atomic_bytes(self.unit_path(u), buf.getvalue())
+
+    def load_scores(self, plan, n_frames: int) -> np.ndarray:
+        """Merge: the scores [N, 2] of every frame from the unit files, checking each unit holds
+        exactly the frames the plan gives it."""
+        scores = np.full((n_frames, 2), np.nan, dtype=np.float32)
+        for unit in plan.units:
+            with np.load(self.unit_path(unit.index)) as z:
+                frames, s = z["frames"], z["scores"]
+            if not np.array_equal(frames, unit.frames):
+                raise VirnucproError(f"checkpoint {self.unit_path(unit.index)} does not hold the frames of unit "
+                                     f"{unit.index}; delete {self.root} and rerun")
+            scores[frames] = s
+        missing = int(np.isnan(scores[:, 0]).sum())
+        if missing:
+            raise VirnucproError(f"{missing} frames have no score after merging the units (a bug; please report)")
+        return scores
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# ------------------------------------------------------------------------------ claiming units
+
+class ClaimSource:
+    """The units for one pass of the engine's loop: every unit that is neither done nor claimed,
+    claimed as the loader reaches it. Never blocks (the loader calls it from the GPU loop's thread)."""
+
+    def __init__(self, rd: RunDir, owner: str, n_units: int, stop: threading.Event):
+        self.rd, self.owner, self.n_units, self.stop = rd, owner, n_units, stop
+        self.mine: set[int] = set()        # claimed, not yet finished
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[int]:
+        done = self.rd.done_units()
+        for u in range(self.n_units):
+            if self.stop.is_set():
+                return
+            if u in done or not self.rd.claim(u, self.owner):
+                continue
+            if self.rd.is_done(u):        # finished by someone between the listing and the claim
+                self.rd.release(u)
+                continue
+            with self._lock:
+                self.mine.add(u)
+            yield u
+
+    def finished(self, u: int) -> None:
+        with self._lock:
+            self.mine.discard(u)
+        self.rd.release(u)
+
+    def release_all(self) -> None:
+        with self._lock:
+            held, self.mine = sorted(self.mine), set()
+        for u in held:
+            self.rd.release(u)
+
+    def touch(self) -> None:
+        with self._lock:
+            held = list(self.mine)
+        for u in held:
+            try:
+                os.utime(self.rd.claim_path(u))
+            except FileNotFoundError:
+                pass
+
+
+class WorkerTelemetry(Telemetry):
+    """Telemetry whose every event names the worker; its clock is the run's (wall-clock aligned)."""
+
+    def __init__(self, worker: str, run_epoch: float | None = None):
+        super().__init__()
+        self.worker = worker
+        if run_epoch is not None:
+            self.t0 = time.perf_counter() - (time.time() - run_epoch)
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        fields.setdefault("worker", self.worker)
+        return super().emit(event, **fields)
+
+
+@dataclass
+class Hooks:
+    """Test hooks from the environment: VIRNUCPRO_TEST_DIE=OWNER:K makes that worker os._exit(17)
+    after its K-th unit; VIRNUCPRO_TEST_UNIT_DELAY=S sleeps S seconds after every unit;
+    VIRNUCPRO_TEST_POISON_UNIT=U makes any worker that starts unit U os._exit(17)."""
+    die_owner: str | None = None
+    die_after: int = 0
+    unit_delay: float = 0.0
+    poison_unit: int | None = None
+
+    @classmethod
+    def from_env(cls) -> "Hooks":
+        h = cls(unit_delay=float(os.environ.get("VIRNUCPRO_TEST_UNIT_DELAY", "0") or 0))
+        if os.environ.get("VIRNUCPRO_TEST_POISON_UNIT"):
+            h.poison_unit = int(os.environ["VIRNUCPRO_TEST_POISON_UNIT"])
+        die = os.environ.get("VIRNUCPRO_TEST_DIE")
+        if die:
+            h.die_owner, k = die.rsplit(":", 1)
+            h.die_after = int(k)
+        return h
+
+
+def work(engine, prep, classifier, tel: Telemetry, rd: RunDir, owner: str, stop: threading.Event,
+         stale_s: float | None = None, on_progress: Callable[[int, int], None] | None = None,
+         parent_pid: int | None = None) -> dict:
+    """A worker's whole job: passes of the engine's loop over claimed units until every unit is done
+    (or ``stop``). Between passes, waits for units held by others; takes over released claims, and
+    with ``stale_s``, claims whose heartbeat stopped. Returns the summed totals."""
+    n_units = len(prep.plan.units)
+    hooks = Hooks.from_env()
+    totals: dict[str, Any] = {}
+    done_here: list[int] = []
+    beat_stop = threading.Event()
+    sources: list[ClaimSource] = []
+
+    def heartbeat() -> None:
+        while not beat_stop.wait(HEARTBEAT_S):
+            for s in sources:
+                s.touch()
+            if parent_pid is not None and os.getppid() != parent_pid:   # the coordinator is gone
+                log.warning("worker %s: the coordinating process died; stopping", owner)
+                stop.set()
+
+    beat = threading.Thread(target=heartbeat, name="claim-heartbeat", daemon=True)
+    beat.start()
+    t_start = tel.now()
+    from concurrent.futures import ThreadPoolExecutor
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+    pending: list = []
+    try:
+        while not stop.is_set():
+            src = ClaimSource(rd, owner, n_units, stop)
+            sources[:] = [src]
+
+            def save(u: int, frames: np.ndarray, scores: np.ndarray, src: ClaimSource = src) -> None:
+                rd.save_unit(u, frames, scores)
+                src.finished(u)
+                done_here.append(u)
+                if hooks.die_owner == owner and len(done_here) >= hooks.die_after:
+                    os._exit(17)
+
+            def on_unit(u: int, frames: np.ndarray, scores: np.ndarray, info: dict) -> None:
+                for f in [f for f in pending if f.done()]:   # a failed write stops the run now
+                    pending.remove(f)
+                    f.result()
+                pending.append(writer.submit(save, u, frames, scores))   # fsync off the GPU loop
+                if hooks.unit_delay:
+                    time.sleep(hooks.unit_delay)
+
+            def on_unit_start(u: int) -> None:
+                rd.mark_started(u)
+                if hooks.poison_unit == u:
+                    os._exit(17)
+
+            t = engine.run(prep, classifier, tel, src, on_unit, on_progress, stop, on_unit_start)
+            for f in pending:
+                f.result()
+            pending.clear()
+            src.release_all()                      # units dropped by a stop go back to the pool
+            _add(totals, t)
+            if t.get("stopped") or not _wait_for_claimable(rd, n_units, stop, stale_s):
+                break
+    finally:
+        writer.shutdown(wait=True)
+        beat_stop.set()
+        for s in sources:
+            s.release_all()
+    totals["units"] = len(done_here)
+    totals["unit_list"] = done_here
+    totals["t_start"], totals["t_end"] = round(t_start, 4), round(tel.now(), 4)   # on the run's clock
+    totals["stopped"] = stop.is_set() and len(rd.done_units()) < n_units
+    return totals
+
+
+def _wait_for_claimable(rd: RunDir, n_units: int, stop: threading.Event, stale_s: float | None) -> bool:
+    """Wait until some unfinished unit is unclaimed (True) or all are done / stop (False)."""
+    while not stop.is_set():
+        done = rd.done_units()
+        if len(done) >= n_units:
+            return False
+        claims = rd.claimed()
+        now = time.time()
+        if stale_s is not None:
+            for u, (who, mtime) in claims.items():
+                if now - mtime > stale_s and u not in done:
+                    log.warning("unit %d: the claim of %s has had no heartbeat for %.0f s; taking it over",
+                                u, who, now - mtime)
+                    rd.release(u)
+        if any(u not in done and u not in claims for u in range(n_units)):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _add(acc: dict, t: dict) -> None:
+    for k, v in t.items():
+        if k in ("t_start", "t_end"):
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            acc[k] = acc.get(k, 0) + v
+
+
+def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM/SIGINT set ``stop`` (finish the current batch, leave a resumable state); a second
+    SIGINT interrupts at once. Returns a function restoring the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("signal %d: stopping after the current batch (rerun with --resume to continue)", signum)
+        stop.set()
+
+    for s in old:
+        signal.signal(s, handler)
+    return lambda: [signal.signal(s, h) for s, h in old.items()]
+
+
+# ------------------------------------------------------------------------------ worker processes
+
+@dataclass
+class WorkerSpec:
+    """What a spawned worker needs (picklable): it reads, chunks and translates the input itself
+    (deterministically, in parallel with loading its models) and plans with the run's budget."""
+    owner: str
+    device: str
+    input: Path
+    duplicate_ids: str
+    chunk_length: int
+    chunking: str
+    models: Any                         # layout.ModelSet
+    allow_classifier_mismatch: bool
+    precision: str
+    engine_opts: dict
+    outdir: Path
+    log_file: Path
+    run_epoch: float
+    threads: int | None = None
+    stale_s: float | None = None
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """Entry point of a spawned worker process; exits 0 (all done), STOPPED_EXIT, or 1 (error)."""
+    os.environ["VIRNUCPRO_WORKER"] = spec.owner
+    import multiprocessing as mp
+    if "fork" in mp.get_all_start_methods():   # a spawned child defaults to spawn: loader workers
+        mp.set_start_method("fork", force=True)  # would re-import torch (seconds) on every pass
+    from virnucpro.telemetry import setup_logging
+    setup_logging(spec.log_file, False)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    parent = os.getppid()
+    try:
+        totals = run_worker(spec, stop, parent)
+    except BaseException:  # noqa: BLE001 - the coordinator needs an exit code; the log the traceback
+        log.exception("worker %s failed", spec.owner)
+        logging.shutdown()
+        os._exit(1)
+    logging.shutdown()
+    os._exit(STOPPED_EXIT if totals.get("stopped") else 0)
+
+
+def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None = None) -> dict:
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+    from virnucpro.engines import make_engine
+    from virnucpro.fasta import read_fasta
+    from virnucpro.models.classifier import load_classifier
+    from virnucpro.pipeline import chunk_and_translate
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    tel = WorkerTelemetry(spec.owner, spec.run_epoch)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(make_engine, "fast", spec.models, spec.device, spec.precision, **spec.engine_opts)
+        records = read_fasta(spec.input, spec.duplicate_ids)
+        _, frames = chunk_and_translate(records, spec.chunk_length, spec.chunking)
+        engine = loading.result()
+    clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
+    prep = engine.make_plan(frames)
+    rd = RunDir(spec.outdir)
+    manifest = _wait_for_file_manifest(rd, stop)
+    if manifest is None:
+        return finish_worker(rd, spec.owner, spec.device, engine, {"stopped": True}, tel)
+    if len(prep.plan.units) != manifest["n_units"]:
+        raise VirnucproError(f"worker {spec.owner} planned {len(prep.plan.units)} units, the run has "
+                             f"{manifest['n_units']}")
+    tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3))
+    totals = work(engine, prep, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid)
+    return finish_worker(rd, spec.owner, spec.device, engine, totals, tel)
+
+
+def _wait_for_file_manifest(rd: RunDir, stop: threading.Event, timeout: float = 3600.0) -> dict | None:
+    """The coordinator writes the manifest (with the unit count) once it has planned."""
+    t0, parent = time.time(), os.getppid()
+    while not stop.is_set() and time.time() - t0 < timeout and os.getppid() == parent:
+        if rd.manifest_path.exists():
+            m = rd.read_manifest()
+            if m is not None and "n_units" in m:
+                return m
+        time.sleep(0.1)
+    return None
+
+
+def finish_worker(rd: RunDir, owner: str, device: str, engine, totals: dict, tel: Telemetry) -> dict:
+    """Write the worker's totals for the coordinator and emit its ``worker_summary``."""
+    stats = {"worker": owner, "device": device, **totals, "mfu_esm": getattr(engine, "mfu_esm", None),
+             "peak_gpu_mem_gib": _peak_mem(device)}
+    busy = totals.get("busy_s", 0.0)
+    tel.emit("worker_summary", busy_s=round(busy, 4), units=totals.get("units", 0),
+             tokens_per_s=round(totals.get("esm_tokens", 0) / busy, 1) if busy else None,
+             esm_tokens=totals.get("esm_tokens", 0), device=device)
+    _atomic_bytes(rd.workers / f"{owner}.json", json.dumps(stats, default=str).encode())
+    return stats
+
+
+def _peak_mem(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+    return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**30, 3)
+
+
+@dataclass
+class Coordinator:
+    """Spawns one process per device string, watches them, re-queues the units of dead ones."""
+    base: WorkerSpec
+    devices: list[str]
+    rd: RunDir
+    tel: Telemetry
+    describe_unit: Callable[[int], str]
+    max_unit_retries: int = 3
+    max_restarts: int | None = None
+    on_poll: Callable[[set[int]], None] | None = None
+    procs: dict[str, Any] = field(default_factory=dict)
+    started: list[str] = field(default_factory=list)
+
+    def _spawn(self, owner: str, device: str) -> None:
+        import dataclasses
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")
+        spec = dataclasses.replace(self.base, owner=owner, device=device)
+        p = ctx.Process(target=worker_main, args=(spec,), name=f"virnucpro-{owner}", daemon=False)
+        p.start()
+        self.procs[owner] = (p, device)
+        self.started.append(owner)
+
+    def start(self) -> None:
+        """Spawn the workers; they claim units once the manifest exists."""
+        for k, dev in enumerate(self.devices):
+            self._spawn(f"w{k}", dev)
+
+    def kill_all(self) -> None:
+        for p, _ in self.procs.values():
+            if p.is_alive():
+                p.kill()
+        for p, _ in self.procs.values():
+            p.join(timeout=10)
+
+    def run(self, stop: threading.Event, n_units: int) -> list[dict]:
+        """Watch the workers until every unit is done (or ``stop`` and they stopped); their stats."""
+        restarts, max_restarts = 0, self.max_restarts if self.max_restarts is not None else 2 * len(self.devices)
+        retries: dict[int, int] = {}
+        generation: dict[str, int] = {}
+        forwarded = False
+        all_done_at = None
+        try:
+            while True:
+                time.sleep(0.2)
+                done = self.rd.done_units()
+                if self.on_poll:
+                    self.on_poll(done)
+                if stop.is_set() and not forwarded:
+                    for p, _ in self.procs.values():
+                        if p.is_alive():
+                            os.kill(p.pid, signal.SIGTERM)
+                    forwarded = True
+                for owner, (p, dev) in list(self.procs.items()):
+                    if p.is_alive():
+                        continue
+                    p.join()
+                    del self.procs[owner]
+                    code = p.exitcode
+                    if code in (0, STOPPED_EXIT):
+                        continue
+                    lost, started = self.rd.release_owner(owner)
+                    self.tel.emit("worker_lost", worker=owner, device=dev, exitcode=code, released_units=lost,
+                                  started_units=started)
+                    log.warning("worker %s (%s) died (exit code %s); its units %s go back to the queue",
+                                owner, dev, code, lost)
+                    for u in started:
+                        retries[u] = retries.get(u, 0) + 1
+                        if retries[u] >= self.max_unit_retries:
+                            raise VirnucproError(
+                                f"unit {u} was lost with its worker {retries[u]} times; giving up. "
+                                f"It holds {self.describe_unit(u)}. See the log; finished units are kept "
+                                f"(rerun with --resume)")
+                    remaining = n_units - len(self.rd.done_units())
+                    if stop.is_set() or remaining == 0:
+                        continue
+                    if restarts >= max_restarts:
+                        if not self.procs:
+                            raise VirnucproError(f"workers died {restarts + 1} times; giving up (see the log). "
+                                                 "Finished units are kept: rerun with --resume")
+                        continue
+                    if not self.procs or remaining > len(self.procs):
+                        base = owner.split(".")[0]
+                        generation[base] = generation.get(base, 0) + 1
+                        restarts += 1
+                        self._spawn(f"{base}.{generation[base]}", dev)
+                if len(done) >= n_units and all_done_at is None:
+                    all_done_at = time.time()
+                if not self.procs:
+                    break
+                if all_done_at is not None and time.time() - all_done_at > 10:
+                    for owner, (p, _) in self.procs.items():   # e.g. a replacement still loading
+                        p.kill()
+        except BaseException:
+            self.kill_all()
+            raise
+        return [s for s in (self._stats(o) for o in self.started) if s is not None]
+
+    def _stats(self, owner: str) -> dict | None:
+        try:
+            return json.loads((self.rd.workers / f"{owner}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+# ------------------------------------------------------------------------------ summary
+
+def summarize_workers(stats: list[dict], embed_wall: float) -> dict:
+    """Per-worker units and busy time, load imbalance (slowest / fastest busy time among workers
+    that did any work) and total throughput over the embedding wall time."""
+    busy = {s["worker"]: float(s.get("busy_s", 0.0)) for s in stats}
+    working = [b for s, b in zip(stats, busy.values()) if s.get("units")]
+    tokens = sum(s.get("esm_tokens", 0) for s in stats)
+    return {
+        "n_workers": len(stats),
+        "units_per_worker": {s["worker"]: s.get("units", 0) for s in stats},
+        "busy_s_per_worker": {k: round(v, 3) for k, v in busy.items()},
+        "load_imbalance": round(max(working) / min(working), 3) if working and min(working) > 0 else None,
+        "esm_tokens_per_s_total": round(tokens / embed_wall, 1) if embed_wall > 0 else None,
+    }
+
+
+def scaling_line(summary: dict) -> str:
+    per = summary.get("esm_tokens_per_s")
+    tot = summary.get("esm_tokens_per_s_total")
+    n = summary.get("n_workers", 1)
+    eff = (tot / (per * n)) if per and tot and n else None
+    return (f"scaling: {n} worker(s) on {summary.get('n_gpus', 0)} GPU(s): {tot or 0:,.0f} ESM tok/s in total, "
+            f"{per or 0:,.0f} per worker while busy; parallel efficiency "
+            f"{'n/a' if eff is None else f'{eff:.0%}'}; load imbalance {summary.get('load_imbalance')}; "
+            f"units {summary.get('units_computed')} computed, {summary.get('units_skipped')} resumed")
+
+
+# ------------------------------------------------------------------------------ CLI options
+
+def add_predict_args(p) -> None:
+    """The predict options of this module (wired into ``virnucpro predict``)."""
+    g = p.add_argument_group("scaling and checkpoints (fast engine)")
+    g.add_argument("--gpus", default=None, metavar="all|N|0,2,...",
+                   help="GPUs to use: all visible (the default with a CUDA device), the first N, or a list")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes in all, spread over the GPUs (default: one per GPU; with "
+                   "--device cpu, 1). Two on one GPU share it")
+    g.add_argument("--resume", action="store_true",
+                   help="continue a killed or stopped run in the same OUTDIR: finished work units are "
+                   "kept, only the rest is computed; refused if input, models or settings differ")
+    g.add_argument("--batches-per-unit", type=int, default=None, metavar="K",
+                   help="packed ESM-2 batches per work unit (the unit of claiming and checkpointing; default 8)")
