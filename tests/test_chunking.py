@@ -8,22 +8,7 @@ from virnucpro.chunking import chunk_records, chunk_sequence, chunk_spans
 from virnucpro.errors import InputError
 from virnucpro.fasta import Record
 
-
-def original_chunks(seq: str, C: int) -> list[str]:
-    """The original's loop, transcribed as written (float division, list-built shifts)."""
-    L = len(seq)
-    n = math.ceil(L / C)
-    repeat = n * C - L
-    lower = int(repeat / n) if n else 0
-    upper = lower + 1
-    need = repeat - lower * (n - 1)
-    shift = [upper] * need + [lower] * (n - 1 - need) + [0]
-    out, move = [], 0
-    for k in range(n):
-        a = k * C
-        out.append(seq[a - move:a - move + C] if a > 1 else seq[a:a + C])
-        move += shift[k]
-    return out
+from spec_oracle import spec_chunks  # the original's loop, transcribed literally
 
 
 def lengths_around_multiples():
@@ -39,7 +24,7 @@ def lengths_around_multiples():
 def test_matches_original_arithmetic_for_edge_lengths(C):
     for L in lengths_around_multiples():
         seq = "".join("ACGT"[(i * 7 + i // 5) % 4] for i in range(L))
-        assert chunk_sequence(seq, C) == original_chunks(seq, C), f"L={L} C={C}"
+        assert chunk_sequence(seq, C) == spec_chunks(seq, C), f"L={L} C={C}"
 
 
 @pytest.mark.parametrize("L,C,expected", [

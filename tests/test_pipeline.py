@@ -22,32 +22,15 @@ import pytest
 from virnucpro import outputs
 from virnucpro.translate import six_frame_kept_naive
 
+from spec_oracle import spec_chunks  # the original's chunking, transcribed literally
+
 PRED, CONS, SUMMARY = "prediction_results.txt", "prediction_results_highestscore.csv", "read_summary.tsv"
 EDGE_LENGTHS = (1, 2, 3, 299, 300, 301, 499, 500, 501, 599, 600, 601, 800, 999, 1000, 1001, 1200, 1300)
 IUPAC = "RYKMSWBDHVU"
 
 
 # --------------------------------------------------------------------------- the spec, transcribed
-
-def spec_chunks(seq: str, C: int) -> list[str]:
-    """Spec §2 as written (float division, list-built shifts). An empty sequence (the original
-    divides by zero) gives no chunk, as virnucpro documents."""
-    L = len(seq)
-    if L == 0:
-        return []
-    n = math.ceil(L / C)
-    repeat = n * C - L
-    lower = int(repeat / n)
-    upper = lower + 1
-    need = repeat - lower * (n - 1)
-    shift = [upper] * need + [lower] * (n - 1 - need) + [0]
-    chunks, move = [], 0
-    for k in range(n):
-        a = k * C
-        chunks.append(seq[a - move:a - move + C] if a > 1 else seq[a:a + C])
-        move += shift[k]
-    return chunks
-
+# (chunking: tests/spec_oracle.py, shared with test_chunking.py)
 
 def rc_spec(seq: str) -> str:
     """Spec §3: A<->T, C<->G, other symbols unchanged, then reversed."""
