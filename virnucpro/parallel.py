@@ -543,6 +543,7 @@ def _wait_for_file_manifest(rd: RunDir, stop: threading.Event, timeout: float = 
 def finish_worker(rd: RunDir, owner: str, device: str, engine, totals: dict, tel: Telemetry) -> dict:
     """Write the worker's totals for the coordinator and emit its ``worker_summary``."""
     stats = {"worker": owner, "device": device, **totals, "mfu_esm": getattr(engine, "mfu_esm", None),
+             "peak_tflops": getattr(engine, "peak_tflops", None),
              "peak_gpu_mem_gib": _peak_mem(device)}
     busy = totals.get("busy_s", 0.0)
     tel.emit("worker_summary", busy_s=round(busy, 4), units=totals.get("units", 0),

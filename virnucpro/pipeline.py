@@ -398,7 +398,8 @@ def _score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tu
     extra = parallel.summarize_workers(stats, embed_wall)
     extra.update(units_total=n_units, units_skipped=len(done_before), units_computed=n_units - len(done_before),
                  oom_retries=int(totals.get("oom_retries", 0)),
-                 workers_lost=sum(1 for e in tel.events if e["event"] == "worker_lost"))
+                 workers_lost=sum(1 for e in tel.events if e["event"] == "worker_lost"),
+                 peak_tflops=max((s["peak_tflops"] for s in stats if s.get("peak_tflops")), default=None))
     mfus = [s["mfu_esm"] for s in stats if s.get("mfu_esm")]
     mems = [s["peak_gpu_mem_gib"] for s in stats if s.get("peak_gpu_mem_gib") is not None]
     return chunks, frames, Scored(scores, totals, embed_wall, opts.precision,

@@ -11,8 +11,13 @@ Events (fields beyond ``event`` and ``t`` = seconds since the run started):
 - ``stage``       stage, wall_s, items, [tokens]          (one per pipeline stage, per worker)
 - ``batch``       model, seqs, tokens, budget, packing_efficiency, io_wait_s, queue_depth, dt
 - ``gpu_sample``  gpu, util_pct, mem_used_mib, mem_total_mib   (NVML, background thread)
-- ``peak``        bf16_tflops (measured matmul peak, for MFU)
+- ``plan``        budget, batches, units, packing_efficiency, frames, esm_tokens (fast engine)
+- ``unit_done``   unit, worker, wall_s, frames, tokens (a work unit embedded, classified, saved)
+- ``oom``         unit, model, budget, retry_budget (CUDA out of memory: the batch is retried smaller)
+- ``worker_start`` / ``worker_lost`` / ``worker_summary``   multi-worker runs (virnucpro/parallel.py)
 - ``summary``     wall_s, reads, chunks, frames, stages{name: wall_s}, throughput and GPU figures
+                  (mfu_esm against peak_tflops, the bf16 matmul peak measured on that GPU),
+                  per-worker units and busy time, load_imbalance
 """
 
 from __future__ import annotations
