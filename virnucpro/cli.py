@@ -34,8 +34,15 @@ Quick start:
 PLUGIN_MODULES = ("virnucpro.workloads.cli", "virnucpro.compare", "virnucpro.baseline", "virnucpro.bench")
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written; shows a default only where there is one worth showing."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if ("%(default)" not in help_text and action.default not in (None, False, argparse.SUPPRESS)
+                and action.option_strings and action.nargs != 0):
+            help_text += " (default: %(default)s)"
+        return help_text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,12 +78,12 @@ def _add_predict(sub) -> None:
     _add_model_args(p)
     p.add_argument("--engine", choices=("auto", "reference", "fast"), default="auto",
                    help="reference = the original's fp32 semantics (slow, the yardstick); fast = packed "
-                   "bf16 on GPU; auto = fast on a GPU, reference on CPU")
+                   "fp16 batches on GPU; auto = fast on a GPU, reference on CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
-                   help="fast engine matmul precision (the residual stream is always fp32). fp16 is the "
-                   "default: it keeps >= 99.9%% label agreement with the reference; bf16 is as fast but "
-                   "measured at ~99.1%% (docs/benchmarks.md)")
+                   help="fast engine matmul precision (the residual stream is always fp32). fp16 keeps "
+                   ">= 99.9%% label agreement with the reference; bf16 is as fast but measured ~99.1%% "
+                   "(docs/benchmarks.md)")
     p.add_argument("--chunking", choices=("original", "fixed"), default="original",
                    help="original reproduces VirNucPro incl. its short-last-chunk quirk; fixed makes every "
                    "chunk of a long read exactly C nt")
