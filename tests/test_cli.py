@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import logging
 import os
 import pickle
@@ -229,6 +230,9 @@ def test_classifier_chunk_length_mismatch_refused_then_allowed_with_warning(tmp_
     warned += [ln for ln in res.err.splitlines() if "500" in ln and "300" in ln]
     assert warned, f"running with a mismatched classifier must warn:\n{res}"
     assert (out / PRED).is_file()
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["classifier"]["chunk_length_mismatch"] is True, manifest["classifier"]
+    assert manifest["classifier"]["chunk_length"] == 500
 
 
 class _Payload:

@@ -212,6 +212,8 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     manifest = {"virnucpro_version": __version__, "command": sys.argv, "options": _jsonable(asdict(opts)),
                 "engine": engine_name, "precision": summary["precision"], "chunk_length": opts.chunk_length,
                 "chunking": opts.chunking, "models": models.describe(), "synthetic": synthetic,
+                "classifier": {**clf_info, "chunk_length_mismatch": clf_info.get("chunk_length") not in
+                               (None, opts.chunk_length)},
                 "input": {"path": str(opts.input), "size": os.path.getsize(opts.input)},
                 "machine": {"host": socket.gethostname(), "platform": platform.platform(), "device": device,
                             "devices": devices, "gpu": _gpu_name(device)},
