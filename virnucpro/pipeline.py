@@ -251,7 +251,7 @@ def _score_reference(opts, records, models, clf, device, tel) -> tuple[list, lis
             prog.update(task, completed=done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
 
         t_from = tel.now()
-        scores = engine.score(frames, clf, tel, on_progress)
+        scores = engine.score(frames, clf, tel, on_progress, block=opts.block_frames)
         t_to = tel.now()
     sampler.stop()
     return chunks, frames, Scored(scores, engine.totals, t_to - t_from, "fp32", _n_gpus(device),

@@ -16,9 +16,6 @@ def make_engine(name: str, models, device: str, precision: str = "fp32", **opts)
         from virnucpro.engines.reference import ReferenceEngine
         return ReferenceEngine(models, device)
     if name == "fast":
-        try:
-            from virnucpro.engines.fast import FastEngine
-        except ImportError as exc:  # pragma: no cover - while the fast engine is being built
-            raise InputError(f"the fast engine is not available in this build: {exc}") from None
+        from virnucpro.engines.fast import FastEngine
         return FastEngine(models, device, precision=precision, **opts)
     raise InputError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
