@@ -166,6 +166,31 @@ def test_a_unit_that_keeps_killing_workers_stops_the_run_naming_it(reads, tiny_m
     assert 1 not in done_units(out)
 
 
+def test_skip_failing_units_leaves_out_and_reports_only_the_poison_unit(base, reads, tiny_models, tmp_path):
+    """With the explicit option, one worker process (even on one device) re-tries the poison unit,
+    gives up on it after 3 deaths, finishes everything else and names the reads it could not score."""
+    out = tmp_path / "skip"
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--skip-failing-units"),
+                          env=env_with(VIRNUCPRO_TEST_POISON_UNIT="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr}"
+    assert "unit 1 was lost with its worker 3 times; skipped" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    pred = "prediction_results.txt"
+    base_lines = (base / pred).read_text().splitlines()
+    out_lines = (out / pred).read_text().splitlines()
+    assert set(out_lines) < set(base_lines), "a kept row differs from the one-worker run, or nothing was left out"
+    assert out_lines == [ln for ln in base_lines if ln in set(out_lines)], "rows out of order"
+    missing = {ln.split("\t")[0] for ln in set(base_lines) - set(out_lines)}
+    skipped = set(pd.read_csv(out / "skipped_reads.tsv", sep="\t").read_id)
+    assert skipped == {fid.rsplit("_chunk_", 1)[0] for fid in missing}, "skipped_reads.tsv must name exactly their reads"
+    summary = pd.read_csv(out / "read_summary.tsv", sep="\t", comment="#")
+    assert set(summary[summary.label == "skipped"].read_id) == skipped
+    ev = last_run(out)
+    assert [e["unit"] for e in ev if e["event"] == "unit_skipped"] == [1]
+    s = next(e for e in ev if e["event"] == "summary")
+    assert s["skipped_frames"] == len(missing) and s["skipped_reads"] == len(skipped), s
+
+
 def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_models, tmp_path, run_cli):
     out = tmp_path / "killed"
     proc = start_run(predict_cmd(reads, out, tiny_models), env_with(VIRNUCPRO_TEST_UNIT_DELAY="0.3"))

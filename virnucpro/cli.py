@@ -119,6 +119,7 @@ def cmd_predict(args) -> int:
         block_frames=args.block_frames, allow_classifier_mismatch=args.allow_classifier_mismatch,
         progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose,
         gpus=args.gpus, workers=args.workers, resume=args.resume, batches_per_unit=args.batches_per_unit,
+        skip_failing_units=args.skip_failing_units,
         engine_opts={k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
                                        ("compile", False if args.no_compile else None)) if v is not None})
     summary = predict(opts)

@@ -5,9 +5,11 @@
 - ``prediction_results_highestscore.csv``: tab-separated despite its name, ``Modified_ID  Is_Virus``;
   Modified_ID = Sequence_ID minus its last two characters (so one row per CHUNK), Is_Virus =
   max(score2) >= max(score1) over the chunk's frames, ``True``/``False``, rows sorted by id.
+- ``skipped_reads.tsv``: only after ``--skip-failing-units`` gave up on a work unit: the ids of the
+  reads that got no (or only partial) predictions.
 - ``read_summary.tsv`` (new): one row per input read: read_id, length, n_chunks, kept_frames,
-  max_virus_score, label (``virus`` when any chunk's consensus is viral, ``others``, or
-  ``no_kept_frame``). Lines starting with ``#`` above the header are comments (synthetic-model
+  max_virus_score, label (``virus`` when any chunk's consensus is viral, ``others``,
+  ``no_kept_frame``, or ``skipped``). Lines starting with ``#`` above the header are comments (synthetic-model
   warning); pandas reads it with ``comment="#"``.
 """
 
@@ -29,6 +31,7 @@ CONSENSUS = "prediction_results_highestscore.csv"
 READ_SUMMARY = "read_summary.tsv"
 MANIFEST = "run.json"
 SYNTHETIC_NOTE = "SYNTHETIC_MODELS.txt"
+SKIPPED_READS = "skipped_reads.tsv"
 SYNTHETIC_WARNING = ("produced with SYNTHETIC random-weight models: the labels are NOT biology, "
                      "only a test of the software")
 
@@ -120,4 +123,12 @@ def write_synthetic_note(outdir: Path, details: dict) -> Path:
     with atomic_write(path) as fh:
         fh.write(f"WARNING: every file in this directory was {SYNTHETIC_WARNING}.\n")
         fh.write(json.dumps(details, indent=2, default=str) + "\n")
+    return path
+
+
+def write_skipped_reads(outdir: Path, read_ids: list[str]) -> Path:
+    path = outdir / SKIPPED_READS
+    with atomic_write(path) as fh:
+        fh.write("read_id\treason\n")
+        fh.writelines(f"{rid}\twork unit failed repeatedly (--skip-failing-units)\n" for rid in read_ids)
     return path

@@ -161,10 +161,22 @@ class RunDir:
         return self.claims / f"unit_{u:06d}"
 
     def is_done(self, u: int) -> bool:
-        return self.unit_path(u).exists()
+        """Finished: scored, or given up on with --skip-failing-units."""
+        return self.unit_path(u).exists() or self.skipped_path(u).exists()
 
     def done_units(self) -> set[int]:
-        return {int(p.name[5:11]) for p in self.units.iterdir() if p.name.startswith("unit_") and p.suffix == ".npz"}
+        return {int(p.name[5:11]) for p in self.units.iterdir()
+                if p.name.startswith("unit_") and p.suffix in (".npz", ".skipped")}
+
+    def skipped_path(self, u: int) -> Path:
+        return self.units / f"unit_{u:06d}.skipped"
+
+    def skip_unit(self, u: int, why: str) -> None:
+        """Give up on a unit (only with --skip-failing-units): its frames get no score."""
+        _atomic_bytes(self.skipped_path(u), (why + "\n").encode())
+
+    def skipped_units(self) -> set[int]:
+        return {int(p.name[5:11]) for p in self.units.glob("unit_*.skipped")}
 
     def claim(self, u: int, owner: str) -> bool:
         try:
@@ -227,14 +239,17 @@ class RunDir:
         """Merge: the scores [N, 2] of every frame from the unit files, checking each unit holds
         exactly the frames the plan gives it."""
         scores = np.full((n_frames, 2), np.nan, dtype=np.float32)
+        skipped = self.skipped_units()
         for unit in plan.units:
+            if unit.index in skipped:   # left NaN: the pipeline reports these frames instead
+                continue
             with np.load(self.unit_path(unit.index)) as z:
                 frames, s = z["frames"], z["scores"]
             if not np.array_equal(frames, unit.frames):
                 raise VirnucproError(f"checkpoint {self.unit_path(unit.index)} does not hold the frames of unit "
                                      f"{unit.index}; delete {self.root} and rerun")
             scores[frames] = s
-        missing = int(np.isnan(scores[:, 0]).sum())
+        missing = int(np.isnan(scores[:, 0]).sum()) - sum(len(plan.units[u].frames) for u in skipped)
         if missing:
             raise VirnucproError(f"{missing} frames have no score after merging the units (a bug; please report)")
         return scores
@@ -569,6 +584,7 @@ class Coordinator:
     tel: Telemetry
     describe_unit: Callable[[int], str]
     max_unit_retries: int = 3
+    skip_failing_units: bool = False
     max_restarts: int | None = None
     on_poll: Callable[[set[int]], None] | None = None
     procs: dict[str, Any] = field(default_factory=dict)
@@ -629,7 +645,13 @@ class Coordinator:
                                 owner, dev, code, lost)
                     for u in started:
                         retries[u] = retries.get(u, 0) + 1
-                        if retries[u] >= self.max_unit_retries:
+                        if retries[u] >= self.max_unit_retries and self.skip_failing_units:
+                            why = f"unit {u} was lost with its worker {retries[u]} times; skipped ({self.describe_unit(u)})"
+                            self.rd.skip_unit(u, why)
+                            self.tel.emit("unit_skipped", unit=u, attempts=retries[u])
+                            max_restarts += self.max_unit_retries   # those deaths were this unit's
+                            log.error("%s: its frames get no prediction (--skip-failing-units)", why)
+                        elif retries[u] >= self.max_unit_retries:
                             raise VirnucproError(
                                 f"unit {u} was lost with its worker {retries[u]} times; giving up. "
                                 f"It holds {self.describe_unit(u)}. See the log; finished units are kept "
@@ -707,5 +729,8 @@ def add_predict_args(p) -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue a killed or stopped run in the same OUTDIR: finished work units are "
                    "kept, only the rest is computed; refused if input, models or settings differ")
+    g.add_argument("--skip-failing-units", action="store_true",
+                   help="a work unit that kills its worker 3 times is skipped instead of stopping the run: "
+                   "its reads are listed in skipped_reads.tsv and labelled 'skipped' in read_summary.tsv")
     g.add_argument("--batches-per-unit", type=int, default=None, metavar="K",
                    help="packed ESM-2 batches per work unit (the unit of claiming and checkpointing; default 8)")

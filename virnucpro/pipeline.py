@@ -64,6 +64,7 @@ class PredictOptions:
     gpus: str | None = None         # fast engine: all | N | 0,2,... (default: all visible on CUDA)
     workers: int | None = None      # worker processes in all (default one per GPU; 1 on a CPU)
     resume: bool = False            # continue from OUTDIR/.virnucpro-run checkpoints
+    skip_failing_units: bool = False  # give up on a unit that kills its worker 3 times (reported)
     batches_per_unit: int | None = None
     stale_s: float = 120.0          # torchrun: a claim without heartbeat for this long is taken over
 
@@ -175,13 +176,22 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         tel.emit("stage", stage="io_wait", wall_s=round(tot["io_wait_s"], 4), items=tot.get("frames", len(frames)))
     embed_wall = scored.embed_wall
     scores = scored.scores
+    skipped = np.isnan(scores[:, 0])   # frames of units given up on (--skip-failing-units only)
+    skipped_reads = sorted({chunks[f[1]].read_index for f, s in zip(frames, skipped) if s})
+    if skipped_reads:
+        frames = [f for f, s in zip(frames, skipped) if not s]
+        scores = scores[~skipped]
 
     with tel.stage("write") as st:
         frame_ids = [f[0] for f in frames]
         cons = outputs.consensus(frame_ids, scores)
         outputs.write_predictions(outdir, frame_ids, scores)
         outputs.write_consensus(outdir, cons)
-        read_rows = _read_summary(records, chunks, frames, scores, dict(cons))
+        read_rows = _read_summary(records, chunks, frames, scores, dict(cons), set(skipped_reads))
+        if skipped_reads:
+            outputs.write_skipped_reads(outdir, [records[i].id for i in skipped_reads])
+            log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
+                      "see %s", int(skipped.sum()), len(skipped_reads), outputs.SKIPPED_READS)
         outputs.write_read_summary(outdir, read_rows, bool(synthetic))
         if synthetic:
             outputs.write_synthetic_note(outdir, {"models": models.describe(), "synthetic": synthetic})
@@ -190,6 +200,7 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     wall = time.perf_counter() - t_start
     summary = {
         "wall_s": round(wall, 3), "reads": len(records), "chunks": len(chunks), "frames": len(frames),
+        "skipped_frames": int(skipped.sum()), "skipped_reads": len(skipped_reads),
         "viral_chunks": sum(1 for _, v in cons if v), "chunks_with_frames": len(cons), "viral_reads": sum(1 for r in read_rows if r[5] == "virus"),
         "engine": engine_name, "precision": scored.precision, "device": device,
         "n_gpus": scored.n_gpus, "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
@@ -310,7 +321,7 @@ def _score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tu
             rd.reset()
     engine_opts = {**eo, "token_budget": budget, "batches_per_unit": bpu}
 
-    in_process = len(devices) == 1
+    in_process = len(devices) == 1 and not (opts.skip_failing_units and dist is None)  # skipping needs a worker process
     coordinator = None
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
@@ -426,7 +437,8 @@ def _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget) -> "
         engine_opts=engine_opts, outdir=Path(opts.outdir), log_file=Path(opts.outdir) / LOG_NAME,
         run_epoch=time.time() - tel.now(),
         threads=max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None)
-    coordinator = parallel.Coordinator(base, devices, rd, tel, describe_unit=lambda u: f"unit {u}")
+    coordinator = parallel.Coordinator(base, devices, rd, tel, describe_unit=lambda u: f"unit {u}",
+                                       skip_failing_units=opts.skip_failing_units)
     coordinator.start()
     return coordinator
 
@@ -469,7 +481,7 @@ def _gather_rank_stats(rd, world: int, mine: list[dict], timeout: float = 30.0) 
         time.sleep(0.5)
 
 
-def _read_summary(records, chunks, frames, scores, cons: dict[str, bool]) -> list[tuple]:
+def _read_summary(records, chunks, frames, scores, cons: dict[str, bool], skipped: set[int] = frozenset()) -> list[tuple]:
     n_chunks = [0] * len(records)
     viral = [False] * len(records)
     for c in chunks:
@@ -484,7 +496,8 @@ def _read_summary(records, chunks, frames, scores, cons: dict[str, bool]) -> lis
             viral[ri] = True
     rows = []
     for i, r in enumerate(records):
-        label = "no_kept_frame" if kept[i] == 0 else ("virus" if viral[i] else "others")
+        label = "skipped" if i in skipped else \
+            "no_kept_frame" if kept[i] == 0 else ("virus" if viral[i] else "others")
         rows.append((r.id, len(r.seq), n_chunks[i], kept[i], best[i], label))
     return rows
 
