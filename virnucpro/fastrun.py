@@ -1,0 +1,229 @@
+"""The fast engine's run: work units checkpointed in OUTDIR/.virnucpro-run, embedded in this process
+(one worker), in spawned worker processes (several GPUs or workers), or as one torchrun rank.
+
+``pipeline.predict`` calls ``score_fast`` between chunk/translate and the output stage; the claiming,
+checkpoint and worker machinery it drives lives in ``virnucpro.parallel``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from virnucpro import __version__, parallel
+from virnucpro.errors import InputError, VirnucproError
+from virnucpro.pipeline import LOG_NAME, Scored, _chunk_translate_stage, _gpu_indices, _progress
+from virnucpro.telemetry import GpuSampler
+
+log = logging.getLogger("virnucpro.pipeline")
+
+
+def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tuple[list, list, Scored] | None:
+    """The fast engine over work units checkpointed in OUTDIR/.virnucpro-run: in this process for one
+    worker (models load while the host chunks and translates), else in spawned worker processes
+    (they read, chunk and load in parallel with this process), or as one torchrun rank."""
+    from concurrent.futures import ThreadPoolExecutor
+    from virnucpro.engines.fast import default_token_budget, plan_frames
+    rank = dist[0] if dist else 0
+    rd = parallel.RunDir(opts.outdir)
+    eo = dict(opts.engine_opts)
+    bpu = opts.batches_per_unit or eo.pop("batches_per_unit", None) or 8
+    eo.pop("batches_per_unit", None)
+    dna_nt_budget = eo.get("dna_nt_budget", 262144)
+    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")   # overlaps the host work
+    input_fp = hashing.submit(parallel.input_fingerprint, opts.input)
+    hashing.shutdown(wait=False)
+    identity = {"input": None, "models": models.fingerprints, "engine": "fast",
+                "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
+                "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_nt_budget": dna_nt_budget}
+    token = _run_token() if dist else None
+    given_budget = eo.pop("token_budget", None)
+    if rank != 0:
+        manifest = _wait_for_manifest(rd, token)
+    elif opts.resume:
+        manifest = rd.read_manifest()
+    else:
+        manifest = None
+    if manifest is not None or opts.resume:
+        identity["input"] = input_fp.result()
+        rd.check(manifest, identity)
+        budget = given_budget or manifest["token_budget"]
+        rd.check(manifest, {"token_budget": budget})
+    else:
+        budget = given_budget or default_token_budget(devices[0], models.esm, precision=opts.precision,
+                                                      gpu_memory_gib=eo.get("gpu_memory_gib"),
+                                                      sharing=max(devices.count(d) for d in devices))
+    identity["token_budget"] = budget
+    if rank == 0:
+        if opts.resume:
+            rd.make_dirs()
+            rd.clear_claims()
+        else:
+            rd.reset()
+    engine_opts = {**eo, "token_budget": budget, "batches_per_unit": bpu}
+
+    in_process = len(devices) == 1 and not (opts.skip_failing_units and dist is None)  # skipping needs a worker process
+    coordinator = None
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
+            if in_process:
+                loading = pool.submit(_load_fast, models, devices[0], opts.precision, engine_opts)
+            else:
+                coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget)
+            chunks, frames = _chunk_translate_stage(records, opts, tel)
+            prep = plan_frames(frames, budget, bpu, dna_nt_budget, tel)
+            n_units = len(prep.plan.units)
+            if rank == 0:
+                if opts.resume and manifest.get("n_units") != n_units:
+                    raise InputError(f"--resume refused: the checkpoints hold {manifest.get('n_units')} units, "
+                                     f"this input plans {n_units}")
+                identity["input"] = input_fp.result()
+            rd.write_manifest({**identity, "n_units": n_units, "n_frames": len(frames), "run_token": token,
+                                   "virnucpro_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            if in_process:
+                with tel.stage("load_models") as st:
+                    engine, load_s = loading.result()
+                    st.update(load_total_s=round(load_s, 3))
+    except BaseException:
+        if coordinator is not None:
+            coordinator.kill_all()
+        raise
+    done_before = rd.done_units()
+    if rank == 0:
+        tel.emit("units", total=n_units, already_done=len(done_before), resume=opts.resume)
+    unit_frames = np.array([len(u.frames) for u in prep.plan.units], dtype=np.int64)
+
+    stop = threading.Event()
+    restore = parallel.install_stop_handlers(stop)
+    sampler = GpuSampler(tel, _gpu_indices(devices)).start()
+    try:
+        with _progress(opts.progress and rank == 0) as prog:
+            task = prog.add_task("embedding frames", total=len(frames),
+                                 completed=int(unit_frames[sorted(done_before)].sum()) if done_before else 0, rate="")
+            t_embed, t_from = time.perf_counter(), tel.now()
+            if in_process:
+                base = int(unit_frames[sorted(done_before)].sum()) if done_before else 0
+
+                def on_progress(done: int, esm_tokens: int) -> None:
+                    dt = time.perf_counter() - t_embed
+                    prog.update(task, completed=base + done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
+
+                owner = f"r{rank}" if dist else "w0"
+                wtel = parallel.WorkerTelemetry(owner)
+                wtel.t0 = tel.t0
+                wtel.emit("worker_start", device=devices[0], pid=os.getpid())
+                if devices[0].startswith("cuda"):
+                    import torch
+                    torch.cuda.reset_peak_memory_stats(torch.device(devices[0]))
+                totals = parallel.work(engine, prep, clf, wtel, rd, owner, stop,
+                                       stale_s=opts.stale_s if dist else None, on_progress=on_progress)
+                stats = [parallel.finish_worker(rd, owner, devices[0], engine, totals, wtel)]
+                if dist and rank != 0:
+                    return None
+                if dist:
+                    stats = _gather_rank_stats(rd, dist[1], stats)
+            else:
+                def on_poll(done: set[int]) -> None:
+                    prog.update(task, completed=int(unit_frames[sorted(done)].sum()) if done else 0)
+
+                coordinator.describe_unit = lambda u: _describe_unit(u, prep, frames, chunks, records)
+                coordinator.on_poll = on_poll
+                stats = coordinator.run(stop, n_units)
+            t_to = tel.now()
+    finally:
+        restore()
+        sampler.stop()
+    left = n_units - len(rd.done_units())
+    if left:
+        log.warning("stopped with %d of %d work units unfinished; rerun the same command with --resume", left, n_units)
+        raise KeyboardInterrupt
+    scores = rd.load_scores(prep.plan, len(frames))
+    totals: dict[str, Any] = {}
+    for s in stats:
+        parallel._add(totals, s)
+    for k in ("dna_s", "esm_s", "cls_s", "io_wait_s", "esm_tokens", "dna_tokens", "frames"):
+        totals.setdefault(k, 0)
+    if stats and all("t_start" in s for s in stats):   # the window in which workers embedded
+        t_planned = t_from
+        t_from, t_to = min(s["t_start"] for s in stats), max(s["t_end"] for s in stats)
+        if not in_process:   # as in one process: the wait for the models left after planning
+            tel.emit("stage", stage="load_models", wall_s=round(max(0.0, t_from - t_planned), 4), workers=len(stats))
+    embed_wall = t_to - t_from
+    extra = parallel.summarize_workers(stats, embed_wall)
+    extra.update(units_total=n_units, units_skipped=len(done_before), units_computed=n_units - len(done_before),
+                 oom_retries=int(totals.get("oom_retries", 0)),
+                 workers_lost=sum(1 for e in tel.events if e["event"] == "worker_lost"),
+                 peak_tflops=max((s["peak_tflops"] for s in stats if s.get("peak_tflops")), default=None))
+    mfus = [s["mfu_esm"] for s in stats if s.get("mfu_esm")]
+    mems = [s["peak_gpu_mem_gib"] for s in stats if s.get("peak_gpu_mem_gib") is not None]
+    return chunks, frames, Scored(scores, totals, embed_wall, opts.precision,
+                                  len({d for d in devices if d.startswith("cuda")}) * (dist[1] if dist else 1),
+                                  sampler.mean_util(t_from, t_to), prep.plan.packing_efficiency,
+                                  sum(mfus) / len(mfus) if mfus else None, max(mems) if mems else None, extra)
+
+
+def _load_fast(models, device: str, precision: str, engine_opts: dict):
+    from virnucpro.engines import make_engine
+    t = time.perf_counter()
+    return make_engine("fast", models, device, precision=precision, **engine_opts), time.perf_counter() - t
+
+
+def _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget) -> "parallel.Coordinator":
+    """A coordinator whose workers start at once (they load models and read the input while this
+    process chunks and plans); they claim units only once the manifest exists."""
+    base = parallel.WorkerSpec(
+        owner="", device="", input=Path(opts.input), duplicate_ids=opts.duplicate_ids,
+        chunk_length=opts.chunk_length, chunking=opts.chunking, models=models,
+        allow_classifier_mismatch=opts.allow_classifier_mismatch, precision=opts.precision,
+        engine_opts=engine_opts, outdir=Path(opts.outdir), log_file=Path(opts.outdir) / LOG_NAME,
+        run_epoch=time.time() - tel.now(),
+        threads=max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None)
+    coordinator = parallel.Coordinator(base, devices, rd, tel, describe_unit=lambda u: f"unit {u}",
+                                       skip_failing_units=opts.skip_failing_units)
+    coordinator.start()
+    return coordinator
+
+
+def _describe_unit(u: int, prep, frames, chunks, records) -> str:
+    ids = []
+    for i in prep.plan.units[u].frames.tolist():
+        rid = records[chunks[frames[i][1]].read_index].id
+        if not ids or ids[-1] != rid:
+            ids.append(rid)
+    uniq = sorted(set(ids))
+    return f"{len(uniq)} read(s): {', '.join(uniq[:10])}{', ...' if len(uniq) > 10 else ''}"
+
+
+def _run_token() -> str:
+    """The same string on every rank of one torchrun/Slurm launch (not of an earlier one)."""
+    for k in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        if os.environ.get(k):
+            return f"{k}={os.environ[k]}"
+    return f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
+
+
+def _wait_for_manifest(rd, token: str | None, timeout: float = 3600.0) -> dict:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        m = rd.read_manifest() if rd.manifest_path.exists() else None
+        if m is not None and m.get("run_token") == token:
+            return m
+        time.sleep(0.5)
+    raise VirnucproError(f"rank 0 wrote no manifest for this launch in {rd.root} within {timeout:.0f} s")
+
+
+def _gather_rank_stats(rd, world: int, mine: list[dict], timeout: float = 30.0) -> list[dict]:
+    """Rank 0: the other ranks' totals (they write them as soon as all units are done)."""
+    t0 = time.time()
+    while True:
+        stats = [json.loads(p.read_text()) for p in sorted(rd.workers.glob("r*.json"))]
+        if len(stats) >= world or time.time() - t0 > timeout:
+            return stats or mine
+        time.sleep(0.5)
