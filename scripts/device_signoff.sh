@@ -4,15 +4,19 @@
 #
 #     bash scripts/device_signoff.sh            # carry .whl (see scripts/device_setup.sh)
 #
-# Writes the gate report, plots and logs under $OUT/gate (or ./gate-out without $OUT).
+# The gate writes to /tmp/gate; the report, results and plots are copied to $OUT (the device tool
+# brings back at most 8 files), or stay in /tmp/gate without $OUT.
 # READS (default 200000) sets the synthetic workload; each configuration should run >= 2 minutes.
 set -u
 source scripts/device_setup.sh || exit 1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1   # never NVLink multicast
-OUTDIR=${OUT:-gate-out}
+OUTDIR=${OUT:-/tmp/gate-copy}
 mkdir -p "$OUTDIR"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUTDIR/gpus.txt"
 python3 -m virnucpro models synth --preset full --out /tmp/models --device cuda 2>&1 | tail -1
 set -o pipefail
 python3 -m pytest perf_tests -m gpuh200 -p no:cacheprovider --models /tmp/models \
-    --gate-reads "${READS:-200000}" --gate-out "$OUTDIR/gate" 2>&1 | tee "$OUTDIR/gate.log" | tail -40
+    --gate-reads "${READS:-200000}" --gate-out /tmp/gate 2>&1 | tee "$OUTDIR/gate.log" | tail -40
+rc=$?
+cp /tmp/gate/report.md /tmp/gate/results.json /tmp/gate/*.png "$OUTDIR/" 2>/dev/null
+exit $rc
