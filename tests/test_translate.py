@@ -3,7 +3,6 @@
 import random
 import time
 
-import pytest
 from Bio.Seq import Seq
 
 from virnucpro.translate import (CODON_TABLE, reverse_complement, six_frame_kept, six_frame_kept_naive,

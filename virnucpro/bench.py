@@ -53,18 +53,9 @@ def ensure_workload(name: str, out: Path) -> Path:
     return path
 
 
-def head_fasta(src: Path, dst: Path, n: int) -> Path:
-    from virnucpro.fasta import iter_fasta
-    with open(dst, "w") as fh:
-        for i, r in enumerate(iter_fasta(src)):
-            if i == n:
-                break
-            fh.write(f">{r.id}\n{r.seq}\n")
-    return dst
-
-
 def run_bench(args) -> dict:
     from virnucpro.compare import compare_dirs
+    from virnucpro.gate import head_fasta
     from virnucpro.pipeline import PredictOptions, predict, resolve_device
 
     out = Path(args.out)
@@ -94,7 +85,8 @@ def run_bench(args) -> dict:
     result["fast"] = _pick(full)
     result["projection_1m_reads_s"] = round(load + (full["wall_s"] - load) * 1e6 / full["reads"], 1)
     if args.reference_reads:
-        sub = head_fasta(workload, out / "subsample.fa", args.reference_reads)
+        sub = out / "subsample.fa"
+        head_fasta(workload, sub, args.reference_reads)
         ref = run(sub, "reference-sub", "reference")
         fast_sub = run(sub, "fast-sub", "fast")
         cmp = compare_dirs(out / "reference-sub", out / "fast-sub")

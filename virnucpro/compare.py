@@ -238,8 +238,8 @@ class ModeComparison:
             out.append(f"{self.mode}: no id present on both sides (v1 {self.n_v1} rows, "
                        f"v2 {self.n_v2} rows), nothing to compare")
         elif self.agreement < min_agreement:
-            out.append(f"{self.mode}: label agreement {_pct(self.agreement)} < target "
-                       f"{_pct(min_agreement)} ({self.n_mismatch} of {self.n_both} differ)")
+            out.append(f"{self.mode}: label agreement {fmt_pct(self.agreement)} < target "
+                       f"{fmt_pct(min_agreement)} ({self.n_mismatch} of {self.n_both} differ)")
         if self.only_v1 or self.only_v2:
             out.append(f"{self.mode}: ids missing: {self.only_v1} only in v1, "
                        f"{self.only_v2} only in v2")
@@ -278,12 +278,13 @@ class CompareResult:
         if min_agreement is not None:
             fails = self.failures(min_agreement)
             lines.append("")
-            lines.append(f"PASS (agreement >= {_pct(min_agreement)}, no missing ids)" if not fails
+            lines.append(f"PASS (agreement >= {fmt_pct(min_agreement)}, no missing ids)" if not fails
                          else "FAIL: " + "; ".join(fails))
         return "\n".join(lines)
 
 
-def _pct(x: float | None) -> str:
+def fmt_pct(x: float | None) -> str:
+    """A share as a percentage with three decimals ('n/a' for None)."""
     return "n/a" if x is None else f"{100 * x:.3f}%"
 
 
@@ -293,8 +294,8 @@ def _render_mode(m: ModeComparison) -> list[str]:
     out = [f"== {title} ==",
            f"rows: v1 {m.n_v1}, v2 {m.n_v2}; on both {m.n_both}; "
            f"only in v1 {m.only_v1}; only in v2 {m.only_v2}",
-           f"label agreement: {_pct(m.agreement)} ({m.agree}/{m.n_both}); "
-           f"counting missing as disagreement: {_pct(m.agreement_counting_missing)}"]
+           f"label agreement: {fmt_pct(m.agreement)} ({m.agree}/{m.n_both}); "
+           f"counting missing as disagreement: {fmt_pct(m.agreement_counting_missing)}"]
     for side, n in m.repeated_ids.items():
         if n:
             out.append(f"note: {n} rows of {side} share an id with another row (matched by order)")
@@ -309,7 +310,7 @@ def _render_mode(m: ModeComparison) -> list[str]:
         pct = ", ".join(f"{k} {v:.3g}" for k, v in s.percentiles_abs.items())
         out.append(f"score2 difference (v2 - v1) over {s.n}: mean |d| {s.mean_abs:.3g}, "
                    f"max |d| {s.max_abs:.3g}, mean d {s.mean_signed:+.3g}, "
-                   f"|d| <= 0.01: {_pct(s.share_within_001)}; |d| {pct}")
+                   f"|d| <= 0.01: {fmt_pct(s.share_within_001)}; |d| {pct}")
     for side in ("only_v1", "only_v2"):
         if m.missing_examples[side]:
             out.append(f"e.g. {side.replace('_', ' in ')}: " + ", ".join(m.missing_examples[side]))

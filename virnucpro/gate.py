@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virnucpro.compare import CONSENSUS_FILE, FRAME_FILE, CompareResult, compare_dirs
+from virnucpro.compare import CONSENSUS_FILE, FRAME_FILE, CompareResult, compare_dirs, fmt_pct
 from virnucpro.errors import VirnucproError
 from virnucpro.telemetry import read_telemetry
 
@@ -516,7 +516,7 @@ def check_correctness(result: CompareResult, config: str, profile: Profile,
             problems.append(f"no {mode} comparison")
             continue
         problems += m.failures(floor)
-        parts.append(f"{mode} {_pct(m.agreement)} ({m.n_mismatch:,} of {m.n_both:,} differ, "
+        parts.append(f"{mode} {fmt_pct(m.agreement)} ({m.n_mismatch:,} of {m.n_both:,} differ, "
                      f"{m.only_v1:,} only in v1, {m.only_v2:,} only in v2)")
     frame = result.modes.get("frame")
     stats = frame.scores if frame is not None else None
@@ -553,16 +553,12 @@ def check_consistency(single: RunRecord, multi: RunRecord, profile: Profile) -> 
     worst = max((m.scores.max_abs for m in res.modes.values() if m.scores is not None), default=0.0)
     if worst > tol:
         problems.append(f"max |score2 difference| {worst:.3g} > {tol:g}")
-    agree = ", ".join(f"{k} {_pct(m.agreement)}" for k, m in res.modes.items())
+    agree = ", ".join(f"{k} {fmt_pct(m.agreement)}" for k, m in res.modes.items())
     return Check("consistency", multi.config, not problems,
                  target=f"{multi.n_gpus}-GPU outputs = 1-GPU outputs (agreement >= {100 * floor:g}%, "
                         f"max |d| <= {tol:g})",
                  measured=f"{agree}; max |d| {worst:.3g}", details=problems,
                  values={"compare": res.to_dict()})
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.3f}%"
 
 
 # --------------------------------------------------------------------------------------------

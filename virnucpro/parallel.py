@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from virnucpro.errors import InputError, VirnucproError
-from virnucpro.telemetry import Telemetry
+from virnucpro.telemetry import Telemetry, peak_gpu_mem_gib
 
 log = logging.getLogger(__name__)
 
@@ -559,20 +559,13 @@ def finish_worker(rd: RunDir, owner: str, device: str, engine, totals: dict, tel
     """Write the worker's totals for the coordinator and emit its ``worker_summary``."""
     stats = {"worker": owner, "device": device, **totals, "mfu_esm": getattr(engine, "mfu_esm", None),
              "peak_tflops": getattr(engine, "peak_tflops", None),
-             "peak_gpu_mem_gib": _peak_mem(device)}
+             "peak_gpu_mem_gib": peak_gpu_mem_gib(device)}
     busy = totals.get("busy_s", 0.0)
     tel.emit("worker_summary", busy_s=round(busy, 4), units=totals.get("units", 0),
              tokens_per_s=round(totals.get("esm_tokens", 0) / busy, 1) if busy else None,
              esm_tokens=totals.get("esm_tokens", 0), device=device)
     _atomic_bytes(rd.workers / f"{owner}.json", json.dumps(stats, default=str).encode())
     return stats
-
-
-def _peak_mem(device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None
-    import torch
-    return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**30, 3)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from virnucpro.errors import InputError
 from virnucpro.fasta import read_fasta
 from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
-from virnucpro.telemetry import GpuSampler, Telemetry, setup_logging
+from virnucpro.telemetry import GpuSampler, Telemetry, peak_gpu_mem_gib, setup_logging
 from virnucpro.translate import translate_chunks
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def _score_reference(opts, records, models, clf, device, tel) -> tuple[list, lis
         t_to = tel.now()
     sampler.stop()
     return chunks, frames, Scored(scores, engine.totals, t_to - t_from, "fp32", _n_gpus(device),
-                                  sampler.mean_util(t_from, t_to), peak_gpu_mem_gib=_peak_mem_gib(device))
+                                  sampler.mean_util(t_from, t_to), peak_gpu_mem_gib=peak_gpu_mem_gib(device))
 
 
 def _chunk_translate_stage(records, opts, tel):
@@ -323,10 +323,3 @@ def _gpu_name(device: str) -> str | None:
         return None
     import torch
     return torch.cuda.get_device_name(torch.device(device))
-
-
-def _peak_mem_gib(device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None
-    import torch
-    return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**30, 3)

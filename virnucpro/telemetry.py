@@ -77,6 +77,14 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def peak_gpu_mem_gib(device: str) -> float | None:
+    """Peak memory PyTorch allocated on a CUDA device since the last reset, GiB (None on CPU)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+    return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**30, 3)
+
+
 def read_telemetry(log_path: str | Path) -> list[dict[str, Any]]:
     """Parse every ``TELEMETRY {...}`` line of a virnucpro log file, in order."""
     events = []

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from virnucpro.errors import ModelError
-from virnucpro.models.layout import quick_fingerprint
+from virnucpro.models.layout import atomic_torch_save, quick_fingerprint
 
 INPUT_DIM = 768 + 2560
 HIDDEN_DIM = 512
@@ -160,7 +160,7 @@ def save_classifier_pickle(model: MLPClassifier, path: str | Path, synthetic: di
     old = getattr(main, "MLPClassifier", None)
     main.MLPClassifier = cls
     try:
-        _atomic_torch_save(obj, Path(path))
+        atomic_torch_save(obj, Path(path))
     finally:
         if had:
             main.MLPClassifier = old
@@ -178,12 +178,6 @@ def save_classifier_safetensors(model: MLPClassifier, path: str | Path, chunk_le
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
     tmp.replace(path)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from virnucpro.errors import ModelError
+from virnucpro.models.layout import atomic_torch_save
 
 log = logging.getLogger(__name__)
 TRUNCATION = 1024
@@ -161,17 +162,11 @@ def write_synthetic_esm2(out_dir: str | Path, preset: str, seed: int, synthetic:
     cfg = argparse.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
                              token_dropout=True)
     ckpt = out_dir / f"{name}.pt"
-    _atomic_save({"model": model_sd, "cfg": {"model": cfg}, "virnucpro_synthetic": synthetic}, ckpt)
-    _atomic_save({"model": regression}, out_dir / f"{name}-contact-regression.pt")
+    atomic_torch_save({"model": model_sd, "cfg": {"model": cfg}, "virnucpro_synthetic": synthetic}, ckpt)
+    atomic_torch_save({"model": regression}, out_dir / f"{name}-contact-regression.pt")
     import json
     (out_dir / f"{name}.synthetic.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     return ckpt
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def esm2_flops_per_token(layers: int, dim: int, seq_len: float) -> float:

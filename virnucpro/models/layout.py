@@ -38,6 +38,14 @@ def models_dir(cli_value: str | Path | None) -> Path:
     return DEFAULT_DIR
 
 
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temp name beside ``path``, then rename: a checkpoint is whole or absent."""
+    import torch
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 def quick_fingerprint(path: Path, n_hex: int = 16) -> str:
     """Content fingerprint that stays fast on multi-GB checkpoints: sha256 over the file size and
     its first and last 4 MiB (whole file when smaller than 8 MiB); for safetensors also over the
