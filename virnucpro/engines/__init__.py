@@ -1,7 +1,9 @@
 """Embedding engines: ``reference`` (the original's semantics, fp32, the yardstick) and ``fast``.
 
-An engine turns kept frames into features: ``embed_dna(nucleotides) -> [N, 768]`` and
-``embed_protein(proteins) -> [N, 2560]`` (float32 numpy). ``make_engine`` picks one by name.
+Both embed kept frames with DNABERT-S and ESM-2 and classify them. The reference engine scores a
+list of frames block by block (``ReferenceEngine.score``); the fast engine plans packed work units
+(``FastEngine.make_plan``) and runs the units a source hands it (``FastEngine.run``), which is how
+``virnucpro.fastrun``/``virnucpro.parallel`` checkpoint and share them. ``make_engine`` picks one.
 """
 
 from __future__ import annotations

@@ -220,6 +220,9 @@ class FastEngine:
             esm2_fast.compile_kernels()
         else:
             esm2_fast.eager_kernels()
+        # decided before loading, as every worker of a run (and a resumed run) decides it
+        self.token_budget = token_budget or default_token_budget(device, models.esm, precision=precision,
+                                                                 gpu_memory_gib=gpu_memory_gib)
         t0 = time.perf_counter()
         self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype)
         self.dna, self.tokenizer, self.dna_info = dnabert.load_dnabert(models.dnabert, self.device, self.dtype,
@@ -228,7 +231,6 @@ class FastEngine:
         self.loader_workers = loader_workers
         self.batches_per_unit = batches_per_unit
         self.dna_nt_budget = dna_nt_budget
-        self.token_budget = token_budget or self._budget_from_memory(gpu_memory_gib)
         self.peak_tflops = (matmul_peak_tflops(self.device) if measure_peak and self.device.type == "cuda" else None)
         self.flops_per_token = flops_per_token(self.esm.num_layers, self.esm.embed_dim)
         self.packing_efficiency: float | None = None
@@ -250,20 +252,6 @@ class FastEngine:
         torch.cuda.synchronize(self.device)
         log.info("fast engine warm-up (torch.compile) took %.1f s", time.perf_counter() - t0)
 
-    def _budget_from_memory(self, gpu_memory_gib: float | None) -> int:
-        """Largest token budget whose activations fit beside the weights, capped at 65,536.
-        ``gpu_memory_gib`` sizes it for a card of that memory (e.g. 24 for an RTX 4090)."""
-        if self.device.type != "cuda":
-            return 16384
-        free, total = torch.cuda.mem_get_info(self.device)
-        if gpu_memory_gib is not None:
-            free = min(free, int(gpu_memory_gib * 2**30) - torch.cuda.memory_allocated(self.device))
-        per_token = ESM_BYTES_PER_TOKEN.get(self.esm.embed_dim, 48 * self.esm.embed_dim)
-        reserve = 2 * 2**30  # CUDA context, allocator slack, DNABERT-S activations
-        budget = int((free - reserve) / per_token)
-        budget = max(2048, min(DEFAULT_MAX_BUDGET, budget)) // 1024 * 1024
-        return budget
-
     # -- the run -----------------------------------------------------------------------------
 
     def make_plan(self, frames: Sequence[tuple], tel=None) -> Prepared:
@@ -271,20 +259,6 @@ class FastEngine:
         prep = plan_frames(frames, self.token_budget, self.batches_per_unit, self.dna_nt_budget, tel)
         self.packing_efficiency = prep.plan.packing_efficiency
         return prep
-
-    def score(self, frames: Sequence[tuple], classifier, tel, on_progress: Callable[[int, int], None] | None = None,
-              units: list[int] | None = None) -> np.ndarray:
-        """Scores [N, 2] for kept frames (frame_id, chunk, nucleotide, protein); with ``units``, only
-        those work units are scored (the other rows stay NaN)."""
-        prep = self.make_plan(frames, tel)
-        scores = np.full((len(frames), 2), np.nan, dtype=np.float32)
-
-        def keep(u: int, idx: np.ndarray, s: np.ndarray, info: dict) -> None:
-            scores[idx] = s
-
-        source = range(len(prep.plan.units)) if units is None else [u for u in units if u < len(prep.plan.units)]
-        self.run(prep, classifier, tel, source, keep, on_progress)
-        return scores
 
     def run(self, prep: "Prepared", classifier, tel, source: Iterable[int],
             on_unit: Callable[[int, np.ndarray, np.ndarray, dict], None],
