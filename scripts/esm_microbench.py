@@ -2,6 +2,12 @@
 shared/docs/prior-art-and-anchors.md: random proteins of 40-100 aa, ~1.44 M tokens).
 
     python scripts/esm_microbench.py --models DIR [--budgets 16384,32768,65536] [--profile]
+    python scripts/esm_microbench.py --models DIR --dtype fp16 --compile --budgets 65536 \
+        --variants base,v_view,chain,halfres,chain+v_view [--profile]
+
+``--variants`` (with --compile) times the kernel groupings of ``esm2_fast.OPTIONS`` (and ``halfres``:
+residual stream in the matmul dtype) one after the other in one process, on the same batches, and
+prints each one's largest embedding difference from the first variant.
 
 Prints tokens/s and MFU (vs the measured bf16 matmul peak) per budget, and optionally the top
 CUDA kernels of one batch (torch.profiler) so we can see where the time goes.
@@ -27,7 +33,10 @@ def main():
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--variants", default=None)
     a = ap.parse_args()
+    if a.variants:
+        return variants(a)
     dev = torch.device("cuda")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
     if a.compile:
@@ -74,6 +83,65 @@ def main():
             model(*t)
             torch.cuda.synchronize()
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))
+
+
+def variants(a):
+    from virnucpro.models import esm2_fast
+    dev = torch.device("cuda")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
+    peak = matmul_peak_tflops(dev)
+    model, alphabet = PackedESM2.from_checkpoint(_find_esm(__import__("pathlib").Path(a.models)), dev, dtype)
+    prots, lens = _anchor(a.tokens)
+    fpt = flops_per_token(model.num_layers, model.embed_dim)
+    budget = int(a.budgets.split(",")[-1])
+    host = []
+    for b in pack_ffd(lens, budget):
+        tok, cu, pos, mx = tokenize(alphabet, [prots[i] for i in b], pad_to=budget)
+        host.append((torch.from_numpy(tok).long().to(dev), torch.from_numpy(cu).to(dev),
+                     torch.from_numpy(pos).long().to(dev), mx, len(b)))
+    print(f"peak {peak} TFLOP/s; {len(host)} batches of {budget}; {lens.sum():,} tokens; {a.dtype}")
+    ref = None
+    for name in a.variants.split(","):
+        parts = set(name.split("+"))
+        esm2_fast.OPTIONS.update(v_view="v_view" in parts, chain="chain" in parts)
+        model.residual_dtype = dtype if "halfres" in parts else torch.float32
+        torch._dynamo.reset()
+        esm2_fast.compile_kernels()
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            first = PackedESM2.mean_residues(model(*host[0][:4]), host[0][1])[:host[0][4]]
+            torch.cuda.synchronize()
+            t_compile = time.perf_counter() - t0
+            model(*host[1][:4])
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for t in host:
+                PackedESM2.mean_residues(model(*t[:4]), t[1])
+            torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+        diff = 0.0 if ref is None else float((first - ref).abs().max())
+        ref = first if ref is None else ref
+        tps = lens.sum() / dt
+        print(f"variant {name:24s}: {tps:,.0f} tok/s, MFU {tps * fpt / (peak * 1e12):.1%}, "
+              f"{dt / len(host) * 1e3:.1f} ms/batch, compile+first {t_compile:.1f} s, "
+              f"max |emb - first variant| {diff:.2e}", flush=True)
+        if a.profile:
+            from torch.profiler import ProfilerActivity, profile
+            with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                model(*host[len(host) // 2][:4])
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
+
+
+def _anchor(tokens):
+    rng = np.random.default_rng(0)
+    aas = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+    prots, total = [], 0
+    while total < tokens:
+        n = int(rng.integers(40, 101))
+        prots.append("".join(rng.choice(aas, n)))
+        total += n + 2
+    return prots, np.array([len(p) + 2 for p in prots])
 
 
 if __name__ == "__main__":

@@ -94,3 +94,16 @@ def test_reduced_precision_stays_close(esm, tiny_models):
 
 def test_flops_per_token_of_esm2_3b():
     assert abs(flops_per_token(36, 2560) - 5.66e9) / 5.66e9 < 0.01
+
+
+@pytest.mark.parametrize("options", [{"chain": True}, {"v_view": True}, {"chain": True, "v_view": True}])
+def test_kernel_groupings_compute_the_same_forward(esm, options, monkeypatch):
+    """The fusion groupings of esm2_fast.OPTIONS change which ops share a kernel, not the result."""
+    from virnucpro.models import esm2_fast
+    _, alphabet, packed = esm
+    prots = random_proteins(12, seed=5)
+    want = packed_embed(packed, alphabet, prots)
+    monkeypatch.setattr(esm2_fast, "OPTIONS", {**esm2_fast.OPTIONS, **options})
+    got = packed_embed(packed, alphabet, prots)
+    err = np.abs(got - want).max()
+    assert err <= 1e-6, f"{options}: embeddings differ from the default grouping by {err:.2e}"

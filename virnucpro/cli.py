@@ -93,7 +93,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--token-budget", type=int, default=None,
                    help="fast engine: ESM-2 tokens per packed batch (default: sized from free GPU memory, <= 65536)")
     p.add_argument("--gpu-memory-gib", type=float, default=None,
-                   help="fast engine: size the token budget as if the GPU had this much memory (e.g. 24)")
+                   help="fast engine: behave as if the GPU had this much memory (e.g. 24 for an RTX 4090): "
+                   "sizes the token budget and caps each worker's GPU allocations")
     p.add_argument("--no-compile", action="store_true", help="fast engine: skip torch.compile (eager kernels)")
     from virnucpro.parallel import add_predict_args
     add_predict_args(p)   # --gpus, --workers, --resume, --batches-per-unit

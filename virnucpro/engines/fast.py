@@ -223,6 +223,9 @@ class FastEngine:
         # decided before loading, as every worker of a run (and a resumed run) decides it
         self.token_budget = token_budget or default_token_budget(device, models.esm, precision=precision,
                                                                  gpu_memory_gib=gpu_memory_gib)
+        if gpu_memory_gib is not None and self.device.type == "cuda":   # behave as that GPU would
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_gib * 2**30 / total), self.device)
         t0 = time.perf_counter()
         self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype)
         self.dna, self.tokenizer, self.dna_info = dnabert.load_dnabert(models.dnabert, self.device, self.dtype,
@@ -242,10 +245,21 @@ class FastEngine:
         """Compile the kernels now, on a batch of padding of the budget's shape, so that compiling
         counts as model loading and never stalls the embedding loop; run DNABERT-S once likewise."""
         t0 = time.perf_counter()
-        tok, cu, pos, max_len = tokenize(self.alphabet, [], pad_to=self.token_budget)
+        budget = self.token_budget
         with torch.inference_mode():
-            self.esm(torch.from_numpy(tok).long().to(self.device), torch.from_numpy(cu).to(self.device),
-                     torch.from_numpy(pos).long().to(self.device), max_len)
+            while True:   # a budget too large for this GPU: compile the shape its batches will back off to
+                tok, cu, pos, max_len = tokenize(self.alphabet, [], pad_to=budget)
+                try:
+                    self.esm(torch.from_numpy(tok).long().to(self.device), torch.from_numpy(cu).to(self.device),
+                             torch.from_numpy(pos).long().to(self.device), max_len)
+                    break
+                except torch.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    if budget // 2 < 1024:
+                        raise
+                    log.warning("warm-up: a batch of %d tokens does not fit in GPU memory; batches will be "
+                                "re-packed at half the budget (lower --token-budget to avoid this)", budget)
+                    budget //= 2
             for width in (32, 48, 64):  # DNABERT-S: pick its kernels before the loop needs them
                 ids = torch.full((512, width), dnabert.CLS_ID, device=self.device)
                 self.dna(ids, torch.ones_like(ids, dtype=torch.bool))

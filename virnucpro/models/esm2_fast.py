@@ -96,12 +96,19 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
 
+# How the element-wise work is grouped into compiled kernels (measured in docs/benchmarks.md):
+#   v_view  hand v to attention as a strided view of the QKV output instead of a contiguous copy
+#   chain   compile "post-attention of layer i + pre-attention of layer i+1" as one function, so the
+#           residual add after fc2 fuses with the next layer's LayerNorm (one pass over x fewer)
+OPTIONS = {"v_view": False, "chain": False}
+
+
 def pre_attention(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
     """x [T, C] (residual dtype) -> q, k, v [T, H, D] in the weights' dtype (rotary applied)."""
     T, C = x.shape
     h = F.layer_norm(x, (C,), ln_w.to(x.dtype), ln_b.to(x.dtype), 1e-5).to(qkv_w.dtype)
     q, k, v = F.linear(h, qkv_w, qkv_b).view(T, 3, heads, C // heads).unbind(1)
-    return rope(q, cos, sin), rope(k, cos, sin), v.contiguous()
+    return rope(q, cos, sin), rope(k, cos, sin), (v if OPTIONS["v_view"] else v.contiguous())
 
 
 def post_attention(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
@@ -112,14 +119,22 @@ def post_attention(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
     return x + F.linear(F.gelu(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b).to(x.dtype)  # exact GELU
 
 
-_KERNELS = {"pre": pre_attention, "post": post_attention}
+def post_pre(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, ln1_w, ln1_b, qkv_w, qkv_b,
+             cos, sin, heads: int):
+    """post_attention of one layer and pre_attention of the next in one function: x, q, k, v."""
+    x = post_attention(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b)
+    return (x, *pre_attention(x, ln1_w, ln1_b, qkv_w, qkv_b, cos, sin, heads))
+
+
+_EAGER = {"pre": pre_attention, "post": post_attention, "post_pre": post_pre}
+_KERNELS = dict(_EAGER)
 
 
 def compile_kernels() -> None:
     """Fuse the element-wise work around the matmuls (LayerNorm, casts, rotary, GELU, residual
     adds) with torch.compile. One compilation serves all layers (weights are arguments), and with
     batches padded to the token budget every batch has the same shape: static-shape kernels."""
-    for key, fn in (("pre", pre_attention), ("post", post_attention)):
+    for key, fn in _EAGER.items():
         _KERNELS[key] = _with_eager_fallback(torch.compile(fn, dynamic=False), fn)
 
 
@@ -143,7 +158,7 @@ def _with_eager_fallback(compiled, eager):
 
 
 def eager_kernels() -> None:
-    _KERNELS.update(pre=pre_attention, post=post_attention)
+    _KERNELS.update(_EAGER)
 
 
 class PackedLayer(nn.Module):
@@ -157,12 +172,19 @@ class PackedLayer(nn.Module):
         self.fc1 = nn.Linear(dim, 4 * dim)
         self.fc2 = nn.Linear(4 * dim, dim)
 
+    def pre_args(self):
+        ln1 = self.self_attn_layer_norm
+        return ln1.weight, ln1.bias, self.qkv.weight, self.qkv.bias
+
+    def post_args(self):
+        ln2 = self.final_layer_norm
+        return (self.out_proj.weight, self.out_proj.bias, ln2.weight, ln2.bias,
+                self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+
     def forward(self, x, cos, sin, cu, max_len: int, force_padded: bool = False):
-        ln1, ln2 = self.self_attn_layer_norm, self.final_layer_norm
-        q, k, v = _KERNELS["pre"](x, ln1.weight, ln1.bias, self.qkv.weight, self.qkv.bias, cos, sin, self.heads)
+        q, k, v = _KERNELS["pre"](x, *self.pre_args(), cos, sin, self.heads)
         a = varlen_attention(q, k, v, cu, max_len, force_padded)          # [T, H, D]
-        return _KERNELS["post"](x, a, self.out_proj.weight, self.out_proj.bias, ln2.weight, ln2.bias,
-                                self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        return _KERNELS["post"](x, a, *self.post_args())
 
 
 class PackedESM2(nn.Module):
@@ -222,7 +244,8 @@ class PackedESM2(nn.Module):
     def forward(self, tokens: torch.Tensor, cu: torch.Tensor, positions: torch.Tensor, max_len: int) -> torch.Tensor:
         """tokens [T] long, cu [N+1] int32, positions [T] -> final hidden states [T, C]."""
         lengths = (cu[1:] - cu[:-1]).long()                                         # [N]
-        seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=tokens.device), lengths)  # [T]
+        seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=tokens.device), lengths,
+                                      output_size=tokens.shape[0])                  # [T], no host sync
         x = self.embed_tokens(tokens)                                               # [T, C]
         is_mask = tokens == self.mask_idx
         x = x.masked_fill(is_mask[:, None], 0.0)
@@ -231,8 +254,19 @@ class PackedESM2(nn.Module):
         x = (x.to(self.residual_dtype) * scale[seq][:, None].to(self.residual_dtype))
         cos = self.rotary.cos[positions][:, None, :]                                # [T, 1, D/2] fp32
         sin = self.rotary.sin[positions][:, None, :]
-        for layer in self.layers:
-            x = layer(x, cos, sin, cu, max_len, self.force_padded_attention)
+        if OPTIONS["chain"]:
+            layers = self.layers
+            q, k, v = _KERNELS["pre"](x, *layers[0].pre_args(), cos, sin, layers[0].heads)
+            for i, layer in enumerate(layers):
+                a = varlen_attention(q, k, v, cu, max_len, self.force_padded_attention)
+                if i + 1 < len(layers):
+                    x, q, k, v = _KERNELS["post_pre"](x, a, *layer.post_args(), *layers[i + 1].pre_args(),
+                                                      cos, sin, layer.heads)
+                else:
+                    x = _KERNELS["post"](x, a, *layer.post_args())
+        else:
+            for layer in self.layers:
+                x = layer(x, cos, sin, cu, max_len, self.force_padded_attention)
         ln = self.emb_layer_norm_after
         return F.layer_norm(x, (x.shape[1],), ln.weight.to(x.dtype), ln.bias.to(x.dtype), 1e-5)
 
@@ -241,7 +275,7 @@ class PackedESM2(nn.Module):
         """Per-sequence mean over residue positions 1..min(len, 1024) (BOS/EOS excluded): [N, C] fp32."""
         lengths = (cu[1:] - cu[:-1]).long()                                         # tokens incl. BOS/EOS
         n = lengths.numel()
-        seq = torch.repeat_interleave(torch.arange(n, device=hidden.device), lengths)
+        seq = torch.repeat_interleave(torch.arange(n, device=hidden.device), lengths, output_size=hidden.shape[0])
         pos = torch.arange(hidden.shape[0], device=hidden.device) - cu[:-1].long()[seq]
         residues = (lengths - 2).clamp(min=1)
         used = residues.clamp(max=TRUNCATION)
