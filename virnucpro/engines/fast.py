@@ -320,15 +320,15 @@ class FastEngine:
                 buf = bufs.get(u)
                 if buf is None:
                     frames_u = plan.units[u].frames
-                    local = np.empty(len(prep.nuc), dtype=np.int64)  # global frame -> row in unit
-                    local[frames_u] = np.arange(len(frames_u))
+                    local = torch.empty(len(prep.nuc), dtype=torch.long, device=self.device)  # frame -> row
+                    local[torch.from_numpy(frames_u).to(self.device)] = torch.arange(len(frames_u), device=self.device)
                     buf = bufs[u] = {"dna": torch.empty(len(frames_u), dim_dna, device=self.device),
                                      "esm": torch.empty(len(frames_u), dim_esm, device=self.device),
                                      "frames": frames_u, "local": local, "left": int(prep.count[u]),
                                      "t0": time.perf_counter()}
                     if on_unit_start is not None:
                         on_unit_start(u)
-                rows = torch.from_numpy(buf["local"][item["idx"].numpy()]).to(self.device, non_blocking=True)
+                rows = buf["local"][item["idx"].to(self.device, non_blocking=True)]   # no host sync
                 ev0, ev1 = _event(cuda), _event(cuda)
                 _record(ev0)
                 t_batch = time.perf_counter()
@@ -344,10 +344,14 @@ class FastEngine:
                 pending.append((item["kind"], u, len(item["idx"]), ntok, budget, ev0, ev1, wait, depth, host_dt))
                 buf["left"] -= 1
                 if buf["left"] == 0:
+                    c0, c1 = _event(cuda), _event(cuda)
+                    _record(c0)
                     t_c = time.perf_counter()
                     feats = torch.cat([buf["dna"], buf["esm"]], dim=1)
-                    s = torch.softmax(classifier(feats), dim=1).float().cpu().numpy()   # syncs
-                    totals["cls_s"] += time.perf_counter() - t_c
+                    s = torch.softmax(classifier(feats), dim=1).float()
+                    _record(c1)
+                    s = s.cpu().numpy()   # syncs
+                    totals["cls_s"] += c0.elapsed_time(c1) / 1e3 if cuda else time.perf_counter() - t_c
                     totals["units"] += 1
                     totals["frames"] += len(buf["frames"])
                     self._flush(pending, totals, tel)
@@ -377,6 +381,9 @@ class FastEngine:
         lens = item["lens"].to(self.device, non_blocking=True)
         return self._dna_rows(ids, lens, totals, tel, unit)
 
+    # On CUDA out-of-memory the retry runs after the ``except`` block: inside it, the exception's
+    # traceback still holds the failed batch's activations, and the smaller retry would fail too.
+
     def _dna_rows(self, ids: torch.Tensor, lens: torch.Tensor, totals: dict, tel, unit: int) -> torch.Tensor:
         try:
             _maybe_fake_oom(int(lens.shape[0]) * ids.shape[1], "dna")
@@ -384,13 +391,13 @@ class FastEngine:
             hid = self.dna(ids, mask)                                   # [B, L, H], zero at pads
             return hid.float().sum(1) / lens[:, None].float()
         except torch.OutOfMemoryError:
-            n = ids.shape[0]
-            if n < 2:
+            if ids.shape[0] < 2:
                 raise
-            self._after_oom(totals, tel, unit, "dnabert", n * ids.shape[1])
-            h = n // 2
-            return torch.cat([self._dna_rows(ids[:h], lens[:h], totals, tel, unit),
-                              self._dna_rows(ids[h:], lens[h:], totals, tel, unit)])
+        n = ids.shape[0]
+        self._after_oom(totals, tel, unit, "dnabert", n * ids.shape[1])
+        h = n // 2
+        return torch.cat([self._dna_rows(ids[:h], lens[:h], totals, tel, unit),
+                          self._dna_rows(ids[h:], lens[h:], totals, tel, unit)])
 
     def _esm_batch(self, item: dict, prep: "Prepared", budget: int, totals: dict, tel, unit: int) -> torch.Tensor:
         """Residue-mean ESM-2 embeddings [n, D] of a packed batch (padding dropped); on OOM the
@@ -404,7 +411,8 @@ class FastEngine:
             hid = self.esm(tok, cu, pos, item["max_len"])
             return PackedESM2.mean_residues(hid, cu)[:n_real]
         except torch.OutOfMemoryError:
-            return self._esm_rows(item["idx"].numpy(), prep, budget // 2, totals, tel, unit)
+            pass
+        return self._esm_rows(item["idx"].numpy(), prep, budget // 2, totals, tel, unit)
 
     def _esm_rows(self, idx: np.ndarray, prep: "Prepared", budget: int, totals: dict, tel, unit: int) -> torch.Tensor:
         lens = prep.esm_len[idx]
@@ -415,6 +423,7 @@ class FastEngine:
         out = torch.empty(len(idx), self.esm.embed_dim, device=self.device)
         for part in pack_ffd(lens, budget):
             sub = idx[part]
+            where = torch.from_numpy(part).to(self.device)
             # compiled kernels: pad to the smaller budget, one more static shape per halving
             tok, cu, pos, max_len = tokenize(self.alphabet, [prep.prot[j] for j in sub],
                                              pad_to=budget if self.compiled else None)
@@ -423,9 +432,11 @@ class FastEngine:
                 cu_t = torch.from_numpy(cu).to(self.device)
                 hid = self.esm(torch.from_numpy(tok).long().to(self.device), cu_t,
                                torch.from_numpy(pos).long().to(self.device), max_len)
-                out[torch.from_numpy(part).to(self.device)] = PackedESM2.mean_residues(hid, cu_t)[:len(sub)]
+                out[where] = PackedESM2.mean_residues(hid, cu_t)[:len(sub)]
+                continue
             except torch.OutOfMemoryError:
-                out[torch.from_numpy(part).to(self.device)] = self._esm_rows(sub, prep, budget // 2, totals, tel, unit)
+                pass
+            out[where] = self._esm_rows(sub, prep, budget // 2, totals, tel, unit)
         return out
 
     def _after_oom(self, totals: dict, tel, unit: int, model: str, budget: int) -> None:
