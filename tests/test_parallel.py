@@ -138,6 +138,29 @@ def test_three_workers_give_the_one_worker_outputs(base, reads, tiny_models, tmp
     assert "scaling: 3 worker(s)" in (out / "virnucpro.log").read_text()
 
 
+def test_segmented_planning(base, reads, tiny_models, tmp_path, run_cli):
+    """Reads planned 70 at a time (units start before the input is translated), one worker and two
+    workers claiming from that growing plan: byte-identical outputs to each other, and the labels
+    of the one-segment run (the batches differ, so scores may differ in the last digits)."""
+    outs = {}
+    for name, extra in (("seg1", ()), ("seg2", ("--workers", "2"))):
+        out = outs[name] = tmp_path / name
+        res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--segment-reads", "70", *extra)
+        assert res.code == 0, str(res)
+        ev = last_run(out)
+        plan = next(e for e in ev if e["event"] == "plan")
+        done = sorted(e["unit"] for e in ev if e["event"] == "unit_done")
+        assert done == list(range(plan["units"])), f"{name}: units done {done}, planned {plan['units']}"
+    assert_same_outputs(outs["seg1"], outs["seg2"])
+    cols = ["id", "label", "s0", "s1"]
+    a = pd.read_csv(base / "prediction_results.txt", sep="\t", names=cols, skiprows=1)
+    b = pd.read_csv(outs["seg1"] / "prediction_results.txt", sep="\t", names=cols, skiprows=1)
+    assert a["id"].tolist() == b["id"].tolist(), "segmented planning changed the frames or their order"
+    diff = float((a["s1"] - b["s1"]).abs().max())
+    assert diff <= 1e-3, f"scores differ by up to {diff:.2e} from the one-segment run (expected rounding only)"
+    assert (a["label"] == b["label"]).mean() >= 0.99
+
+
 def test_a_dead_worker_units_are_requeued(base, reads, tiny_models, tmp_path):
     out = tmp_path / "dead"
     proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),
@@ -308,12 +331,15 @@ def test_torchrun_ranks_share_the_work_through_the_run_directory(base, reads, ti
 def test_a_stale_claim_is_taken_over(tmp_path):
     """Across hosts nobody sees a worker die: a claim without heartbeat for stale_s is released."""
     import threading
+    from virnucpro.engines.planner import PlanBuilder
     from virnucpro.parallel import _wait_for_claimable
+    plans = PlanBuilder.of([("f", 0, "ATG" * 10, "M" * 10)] * 40, budget=64, batches_per_unit=1)
+    assert plans.n_units >= 2
     rd = RunDir(tmp_path)
     rd.reset()
     rd.claim(0, "r1")
     rd.claim(1, "r2")
     old = time.time() - 100
     os.utime(rd.claim_path(0), (old, old))
-    assert _wait_for_claimable(rd, 2, threading.Event(), stale_s=30) is True
+    assert _wait_for_claimable(rd, plans, plans.n_units, threading.Event(), stale_s=30) is True
     assert set(rd.claimed()) == {1}, "the stale claim should be gone, the fresh one kept"

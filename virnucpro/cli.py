@@ -122,7 +122,8 @@ def cmd_predict(args) -> int:
         gpus=args.gpus, workers=args.workers, resume=args.resume, batches_per_unit=args.batches_per_unit,
         skip_failing_units=args.skip_failing_units,
         engine_opts={k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
-                                       ("compile", False if args.no_compile else None)) if v is not None})
+                                       ("compile", False if args.no_compile else None),
+                                       ("segment_reads", args.segment_reads)) if v is not None})
     summary = predict(opts)
     if "wall_s" not in summary:  # a torchrun rank other than 0: rank 0 merges and writes the outputs
         print(f"rank {summary.get('rank')}: work units checkpointed in {summary.get('outdir')}; rank 0 writes the outputs")

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from virnucpro import __version__, parallel
-from virnucpro.errors import InputError, VirnucproError
-from virnucpro.pipeline import LOG_NAME, Scored, _chunk_translate_stage, _gpu_indices, _progress
+from virnucpro.errors import VirnucproError
+from virnucpro.engines.planner import SEGMENT_READS, PlanBuilder, emit_plan, produce
+from virnucpro.pipeline import LOG_NAME, Scored, _gpu_indices, _progress
 from virnucpro.telemetry import GpuSampler
 
 log = logging.getLogger("virnucpro.pipeline")
@@ -30,19 +30,21 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
     worker (models load while the host chunks and translates), else in spawned worker processes
     (they read, chunk and load in parallel with this process), or as one torchrun rank."""
     from concurrent.futures import ThreadPoolExecutor
-    from virnucpro.engines.fast import default_token_budget, plan_frames
+    from virnucpro.engines.fast import default_token_budget
     rank = dist[0] if dist else 0
     rd = parallel.RunDir(opts.outdir)
     eo = dict(opts.engine_opts)
     bpu = opts.batches_per_unit or eo.pop("batches_per_unit", None) or 8
     eo.pop("batches_per_unit", None)
     dna_nt_budget = eo.get("dna_nt_budget", 262144)
+    segment_reads = int(eo.pop("segment_reads", None) or SEGMENT_READS)
     hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")   # overlaps the host work
     input_fp = hashing.submit(parallel.input_fingerprint, opts.input)
     hashing.shutdown(wait=False)
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
-                "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_nt_budget": dna_nt_budget}
+                "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_nt_budget": dna_nt_budget,
+                "segment_reads": segment_reads}
     token = _run_token() if dist else None
     given_budget = eo.pop("token_budget", None)
     if rank != 0:
@@ -70,50 +72,62 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
     engine_opts = {**eo, "token_budget": budget, "batches_per_unit": bpu}
 
     in_process = len(devices) == 1 and not (opts.skip_failing_units and dist is None)  # skipping needs a worker process
+    if rank == 0:
+        identity["input"] = input_fp.result()
+        rd.write_manifest({**identity, "run_token": token, "virnucpro_version": __version__,
+                           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    # the host chunks, translates and plans segment by segment while the GPUs embed the first units
+    plans = PlanBuilder(budget, bpu, dna_nt_budget)
+    chunks: list = []
+    frames: list = []
+    stop = threading.Event()
     coordinator = None
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
             if in_process:
                 loading = pool.submit(_load_fast, models, devices[0], opts.precision, engine_opts)
             else:
-                coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget)
-            chunks, frames = _chunk_translate_stage(records, opts, tel)
-            prep = plan_frames(frames, budget, bpu, dna_nt_budget, tel)
-            n_units = len(prep.plan.units)
-            if rank == 0:
-                if opts.resume and manifest.get("n_units") != n_units:
-                    raise InputError(f"--resume refused: the checkpoints hold {manifest.get('n_units')} units, "
-                                     f"this input plans {n_units}")
-                identity["input"] = input_fp.result()
-            rd.write_manifest({**identity, "n_units": n_units, "n_frames": len(frames), "run_token": token,
-                                   "virnucpro_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget, segment_reads)
+            producer = threading.Thread(target=_produce_timed, name="plan-producer", daemon=True,
+                                        args=(records, opts, plans, chunks, frames, segment_reads, stop, tel))
+            producer.start()
             if in_process:
                 with tel.stage("load_models") as st:
                     engine, load_s = loading.result()
                     st.update(load_total_s=round(load_s, 3))
     except BaseException:
+        stop.set()
         if coordinator is not None:
             coordinator.kill_all()
         raise
     done_before = rd.done_units()
     if rank == 0:
-        tel.emit("units", total=n_units, already_done=len(done_before), resume=opts.resume)
-    unit_frames = np.array([len(u.frames) for u in prep.plan.units], dtype=np.int64)
+        tel.emit("units", already_done=len(done_before), resume=opts.resume)
 
-    stop = threading.Event()
     restore = parallel.install_stop_handlers(stop)
     sampler = GpuSampler(tel, _gpu_indices(devices)).start()
+    n_reads = len(records)
+
+    def expected_frames() -> int:
+        """All frames once planned; before, the frames so far scaled to all reads (for the ETA)."""
+        if plans.complete or not chunks:
+            return len(frames)
+        return int(len(frames) * n_reads / max(1, chunks[-1].read_index + 1))
+
+    def frames_of(units) -> int:
+        units_now = plans.prep.plan.units
+        return sum(len(units_now[u].frames) for u in units if u < len(units_now))
+
     try:
         with _progress(opts.progress and rank == 0) as prog:
-            task = prog.add_task("embedding frames", total=len(frames),
-                                 completed=int(unit_frames[sorted(done_before)].sum()) if done_before else 0, rate="")
+            task = prog.add_task("embedding frames", total=expected_frames(), completed=frames_of(done_before),
+                                 rate="")
             t_embed, t_from = time.perf_counter(), tel.now()
             if in_process:
-                base = int(unit_frames[sorted(done_before)].sum()) if done_before else 0
-
                 def on_progress(done: int, esm_tokens: int) -> None:
                     dt = time.perf_counter() - t_embed
-                    prog.update(task, completed=base + done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
+                    prog.update(task, completed=frames_of(done_before) + done, total=expected_frames(),
+                                rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
 
                 owner = f"r{rank}" if dist else "w0"
                 wtel = parallel.WorkerTelemetry(owner)
@@ -122,7 +136,7 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
                 if devices[0].startswith("cuda"):
                     import torch
                     torch.cuda.reset_peak_memory_stats(torch.device(devices[0]))
-                totals = parallel.work(engine, prep, clf, wtel, rd, owner, stop,
+                totals = parallel.work(engine, plans, clf, wtel, rd, owner, stop,
                                        stale_s=opts.stale_s if dist else None, on_progress=on_progress)
                 stats = [parallel.finish_worker(rd, owner, devices[0], engine, totals, wtel)]
                 if dist and rank != 0:
@@ -131,16 +145,24 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
                     stats = _gather_rank_stats(rd, dist[1], stats)
             else:
                 def on_poll(done: set[int]) -> None:
-                    prog.update(task, completed=int(unit_frames[sorted(done)].sum()) if done else 0)
+                    prog.update(task, completed=frames_of(done), total=expected_frames())
 
-                coordinator.describe_unit = lambda u: _describe_unit(u, prep, frames, chunks, records)
+                coordinator.describe_unit = lambda u: _describe_unit(u, plans.prep, frames, chunks, records)
                 coordinator.on_poll = on_poll
-                stats = coordinator.run(stop, n_units)
+                stats = coordinator.run(stop, plans)
             t_to = tel.now()
     finally:
+        stop.set()            # ends the producer if the run stops early
         restore()
         sampler.stop()
-    left = n_units - len(rd.done_units())
+    producer.join()
+    plans.check()
+    prep = plans.prep
+    n_units = len(prep.plan.units)
+    if rank == 0:
+        rd.write_manifest({**identity, "run_token": token, "n_units": n_units, "n_frames": len(frames),
+                           "virnucpro_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    left = n_units - len(rd.done_units()) if plans.complete else 1
     if left:
         log.warning("stopped with %d of %d work units unfinished; rerun the same command with --resume", left, n_units)
         raise KeyboardInterrupt
@@ -169,13 +191,24 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
                                   sum(mfus) / len(mfus) if mfus else None, max(mems) if mems else None, extra)
 
 
+def _produce_timed(records, opts, plans, chunks, frames, segment_reads, stop, tel) -> None:
+    """The producer thread: chunk, translate and plan; its stage and plan events at the end."""
+    t0 = time.perf_counter()
+    produce(records, opts.chunk_length, opts.chunking, plans, chunks, frames, segment_reads, stop)
+    if plans.complete:
+        tel.emit("stage", stage="chunk_translate", wall_s=round(time.perf_counter() - t0, 4), items=len(records),
+                 chunks=len(chunks), frames=len(frames), overlapped=True)
+        log.info("%d reads -> %d chunks -> %d kept frames", len(records), len(chunks), len(frames))
+        emit_plan(tel, plans.prep, len(frames))
+
+
 def _load_fast(models, device: str, precision: str, engine_opts: dict):
     from virnucpro.engines import make_engine
     t = time.perf_counter()
     return make_engine("fast", models, device, precision=precision, **engine_opts), time.perf_counter() - t
 
 
-def _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget) -> "parallel.Coordinator":
+def _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget, segment_reads) -> "parallel.Coordinator":
     """A coordinator whose workers start at once (they load models and read the input while this
     process chunks and plans); they claim units only once the manifest exists."""
     base = parallel.WorkerSpec(
@@ -184,7 +217,8 @@ def _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget) -> "
         allow_classifier_mismatch=opts.allow_classifier_mismatch, precision=opts.precision,
         engine_opts=engine_opts, outdir=Path(opts.outdir), log_file=Path(opts.outdir) / LOG_NAME,
         run_epoch=time.time() - tel.now(),
-        threads=max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None)
+        threads=max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None,
+        segment_reads=segment_reads)
     coordinator = parallel.Coordinator(base, devices, rd, tel, describe_unit=lambda u: f"unit {u}",
                                        skip_failing_units=opts.skip_failing_units)
     coordinator.start()

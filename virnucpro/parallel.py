@@ -50,7 +50,8 @@ HEARTBEAT_S = 2.0
 IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprints)", "engine": "engine",
             "precision": "precision", "chunk_length": "chunk length", "chunking": "chunking mode",
             "duplicate_ids": "duplicate-id handling", "token_budget": "token budget",
-            "batches_per_unit": "batches per unit", "dna_nt_budget": "DNABERT-S batch budget"}
+            "batches_per_unit": "batches per unit", "dna_nt_budget": "DNABERT-S batch budget",
+            "segment_reads": "reads per planning segment"}
 
 
 def input_fingerprint(path: str | Path) -> dict:
@@ -351,13 +352,18 @@ class Hooks:
         return h
 
 
-def work(engine, prep, classifier, tel: Telemetry, rd: RunDir, owner: str, stop: threading.Event,
+def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop: threading.Event,
          stale_s: float | None = None, on_progress: Callable[[int, int], None] | None = None,
          parent_pid: int | None = None) -> dict:
     """A worker's whole job: passes of the engine's loop over claimed units until every unit is done
-    (or ``stop``). Between passes, waits for units held by others; takes over released claims, and
-    with ``stale_s``, claims whose heartbeat stopped. Returns the summed totals."""
-    n_units = len(prep.plan.units)
+    (or ``stop``). ``plans``: a PlanBuilder (the plan may still be growing: each pass runs the units
+    known when it starts). Between passes, waits for new units or units held by others; takes over
+    released claims, and with ``stale_s``, claims whose heartbeat stopped. Returns the summed totals."""
+    if not hasattr(plans, "snapshot"):          # a complete Prepared
+        from virnucpro.engines.planner import PlanBuilder
+        whole = PlanBuilder(plans.plan.budget)
+        whole.prep, whole.complete = plans, True
+        plans = whole
     hooks = Hooks.from_env()
     totals: dict[str, Any] = {}
     done_here: list[int] = []
@@ -380,6 +386,10 @@ def work(engine, prep, classifier, tel: Telemetry, rd: RunDir, owner: str, stop:
     pending: list = []
     try:
         while not stop.is_set():
+            while not plans.wait(0, 0.5) and not stop.is_set():   # the first units (or an empty plan)
+                pass
+            prep = plans.snapshot()
+            n_units = len(prep.plan.units)
             src = ClaimSource(rd, owner, n_units, stop)
             sources[:] = [src]
 
@@ -409,7 +419,7 @@ def work(engine, prep, classifier, tel: Telemetry, rd: RunDir, owner: str, stop:
             pending.clear()
             src.release_all()                      # units dropped by a stop go back to the pool
             _add(totals, t)
-            if t.get("stopped") or not _wait_for_claimable(rd, n_units, stop, stale_s):
+            if t.get("stopped") or not _wait_for_claimable(rd, plans, n_units, stop, stale_s):
                 break
     finally:
         writer.shutdown(wait=True)
@@ -419,16 +429,29 @@ def work(engine, prep, classifier, tel: Telemetry, rd: RunDir, owner: str, stop:
     totals["units"] = len(done_here)
     totals["unit_list"] = done_here
     totals["t_start"], totals["t_end"] = round(t_start, 4), round(tel.now(), 4)   # on the run's clock
-    totals["stopped"] = stop.is_set() and len(rd.done_units()) < n_units
+    totals["stopped"] = stop.is_set() and not all_done(rd, plans)
     return totals
 
 
-def _wait_for_claimable(rd: RunDir, n_units: int, stop: threading.Event, stale_s: float | None) -> bool:
-    """Wait until some unfinished unit is unclaimed (True) or all are done / stop (False)."""
+def all_done(rd: RunDir, plans) -> bool:
+    """The plan is complete and every one of its units is done."""
+    if not plans.complete:
+        return False
+    done = rd.done_units()
+    return all(u in done for u in range(plans.n_units))
+
+
+def _wait_for_claimable(rd: RunDir, plans, n_seen: int, stop: threading.Event, stale_s: float | None) -> bool:
+    """Wait until the plan has grown past ``n_seen`` units or some unfinished unit is unclaimed
+    (True), or all are done / stop (False)."""
     while not stop.is_set():
+        n_units = plans.n_units
+        if n_units > n_seen:
+            return True
         done = rd.done_units()
-        if len(done) >= n_units:
+        if plans.complete and all(u in done for u in range(n_units)):
             return False
+        plans.check()
         claims = rd.claimed()
         now = time.time()
         if stale_s is not None:
@@ -490,6 +513,7 @@ class WorkerSpec:
     run_epoch: float
     threads: int | None = None
     stale_s: float | None = None
+    segment_reads: int = 65536
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -519,37 +543,38 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
     from virnucpro.engines import make_engine
     from virnucpro.fasta import read_fasta
     from virnucpro.models.classifier import load_classifier
-    from virnucpro.pipeline import chunk_and_translate
+    from virnucpro.engines.planner import PlanBuilder, produce
     if spec.threads:
         torch.set_num_threads(spec.threads)
     tel = WorkerTelemetry(spec.owner, spec.run_epoch)
     t0 = time.perf_counter()
+    eo = spec.engine_opts
+    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), eo.get("dna_nt_budget", 262144))
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(make_engine, "fast", spec.models, spec.device, spec.precision, **spec.engine_opts)
         records = read_fasta(spec.input, spec.duplicate_ids)
-        _, frames = chunk_and_translate(records, spec.chunk_length, spec.chunking)
+        producer = threading.Thread(target=produce, name="plan-producer", daemon=True,
+                                    args=(records, spec.chunk_length, spec.chunking, plans, [], [],
+                                          spec.segment_reads, stop))
+        producer.start()
         engine = loading.result()
     clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
-    prep = engine.make_plan(frames)
     rd = RunDir(spec.outdir)
     manifest = _wait_for_file_manifest(rd, stop)
     if manifest is None:
         return finish_worker(rd, spec.owner, spec.device, engine, {"stopped": True}, tel)
-    if len(prep.plan.units) != manifest["n_units"]:
-        raise VirnucproError(f"worker {spec.owner} planned {len(prep.plan.units)} units, the run has "
-                             f"{manifest['n_units']}")
     tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3))
-    totals = work(engine, prep, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid)
+    totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid)
     return finish_worker(rd, spec.owner, spec.device, engine, totals, tel)
 
 
 def _wait_for_file_manifest(rd: RunDir, stop: threading.Event, timeout: float = 3600.0) -> dict | None:
-    """The coordinator writes the manifest (with the unit count) once it has planned."""
+    """The coordinator writes the manifest (identity and token budget) before planning."""
     t0, parent = time.time(), os.getppid()
     while not stop.is_set() and time.time() - t0 < timeout and os.getppid() == parent:
         if rd.manifest_path.exists():
             m = rd.read_manifest()
-            if m is not None and "n_units" in m:
+            if m is not None:
                 return m
         time.sleep(0.1)
     return None
@@ -605,8 +630,9 @@ class Coordinator:
         for p, _ in self.procs.values():
             p.join(timeout=10)
 
-    def run(self, stop: threading.Event, n_units: int) -> list[dict]:
-        """Watch the workers until every unit is done (or ``stop`` and they stopped); their stats."""
+    def run(self, stop: threading.Event, plans) -> list[dict]:
+        """Watch the workers until every unit of ``plans`` (a PlanBuilder, possibly still growing)
+        is done (or ``stop`` and they stopped); their stats."""
         restarts, max_restarts = 0, self.max_restarts if self.max_restarts is not None else 2 * len(self.devices)
         retries: dict[int, int] = {}
         generation: dict[str, int] = {}
@@ -649,8 +675,8 @@ class Coordinator:
                                 f"unit {u} was lost with its worker {retries[u]} times; giving up. "
                                 f"It holds {self.describe_unit(u)}. See the log; finished units are kept "
                                 f"(rerun with --resume)")
-                    remaining = n_units - len(self.rd.done_units())
-                    if stop.is_set() or remaining == 0:
+                    remaining = plans.n_units - len(self.rd.done_units()) + (0 if plans.complete else 1)
+                    if stop.is_set() or remaining <= 0:
                         continue
                     if restarts >= max_restarts:
                         if not self.procs:
@@ -662,7 +688,8 @@ class Coordinator:
                         generation[base] = generation.get(base, 0) + 1
                         restarts += 1
                         self._spawn(f"{base}.{generation[base]}", dev)
-                if len(done) >= n_units and all_done_at is None:
+                plans.check()
+                if all_done_at is None and all_done(self.rd, plans):
                     all_done_at = time.time()
                 if not self.procs:
                     break
@@ -727,3 +754,6 @@ def add_predict_args(p) -> None:
                    "its reads are listed in skipped_reads.tsv and labelled 'skipped' in read_summary.tsv")
     g.add_argument("--batches-per-unit", type=int, default=None, metavar="K",
                    help="packed ESM-2 batches per work unit (the unit of claiming and checkpointing; default 8)")
+    g.add_argument("--segment-reads", type=int, default=None, metavar="N",
+                   help="reads chunked, translated and planned at a time while the GPUs already embed the "
+                   "planned units (default 65536); part of a checkpoint's identity")

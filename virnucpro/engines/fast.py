@@ -1,8 +1,8 @@
 """The fast engine: packed fp16/bf16 ESM-2, length-bucketed DNABERT-S, a DataLoader that never lets the
 GPU wait, the classifier on the GPU, and per-batch telemetry.
 
-Work plan (``packing.make_plan``): every protein is packed once, first-fit-decreasing, into
-batches of ``token_budget`` tokens; consecutive batches form work units. For each unit, in order:
+Work plan (``planner``): the proteins are packed first-fit-decreasing into batches of
+``token_budget`` tokens, segment by segment as the host translates; consecutive batches form work units. For each unit, in order:
 
     DataLoader workers (processes)           GPU loop (this process)
     --------------------------------         -----------------------------------------------
@@ -25,14 +25,14 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from virnucpro.engines.packing import Plan, make_plan, pack_ffd, padded_batches
+from virnucpro.engines.packing import pack_ffd
+from virnucpro.engines.planner import Prepared, plan_frames  # noqa: F401 (re-exported)
 from virnucpro.errors import InputError
 from virnucpro.models import dnabert
 from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
@@ -69,52 +69,6 @@ class _Items(Dataset):
         tok, cu, pos, max_len = tokenize(self.alphabet, [self.prot[j] for j in idx], pad_to=self.pad_to)
         return {"i": i, "unit": unit, "kind": kind, "idx": torch.from_numpy(idx), "tokens": torch.from_numpy(tok),
                 "cu": torch.from_numpy(cu), "pos": torch.from_numpy(pos), "max_len": max_len}
-
-
-@dataclass
-class Prepared:
-    """A plan plus what the loop needs to run any of its units: the loader items of every unit
-    (DNA batches then ESM batches, consecutive), and per unit its first item and item count."""
-    plan: Plan
-    nuc: list[str]
-    prot: list[str]
-    esm_len: np.ndarray                       # [N] ESM-2 tokens per frame (incl. BOS/EOS)
-    items: list[tuple[int, str, np.ndarray]]  # (unit, "dna" | "esm", frame indices)
-    first: np.ndarray                         # [U] index of the unit's first item
-    count: np.ndarray                         # [U] items of the unit
-    unit_tokens: np.ndarray                   # [U] ESM-2 tokens of the unit
-
-
-def prepare(plan: Plan, nuc: list[str], prot: list[str], esm_len: np.ndarray, dna_nt_budget: int) -> Prepared:
-    nuc_len = np.fromiter((len(s) for s in nuc), dtype=np.int64, count=len(nuc))
-    items: list[tuple[int, str, np.ndarray]] = []
-    first = np.zeros(len(plan.units), dtype=np.int64)
-    count = np.zeros(len(plan.units), dtype=np.int64)
-    tokens = np.zeros(len(plan.units), dtype=np.int64)
-    for u in plan.units:
-        uf = u.frames
-        first[u.index] = len(items)
-        items.extend((u.index, "dna", uf[b]) for b in padded_batches(nuc_len[uf], dna_nt_budget))
-        items.extend((u.index, "esm", b) for b in u.esm_batches)
-        count[u.index] = len(items) - first[u.index]
-        tokens[u.index] = u.tokens(esm_len)
-    return Prepared(plan, nuc, prot, esm_len, items, first, count, tokens)
-
-
-def plan_frames(frames: Sequence[tuple], budget: int, batches_per_unit: int = 8, dna_nt_budget: int = 262144,
-                tel=None) -> Prepared:
-    """Pack all proteins into batches of ``budget`` tokens, cut them into units, and list the loader
-    items (DNA + ESM batches) of every unit. Deterministic given frames and settings, so every worker
-    of a run (and a resumed run) computes the same plan without talking to the others."""
-    nuc = [f[2] for f in frames]
-    prot = [f[3] for f in frames]
-    esm_len = np.fromiter((len(p) + 2 for p in prot), dtype=np.int64, count=len(prot))
-    plan = make_plan(esm_len, budget, batches_per_unit)
-    if tel is not None:
-        tel.emit("plan", budget=plan.budget, batches=plan.n_batches, units=len(plan.units),
-                 packing_efficiency=round(plan.packing_efficiency, 5), frames=len(frames),
-                 esm_tokens=int(esm_len.sum()))
-    return prepare(plan, nuc, prot, esm_len, dna_nt_budget)
 
 
 class _UnitSampler(Sampler):

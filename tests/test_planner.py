@@ -1,0 +1,86 @@
+"""The segment-by-segment work plan: every frame planned exactly once, packing as tight as one
+pass, deterministic, and the pipeline's outputs independent of the segment size."""
+
+import numpy as np
+import pytest
+
+from virnucpro.engines.packing import pack_ffd
+from virnucpro.engines.planner import PlanBuilder, plan_frames
+
+
+def frames_of(n, seed):
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(12, 120, n)
+    return [(f"r{i}_F1", i, "ACG" * int(L), "M" * int(L)) for i, L in enumerate(lens)]
+
+
+def build(frames, seg, budget=2048, bpu=3):
+    b = PlanBuilder(budget, bpu, dna_nt_budget=4096)
+    for a in range(0, len(frames), seg):
+        b.add(frames[a:a + seg], last=a + seg >= len(frames))
+    return b
+
+
+@pytest.mark.parametrize("seg", [37, 250, 10_000])
+def test_every_frame_is_planned_exactly_once(seg):
+    frames = frames_of(3000, seed=1)
+    b = build(frames, seg)
+    assert b.complete
+    p = b.prep
+    got = np.sort(np.concatenate([u.frames for u in p.plan.units]))
+    assert np.array_equal(got, np.arange(len(frames))), "a frame is missing or planned twice"
+    for u in p.plan.units:   # the loader items of a unit cover its frames, for each model
+        items = p.items[p.first[u.index]:p.first[u.index] + p.count[u.index]]
+        for kind in ("dna", "esm"):
+            cov = np.sort(np.concatenate([i[2] for i in items if i[1] == kind]))
+            assert np.array_equal(cov, np.sort(u.frames)), f"unit {u.index}: {kind} items != its frames"
+        assert all(i[0] == u.index for i in items)
+    assert all(p.esm_len[bt].sum() <= 2048 for u in p.plan.units for bt in u.esm_batches)
+
+
+def test_segments_pack_as_tightly_as_one_pass():
+    frames = frames_of(6000, seed=2)
+    one = plan_frames(frames, 2048, 3, 4096).plan.packing_efficiency
+    seg = build(frames, 300).prep.plan.packing_efficiency
+    assert seg >= one - 0.01, f"segmented packing {seg:.4f} vs one pass {one:.4f}"
+    assert one > 0.97
+
+
+def test_one_segment_is_the_one_pass_plan():
+    frames = frames_of(500, seed=3)
+    a = plan_frames(frames, 2048, 3, 4096)
+    b = build(frames, 10_000).prep
+    assert [u.frames.tolist() for u in a.plan.units] == [u.frames.tolist() for u in b.plan.units]
+
+
+def test_the_plan_is_deterministic():
+    frames = frames_of(2000, seed=4)
+    x, y = build(frames, 123).prep, build(frames, 123).prep
+    assert [u.frames.tolist() for u in x.plan.units] == [u.frames.tolist() for u in y.plan.units]
+
+
+def test_snapshot_and_wait_see_a_growing_plan():
+    frames = frames_of(1000, seed=5)
+    b = PlanBuilder(2048, 1, 4096)
+    assert b.wait(0, timeout=0.01) is False and b.n_units == 0
+    b.add(frames[:500], last=False)
+    s1 = b.snapshot()
+    assert b.wait(0, timeout=0.01) and len(s1.plan.units) == b.n_units > 0 and not b.complete
+    b.add(frames[500:], last=True)
+    assert b.complete and b.n_units > len(s1.plan.units), "the snapshot must not grow with the builder"
+    assert len(s1.plan.units) < b.n_units
+
+
+def test_a_failed_producer_reaches_the_consumers():
+    b = PlanBuilder(2048)
+    b.fail(ValueError("bad read"))
+    with pytest.raises(ValueError, match="bad read"):
+        b.wait(0, timeout=1)
+
+
+def test_the_plan_ends_in_single_batch_units():
+    """Workers claim units in order: ending on one-batch units bounds the load imbalance by one batch."""
+    p = build(frames_of(3000, seed=6), 700, bpu=4).prep
+    sizes = [len(u.esm_batches) for u in p.plan.units]
+    assert sizes[-8:] == [1] * 8, f"last unit sizes {sizes[-10:]}"
+    assert max(sizes) == 4

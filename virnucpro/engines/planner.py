@@ -1,0 +1,193 @@
+"""The work plan, built while the input is still being chunked and translated.
+
+The reads are taken in segments of ``segment_reads``; each segment is chunked and translated, its
+frames join the frames carried over from the previous segment, and the pool is packed
+first-fit-decreasing into ESM-2 batches of ``budget`` tokens. Batches filled to at least
+``CARRY_FILL`` of the budget are cut into work units (``batches_per_unit`` consecutive batches;
+the plan's last ``2 x batches_per_unit`` batches one per unit, so that workers finish together);
+the frames of the others wait for the next segment, so packing stays as tight as packing the whole
+input at once. The last segment keeps every batch. One segment holding the whole input gives the
+plan of a single FFD pass.
+
+So the GPUs start on the first units while the host is still translating the rest: the host work
+leaves the critical path. The plan is a deterministic function of the input and the settings, so
+every worker of a run (and a resumed run) builds the same one without talking to the others.
+
+``Prepared`` is what the fast engine's loop needs to run any unit: per unit, its loader items
+(DNABERT-S batches then ESM-2 batches, consecutive), first item and item count.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from virnucpro.engines.packing import Plan, WorkUnit, pack_ffd, padded_batches
+
+SEGMENT_READS = 65536
+CARRY_FILL = 0.97
+
+
+@dataclass
+class Prepared:
+    """A plan plus the loader items of every unit (DNA batches then ESM batches, consecutive),
+    and per unit its first item and item count."""
+    plan: Plan
+    nuc: list[str]
+    prot: list[str]
+    esm_len: np.ndarray                       # [N] ESM-2 tokens per frame (incl. BOS/EOS)
+    items: list[tuple[int, str, np.ndarray]]  # (unit, "dna" | "esm", frame indices)
+    first: np.ndarray                         # [U] index of the unit's first item
+    count: np.ndarray                         # [U] items of the unit
+    unit_tokens: np.ndarray                   # [U] ESM-2 tokens of the unit
+
+
+class PlanBuilder:
+    """A ``Prepared`` that grows segment by segment (``add``), read from other threads through
+    ``snapshot``/``wait``. ``complete`` once the last segment is in."""
+
+    def __init__(self, budget: int, batches_per_unit: int = 8, dna_nt_budget: int = 262144):
+        self.budget, self.bpu, self.dna_nt_budget = budget, batches_per_unit, dna_nt_budget
+        empty = np.zeros(0, dtype=np.int64)
+        self.prep = Prepared(Plan(budget, [], 1.0, 0), [], [], empty, [], empty, empty, empty)
+        self.carry = empty                       # frames waiting for the next segment
+        self.nuc_len = empty
+        self.real_tokens = 0
+        self.complete = False
+        self.error: BaseException | None = None  # set by a producer that failed
+        self._cond = threading.Condition()
+
+    # -- the producer's side ------------------------------------------------------------------
+    def add(self, frames: Sequence[tuple], last: bool) -> int:
+        """Add a segment's frames (frame_id, chunk index, nucleotide, protein); returns the
+        number of new units."""
+        p = self.prep
+        f0 = len(p.nuc)
+        nuc = [f[2] for f in frames]
+        prot = [f[3] for f in frames]
+        esm_len = np.concatenate([p.esm_len, np.fromiter((len(s) + 2 for s in prot), np.int64, len(prot))])
+        nuc_len = np.concatenate([self.nuc_len, np.fromiter((len(s) for s in nuc), np.int64, len(nuc))])
+        pool = np.concatenate([self.carry, np.arange(f0, f0 + len(frames), dtype=np.int64)])
+        batches = [pool[b] for b in pack_ffd(esm_len[pool], self.budget)] if len(pool) else []
+        carry = np.zeros(0, dtype=np.int64)
+        if not last:
+            full = [int(esm_len[b].sum()) >= CARRY_FILL * self.budget for b in batches]
+            left = [b for b, ok in zip(batches, full) if not ok]
+            carry = np.concatenate(left) if left else carry
+            batches = [b for b, ok in zip(batches, full) if ok]
+        u0, i0 = len(p.plan.units), len(p.items)
+        # the plan's last 2 x batches_per_unit batches are units of one batch: the workers, which
+        # claim in order, run out of work within one batch of each other (load balance)
+        tail = min(len(batches), 2 * self.bpu) if last and self.bpu > 1 else 0
+        head = batches[:len(batches) - tail]
+        groups = [head[j:j + self.bpu] for j in range(0, len(head), self.bpu)] + [[b] for b in batches[len(head):]]
+        units = [WorkUnit(u0 + k, g) for k, g in enumerate(groups)]
+        items: list[tuple[int, str, np.ndarray]] = []
+        first, count, tokens = [], [], []
+        for u in units:
+            uf = u.frames
+            first.append(i0 + len(items))
+            items.extend((u.index, "dna", uf[b]) for b in padded_batches(nuc_len[uf], self.dna_nt_budget))
+            items.extend((u.index, "esm", b) for b in u.esm_batches)
+            count.append(i0 + len(items) - first[-1])
+            tokens.append(u.tokens(esm_len))
+        with self._cond:   # publish: data before the units that refer to it
+            p.nuc.extend(nuc)
+            p.prot.extend(prot)
+            p.esm_len, self.nuc_len, self.carry = esm_len, nuc_len, carry
+            p.items.extend(items)
+            p.first = np.concatenate([p.first, np.asarray(first, dtype=np.int64)])
+            p.count = np.concatenate([p.count, np.asarray(count, dtype=np.int64)])
+            p.unit_tokens = np.concatenate([p.unit_tokens, np.asarray(tokens, dtype=np.int64)])
+            self.real_tokens += int(sum(tokens))
+            p.plan.n_batches += len(batches)
+            p.plan.packing_efficiency = (self.real_tokens / (p.plan.n_batches * self.budget)
+                                         if p.plan.n_batches else 1.0)
+            p.plan.units.extend(units)
+            self.complete = last
+            self._cond.notify_all()
+        return len(units)
+
+    def fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self.error = exc
+            self._cond.notify_all()
+
+    # -- the consumers' side --------------------------------------------------------------------
+    @property
+    def n_units(self) -> int:
+        return len(self.prep.plan.units)
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def snapshot(self) -> Prepared:
+        """A consistent copy (the lists copied, the arrays shared: they are only ever replaced)."""
+        with self._cond:
+            self.check()
+            p = self.prep
+            plan = Plan(p.plan.budget, list(p.plan.units), p.plan.packing_efficiency, p.plan.n_batches)
+            return Prepared(plan, list(p.nuc), list(p.prot), p.esm_len, list(p.items), p.first, p.count,
+                            p.unit_tokens)
+
+    def wait(self, more_than: int, timeout: float | None = None) -> bool:
+        """Wait until there are more than ``more_than`` units or the plan is complete; True if so."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self.n_units > more_than or self.complete or self.error is not None,
+                                     timeout)
+            self.check()
+            return ok
+
+    def wait_complete(self, timeout: float | None = None) -> Prepared:
+        with self._cond:
+            self._cond.wait_for(lambda: self.complete or self.error is not None, timeout)
+            self.check()
+            return self.prep
+
+    @classmethod
+    def of(cls, frames: Sequence[tuple], budget: int, batches_per_unit: int = 8,
+           dna_nt_budget: int = 262144) -> "PlanBuilder":
+        b = cls(budget, batches_per_unit, dna_nt_budget)
+        b.add(frames, last=True)
+        return b
+
+
+def plan_frames(frames: Sequence[tuple], budget: int, batches_per_unit: int = 8, dna_nt_budget: int = 262144,
+                tel=None) -> Prepared:
+    """The plan of all ``frames`` as one segment: every protein packed FFD into batches of
+    ``budget`` tokens, cut into units, with the loader items of every unit."""
+    prep = PlanBuilder.of(frames, budget, batches_per_unit, dna_nt_budget).prep
+    if tel is not None:
+        emit_plan(tel, prep, len(frames))
+    return prep
+
+
+def emit_plan(tel, prep: Prepared, n_frames: int) -> None:
+    tel.emit("plan", budget=prep.plan.budget, batches=prep.plan.n_batches, units=len(prep.plan.units),
+             packing_efficiency=round(prep.plan.packing_efficiency, 5), frames=n_frames,
+             esm_tokens=int(prep.esm_len.sum()))
+
+
+def produce(records: list, chunk_length: int, chunking: str, builder: PlanBuilder, chunks: list, frames: list,
+            segment_reads: int = SEGMENT_READS, stop: threading.Event | None = None) -> None:
+    """Chunk and translate ``records`` segment by segment into ``chunks``/``frames`` (global
+    indices, input order) and add each segment to ``builder``. Errors go to ``builder.fail``."""
+    from virnucpro.pipeline import chunk_and_translate
+    try:
+        n = len(records)
+        starts = list(range(0, n, max(1, segment_reads))) or [0]
+        for a in starts:
+            if stop is not None and stop.is_set():
+                return
+            b = min(n, a + segment_reads)
+            ch, fr = chunk_and_translate(records[a:b], chunk_length, chunking, read_offset=a,
+                                         chunk_offset=len(chunks))
+            chunks.extend(ch)
+            frames.extend(fr)
+            builder.add(fr, last=b >= n)
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumers, which re-raise it
+        builder.fail(exc)
