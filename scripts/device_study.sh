@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# One device call (nvidia-h200): ESM-2 kernel-grouping variants side by side, then the issue-4 GPU
+# One device call (nvidia-h200): ESM-2 kernel-grouping variants side by side (with VARIANTS=a,b,...,
+# e.g. base,v_view,chain+v_view,chain+v_view+halfres), then the issue-4 GPU
 # checks (one worker, two workers sharing the GPU, --gpus all, forced out-of-memory back-off).
 # Results under $OUT (study.log, checks.log, the logs of the runs).
 set -u
 source scripts/device_setup.sh || exit 1
 O=${OUT:-/tmp/study-out}; mkdir -p "$O"
 python3 -m virnucpro models synth --preset full --out /tmp/models --device cuda 2>&1 | tail -1
-python3 scripts/esm_microbench.py --models /tmp/models --dtype fp16 --compile --budgets 65536 --profile \
-    --variants "${VARIANTS:-base,v_view,chain+v_view,chain+v_view+halfres}" 2>&1 | tee "$O/study.log" | grep variant
+[ -n "${VARIANTS:-}" ] && python3 scripts/esm_microbench.py --models /tmp/models --dtype fp16 --compile \
+    --budgets 65536 --profile --variants "$VARIANTS" 2>&1 | tee "$O/study.log" | grep variant
 {
 python3 -m virnucpro reads synth --n 20000 --seed 3 -o /tmp/r20k.fa
 P="python3 -m virnucpro predict --models /tmp/models --no-progress"
