@@ -146,6 +146,10 @@ def test_scaling(tmp_path: Path) -> None:
     assert c.passed and "1.92x" in c.measured and ">= 1.90x" in c.target, c.message
     slow = gate.load_run(make_run(tmp_path / "3"), "2gpu", 2, wall_s=107.0)
     assert not gate.check_scaling(one, slow, p).passed, "200/107 = 1.87x < 1.9x"
+    lost = gate.load_run(make_run(tmp_path / "4", workers_lost=2), "2gpu", 2, wall_s=100.0)
+    c = gate.check_scaling(one, lost, p)
+    assert not c.passed and "2 worker process(es) died" in c.message, \
+        f"a 2-GPU run whose workers died must not pass scaling: {c.message}"
 
 
 def test_speedup_against_known_v1(tmp_path: Path) -> None:

@@ -81,6 +81,7 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
     chunks: list = []
     frames: list = []
     stop = threading.Event()
+    loaded = threading.Event() if in_process else None   # the producer waits for it after one segment
     coordinator = None
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
@@ -89,11 +90,14 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
             else:
                 coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget, segment_reads)
             producer = threading.Thread(target=_produce_timed, name="plan-producer", daemon=True,
-                                        args=(records, opts, plans, chunks, frames, segment_reads, stop, tel))
+                                        args=(records, opts, plans, chunks, frames, segment_reads, stop, tel, loaded))
             producer.start()
             if in_process:
                 with tel.stage("load_models") as st:
-                    engine, load_s = loading.result()
+                    try:
+                        engine, load_s = loading.result()
+                    finally:
+                        loaded.set()
                     st.update(load_total_s=round(load_s, 3))
     except BaseException:
         stop.set()
@@ -191,10 +195,10 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
                                   sum(mfus) / len(mfus) if mfus else None, max(mems) if mems else None, extra)
 
 
-def _produce_timed(records, opts, plans, chunks, frames, segment_reads, stop, tel) -> None:
+def _produce_timed(records, opts, plans, chunks, frames, segment_reads, stop, tel, hold=None) -> None:
     """The producer thread: chunk, translate and plan; its stage and plan events at the end."""
     t0 = time.perf_counter()
-    produce(records, opts.chunk_length, opts.chunking, plans, chunks, frames, segment_reads, stop)
+    produce(records, opts.chunk_length, opts.chunking, plans, chunks, frames, segment_reads, stop, hold)
     if plans.complete:
         tel.emit("stage", stage="chunk_translate", wall_s=round(time.perf_counter() - t0, 4), items=len(records),
                  chunks=len(chunks), frames=len(frames), overlapped=True)

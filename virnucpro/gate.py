@@ -356,6 +356,12 @@ def _need(profile: Profile, section: str, key: str) -> Any:
     return sec[key]
 
 
+def _worker_trouble(run: RunRecord) -> list[str]:
+    """Worker processes that died and were replaced: the run completed, slower (say why)."""
+    lost = int(run.summary.get("workers_lost") or 0)
+    return [f"{lost} worker process(es) died and were replaced; see {run.outdir}/virnucpro.log"] if lost else []
+
+
 def check_wall_time(run: RunRecord, profile: Profile) -> Check:
     limit = profile.wall_limit_per_million(run.config, run.n_gpus)
     projected = run.projected_wall_s(MILLION)
@@ -364,7 +370,7 @@ def check_wall_time(run: RunRecord, profile: Profile) -> Check:
         target=f"<= {_fmt_s(limit)} per 1,000,000 reads",
         measured=f"{_fmt_s(projected)} projected to 1,000,000 reads from {_fmt_s(run.wall_s)} for "
                  f"{run.reads:,} reads",
-        details=[f"fixed start-up + model loading {_fmt_s(run.fixed_s)} not scaled"],
+        details=[f"fixed start-up + model loading {_fmt_s(run.fixed_s)} not scaled", *_worker_trouble(run)],
         values={"limit_s_per_million": limit, "projected_s_per_million": projected,
                 "wall_s": run.wall_s, "reads": run.reads, "fixed_s": run.fixed_s})
 
@@ -432,6 +438,7 @@ def check_scaling(single: RunRecord, multi: RunRecord, profile: Profile) -> Chec
     problems = []
     if single.reads != multi.reads:
         problems.append(f"the runs processed different workloads ({single.reads} vs {multi.reads} reads)")
+    problems += _worker_trouble(multi)
     return Check("scaling", multi.config, ratio >= need and not problems,
                  target=f"1-GPU / {n}-GPU wall time >= {need:.2f}x ({eff:g} x {n})",
                  measured=f"{ratio:.2f}x ({_fmt_s(single.wall_s)} / {_fmt_s(multi.wall_s)})",

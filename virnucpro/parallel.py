@@ -550,14 +550,18 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
     t0 = time.perf_counter()
     eo = spec.engine_opts
     plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), eo.get("dna_nt_budget", 262144))
+    loaded = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(make_engine, "fast", spec.models, spec.device, spec.precision, **spec.engine_opts)
         records = read_fasta(spec.input, spec.duplicate_ids)
         producer = threading.Thread(target=produce, name="plan-producer", daemon=True,
                                     args=(records, spec.chunk_length, spec.chunking, plans, [], [],
-                                          spec.segment_reads, stop))
+                                          spec.segment_reads, stop, loaded))
         producer.start()
-        engine = loading.result()
+        try:
+            engine = loading.result()
+        finally:
+            loaded.set()
     clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
     rd = RunDir(spec.outdir)
     manifest = _wait_for_file_manifest(rd, stop)

@@ -167,6 +167,10 @@ class FastEngine:
         if precision not in DTYPES:
             raise InputError(f"unknown precision {precision!r}; choose bf16, fp16 or fp32")
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            # the current device of this process: CUDA events, the loader's pinning thread and any
+            # allocation without an explicit device go to this GPU, not to GPU 0
+            torch.cuda.set_device(self.device)
         self.precision, self.dtype = precision, DTYPES[precision]
         from virnucpro.models import esm2_fast
         self.compiled = self.device.type == "cuda" if compile is None else compile

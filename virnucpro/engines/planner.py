@@ -173,14 +173,20 @@ def emit_plan(tel, prep: Prepared, n_frames: int) -> None:
 
 
 def produce(records: list, chunk_length: int, chunking: str, builder: PlanBuilder, chunks: list, frames: list,
-            segment_reads: int = SEGMENT_READS, stop: threading.Event | None = None) -> None:
+            segment_reads: int = SEGMENT_READS, stop: threading.Event | None = None,
+            hold: threading.Event | None = None) -> None:
     """Chunk and translate ``records`` segment by segment into ``chunks``/``frames`` (global
-    indices, input order) and add each segment to ``builder``. Errors go to ``builder.fail``."""
+    indices, input order) and add each segment to ``builder``. Errors go to ``builder.fail``.
+    ``hold``: after the first segment, wait until it is set (the models are loading in this
+    process meanwhile: loading and compiling need the interpreter lock this work would take)."""
     from virnucpro.pipeline import chunk_and_translate
     try:
         n = len(records)
         starts = list(range(0, n, max(1, segment_reads))) or [0]
-        for a in starts:
+        for k, a in enumerate(starts):
+            while k == 1 and hold is not None and not hold.wait(0.2):
+                if stop is not None and stop.is_set():
+                    return
             if stop is not None and stop.is_set():
                 return
             b = min(n, a + segment_reads)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# 1 GPU vs 2 GPUs side by side in one device call (nvidia-h200-x2), without the gate's reference
+# run: the same synthetic workload and models, then the outputs compared byte for byte.
+#     READS=250000 bash scripts/device_scaling.sh        # carry .whl
+set -u
+source scripts/device_setup.sh || exit 1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+O=${OUT:-/tmp/scaling-out}; mkdir -p "$O"
+{
+python3 -m virnucpro models synth --preset full --out /tmp/models --device cuda 2>&1 | tail -1
+python3 -m virnucpro reads synth --n "${READS:-250000}" --seed 1 -o /tmp/reads.fa
+for g in 1 2; do
+  t=$(date +%s%N)
+  python3 -m virnucpro predict /tmp/reads.fa -o /tmp/g$g --models /tmp/models --gpus $g --no-progress > /tmp/g$g.out 2>&1
+  echo "gpus $g: exit $? wall $(( ($(date +%s%N) - t) / 1000000 )) ms"
+  grep -h '"summary"' /tmp/g$g/virnucpro.log | sed 's/.*TELEMETRY //' | python3 -c "
+import json,sys; s=json.loads(sys.stdin.read())
+print({k: s.get(k) for k in ('wall_s','esm_tokens_per_s','esm_tokens_per_s_total','mfu_esm','gpu_util_mean','packing_efficiency','n_workers','units_per_worker','busy_s_per_worker','load_imbalance','workers_lost','peak_gpu_mem_gib')})
+print('stages', s.get('stages'))"
+  grep -h '"gpu_sample"' /tmp/g$g/virnucpro.log | wc -l
+  grep -h "Traceback\|Error\|died" /tmp/g$g/virnucpro.log | head -5
+  cp /tmp/g$g/virnucpro.log "$O/g$g.log"
+done
+for f in prediction_results.txt prediction_results_highestscore.csv read_summary.tsv; do
+  cmp -s /tmp/g1/$f /tmp/g2/$f && echo "$f: 2 GPUs identical to 1 GPU" || echo "$f: DIFFERS"
+done
+} 2>&1 | tee "$O/scaling.log"
