@@ -242,6 +242,8 @@ class FastEngine:
         set, returns after the current batch, dropping unfinished units; ``on_unit_start(u)`` when the
         loop gets a unit's first batch. Returns the totals."""
         plan = prep.plan
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)   # per thread: this loop's events go to this GPU's stream
         classifier = classifier.to(self.device).eval()
         workers = self.loader_workers if len(prep.items) > 1 else 0
         pad_to = plan.budget if self.compiled else None   # static shapes for the compiled kernels
