@@ -226,3 +226,24 @@ def test_baseline_make_round_trip(gate_session: GateSession, smoke_run: RunRecor
     assert compare_dirs(b.path, smoke_run.outdir).passes(1.0), "same engine, models and input: identical"
     found = bl.find_compatible(tmp_path, smoke_run.manifest, gate_session.workload_sha256())
     assert found is not None and found.path == b.path
+
+
+def test_warm_up_runs_once_before_the_timed_runs(gate_session: GateSession, tmp_path: Path) -> None:
+    """[run] warmup_reads: one untimed run of the first N reads, noted in the report, then never again."""
+    import dataclasses
+    data = {**gate_session.profile.data, "run": {**gate_session.profile.data["run"], "warmup_reads": 5}}
+    prof = dataclasses.replace(gate_session.profile, data=data)
+    opts = {**gate_session.options, "gate_out": str(tmp_path / "out")}
+    gs = GateSession(prof, "test", opts, tmp_path, gate_session.detected, gate_session.gpu_name)
+    gs.warm_up()
+    notes = [n for n in gs.notes if n.startswith("warm-up")]
+    assert len(notes) == 1 and "5 reads on one device" in notes[0], gs.notes
+    out = tmp_path / "out" / "runs" / "warmup"
+    assert (out / "prediction_results.txt").is_file(), "the warm-up did not run the pipeline"
+    assert (tmp_path / "out" / "warmup-input.fa").read_text().count(">") == 5
+    gs.warm_up()
+    assert len([n for n in gs.notes if n.startswith("warm-up")]) == 1, "the warm-up ran twice"
+    cold = GateSession(gate_session.profile, "test", {**opts, "gate_out": str(tmp_path / "o2")}, tmp_path,
+                       gate_session.detected, gate_session.gpu_name)
+    cold.warm_up()
+    assert not [n for n in cold.notes if n.startswith("warm-up")], "a profile without warmup_reads warmed up"

@@ -49,7 +49,7 @@ class GateError(VirnucproError):
 # section -> allowed keys (top-level keys under ""); anything else in a profile is an error.
 _SCHEMA: dict[str, set[str]] = {
     "": {"name", "description", "marker", "device", "gpu_name_patterns", "gpu_counts"},
-    "run": {"engine", "precision", "chunk_length", "extra_args", "timeout_factor"},
+    "run": {"engine", "precision", "chunk_length", "extra_args", "timeout_factor", "warmup_reads"},
     "workload": {"reads", "seed", "length_profile"},
     "models": {"preset", "seed"},
     "reference": {"subsample_reads", "device"},
