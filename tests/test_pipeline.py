@@ -432,3 +432,18 @@ def _read_simple_fasta(path: Path) -> list[tuple[str, str]]:
         elif line:
             out[-1] = (out[-1][0], out[-1][1] + line)
     return out
+
+
+def test_summary_stage_table_marks_overlapped_stages():
+    """A stage that ran beside the others (chunk/translate during embedding) gets no share of the total."""
+    import io
+    from virnucpro.report import print_summary
+    s = {"wall_s": 10.0, "engine": "fast", "precision": "fp16", "device": "cuda", "reads": 10, "chunks": 10,
+         "frames": 8, "viral_chunks": 3, "chunks_with_frames": 7, "viral_reads": 3, "reads_per_s": 1.0,
+         "frames_per_s": 1.0, "outdir": "o", "overlapped_stages": ["chunk_translate"],
+         "stages": {"load_models": 2.0, "chunk_translate": 5.0, "embed_esm": 6.0, "write": 2.0}}
+    buf = io.StringIO()
+    print_summary(s, file=buf)
+    text = buf.getvalue()
+    assert "chunk_translate (overlapped)" in text, text
+    assert "60%" in text, f"embed_esm should be 6 of 10 s of serial stages (60%):\n{text}"

@@ -217,6 +217,7 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         "peak_gpu_mem_gib": scored.peak_gpu_mem_gib,
         **scored.extra,
         "stages": {k: round(v, 4) for k, v in tel.stage_times().items()},
+        "overlapped_stages": sorted({e["stage"] for e in tel.events if e["event"] == "stage" and e.get("overlapped")}),
         "outdir": str(outdir),
     }
     tel.emit("summary", **summary)

@@ -52,9 +52,13 @@ def print_summary(s: dict[str, Any], file=None) -> None:
     st.add_column("stage")
     st.add_column("wall s", justify="right")
     st.add_column("share", justify="right")
-    total = sum(s["stages"].values()) or 1.0
+    overlapped = set(s.get("overlapped_stages") or ())   # ran beside the others: no share of the total
+    total = sum(v for k, v in s["stages"].items() if k not in overlapped) or 1.0
     for name, sec in s["stages"].items():
-        st.add_row(name, f"{sec:.2f}", f"{sec / total:.0%}")
+        if name in overlapped:
+            st.add_row(f"{name} (overlapped)", f"{sec:.2f}", "-")
+        else:
+            st.add_row(name, f"{sec:.2f}", f"{sec / total:.0%}")
     console.print(st)
     out = s["outdir"]
     console.print(f"outputs: {out}/{PREDICTIONS}, {out}/{CONSENSUS}, {out}/{READ_SUMMARY}")
