@@ -44,14 +44,7 @@ def main():
         esm2_fast.compile_kernels()
     peak = matmul_peak_tflops(dev)
     model, alphabet = PackedESM2.from_checkpoint(_find_esm(__import__("pathlib").Path(a.models)), dev, dtype)
-    rng = np.random.default_rng(0)
-    aas = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
-    prots, total = [], 0
-    while total < a.tokens:
-        n = int(rng.integers(40, 101))
-        prots.append("".join(rng.choice(aas, n)))
-        total += n + 2
-    lens = np.array([len(p) + 2 for p in prots])
+    prots, lens = _anchor(a.tokens)
     fpt = flops_per_token(model.num_layers, model.embed_dim)
     print(f"peak bf16 matmul {peak} TFLOP/s; {len(prots)} proteins, {lens.sum():,} tokens; "
           f"{fpt / 1e9:.2f} GFLOP/token")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from virnucpro.engines.packing import make_plan, pack_ffd, packing_efficiency, padded_batches
+from virnucpro.engines.packing import pack_ffd, packing_efficiency, padded_batches
 
 
 def naive_ffd(lengths, budget):
@@ -55,14 +55,3 @@ def test_padded_batches_fit_budget_and_cover_all():
     assert sorted(np.concatenate(batches).tolist()) == list(range(3000))
     for b in batches:
         assert lengths[b].max() * len(b) <= 2048
-
-
-def test_plan_units_partition_the_batches():
-    rng = np.random.default_rng(9)
-    lengths = rng.integers(20, 170, size=5000)
-    plan = make_plan(lengths, 4096, batches_per_unit=3)
-    assert sum(len(u.esm_batches) for u in plan.units) == plan.n_batches
-    assert all(len(u.esm_batches) <= 3 for u in plan.units)
-    frames = np.concatenate([u.frames for u in plan.units])
-    assert sorted(frames.tolist()) == list(range(5000))
-    assert [u.index for u in plan.units] == list(range(len(plan.units)))

@@ -4,7 +4,6 @@ pass, deterministic, and the pipeline's outputs independent of the segment size.
 import numpy as np
 import pytest
 
-from virnucpro.engines.packing import pack_ffd
 from virnucpro.engines.planner import PlanBuilder, plan_frames
 
 
@@ -84,3 +83,15 @@ def test_the_plan_ends_in_single_batch_units():
     sizes = [len(u.esm_batches) for u in p.plan.units]
     assert sizes[-8:] == [1] * 8, f"last unit sizes {sizes[-10:]}"
     assert max(sizes) == 4
+
+
+def test_plan_units_partition_the_batches():
+    rng = np.random.default_rng(9)
+    lengths = rng.integers(20, 170, size=5000)        # ESM-2 tokens incl. BOS/EOS
+    frames = [(f"f{i}", i, "ACG", "M" * int(L - 2)) for i, L in enumerate(lengths)]
+    plan = plan_frames(frames, 4096, batches_per_unit=3).plan
+    assert sum(len(u.esm_batches) for u in plan.units) == plan.n_batches
+    assert all(len(u.esm_batches) <= 3 for u in plan.units)
+    got = np.concatenate([u.frames for u in plan.units])
+    assert sorted(got.tolist()) == list(range(5000))
+    assert [u.index for u in plan.units] == list(range(len(plan.units)))

@@ -72,10 +72,13 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
     engine_opts = {**eo, "token_budget": budget, "batches_per_unit": bpu}
 
     in_process = len(devices) == 1 and not (opts.skip_failing_units and dist is None)  # skipping needs a worker process
-    if rank == 0:
-        identity["input"] = input_fp.result()
-        rd.write_manifest({**identity, "run_token": token, "virnucpro_version": __version__,
+    def write_manifest(**planned) -> None:
+        rd.write_manifest({**identity, "run_token": token, **planned, "virnucpro_version": __version__,
                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    if rank == 0:   # before planning (workers wait for it); again with the unit count at the end
+        identity["input"] = input_fp.result()
+        write_manifest()
     # the host chunks, translates and plans segment by segment while the GPUs embed the first units
     plans = PlanBuilder(budget, bpu, dna_nt_budget)
     chunks: list = []
@@ -164,8 +167,7 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
     prep = plans.prep
     n_units = len(prep.plan.units)
     if rank == 0:
-        rd.write_manifest({**identity, "run_token": token, "n_units": n_units, "n_frames": len(frames),
-                           "virnucpro_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_manifest(n_units=n_units, n_frames=len(frames))
     left = n_units - len(rd.done_units()) if plans.complete else 1
     if left:
         log.warning("stopped with %d of %d work units unfinished; rerun the same command with --resume", left, n_units)

@@ -359,11 +359,6 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
     (or ``stop``). ``plans``: a PlanBuilder (the plan may still be growing: each pass runs the units
     known when it starts). Between passes, waits for new units or units held by others; takes over
     released claims, and with ``stale_s``, claims whose heartbeat stopped. Returns the summed totals."""
-    if not hasattr(plans, "snapshot"):          # a complete Prepared
-        from virnucpro.engines.planner import PlanBuilder
-        whole = PlanBuilder(plans.plan.budget)
-        whole.prep, whole.complete = plans, True
-        plans = whole
     hooks = Hooks.from_env()
     totals: dict[str, Any] = {}
     done_here: list[int] = []

@@ -1,8 +1,8 @@
 """Embedding engines: ``reference`` (the original's semantics, fp32, the yardstick) and ``fast``.
 
 Both embed kept frames with DNABERT-S and ESM-2 and classify them. The reference engine scores a
-list of frames block by block (``ReferenceEngine.score``); the fast engine plans packed work units
-(``FastEngine.make_plan``) and runs the units a source hands it (``FastEngine.run``), which is how
+list of frames block by block (``ReferenceEngine.score``); the fast engine runs the packed work units
+that ``virnucpro.engines.planner`` plans, as a source hands them (``FastEngine.run``), which is how
 ``virnucpro.fastrun``/``virnucpro.parallel`` checkpoint and share them. ``make_engine`` picks one.
 """
 

@@ -25,14 +25,14 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from virnucpro.engines.packing import pack_ffd
-from virnucpro.engines.planner import Prepared, plan_frames  # noqa: F401 (re-exported)
+from virnucpro.engines.planner import Prepared
 from virnucpro.errors import InputError
 from virnucpro.models import dnabert
 from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
@@ -167,10 +167,7 @@ class FastEngine:
         if precision not in DTYPES:
             raise InputError(f"unknown precision {precision!r}; choose bf16, fp16 or fp32")
         self.device = torch.device(device)
-        if self.device.type == "cuda" and self.device.index is not None:
-            # the current device of this process: CUDA events, the loader's pinning thread and any
-            # allocation without an explicit device go to this GPU, not to GPU 0
-            torch.cuda.set_device(self.device)
+        self._bind_device()
         self.precision, self.dtype = precision, DTYPES[precision]
         from virnucpro.models import esm2_fast
         self.compiled = self.device.type == "cuda" if compile is None else compile
@@ -194,7 +191,6 @@ class FastEngine:
         self.dna_nt_budget = dna_nt_budget
         self.peak_tflops = (matmul_peak_tflops(self.device) if measure_peak and self.device.type == "cuda" else None)
         self.flops_per_token = flops_per_token(self.esm.num_layers, self.esm.embed_dim)
-        self.packing_efficiency: float | None = None
         self.mfu_esm: float | None = None
         if self.compiled:
             self._warm_up()
@@ -224,13 +220,13 @@ class FastEngine:
         torch.cuda.synchronize(self.device)
         log.info("fast engine warm-up (torch.compile) took %.1f s", time.perf_counter() - t0)
 
-    # -- the run -----------------------------------------------------------------------------
+    def _bind_device(self) -> None:
+        """Make this GPU the calling thread's current CUDA device (it is per thread): CUDA events,
+        the loader's pinning thread and allocations without an explicit device go to it, not to GPU 0."""
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
 
-    def make_plan(self, frames: Sequence[tuple], tel=None) -> Prepared:
-        """The work plan of ``frames`` at this engine's token budget (see ``plan_frames``)."""
-        prep = plan_frames(frames, self.token_budget, self.batches_per_unit, self.dna_nt_budget, tel)
-        self.packing_efficiency = prep.plan.packing_efficiency
-        return prep
+    # -- the run -----------------------------------------------------------------------------
 
     def run(self, prep: "Prepared", classifier, tel, source: Iterable[int],
             on_unit: Callable[[int, np.ndarray, np.ndarray, dict], None],
@@ -242,8 +238,7 @@ class FastEngine:
         set, returns after the current batch, dropping unfinished units; ``on_unit_start(u)`` when the
         loop gets a unit's first batch. Returns the totals."""
         plan = prep.plan
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)   # per thread: this loop's events go to this GPU's stream
+        self._bind_device()   # the loop may run in another thread than the one that loaded the models
         classifier = classifier.to(self.device).eval()
         workers = self.loader_workers if len(prep.items) > 1 else 0
         pad_to = plan.budget if self.compiled else None   # static shapes for the compiled kernels

@@ -7,8 +7,9 @@ each taking as many as fit, which is exactly what the vectorised allocation does
 
 Packing efficiency = real tokens / (batches x budget): it cannot exceed 100%.
 
-A plan cuts the packed ESM-2 batches, in order, into work units of ``batches_per_unit`` batches:
-a unit is what one GPU worker claims, embeds (both models), classifies and checkpoints at once.
+A plan (``WorkUnit``s, built by ``virnucpro.engines.planner``) cuts the packed ESM-2 batches, in
+order, into work units: a unit is what one GPU worker claims, embeds (both models), classifies and
+checkpoints at once.
 """
 
 from __future__ import annotations
@@ -97,11 +98,3 @@ class Plan:
     units: list[WorkUnit]
     packing_efficiency: float
     n_batches: int
-
-
-def make_plan(esm_lengths: np.ndarray, budget: int, batches_per_unit: int = 8) -> Plan:
-    """Pack all proteins (token counts incl. BOS/EOS) once, then cut the batches into units."""
-    batches = pack_ffd(esm_lengths, budget)
-    units = [WorkUnit(i, batches[j:j + batches_per_unit])
-             for i, j in enumerate(range(0, len(batches), batches_per_unit))]
-    return Plan(budget, units, packing_efficiency(esm_lengths, batches, budget), len(batches))
