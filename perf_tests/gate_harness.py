@@ -176,9 +176,10 @@ class GateSession:
 
     def warm_up(self) -> None:
         """Once, before the first timed run: the profile's [run] warmup_reads reads through the
-        same command on one device, so that the one-time costs of a fresh machine (torch.compile's
-        kernel cache, the matmul-peak measurement, the page cache of the weights) land here and not
-        in whichever configuration happens to run first. Its wall time goes into the report's notes."""
+        same command on as many GPUs as the largest configuration uses, so that the one-time costs of
+        a fresh machine (torch.compile's kernel cache, which is kept per GPU index, the matmul-peak
+        measurement, the page cache of the weights) land here and not in whichever configuration
+        happens to run first. Its wall time goes into the report's notes."""
         if self._warmed:
             return
         self._warmed = True
@@ -190,19 +191,26 @@ class GateSession:
             self.out.mkdir(parents=True, exist_ok=True)
             n = len(gate.head_fasta(self.workload(), sub, k))
             device = "cuda" if self.profile.device == "cuda" else "cpu"
-            case = Case(WARMUP, 1 if device == "cuda" else 0)
+            case = Case(WARMUP, self.warmup_gpus())
             cmd = self.predict_command(sub, self.out / "runs" / WARMUP, str(self.profile.data["run"]["engine"]),
                                        device, case.n_gpus)
             outcome = self._launch(case, cmd, self.out / "runs" / WARMUP, self._timeout(n * 50, self.cases[0]))
         except GateError as exc:
             outcome = RunOutcome(error=str(exc))
         if outcome.record is not None:
-            self.notes.append(f"warm-up before the timed runs: {n:,} reads on one device in "
+            where = f"{case.n_gpus} GPU(s)" if case.n_gpus else "the CPU"
+            self.notes.append(f"warm-up before the timed runs: {n:,} reads on {where} in "
                               f"{outcome.record.wall_s:.1f} s (compile caches and the matmul peak are "
                               f"then warm for every configuration alike)")
         else:
             self.notes.append(f"warm-up run failed ({outcome.error}); the first timed configuration "
                               "pays the one-time start-up costs")
+
+    def warmup_gpus(self) -> int:
+        """GPUs of the warm-up run: those of the largest configuration that will run (0 on a CPU)."""
+        if self.profile.device != "cuda":
+            return 0
+        return max([c.n_gpus for c in self.cases if self.skip_reason(c) is None] + [1])
 
     def run(self, case: Case) -> RunRecord:
         """The pipeline run of this configuration: launched on first request, then shared.

@@ -237,7 +237,7 @@ def test_warm_up_runs_once_before_the_timed_runs(gate_session: GateSession, tmp_
     gs = GateSession(prof, "test", opts, tmp_path, gate_session.detected, gate_session.gpu_name)
     gs.warm_up()
     notes = [n for n in gs.notes if n.startswith("warm-up")]
-    assert len(notes) == 1 and "5 reads on one device" in notes[0], gs.notes
+    assert len(notes) == 1 and "5 reads on the CPU" in notes[0], gs.notes
     out = tmp_path / "out" / "runs" / "warmup"
     assert (out / "prediction_results.txt").is_file(), "the warm-up did not run the pipeline"
     assert (tmp_path / "out" / "warmup-input.fa").read_text().count(">") == 5
@@ -247,3 +247,16 @@ def test_warm_up_runs_once_before_the_timed_runs(gate_session: GateSession, tmp_
                        gate_session.detected, gate_session.gpu_name)
     cold.warm_up()
     assert not [n for n in cold.notes if n.startswith("warm-up")], "a profile without warmup_reads warmed up"
+
+
+@pytest.mark.parametrize("detected, expected", [(1, 1), (2, 2), (4, 4)])
+def test_warm_up_uses_the_gpus_of_the_largest_configuration(gate_session: GateSession, tmp_path: Path,
+                                                            detected: int, expected: int) -> None:
+    """torch.compile's cache is kept per GPU index: a 1-GPU warm-up would leave GPU 1's compile to
+    the timed 2-GPU run. The h200 profile asks for 1 and 2 GPUs (and more when more are present)."""
+    prof = gate.load_profile(Path(__file__).resolve().parents[1] / "baselines" / "profiles" / "h200.toml")
+    opts = {**gate_session.options, "gate_out": str(tmp_path / "out")}
+    gs = GateSession(prof, "test", opts, tmp_path, detected, "NVIDIA H200")
+    assert gs.warmup_gpus() == expected, f"{detected} GPU(s) detected: warm-up on {gs.warmup_gpus()}, expected {expected}"
+    if gate_session.profile.device == "cpu":
+        assert gate_session.warmup_gpus() == 0, "a CPU profile warmed up on a GPU"

@@ -59,9 +59,12 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
         budget = given_budget or manifest["token_budget"]
         rd.check(manifest, {"token_budget": budget})
     else:
+        t_budget = time.perf_counter()
         budget = given_budget or default_token_budget(devices[0], models.esm, precision=opts.precision,
                                                       gpu_memory_gib=eo.get("gpu_memory_gib"),
                                                       sharing=max(devices.count(d) for d in devices))
+        tel.emit("token_budget", tokens=budget, given=bool(given_budget),
+                 decided_s=round(time.perf_counter() - t_budget, 3))
     identity["token_budget"] = budget
     if rank == 0:
         if opts.resume:
@@ -101,7 +104,7 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
                         engine, load_s = loading.result()
                     finally:
                         loaded.set()
-                    st.update(load_total_s=round(load_s, 3))
+                    st.update(load_total_s=round(load_s, 3), phases=getattr(engine, "startup", None))
     except BaseException:
         stop.set()
         if coordinator is not None:

@@ -127,7 +127,6 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     if opts.chunk_length not in (300, 500):
         raise InputError(f"--chunk-length must be 300 or 500 (the published classifiers), not {opts.chunk_length}")
     # 1. Everything a user can get wrong is checked before anything is written.
-    records = read_fasta(opts.input, opts.duplicate_ids)
     models = layout.resolve(opts.models, opts.chunk_length, opts.esm, opts.dnabert, opts.classifier)
     clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
     device = resolve_device(opts.device)
@@ -143,6 +142,9 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         devices = [device]
         if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
             log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
+    if engine_name == "fast" and dist is None and (len(devices) > 1 or opts.skip_failing_units):
+        parallel.prestart_workers()   # worker processes: their fork server imports torch meanwhile
+    records = read_fasta(opts.input, opts.duplicate_ids)
 
     outdir = Path(opts.outdir)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -118,6 +119,27 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     root.propagate = False
 
 
+def nvml_handle(pynvml, cuda_index: int):
+    """The NVML handle of the GPU this process calls ``cuda:<cuda_index>`` (NVML numbers GPUs by PCI
+    bus; CUDA numbers the visible ones, fastest first), or None when that cannot be told without
+    CUDA (MIG devices, mixed GPU models without CUDA_DEVICE_ORDER=PCI_BUS_ID). pynvml is initialised."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [x.strip() for x in visible.split(",") if x.strip()] if visible is not None else None
+    if names is not None and cuda_index >= len(names):
+        return None
+    if names is not None and names[cuda_index].startswith("GPU-"):
+        return pynvml.nvmlDeviceGetHandleByUUID(names[cuda_index])
+    if names is not None and not names[cuda_index].isdigit():
+        return None                                   # MIG-... or another form
+    n = pynvml.nvmlDeviceGetCount()
+    if os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        models = {pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(n)}
+        if len(models) > 1:
+            return None                               # "fastest first" may differ from PCI order
+    index = int(names[cuda_index]) if names is not None else cuda_index
+    return pynvml.nvmlDeviceGetHandleByIndex(index) if index < n else None
+
+
 class GpuSampler:
     """Samples NVML utilisation and memory of the given GPUs every ``interval`` seconds in a
     background thread and emits ``gpu_sample`` events. A no-op when NVML or a GPU is absent."""
@@ -137,7 +159,10 @@ class GpuSampler:
             import pynvml
 
             pynvml.nvmlInit()
-            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in self.gpu_indices]
+            handles = [nvml_handle(pynvml, i) for i in self.gpu_indices]
+            if any(h is None for h in handles):
+                raise RuntimeError(f"cannot tell the NVML device of cuda:{self.gpu_indices} "
+                                   "(set CUDA_DEVICE_ORDER=PCI_BUS_ID)")
         except Exception as exc:  # no driver / no NVML: telemetry says so, the run goes on
             log.warning("NVML unavailable, no GPU utilisation samples: %s", exc)
             return self

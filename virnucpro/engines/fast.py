@@ -36,6 +36,7 @@ from virnucpro.engines.planner import Prepared
 from virnucpro.errors import InputError
 from virnucpro.models import dnabert
 from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
+from virnucpro.telemetry import nvml_handle
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def default_token_budget(device: str, esm_path, dnabert_weights_bytes: int = 0, 
     dev = torch.device(device)
     if dev.type != "cuda":
         return 16384
-    free, total = torch.cuda.mem_get_info(dev)
+    free = free_gpu_memory(dev)
     if gpu_memory_gib is not None:
         free = min(free, int(gpu_memory_gib * 2**30))
     free //= max(1, sharing)
@@ -112,6 +113,40 @@ def default_token_budget(device: str, esm_path, dnabert_weights_bytes: int = 0, 
     reserve = 2 * 2**30  # CUDA context, allocator slack, DNABERT-S activations
     budget = int((free - weights - reserve) / per_token)
     return max(2048, min(DEFAULT_MAX_BUDGET, budget)) // 1024 * 1024
+
+
+def _compile_cache_counts() -> dict[str, int]:
+    """torch.compile's FX-graph cache hits and misses in this process so far (a miss costs seconds)."""
+    try:
+        from torch._dynamo.utils import counters
+        c = counters["inductor"]
+        return {"fxgraph_cache_hit": int(c.get("fxgraph_cache_hit", 0)),
+                "fxgraph_cache_miss": int(c.get("fxgraph_cache_miss", 0))}
+    except Exception:   # private API: absent or renamed in another torch
+        return {}
+
+
+CUDA_CONTEXT_BYTES = 600 * 2**20   # what a process's CUDA context takes of the GPU (H200, torch 2.11)
+
+
+def free_gpu_memory(dev: torch.device) -> int:
+    """Free bytes of a GPU for a process about to create its CUDA context there. Without a context in
+    this process it asks NVML (creating one would cost the coordinator of a multi-GPU run about a
+    second and GPU 0 some memory) and subtracts what the context will take; else the CUDA runtime."""
+    if not torch.cuda.is_initialized():
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            try:
+                h = nvml_handle(pynvml, dev.index if dev.index is not None else 0)
+                if h is not None:
+                    return max(0, int(pynvml.nvmlDeviceGetMemoryInfo(h).free) - CUDA_CONTEXT_BYTES)
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:   # no NVML: the CUDA runtime answers
+            pass
+    free, _ = torch.cuda.mem_get_info(dev)
+    return free
 
 
 def _collate(batch):
@@ -167,7 +202,13 @@ class FastEngine:
         if precision not in DTYPES:
             raise InputError(f"unknown precision {precision!r}; choose bf16, fp16 or fp32")
         self.device = torch.device(device)
+        phases: dict[str, float] = {}     # where start-up goes (seconds), logged with the load_models stage
+        t = time.perf_counter()
         self._bind_device()
+        if self.device.type == "cuda":
+            torch.cuda.init()
+            torch.empty(1, device=self.device)   # the CUDA context of this process
+        phases["cuda_init"] = time.perf_counter() - t
         self.precision, self.dtype = precision, DTYPES[precision]
         from virnucpro.models import esm2_fast
         self.compiled = self.device.type == "cuda" if compile is None else compile
@@ -181,19 +222,25 @@ class FastEngine:
         if gpu_memory_gib is not None and self.device.type == "cuda":   # behave as that GPU would
             total = torch.cuda.get_device_properties(self.device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_gib * 2**30 / total), self.device)
-        t0 = time.perf_counter()
+        t0 = t = time.perf_counter()
         self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype)
+        phases["esm_weights"], t = time.perf_counter() - t, time.perf_counter()
         self.dna, self.tokenizer, self.dna_info = dnabert.load_dnabert(models.dnabert, self.device, self.dtype,
                                                                      use_sdpa=True)
+        phases["dnabert_weights"], t = time.perf_counter() - t, time.perf_counter()
         self.load_s = time.perf_counter() - t0
         self.loader_workers = loader_workers
         self.batches_per_unit = batches_per_unit
         self.dna_nt_budget = dna_nt_budget
         self.peak_tflops = (matmul_peak_tflops(self.device) if measure_peak and self.device.type == "cuda" else None)
+        phases["matmul_peak"], t = time.perf_counter() - t, time.perf_counter()
         self.flops_per_token = flops_per_token(self.esm.num_layers, self.esm.embed_dim)
         self.mfu_esm: float | None = None
         if self.compiled:
             self._warm_up()
+            phases["compile_warmup"] = time.perf_counter() - t
+            phases.update(_compile_cache_counts())
+        self.startup = {k: round(v, 3) if isinstance(v, float) else v for k, v in phases.items()}
 
     def _warm_up(self) -> None:
         """Compile the kernels now, on a batch of padding of the budget's shape, so that compiling

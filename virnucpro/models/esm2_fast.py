@@ -228,8 +228,9 @@ class PackedESM2(nn.Module):
         with torch.device("meta"):
             m = cls(cfg.encoder_layers, cfg.encoder_embed_dim, cfg.encoder_attention_heads, len(alphabet.all_toks),
                     alphabet.padding_idx, alphabet.mask_idx, alphabet.cls_idx, alphabet.eos_idx)
-        fused = fuse_state(sd, cfg.encoder_layers)
-        m.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in fused.items()}, strict=True, assign=True)
+        used = set(state_keys(cfg.encoder_layers))   # copied to the device first: the QKV concatenation
+        sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items() if k in used}   # runs there
+        m.load_state_dict(fuse_state(sd, cfg.encoder_layers), strict=True, assign=True)
         m.rotary = RotaryTable(m.embed_dim // m.attention_heads).to(device)
         m.keep_norms_fp32()
         return m.eval(), alphabet
@@ -284,6 +285,16 @@ class PackedESM2(nn.Module):
         # a segmented sum in a fixed order (index_add_ on CUDA adds with atomics: results would
         # differ in the last bits from run to run, and so would the written scores)
         return torch.segment_reduce(hidden.float() * w[:, None], "sum", lengths=lengths, axis=0, unsafe=True)
+
+
+def state_keys(num_layers: int) -> list[str]:
+    """The fair-esm state-dict keys (prefixes removed) that ``fuse_state`` reads."""
+    keys = ["embed_tokens.weight", "emb_layer_norm_after.weight", "emb_layer_norm_after.bias"]
+    for i in range(num_layers):
+        for part in ("weight", "bias"):
+            keys += [f"layers.{i}.self_attn.{x}_proj.{part}" for x in ("q", "k", "v", "out")]
+            keys += [f"layers.{i}.{name}.{part}" for name in ("self_attn_layer_norm", "final_layer_norm", "fc1", "fc2")]
+    return keys
 
 
 def fuse_state(sd: dict, num_layers: int) -> dict:
