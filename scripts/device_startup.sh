@@ -27,7 +27,7 @@ run() {  # name, start method, gpus
 import json, sys
 for line in sys.stdin:
     e = json.loads(line)
-    keep = {k: e[k] for k in ('event','t','worker','tokens','decided_s','startup_s','entered_t','phases','wall_s','load_total_s','busy_s') if k in e}
+    keep = {k: e[k] for k in ('event','t','worker','tokens','decided_s','startup_s','entered_t','engine_s','phases','wall_s','load_total_s','busy_s') if k in e}
     print(' ', keep)"
   grep -h '"summary"' /tmp/s_$1/virnucpro.log | sed 's/.*TELEMETRY //' | python3 -c "
 import json,sys; s=json.loads(sys.stdin.read())

@@ -600,13 +600,14 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
             engine = loading.result()
         finally:
             loaded.set()
+    engine_s = time.perf_counter() - t0
     clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
     rd = RunDir(spec.outdir)
     manifest = _wait_for_file_manifest(rd, stop)
     if manifest is None:
         return finish_worker(rd, spec.owner, spec.device, engine, {"stopped": True}, tel)
     tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3),
-             entered_t=round(entered, 3), phases=getattr(engine, "startup", None))
+             entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))
     totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid)
     return finish_worker(rd, spec.owner, spec.device, engine, totals, tel)
 

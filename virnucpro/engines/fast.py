@@ -203,12 +203,12 @@ class FastEngine:
             raise InputError(f"unknown precision {precision!r}; choose bf16, fp16 or fp32")
         self.device = torch.device(device)
         phases: dict[str, float] = {}     # where start-up goes (seconds), logged with the load_models stage
-        t = time.perf_counter()
+        t = t_init = time.perf_counter()
         self._bind_device()
         if self.device.type == "cuda":
             torch.cuda.init()
             torch.empty(1, device=self.device)   # the CUDA context of this process
-        phases["cuda_init"] = time.perf_counter() - t
+        phases["cuda_init"], t = time.perf_counter() - t, time.perf_counter()
         self.precision, self.dtype = precision, DTYPES[precision]
         from virnucpro.models import esm2_fast
         self.compiled = self.device.type == "cuda" if compile is None else compile
@@ -216,6 +216,7 @@ class FastEngine:
             esm2_fast.compile_kernels()
         else:
             esm2_fast.eager_kernels()
+        phases["compile_setup"] = time.perf_counter() - t
         # decided before loading, as every worker of a run (and a resumed run) decides it
         self.token_budget = token_budget or default_token_budget(device, models.esm, precision=precision,
                                                                  gpu_memory_gib=gpu_memory_gib)
@@ -240,6 +241,7 @@ class FastEngine:
             self._warm_up()
             phases["compile_warmup"] = time.perf_counter() - t
             phases.update(_compile_cache_counts())
+        phases["total"] = time.perf_counter() - t_init
         self.startup = {k: round(v, 3) if isinstance(v, float) else v for k, v in phases.items()}
 
     def _warm_up(self) -> None:

@@ -294,7 +294,7 @@ class DnaBert(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def load_state_dict_checked(model: DnaBert, state: Mapping[str, torch.Tensor]) -> list[str]:
+def load_state_dict_checked(model: DnaBert, state: Mapping[str, torch.Tensor], assign: bool = False) -> list[str]:
     """Copy checkpoint tensors into ``model``; return the checkpoint keys that were ignored.
 
     Keys may carry a ``bert.`` prefix or none. Pooler / MLM-head keys and keys the encoder does not
@@ -316,7 +316,7 @@ def load_state_dict_checked(model: DnaBert, state: Mapping[str, torch.Tensor]) -
     if wrong:
         shown = "; ".join(wrong[:4]) + (f" ... ({len(wrong)} in all)" if len(wrong) > 4 else "")
         raise ModelError(f"DNABERT weights do not fit config.json: {shown}")
-    model.load_state_dict({k: stripped[k] for k in expected}, strict=True)
+    model.load_state_dict({k: stripped[k] for k in expected}, strict=True, assign=assign)
     return sorted(key for key in state if renamed[key] not in expected)
 
 
@@ -370,8 +370,9 @@ def load_dnabert(
         raise ModelError(f"DNABERT weights not found: {root / SAFETENSORS_FILE} (or {root / TORCH_FILE})")
     tokenizer = load_dna_tokenizer(root)
 
-    model = DnaBert(config, use_sdpa=use_sdpa)
-    ignored = load_state_dict_checked(model, _read_weights(weights_path))
+    with torch.device("meta"):   # no random initialisation (a second on a slow CPU): the file's tensors are used
+        model = DnaBert(config, use_sdpa=use_sdpa)
+    ignored = load_state_dict_checked(model, _read_weights(weights_path), assign=True)
     model = model.to(device=device, dtype=dtype).eval()
     synthetic = raw_config.get(SYNTHETIC_KEY)
     info = {
