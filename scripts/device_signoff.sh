@@ -7,9 +7,9 @@
 # The gate writes to /tmp/gate; the report, results and plots are copied to $OUT (the device tool
 # brings back at most 8 files), or stay in /tmp/gate without $OUT.
 # READS (default 440000) sets the synthetic workload: issue 6 wants >= 2 minutes per configuration.
-# H200-8 (400,000 reads) took 531 s in all: models 30 s, reference 57 s, 1 GPU 236 s (cold compile),
-# 2 GPUs 168 s (broken run); with the warm-up (~35 s) and a working 2-GPU run, 440,000 reads should
-# take ~235 s on 1 GPU and ~125 s on 2, ~9 min in all: run it with the device's 595 s limit.
+# H200-13 (440,000 reads, 2,000 reference reads) took 474 s in all: models 22 s, warm-up 25 s,
+# reference 47 s, 1 GPU 226 s, 2 GPUs 124 s. The reference now runs on 6,000 reads (~+55 s): ~530 s,
+# run it with the device's 595 s limit.
 set -u
 source scripts/device_setup.sh || exit 1
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1   # never NVLink multicast
