@@ -346,3 +346,19 @@ def test_subprocess_predict_on_the_sample(tmp_path, tiny_models, run_module):
         f"the classifier mismatch warning must reach the terminal:\n{res}"
     for name in (PRED, CONS, SUMMARY, "run.json", "virnucpro.log"):
         assert (out / name).is_file(), f"{name} missing after `predict --sample`"
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_truncated_esm_checkpoint_is_a_model_error(tmp_path, tiny_models, small_fa, run_cli, engine):
+    """A half-copied checkpoint is the user's to fix (exit 2, names the file), not an internal error.
+    With the fast engine the models load in a background thread while the input is read: its error
+    must still reach the user as the one line."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    ckpt = next(p for p in models.glob("esm2_*.pt") if "contact" not in p.name)
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    res = run_cli(*predict_args(small_fa, tmp_path / "out", models, "--engine", engine))
+    assert res.code == 2 and "Traceback" not in res.err, f"expected exit 2 without a traceback:\n{res}"
+    errors = [ln for ln in res.err_lines() if not ln.startswith("virnucpro: WARNING")]   # the synthetic-models warning
+    assert len(errors) == 1 and errors[0].startswith("virnucpro: error:"), f"expected one error line:\n{res}"
+    assert str(ckpt) in errors[0] and "ESM-2 checkpoint" in errors[0], errors[0]

@@ -25,19 +25,71 @@ from virnucpro.telemetry import GpuSampler
 log = logging.getLogger("virnucpro.pipeline")
 
 
-def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tuple[list, list, Scored] | None:
-    """The fast engine over work units checkpointed in OUTDIR/.virnucpro-run: in this process for one
-    worker (models load while the host chunks and translates), else in spawned worker processes
-    (they read, chunk and load in parallel with this process), or as one torchrun rank."""
-    from concurrent.futures import ThreadPoolExecutor
-    from virnucpro.engines.fast import default_token_budget
-    rank = dist[0] if dist else 0
-    rd = parallel.RunDir(opts.outdir)
+def _split_opts(opts) -> tuple[dict, int, int, int | None]:
+    """(engine options, batches per unit, segment reads, --token-budget or None)."""
     eo = dict(opts.engine_opts)
     bpu = opts.batches_per_unit or eo.pop("batches_per_unit", None) or 8
     eo.pop("batches_per_unit", None)
-    dna_nt_budget = eo.get("dna_nt_budget", 262144)
     segment_reads = int(eo.pop("segment_reads", None) or SEGMENT_READS)
+    return eo, bpu, segment_reads, eo.pop("token_budget", None)
+
+
+def _decide_budget(opts, models, devices: list[str], eo: dict) -> int:
+    from virnucpro.engines.fast import default_token_budget
+    return default_token_budget(devices[0], models.esm, precision=opts.precision,
+                                gpu_memory_gib=eo.get("gpu_memory_gib"),
+                                sharing=max(devices.count(d) for d in devices))
+
+
+class EarlyLoad:
+    """The models of a fresh one-worker run, loading in a daemon thread from the start of ``predict``
+    (while the input is read), with the token budget ``score_fast`` would decide. A daemon thread:
+    a bad input ends the command at once, not after the loading."""
+
+    def __init__(self, opts, models, device: str):
+        eo, bpu, _, given = _split_opts(opts)
+        t = time.perf_counter()
+        self.given = bool(given)
+        self.budget = given or _decide_budget(opts, models, [device], eo)
+        self.decided_s = time.perf_counter() - t
+        self.engine_opts = {**eo, "token_budget": self.budget, "batches_per_unit": bpu}
+        self._done = threading.Event()
+        self._out: tuple | None = None
+        self._exc: BaseException | None = None
+        threading.Thread(target=self._load, args=(models, device, opts.precision), name="load-models",
+                         daemon=True).start()
+
+    def _load(self, models, device: str, precision: str) -> None:
+        try:
+            self._out = _load_fast(models, device, precision, self.engine_opts)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by result()
+            self._exc = exc
+        finally:
+            self._done.set()
+
+    def result(self):
+        self._done.wait()
+        if self._exc is not None:
+            raise self._exc
+        return self._out
+
+
+def wants_early_load(opts, devices: list[str], dist) -> bool:
+    """One worker in this process, a fresh run: its models can load while the input is read."""
+    return dist is None and not opts.resume and len(devices) == 1 and not opts.skip_failing_units
+
+
+def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
+               early: EarlyLoad | None = None) -> tuple[list, list, Scored] | None:
+    """The fast engine over work units checkpointed in OUTDIR/.virnucpro-run: in this process for one
+    worker (models load while the host reads, chunks and translates; ``early`` started that before
+    the input was read), else in worker processes (they read, chunk and load in parallel with this
+    process), or as one torchrun rank."""
+    from concurrent.futures import ThreadPoolExecutor
+    rank = dist[0] if dist else 0
+    rd = parallel.RunDir(opts.outdir)
+    eo, bpu, segment_reads, given_budget = _split_opts(opts)
+    dna_nt_budget = eo.get("dna_nt_budget", 262144)
     hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")   # overlaps the host work
     input_fp = hashing.submit(parallel.input_fingerprint, opts.input)
     hashing.shutdown(wait=False)
@@ -46,7 +98,6 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_nt_budget": dna_nt_budget,
                 "segment_reads": segment_reads}
     token = _run_token() if dist else None
-    given_budget = eo.pop("token_budget", None)
     if rank != 0:
         manifest = _wait_for_manifest(rd, token)
     elif opts.resume:
@@ -58,11 +109,12 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
         rd.check(manifest, identity)
         budget = given_budget or manifest["token_budget"]
         rd.check(manifest, {"token_budget": budget})
+    elif early is not None:
+        budget = early.budget
+        tel.emit("token_budget", tokens=budget, given=early.given, decided_s=round(early.decided_s, 3))
     else:
         t_budget = time.perf_counter()
-        budget = given_budget or default_token_budget(devices[0], models.esm, precision=opts.precision,
-                                                      gpu_memory_gib=eo.get("gpu_memory_gib"),
-                                                      sharing=max(devices.count(d) for d in devices))
+        budget = given_budget or _decide_budget(opts, models, devices, eo)
         tel.emit("token_budget", tokens=budget, given=bool(given_budget),
                  decided_s=round(time.perf_counter() - t_budget, 3))
     identity["token_budget"] = budget
@@ -92,7 +144,8 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist) -> tup
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
             if in_process:
-                loading = pool.submit(_load_fast, models, devices[0], opts.precision, engine_opts)
+                loading = early if early is not None else \
+                    pool.submit(_load_fast, models, devices[0], opts.precision, engine_opts)
             else:
                 coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget, segment_reads)
             producer = threading.Thread(target=_produce_timed, name="plan-producer", daemon=True,

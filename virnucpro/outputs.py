@@ -66,18 +66,28 @@ def f32(x: float) -> str:
     return str(np.float32(x))
 
 
+def chunk_groups(frame_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The consensus groups of the frames: (group keys in first-seen order, group index per frame).
+    A frame's key is its id minus the last two characters (the original's ``id[:-2]``)."""
+    index: dict[str, int] = {}
+    g = np.fromiter((index.setdefault(fid[:-2], len(index)) for fid in frame_ids), dtype=np.int64,
+                    count=len(frame_ids))
+    return list(index), g
+
+
+def group_max(g: np.ndarray, n_groups: int, scores: np.ndarray) -> np.ndarray:
+    """[n_groups, 2]: the largest score1 and score2 of each group's frames."""
+    best = np.full((n_groups, 2), -np.inf)
+    np.maximum.at(best, g, np.asarray(scores, dtype=np.float64))
+    return best
+
+
 def consensus(frame_ids: Sequence[str], scores: np.ndarray) -> list[tuple[str, bool]]:
-    """Per-chunk consensus: group frames by id[:-2]; viral when max score2 >= max score1. Sorted."""
-    best: dict[str, list[float]] = {}
-    for fid, (s1, s2) in zip(frame_ids, scores.tolist()):
-        key = fid[:-2]
-        cur = best.get(key)
-        if cur is None:
-            best[key] = [s1, s2]
-        else:
-            cur[0] = max(cur[0], s1)
-            cur[1] = max(cur[1], s2)
-    return [(k, v[1] >= v[0]) for k, v in sorted(best.items())]
+    """Per-chunk consensus: group frames by id[:-2]; viral when max score2 >= max score1. Sorted by id."""
+    keys, g = chunk_groups(frame_ids)
+    best = group_max(g, len(keys), scores)
+    viral = (best[:, 1] >= best[:, 0]).tolist()
+    return sorted(zip(keys, viral))
 
 
 def write_predictions(outdir: Path, frame_ids: Sequence[str], scores: np.ndarray) -> Path:

@@ -517,7 +517,8 @@ class WorkerSpec:
 # its input: ~3 s less start-up per worker than a fresh interpreter (spawn). The server itself never
 # runs torch ops, so forking it is safe (forking a process that ran OpenMP work is not).
 # VIRNUCPRO_START_METHOD=spawn is the fallback.
-PRELOAD = ["virnucpro.parallel", "virnucpro.engines.fast", "virnucpro.models.classifier", "virnucpro.fasta", "esm"]
+PRELOAD = ["virnucpro.parallel", "virnucpro.engines.fast", "virnucpro.models.classifier", "virnucpro.fasta", "esm",
+           "torch._inductor.compile_fx"]   # torch.compile's compiler: imported, not started (no pool yet)
 
 
 def start_method() -> str:

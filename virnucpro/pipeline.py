@@ -142,8 +142,13 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         devices = [device]
         if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
             log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
-    if engine_name == "fast" and dist is None and (len(devices) > 1 or opts.skip_failing_units):
-        parallel.prestart_workers()   # worker processes: their fork server imports torch meanwhile
+    early = None
+    if engine_name == "fast":
+        from virnucpro import fastrun
+        if fastrun.wants_early_load(opts, devices, dist):
+            early = fastrun.EarlyLoad(opts, models, devices[0])   # the models load while the input is read
+        elif dist is None and (len(devices) > 1 or opts.skip_failing_units):
+            parallel.prestart_workers()   # worker processes: their fork server imports torch meanwhile
     records = read_fasta(opts.input, opts.duplicate_ids)
 
     outdir = Path(opts.outdir)
@@ -164,7 +169,7 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
 
     if engine_name == "fast":
         from virnucpro.fastrun import score_fast
-        res = score_fast(opts, records, models, clf, devices, tel, dist)
+        res = score_fast(opts, records, models, clf, devices, tel, dist, early)
         if res is None:       # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
             return {"rank": rank, "outdir": str(outdir)}
         chunks, frames, scored = res
@@ -283,23 +288,20 @@ def _chunk_translate_stage(records, opts, tel):
 
 
 def _read_summary(records, chunks, frames, scores, cons: dict[str, bool], skipped: set[int] = frozenset()) -> list[tuple]:
-    n_chunks = [0] * len(records)
-    viral = [False] * len(records)
-    for c in chunks:
-        n_chunks[c.read_index] += 1
-    kept = [0] * len(records)
-    best: list[float | None] = [None] * len(records)
-    for (fid, ci, _, _), s2 in zip(frames, scores[:, 1].tolist()):
-        ri = chunks[ci].read_index
-        kept[ri] += 1
-        best[ri] = s2 if best[ri] is None else max(best[ri], s2)
-        if cons.get(fid[:-2]):
-            viral[ri] = True
+    """One row per read: (id, length, chunks, kept frames, max virus score or None, label)."""
+    n = len(records)
+    n_chunks = np.bincount(np.fromiter((c.read_index for c in chunks), dtype=np.int64, count=len(chunks)),
+                           minlength=n)
+    ri = np.fromiter((chunks[ci].read_index for _, ci, _, _ in frames), dtype=np.int64, count=len(frames))
+    kept = np.bincount(ri, minlength=n)
+    best = np.full(n, -np.inf)
+    np.maximum.at(best, ri, np.asarray(scores[:, 1], dtype=np.float64))
+    viral_frame = np.fromiter((bool(cons.get(fid[:-2])) for fid, _, _, _ in frames), dtype=bool, count=len(frames))
+    viral = np.bincount(ri, weights=viral_frame, minlength=n) > 0
     rows = []
-    for i, r in enumerate(records):
-        label = "skipped" if i in skipped else \
-            "no_kept_frame" if kept[i] == 0 else ("virus" if viral[i] else "others")
-        rows.append((r.id, len(r.seq), n_chunks[i], kept[i], best[i], label))
+    for i, (r, nc, k, b, v) in enumerate(zip(records, n_chunks.tolist(), kept.tolist(), best.tolist(), viral.tolist())):
+        label = "skipped" if i in skipped else "no_kept_frame" if k == 0 else ("virus" if v else "others")
+        rows.append((r.id, len(r.seq), nc, k, None if k == 0 else b, label))
     return rows
 
 

@@ -216,12 +216,17 @@ class PackedESM2(nn.Module):
         import argparse
         import re
         import esm
+        from virnucpro.errors import ModelError
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
-                data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-            except RuntimeError:  # legacy (non-zip) checkpoints cannot be memory-mapped
-                data = torch.load(str(path), map_location="cpu", weights_only=True)
-        cfg = data["cfg"]["model"]
+                try:
+                    data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+                except RuntimeError:  # legacy (non-zip) checkpoints cannot be memory-mapped
+                    data = torch.load(str(path), map_location="cpu", weights_only=True)
+                cfg = data["cfg"]["model"]
+            except Exception as exc:   # truncated, corrupt, not a fair-esm checkpoint
+                raise ModelError(f"cannot read the ESM-2 checkpoint {path} ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:160]}); is it a complete fair-esm .pt file?") from None
         prefix = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
         sd = {prefix.sub("", k): v for k, v in data["model"].items()}
         alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
