@@ -161,6 +161,23 @@ def test_segmented_planning(base, reads, tiny_models, tmp_path, run_cli):
     assert (a["label"] == b["label"]).mean() >= 0.99
 
 
+def test_workers_from_a_fork_server_that_initialised_cuda_are_restarted_with_spawn(base, reads, tiny_models, tmp_path):
+    """A child forked after CUDA was initialised cannot use CUDA (seen on an H200 when the fork server
+    imported torch._inductor). Such a worker exits BAD_FORK_EXIT at once; the coordinator starts it
+    again with spawn, without counting a death, and the run completes with the same outputs."""
+    out = tmp_path / "badfork"
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),
+                          env=env_with(VIRNUCPRO_TEST_BAD_FORK="1", VIRNUCPRO_START_METHOD="forkserver"),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_outputs(base, out)
+    ev = last_run(out)
+    restarts = [e for e in ev if e["event"] == "worker_restart"]
+    assert restarts and all(e["start_method"] == "spawn" for e in restarts), restarts
+    assert not [e for e in ev if e["event"] == "worker_lost"], "a bad fork was counted as a lost worker"
+    assert {e["worker"] for e in ev if e["event"] == "worker_start"} == {"w0s", "w1s"}
+
+
 def test_a_dead_worker_units_are_requeued(base, reads, tiny_models, tmp_path):
     out = tmp_path / "dead"
     proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),

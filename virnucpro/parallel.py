@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 RUN_DIRNAME = ".virnucpro-run"
 STOPPED_EXIT = 3            # a worker that stopped on SIGTERM/SIGINT, leaving a resumable state
+BAD_FORK_EXIT = 4           # a worker forked from a process that had initialised CUDA: restart it with spawn
 HEARTBEAT_S = 2.0
 # Manifest keys that must match for --resume, with the words used when they do not.
 IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprints)", "engine": "engine",
@@ -517,8 +519,10 @@ class WorkerSpec:
 # its input: ~3 s less start-up per worker than a fresh interpreter (spawn). The server itself never
 # runs torch ops, so forking it is safe (forking a process that ran OpenMP work is not).
 # VIRNUCPRO_START_METHOD=spawn is the fallback.
-PRELOAD = ["virnucpro.parallel", "virnucpro.engines.fast", "virnucpro.models.classifier", "virnucpro.fasta", "esm",
-           "torch._inductor.compile_fx"]   # torch.compile's compiler: imported, not started (no pool yet)
+# Not torch._inductor: importing it initialised CUDA in the fork server on an H200 (H200-15), and a
+# child forked after that cannot use CUDA; a worker that finds itself so exits BAD_FORK_EXIT and the
+# coordinator starts its replacement with spawn.
+PRELOAD = ["virnucpro.parallel", "virnucpro.engines.fast", "virnucpro.models.classifier", "virnucpro.fasta", "esm"]
 
 
 def start_method() -> str:
@@ -527,10 +531,22 @@ def start_method() -> str:
     return wanted if wanted in mp.get_all_start_methods() else "spawn"
 
 
-def worker_context():
+def _in_bad_fork() -> bool:
+    """This process was forked from one that had initialised CUDA (it cannot use CUDA itself).
+    VIRNUCPRO_TEST_BAD_FORK=1 pretends so in workers started by a fork server (CPU tests)."""
+    if os.environ.get("VIRNUCPRO_TEST_BAD_FORK") == "1" and os.environ.get("VIRNUCPRO_START") == "forkserver":
+        return True
+    try:
+        import torch
+        return bool(torch.cuda._is_in_bad_fork())
+    except Exception:   # private API: absent in another torch
+        return False
+
+
+def worker_context(method: str | None = None):
     """The multiprocessing context that starts workers."""
     import multiprocessing as mp
-    method = start_method()
+    method = method or start_method()
     ctx = mp.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(PRELOAD)
@@ -553,6 +569,10 @@ def worker_main(spec: WorkerSpec) -> None:
     if spec.cwd is not None:
         os.chdir(spec.cwd)
     os.environ["VIRNUCPRO_WORKER"] = spec.owner
+    if _in_bad_fork():
+        sys.stderr.write(f"virnucpro worker {spec.owner}: forked from a process that had initialised CUDA; "
+                         "the coordinator restarts it with spawn\n")
+        os._exit(BAD_FORK_EXIT)
     import multiprocessing as mp
     from multiprocessing import process
     # a fork-server child inherits the coordinator's multiprocessing temp dir (sockets through which
@@ -652,11 +672,14 @@ class Coordinator:
     on_poll: Callable[[set[int]], None] | None = None
     procs: dict[str, Any] = field(default_factory=dict)
     started: list[str] = field(default_factory=list)
+    start_method: str | None = None     # None: start_method(); "spawn" after a worker came from a bad fork
 
     def _spawn(self, owner: str, device: str) -> None:
         import dataclasses
-        ctx = worker_context()
-        spec = dataclasses.replace(self.base, owner=owner, device=device, env=dict(os.environ), cwd=os.getcwd())
+        method = self.start_method or start_method()
+        ctx = worker_context(method)
+        env = {**os.environ, "VIRNUCPRO_START": method}
+        spec = dataclasses.replace(self.base, owner=owner, device=device, env=env, cwd=os.getcwd())
         p = ctx.Process(target=worker_main, args=(spec,), name=f"virnucpro-{owner}", daemon=False)
         p.start()
         self.procs[owner] = (p, device)
@@ -701,6 +724,15 @@ class Coordinator:
                     del self.procs[owner]
                     code = p.exitcode
                     if code in (0, STOPPED_EXIT):
+                        continue
+                    if code == BAD_FORK_EXIT:   # (a spawned worker never is in a bad fork: no loop)
+                        if self.start_method != "spawn":
+                            log.warning("worker %s could not use CUDA (forked after CUDA was initialised); "
+                                        "starting workers with spawn from now on", owner)
+                        self.tel.emit("worker_restart", worker=owner, device=dev, why="bad fork", start_method="spawn")
+                        self.start_method = "spawn"
+                        self.rd.release_owner(owner)
+                        self._spawn(owner + "s", dev)
                         continue
                     lost, started = self.rd.release_owner(owner)
                     self.tel.emit("worker_lost", worker=owner, device=dev, exitcode=code, released_units=lost,
