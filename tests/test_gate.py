@@ -146,6 +146,12 @@ def test_scaling(tmp_path: Path) -> None:
     assert c.passed and "1.92x" in c.measured and ">= 1.90x" in c.target, c.message
     slow = gate.load_run(make_run(tmp_path / "3"), "2gpu", 2, wall_s=107.0)
     assert not gate.check_scaling(one, slow, p).passed, "200/107 = 1.87x < 1.9x"
+    # the report says where a shortfall comes from: GPU work vs the part that does not divide
+    one_b = gate.load_run(make_run(tmp_path / "5", busy_s_per_worker={"w0": 180.0}), "1gpu", 1, wall_s=200.0)
+    two_b = gate.load_run(make_run(tmp_path / "6", busy_s_per_worker={"w0": 89.0, "w1": 91.0}), "2gpu", 2, wall_s=107.0)
+    c = gate.check_scaling(one_b, two_b, p)
+    assert not c.passed and c.values["work_ratio"] == pytest.approx(180 / 91), c.values
+    assert "180.0 s -> 91.0 s (1.98x)" in c.message and "20.0 s -> 16.0 s" in c.message, c.message
     lost = gate.load_run(make_run(tmp_path / "4", workers_lost=2), "2gpu", 2, wall_s=100.0)
     c = gate.check_scaling(one, lost, p)
     assert not c.passed and "2 worker process(es) died" in c.message, \
