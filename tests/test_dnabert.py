@@ -364,3 +364,32 @@ def test_embed_reference_is_mean_over_all_tokens_including_cls_sep(tiny, dna):
         manual_inner = states[1:-1].mean(dim=0).numpy()
         assert np.allclose(emb[i], manual_all, atol=1e-6), f"seq {i}: not the mean over all {len(ids)} tokens"
         assert not np.allclose(emb[i], manual_inner, atol=1e-4), f"seq {i}: [CLS]/[SEP] seem excluded"
+
+
+def test_functional_layer_is_the_module_layer_and_compiles_for_any_shape():
+    """``layer_forward`` (what the fast engine may torch.compile, VIRNUCPRO_DNABERT_COMPILE=1) computes
+    exactly what the layer modules compute; compiled with dynamic shapes it serves a second batch
+    size and width without a new compilation and agrees to float rounding."""
+    import torch
+    from virnucpro.models.esm2_fast import compile_dynamic
+    torch.manual_seed(0)
+    cfg = D.DnaBertConfig.from_dict(dict(vocab_size=64, **D.PRESETS["tiny"]))
+    m = D.DnaBert(cfg, use_sdpa=True).eval()
+    ids = torch.randint(5, 64, (6, 24))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    mask[2, 17:] = False
+    with torch.inference_mode():
+        want = m(ids, mask)
+        m.layer_fn = D.layer_forward
+        assert torch.equal(m(ids, mask), want), "layer_forward differs from the layer modules"
+        m.layer_fn = compile_dynamic(D.layer_forward)
+        got = m(ids, mask)
+        assert (got - want).abs().max().item() < 1e-5
+        from torch._dynamo.utils import counters
+        frames_before = counters["stats"]["unique_graphs"]
+        ids2 = torch.randint(5, 64, (3, 40))
+        mask2 = torch.ones_like(ids2, dtype=torch.bool)
+        got2 = m(ids2, mask2)
+        m.layer_fn = None
+        assert (got2 - m(ids2, mask2)).abs().max().item() < 1e-5
+        assert counters["stats"]["unique_graphs"] == frames_before, "a new batch size/width recompiled"

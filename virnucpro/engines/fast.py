@@ -249,6 +249,10 @@ class FastEngine:
         phases["esm_weights"], t = time.perf_counter() - t, time.perf_counter()
         self.dna, self.tokenizer, self.dna_info = dnabert.load_dnabert(models.dnabert, self.device, self.dtype,
                                                                      use_sdpa=True)
+        if self.compiled and os.environ.get("VIRNUCPRO_DNABERT_COMPILE") == "1":
+            # experimental until measured on a GPU (docs/benchmarks.md): DNABERT-S's layers as one
+            # torch.compile'd function with dynamic batch and width (its batches vary in both)
+            self.dna.layer_fn = esm2_fast.compile_dynamic(dnabert.layer_forward)
         phases["dnabert_weights"], t = time.perf_counter() - t, time.perf_counter()
         self.load_s = time.perf_counter() - t0
         self.loader_workers = loader_workers

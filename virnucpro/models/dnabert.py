@@ -248,6 +248,27 @@ class _Layer(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.attention(x, bias))
 
+    def weights(self) -> tuple[torch.Tensor, ...]:
+        """The layer's tensors in ``layer_forward``'s order."""
+        a, o, m = self.attention.self, self.attention.output, self.mlp
+        return (a.Wqkv.weight, a.Wqkv.bias, o.dense.weight, o.dense.bias, o.LayerNorm.weight, o.LayerNorm.bias,
+                m.gated_layers.weight, m.wo.weight, m.wo.bias, m.layernorm.weight, m.layernorm.bias)
+
+
+def layer_forward(x: torch.Tensor, bias: torch.Tensor, w: tuple, n_heads: int, eps: float) -> torch.Tensor:
+    """``_Layer.forward`` (SDPA attention) as one function of its tensors, so that one
+    ``torch.compile`` serves all layers (weights are arguments, not guarded module attributes).
+    x [B, T, H], bias [B or 1, nH, T, T] -> [B, T, H]; the same operations in the same order."""
+    wqkv, bqkv, wd, bd, g1, b1, wg, wo, bo, g2, b2 = w
+    batch, length, hidden = x.shape
+    qkv = F.linear(x, wqkv, bqkv).view(batch, length, 3, n_heads, hidden // n_heads)   # [B, T, 3, nH, d]
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                                  # each [B, nH, T, d]
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(batch, length, hidden)
+    x = F.layer_norm(F.linear(ctx, wd, bd) + x, (hidden,), g1, b1, eps)              # post-LN
+    both = F.linear(x, wg)                                                            # [B, T, 2I]
+    inter = both.shape[-1] // 2
+    return F.layer_norm(F.linear(F.gelu(both[..., :inter]) * both[..., inter:], wo, bo) + x, (hidden,), g2, b2, eps)
+
 
 class _Encoder(nn.Module):
     def __init__(self, config: DnaBertConfig, use_sdpa: bool) -> None:
@@ -268,6 +289,7 @@ class DnaBert(nn.Module):
         self.config = config
         self.embeddings = _Embeddings(config)
         self.encoder = _Encoder(config, use_sdpa)
+        self.layer_fn = None   # e.g. torch.compile(layer_forward): used instead of the modules (SDPA only)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """input_ids [B, T] (long), attention_mask [B, T] (bool, True = real token) -> [B, T, H].
@@ -282,8 +304,13 @@ class DnaBert(nn.Module):
         if attention_mask is not None:
             keep = attention_mask.to(device=x.device, dtype=torch.bool)  # [B, T]
             bias = bias.masked_fill(~keep[:, None, None, :], torch.finfo(x.dtype).min)  # [B, nH, T, T]
-        for layer in self.encoder.layer:
-            x = layer(x, bias)
+        if self.layer_fn is not None:
+            heads, eps = self.config.num_attention_heads, self.config.layer_norm_eps
+            for layer in self.encoder.layer:
+                x = self.layer_fn(x, bias, layer.weights(), heads, eps)
+        else:
+            for layer in self.encoder.layer:
+                x = layer(x, bias)
         if attention_mask is not None:
             x = x * keep[:, :, None].to(x.dtype)
         return x

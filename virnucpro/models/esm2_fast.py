@@ -138,6 +138,11 @@ def compile_kernels() -> None:
         _KERNELS[key] = _with_eager_fallback(torch.compile(fn, dynamic=False), fn)
 
 
+def compile_dynamic(fn):
+    """``fn`` compiled once for all shapes (dynamic sizes), running eager if compiling fails."""
+    return _with_eager_fallback(torch.compile(fn, dynamic=True), fn)
+
+
 def _with_eager_fallback(compiled, eager):
     """Use the compiled kernel; if compilation fails (no compiler, unsupported GPU), say so once
     and run eager from then on: slower, same results."""
