@@ -3,7 +3,7 @@ shared/docs/prior-art-and-anchors.md: random proteins of 40-100 aa, ~1.44 M toke
 
     python scripts/esm_microbench.py --models DIR [--budgets 16384,32768,65536] [--profile]
     python scripts/esm_microbench.py --models DIR --dtype fp16 --compile --budgets 65536 \
-        --variants base,v_view,chain,halfres,chain+v_view [--profile]
+        --variants base,v_view,chain,halfres,chain+v_view,chain+v_view+gelu_ep [--profile]
 
 ``--variants`` (with --compile) times the kernel groupings of ``esm2_fast.OPTIONS`` (and ``halfres``:
 residual stream in the matmul dtype) one after the other in one process, on the same batches, and
@@ -96,7 +96,7 @@ def variants(a):
     ref = None
     for name in a.variants.split(","):
         parts = set(name.split("+"))
-        esm2_fast.OPTIONS.update(v_view="v_view" in parts, chain="chain" in parts)
+        esm2_fast.OPTIONS.update(v_view="v_view" in parts, chain="chain" in parts, gelu_epilogue="gelu_ep" in parts)
         model.residual_dtype = dtype if "halfres" in parts else torch.float32
         torch._dynamo.reset()
         esm2_fast.compile_kernels()

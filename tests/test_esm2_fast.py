@@ -102,9 +102,33 @@ def test_kernel_groupings_compute_the_same_forward(esm, options, monkeypatch):
     from virnucpro.models import esm2_fast
     _, alphabet, packed = esm
     prots = random_proteins(12, seed=5)
-    monkeypatch.setattr(esm2_fast, "OPTIONS", {"chain": False, "v_view": False})
+    monkeypatch.setattr(esm2_fast, "OPTIONS", {"chain": False, "v_view": False, "gelu_epilogue": False})
     want = packed_embed(packed, alphabet, prots)
-    monkeypatch.setattr(esm2_fast, "OPTIONS", {"chain": False, "v_view": False, **options})
+    monkeypatch.setattr(esm2_fast, "OPTIONS", {"chain": False, "v_view": False, "gelu_epilogue": False, **options})
     got = packed_embed(packed, alphabet, prots)
     err = np.abs(got - want).max()
     assert err <= 1e-6, f"{options}: embeddings differ from the default grouping by {err:.2e}"
+
+
+def test_gelu_epilogue_option_is_the_tanh_gelu_and_off_by_default():
+    """The experimental fc1+GELU epilogue (cuBLASLt on CUDA) computes GELU's tanh approximation;
+    ESM-2's own GELU is exact, so the option stays off unless asked for (VIRNUCPRO_ESM_GELU)."""
+    import torch
+    import torch.nn.functional as F
+    from virnucpro.models import esm2_fast
+    assert esm2_fast.OPTIONS["gelu_epilogue"] is False
+    torch.manual_seed(0)
+    x, w, b = torch.randn(7, 16), torch.randn(24, 16), torch.randn(24)
+    got = esm2_fast.linear_gelu_tanh(x, w, b)
+    assert torch.allclose(got, F.gelu(F.linear(x, w, b), approximate="tanh"), atol=1e-6)
+    assert (got - F.gelu(F.linear(x, w, b))).abs().max() > 1e-5, "indistinguishable from the exact GELU"
+    C, T = 16, 9   # x, attention output, out proj, LayerNorm, fc1, fc2
+    args = (torch.randn(T, C), torch.randn(T, 4, C // 4), torch.randn(C, C), torch.randn(C), torch.ones(C),
+            torch.zeros(C), torch.randn(4 * C, C), torch.randn(4 * C), torch.randn(C, 4 * C), torch.randn(C))
+    exact = esm2_fast.post_attention(*args)
+    try:
+        esm2_fast.OPTIONS["gelu_epilogue"] = True
+        approx = esm2_fast.post_attention(*args)
+    finally:
+        esm2_fast.OPTIONS["gelu_epilogue"] = False
+    assert 0 < (approx - exact).abs().max() < 1e-2, "the option did not switch the feed-forward's GELU"

@@ -232,6 +232,8 @@ class FastEngine:
         phases["cuda_init"], t = time.perf_counter() - t, time.perf_counter()
         self.precision, self.dtype = precision, DTYPES[precision]
         from virnucpro.models import esm2_fast
+        # experimental until measured (docs/benchmarks.md): fc1 + GELU (tanh approximation) as one GEMM
+        esm2_fast.OPTIONS["gelu_epilogue"] = os.environ.get("VIRNUCPRO_ESM_GELU") == "tanh-epilogue"
         self.compiled = self.device.type == "cuda" if compile is None else compile
         if self.compiled:
             esm2_fast.compile_kernels()

@@ -100,7 +100,24 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 #   v_view  hand v to attention as a strided view of the QKV output instead of a contiguous copy
 #   chain   compile "post-attention of layer i + pre-attention of layer i+1" as one function, so the
 #           residual add after fc2 fuses with the next layer's LayerNorm (one pass over x fewer)
-OPTIONS = {"v_view": True, "chain": True}   # defaults: measured fastest (H200-6)
+#   gelu_epilogue  fc1 + GELU as one cuBLASLt GEMM with a GELU epilogue (saves a pass over the
+#           [T, 4C] activations) -- but that epilogue is GELU's tanh approximation, not the exact
+#           GELU of ESM-2: experimental, off until its speed and agreement are measured on a GPU
+OPTIONS = {"v_view": True, "chain": True, "gelu_epilogue": False}   # defaults: measured fastest (H200-6)
+
+
+@torch.library.custom_op("virnucpro::linear_gelu_tanh", mutates_args=())
+def linear_gelu_tanh(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """gelu_tanh(x @ w.T + b): x [T, C], w [F, C], b [F] -> [T, F]; on CUDA one cuBLASLt GEMM with
+    its GELU epilogue (an opaque op to torch.compile, so it is not split back into GEMM + GELU)."""
+    if x.is_cuda:
+        return torch._addmm_activation(b, x, w.t(), use_gelu=True)
+    return F.gelu(F.linear(x, w, b), approximate="tanh")   # the CPU kernel's GELU would be exact
+
+
+@linear_gelu_tanh.register_fake
+def _(x, w, b):
+    return x.new_empty(x.shape[0], w.shape[0])
 
 
 def pre_attention(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
@@ -116,7 +133,8 @@ def post_attention(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
     T, C = x.shape
     x = x + F.linear(a.reshape(T, C), out_w, out_b).to(x.dtype)
     h = F.layer_norm(x, (C,), ln_w.to(x.dtype), ln_b.to(x.dtype), 1e-5).to(fc1_w.dtype)
-    return x + F.linear(F.gelu(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b).to(x.dtype)  # exact GELU
+    g = linear_gelu_tanh(h, fc1_w, fc1_b) if OPTIONS["gelu_epilogue"] else F.gelu(F.linear(h, fc1_w, fc1_b))
+    return x + F.linear(g, fc2_w, fc2_b).to(x.dtype)   # exact GELU unless gelu_epilogue
 
 
 def post_pre(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, ln1_w, ln1_b, qkv_w, qkv_b,
