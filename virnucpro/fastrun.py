@@ -17,6 +17,7 @@ from typing import Any
 
 
 from virnucpro import __version__, parallel
+from virnucpro.background import Background
 from virnucpro.errors import VirnucproError
 from virnucpro.engines.planner import SEGMENT_READS, PlanBuilder, emit_plan, produce
 from virnucpro.pipeline import LOG_NAME, Scored, _gpu_indices, _progress
@@ -53,25 +54,10 @@ class EarlyLoad:
         self.budget = given or _decide_budget(opts, models, [device], eo)
         self.decided_s = time.perf_counter() - t
         self.engine_opts = {**eo, "token_budget": self.budget, "batches_per_unit": bpu}
-        self._done = threading.Event()
-        self._out: tuple | None = None
-        self._exc: BaseException | None = None
-        threading.Thread(target=self._load, args=(models, device, opts.precision), name="load-models",
-                         daemon=True).start()
-
-    def _load(self, models, device: str, precision: str) -> None:
-        try:
-            self._out = _load_fast(models, device, precision, self.engine_opts)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by result()
-            self._exc = exc
-        finally:
-            self._done.set()
+        self._loading = Background(_load_fast, models, device, opts.precision, self.engine_opts, name="load-models")
 
     def result(self):
-        self._done.wait()
-        if self._exc is not None:
-            raise self._exc
-        return self._out
+        return self._loading.result()
 
 
 def wants_early_load(opts, devices: list[str], dist) -> bool:

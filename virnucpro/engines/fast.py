@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from virnucpro.background import Background
 from virnucpro.engines.packing import pack_ffd
 from virnucpro.engines.planner import Prepared
 from virnucpro.errors import InputError
@@ -235,11 +236,11 @@ class FastEngine:
         # experimental until measured (docs/benchmarks.md): fc1 + GELU (tanh approximation) as one GEMM
         esm2_fast.OPTIONS["gelu_epilogue"] = os.environ.get("VIRNUCPRO_ESM_GELU") == "tanh-epilogue"
         self.compiled = self.device.type == "cuda" if compile is None else compile
-        if self.compiled:
-            esm2_fast.compile_kernels()
+        if self.compiled:   # imports torch.compile's compiler (seconds of Python) while the weights copy
+            setup = Background(esm2_fast.compile_kernels, name="compile-setup")
         else:
+            setup = None
             esm2_fast.eager_kernels()
-        phases["compile_setup"] = time.perf_counter() - t
         # decided before loading, as every worker of a run (and a resumed run) decides it
         self.token_budget = token_budget or default_token_budget(device, models.esm, precision=precision,
                                                                  gpu_memory_gib=gpu_memory_gib)
@@ -251,11 +252,14 @@ class FastEngine:
         phases["esm_weights"], t = time.perf_counter() - t, time.perf_counter()
         self.dna, self.tokenizer, self.dna_info = dnabert.load_dnabert(models.dnabert, self.device, self.dtype,
                                                                      use_sdpa=True)
+        phases["dnabert_weights"], t = time.perf_counter() - t, time.perf_counter()
+        if setup is not None:
+            setup.result()
         if self.compiled and os.environ.get("VIRNUCPRO_DNABERT_COMPILE") == "1":
             # experimental until measured on a GPU (docs/benchmarks.md): DNABERT-S's layers as one
             # torch.compile'd function with dynamic batch and width (its batches vary in both)
             self.dna.layer_fn = esm2_fast.compile_dynamic(dnabert.layer_forward)
-        phases["dnabert_weights"], t = time.perf_counter() - t, time.perf_counter()
+        phases["compile_setup_wait"], t = time.perf_counter() - t, time.perf_counter()
         self.load_s = time.perf_counter() - t0
         self.loader_workers = loader_workers
         self.batches_per_unit = batches_per_unit

@@ -1,0 +1,36 @@
+"""virnucpro.background.Background: a daemon-thread call whose value or exception reaches the caller."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from virnucpro.background import Background
+from virnucpro.errors import ModelError
+
+
+def test_value_and_exception_reach_the_caller() -> None:
+    gate = threading.Event()
+    call = Background(lambda a, b: (gate.wait(5), a + b)[1], 2, 3, name="t-sum")
+    gate.set()
+    assert call.result() == 5
+
+    def broken():
+        raise ModelError("cannot read the ESM-2 checkpoint x.pt")
+    with pytest.raises(ModelError, match="x.pt"):
+        Background(broken).result()
+
+
+def test_runs_in_a_daemon_thread_so_a_failing_command_does_not_wait_for_it() -> None:
+    seen = {}
+    release = threading.Event()
+
+    def probe():
+        seen["daemon"] = threading.current_thread().daemon
+        seen["name"] = threading.current_thread().name
+        release.wait(5)
+    call = Background(probe, name="load-models")
+    release.set()
+    call.result()
+    assert seen == {"daemon": True, "name": "load-models"}, seen

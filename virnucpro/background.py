@@ -1,0 +1,31 @@
+"""A call running in a daemon thread whose result (or exception) the caller collects later."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+
+class Background:
+    """``fn(*args)`` started now in a daemon thread (a failing input ends the command at once, not
+    after the call); ``result()`` waits for it and returns its value or raises its exception."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "background"):
+        self._done = threading.Event()
+        self._value: Any = None
+        self._exc: BaseException | None = None
+        threading.Thread(target=self._run, args=(fn, args), name=name, daemon=True).start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread by result()
+            self._exc = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> Any:
+        self._done.wait()
+        if self._exc is not None:
+            raise self._exc
+        return self._value
