@@ -132,3 +132,18 @@ def test_gelu_epilogue_option_is_the_tanh_gelu_and_off_by_default():
     finally:
         esm2_fast.OPTIONS["gelu_epilogue"] = False
     assert 0 < (approx - exact).abs().max() < 1e-2, "the option did not switch the feed-forward's GELU"
+
+
+@pytest.mark.parametrize("chain", [True, False])
+def test_forward_through_the_first_layers_only(esm, chain, monkeypatch):
+    """``n_layers`` (the engine's warm-up runs two) is the model cut after that many layers: all
+    layers when None, and a different result with fewer."""
+    from virnucpro.models import esm2_fast
+    monkeypatch.setitem(esm2_fast.OPTIONS, "chain", chain)
+    _, alphabet, packed = esm
+    tok, cu, pos, max_len = esm2_fast.tokenize(alphabet, random_proteins(3, seed=2))
+    args = (torch.from_numpy(tok).long(), torch.from_numpy(cu), torch.from_numpy(pos).long(), max_len)
+    with torch.inference_mode():
+        full = packed(*args)
+        assert torch.equal(packed(*args, n_layers=len(packed.layers)), full)
+        assert not torch.allclose(packed(*args, n_layers=1), full), "one layer gave the whole model's output"

@@ -286,7 +286,7 @@ class FastEngine:
                 tok, cu, pos, max_len = tokenize(self.alphabet, [], pad_to=budget)
                 try:
                     self.esm(torch.from_numpy(tok).long().to(self.device), torch.from_numpy(cu).to(self.device),
-                             torch.from_numpy(pos).long().to(self.device), max_len)
+                             torch.from_numpy(pos).long().to(self.device), max_len, n_layers=2)
                     break
                 except torch.OutOfMemoryError:
                     torch.cuda.empty_cache()

@@ -270,8 +270,11 @@ class PackedESM2(nn.Module):
                 mod.float()
         return self
 
-    def forward(self, tokens: torch.Tensor, cu: torch.Tensor, positions: torch.Tensor, max_len: int) -> torch.Tensor:
-        """tokens [T] long, cu [N+1] int32, positions [T] -> final hidden states [T, C]."""
+    def forward(self, tokens: torch.Tensor, cu: torch.Tensor, positions: torch.Tensor, max_len: int,
+                n_layers: int | None = None) -> torch.Tensor:
+        """tokens [T] long, cu [N+1] int32, positions [T] -> final hidden states [T, C]. ``n_layers``:
+        only the first n layers (the warm-up: two layers compile every kernel, and inference holds
+        one layer's activations at a time, so their memory peak is the whole model's)."""
         lengths = (cu[1:] - cu[:-1]).long()                                         # [N]
         seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=tokens.device), lengths,
                                       output_size=tokens.shape[0])                  # [T], no host sync
@@ -283,8 +286,8 @@ class PackedESM2(nn.Module):
         x = (x.to(self.residual_dtype) * scale[seq][:, None].to(self.residual_dtype))
         cos = self.rotary.cos[positions][:, None, :]                                # [T, 1, D/2] fp32
         sin = self.rotary.sin[positions][:, None, :]
+        layers = self.layers if n_layers is None else self.layers[:n_layers]
         if OPTIONS["chain"]:
-            layers = self.layers
             q, k, v = _KERNELS["pre"](x, *layers[0].pre_args(), cos, sin, layers[0].heads)
             for i, layer in enumerate(layers):
                 a = varlen_attention(q, k, v, cu, max_len, self.force_padded_attention)
@@ -294,7 +297,7 @@ class PackedESM2(nn.Module):
                 else:
                     x = _KERNELS["post"](x, a, *layer.post_args())
         else:
-            for layer in self.layers:
+            for layer in layers:
                 x = layer(x, cos, sin, cu, max_len, self.force_padded_attention)
         ln = self.emb_layer_norm_after
         return F.layer_norm(x, (x.shape[1],), ln.weight.to(x.dtype), ln.bias.to(x.dtype), 1e-5)
