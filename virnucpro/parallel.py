@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -569,9 +568,7 @@ def worker_main(spec: WorkerSpec) -> None:
     if spec.cwd is not None:
         os.chdir(spec.cwd)
     os.environ["VIRNUCPRO_WORKER"] = spec.owner
-    if _in_bad_fork():
-        sys.stderr.write(f"virnucpro worker {spec.owner}: forked from a process that had initialised CUDA; "
-                         "the coordinator restarts it with spawn\n")
+    if _in_bad_fork():   # the coordinator says so (once) and restarts it with spawn
         os._exit(BAD_FORK_EXIT)
     import multiprocessing as mp
     from multiprocessing import process
