@@ -3,7 +3,6 @@
 #     bash scripts/device_profile_startup.sh      # carry .whl (incl. py-spy); ~3 min on nvidia-h200-x2
 set -u
 source scripts/device_setup.sh || exit 1
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 O=${OUT:-/tmp/profile-out}; mkdir -p "$O"
 {
 python3 -m virnucpro models synth --preset full --out /tmp/models --device cuda 2>&1 | tail -1

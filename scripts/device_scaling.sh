@@ -5,7 +5,6 @@
 #     READS=250000 bash scripts/device_scaling.sh        # carry .whl
 set -u
 source scripts/device_setup.sh || exit 1
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 O=${OUT:-/tmp/scaling-out}; mkdir -p "$O"
 {
 python3 -m virnucpro models synth --preset full --out /tmp/models --device cuda 2>&1 | tail -1

@@ -1,6 +1,7 @@
 # Source on the GPU machine (device tool): installs carried wheels and this checkout, no network.
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1   # never NVLink multicast
 # The device's Python has no bytecode caches for torch and cannot keep them (measured 2026-11-29 with
 # py-spy: ~70% of import time was compiling .py sources, e.g. ~9.6 s of a worker's start-up for
 # torch._inductor, in every process). A normal installation has them; give this one a place to keep them,

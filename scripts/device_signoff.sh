@@ -12,7 +12,6 @@
 # run it with the device's 595 s limit.
 set -u
 source scripts/device_setup.sh || exit 1
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1   # never NVLink multicast
 OUTDIR=${OUT:-/tmp/gate-copy}
 mkdir -p "$OUTDIR"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUTDIR/gpus.txt"

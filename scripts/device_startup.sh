@@ -6,7 +6,6 @@
 # on 1 GPU, and prints each run's start-up events (token budget, workers spawned, per-worker phases).
 set -u
 source scripts/device_setup.sh || exit 1
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 O=${OUT:-/tmp/startup-out}; mkdir -p "$O"
 {
 python3 -m virnucpro models synth --preset full --out /tmp/models --device cuda 2>&1 | tail -1

@@ -34,3 +34,13 @@ def test_runs_in_a_daemon_thread_so_a_failing_command_does_not_wait_for_it() -> 
     release.set()
     call.result()
     assert seen == {"daemon": True, "name": "load-models"}, seen
+
+
+def test_result_with_a_timeout_says_it_is_still_running() -> None:
+    release = threading.Event()
+    call = Background(release.wait, 5)
+    with pytest.raises(TimeoutError):
+        call.result(timeout=0.05)
+    assert not call.done()
+    release.set()
+    assert call.result(timeout=5) is True and call.done()

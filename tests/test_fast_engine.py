@@ -66,9 +66,12 @@ def test_telemetry_of_a_fast_run(runs):
 
 def test_compile_worker_pool_is_released_in_the_background():
     """After the warm-up the engine shuts torch.compile's compile-process pool down in a thread (it
-    cost ~1.2 s at exit on the H200); the helper must return such a thread and it must finish."""
+    cost ~1.2 s at exit on the H200); the helper must return such a background call and it must finish."""
     from virnucpro.engines.fast import release_compile_workers
     t = release_compile_workers()
     assert t is not None, "torch._inductor.async_compile.shutdown_compile_workers not found: the pool stays until exit"
-    t.join(timeout=30)
-    assert not t.is_alive(), "the compile-pool shutdown did not finish within 30 s"
+    try:
+        t.result(timeout=30)
+    except TimeoutError:
+        pass
+    assert t.done(), "the compile-pool shutdown did not finish within 30 s"

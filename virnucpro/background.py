@@ -24,8 +24,12 @@ class Background:
         finally:
             self._done.set()
 
-    def result(self) -> Any:
-        self._done.wait()
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"still running after {timeout} s")
         if self._exc is not None:
             raise self._exc
         return self._value

@@ -80,11 +80,11 @@ def iter_fasta(path: str | Path) -> Iterator[Record]:
                     yield from simple
                     continue
                 for rec in block[1:].split("\n>"):
-                    title, seq = _title_and_seq(rec)
+                    title, seq, nucleotides_only = _title_and_seq(rec)
                     rid = title.split(None, 1)[0] if title.strip() else ""
                     if not rid:
                         raise InputError(f"{path}: a record has an empty header ('>' with no id)")
-                    if _NOT_NUCLEOTIDE.search(seq):
+                    if not nucleotides_only:
                         bad = set(seq.encode("ascii", "replace")) - _ALLOWED
                         shown = "".join(sorted(chr(b) for b in bad))[:10]
                         raise InputError(
@@ -129,16 +129,18 @@ def _two_line_records(block: str) -> list[Record] | None:
     return [Record(t.split(None, 1)[0], q) for t, q in zip(titles, seqs)]
 
 
-def _title_and_seq(rec: str) -> tuple[str, str]:
-    """One record's text without its leading '>' -> (title, sequence), exactly as Biopython's
-    SimpleFastaParser gives them (sequence lines right-stripped, joined, spaces and carriage returns
-    removed), then tabs removed too."""
+def _title_and_seq(rec: str) -> tuple[str, str, bool]:
+    """One record's text without its leading '>' -> (title, sequence, whether the sequence holds
+    nucleotide codes only), title and sequence exactly as Biopython's SimpleFastaParser gives them
+    (sequence lines right-stripped, joined, spaces and carriage returns removed), then tabs removed too."""
     header, _, body = rec.partition("\n")
     seq = body.replace("\n", "")
-    if _NOT_NUCLEOTIDE.search(seq):   # whitespace (or worse) in the sequence lines: the exact rule
-        seq = "".join(line.rstrip() for line in body.split("\n")).replace(" ", "").replace("\r", "")
-        seq = seq.replace("\t", "")
-    return header.rstrip(), seq
+    if not _NOT_NUCLEOTIDE.search(seq):
+        return header.rstrip(), seq, True
+    # whitespace (or worse) in the sequence lines: the exact rule, then the check again
+    seq = "".join(line.rstrip() for line in body.split("\n")).replace(" ", "").replace("\r", "")
+    seq = seq.replace("\t", "")
+    return header.rstrip(), seq, not _NOT_NUCLEOTIDE.search(seq)
 
 
 def _read_error(path, exc: Exception) -> str:

@@ -71,14 +71,11 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
     worker (models load while the host reads, chunks and translates; ``early`` started that before
     the input was read), else in worker processes (they read, chunk and load in parallel with this
     process), or as one torchrun rank."""
-    from concurrent.futures import ThreadPoolExecutor
     rank = dist[0] if dist else 0
     rd = parallel.RunDir(opts.outdir)
     eo, bpu, segment_reads, given_budget = _split_opts(opts)
     dna_nt_budget = eo.get("dna_nt_budget", 262144)
-    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")   # overlaps the host work
-    input_fp = hashing.submit(parallel.input_fingerprint, opts.input)
-    hashing.shutdown(wait=False)
+    input_fp = Background(parallel.input_fingerprint, opts.input, name="sha256")   # overlaps the host work
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_nt_budget": dna_nt_budget,
@@ -95,14 +92,14 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
         rd.check(manifest, identity)
         budget = given_budget or manifest["token_budget"]
         rd.check(manifest, {"token_budget": budget})
-    elif early is not None:
-        budget = early.budget
-        tel.emit("token_budget", tokens=budget, given=early.given, decided_s=round(early.decided_s, 3))
     else:
-        t_budget = time.perf_counter()
-        budget = given_budget or _decide_budget(opts, models, devices, eo)
-        tel.emit("token_budget", tokens=budget, given=bool(given_budget),
-                 decided_s=round(time.perf_counter() - t_budget, 3))
+        if early is not None:
+            budget, given, decided_s = early.budget, early.given, early.decided_s
+        else:
+            t_budget = time.perf_counter()
+            budget, given = given_budget or _decide_budget(opts, models, devices, eo), bool(given_budget)
+            decided_s = time.perf_counter() - t_budget
+        tel.emit("token_budget", tokens=budget, given=given, decided_s=round(decided_s, 3))
     identity["token_budget"] = budget
     if rank == 0:
         if opts.resume:
@@ -128,22 +125,21 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
     loaded = threading.Event() if in_process else None   # the producer waits for it after one segment
     coordinator = None
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
-            if in_process:
-                loading = early if early is not None else \
-                    pool.submit(_load_fast, models, devices[0], opts.precision, engine_opts)
-            else:
-                coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget, segment_reads)
-            producer = threading.Thread(target=_produce_timed, name="plan-producer", daemon=True,
-                                        args=(records, opts, plans, chunks, frames, segment_reads, stop, tel, loaded))
-            producer.start()
-            if in_process:
-                with tel.stage("load_models") as st:
-                    try:
-                        engine, load_s = loading.result()
-                    finally:
-                        loaded.set()
-                    st.update(load_total_s=round(load_s, 3), phases=getattr(engine, "startup", None))
+        if in_process:
+            loading = early if early is not None else \
+                Background(_load_fast, models, devices[0], opts.precision, engine_opts, name="load-models")
+        else:
+            coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget, segment_reads)
+        producer = threading.Thread(target=_produce_timed, name="plan-producer", daemon=True,
+                                    args=(records, opts, plans, chunks, frames, segment_reads, stop, tel, loaded))
+        producer.start()
+        if in_process:
+            with tel.stage("load_models") as st:
+                try:
+                    engine, load_s = loading.result()
+                finally:
+                    loaded.set()
+                st.update(load_total_s=round(load_s, 3), phases=getattr(engine, "startup", None))
     except BaseException:
         stop.set()
         if coordinator is not None:

@@ -441,16 +441,17 @@ def check_scaling(single: RunRecord, multi: RunRecord, profile: Profile) -> Chec
     problems += _worker_trouble(multi)
     passed = ratio >= need and not problems
     values = {"ratio": ratio, "target": need, "n_gpus": n}
+    details = list(problems)
     b1, bn = _busiest_worker_s(single), _busiest_worker_s(multi)
     if b1 and bn:   # where a shortfall comes from: the GPU work, or what does not divide by N
         values.update(work_ratio=b1 / bn, rest_single_s=single.wall_s - b1, rest_multi_s=multi.wall_s - bn)
-        problems.append(f"GPU work (busiest worker) {b1:.1f} s -> {bn:.1f} s ({b1 / bn:.2f}x); the rest of the "
+        details.append(f"GPU work (busiest worker) {b1:.1f} s -> {bn:.1f} s ({b1 / bn:.2f}x); the rest of the "
                         f"wall time (process start, model loading, reading, writing, tail) "
                         f"{single.wall_s - b1:.1f} s -> {multi.wall_s - bn:.1f} s")
     return Check("scaling", multi.config, passed,
                  target=f"1-GPU / {n}-GPU wall time >= {need:.2f}x ({eff:g} x {n})",
                  measured=f"{ratio:.2f}x ({_fmt_s(single.wall_s)} / {_fmt_s(multi.wall_s)})",
-                 details=problems, values=values)
+                 details=details, values=values)
 
 
 def _busiest_worker_s(run: RunRecord) -> float | None:

@@ -594,8 +594,9 @@ def worker_main(spec: WorkerSpec) -> None:
 
 
 def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None = None) -> dict:
+    import functools
     import torch
-    from concurrent.futures import ThreadPoolExecutor
+    from virnucpro.background import Background
     from virnucpro.engines import make_engine
     from virnucpro.fasta import read_fasta
     from virnucpro.models.classifier import load_classifier
@@ -607,17 +608,17 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
     eo = spec.engine_opts
     plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), eo.get("dna_nt_budget", 262144))
     loaded = threading.Event()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        loading = pool.submit(make_engine, "fast", spec.models, spec.device, spec.precision, **spec.engine_opts)
-        records = read_fasta(spec.input, spec.duplicate_ids)
-        producer = threading.Thread(target=produce, name="plan-producer", daemon=True,
-                                    args=(records, spec.chunk_length, spec.chunking, plans, [], [],
-                                          spec.segment_reads, stop, loaded))
-        producer.start()
-        try:
-            engine = loading.result()
-        finally:
-            loaded.set()
+    loading = Background(functools.partial(make_engine, "fast", spec.models, spec.device, spec.precision,
+                                           **spec.engine_opts), name="load-models")
+    records = read_fasta(spec.input, spec.duplicate_ids)
+    producer = threading.Thread(target=produce, name="plan-producer", daemon=True,
+                                args=(records, spec.chunk_length, spec.chunking, plans, [], [],
+                                      spec.segment_reads, stop, loaded))
+    producer.start()
+    try:
+        engine = loading.result()
+    finally:
+        loaded.set()
     engine_s = time.perf_counter() - t0
     clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
     rd = RunDir(spec.outdir)

@@ -246,19 +246,18 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
 
 def _score_reference(opts, records, models, clf, device, tel) -> tuple[list, list, Scored]:
     """The reference engine, in this process: models load while the host chunks and translates."""
-    from concurrent.futures import ThreadPoolExecutor
+    from virnucpro.background import Background
     from virnucpro.engines import make_engine
 
     def load():
         t = time.perf_counter()
         return make_engine("reference", models, device), time.perf_counter() - t
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-models") as pool:
-        loading = pool.submit(load)
-        chunks, frames = _chunk_translate_stage(records, opts, tel)
-        with tel.stage("load_models") as st:  # wall_s: the wait left after chunk_translate
-            engine, load_s = loading.result()
-            st.update(load_total_s=round(load_s, 3))
+    loading = Background(load, name="load-models")
+    chunks, frames = _chunk_translate_stage(records, opts, tel)
+    with tel.stage("load_models") as st:  # wall_s: the wait left after chunk_translate
+        engine, load_s = loading.result()
+        st.update(load_total_s=round(load_s, 3))
     if device.startswith("cuda"):
         import torch
         torch.cuda.reset_peak_memory_stats(torch.device(device))

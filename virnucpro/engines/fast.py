@@ -150,11 +150,11 @@ def free_gpu_memory(dev: torch.device) -> int:
     return free
 
 
-def release_compile_workers() -> threading.Thread | None:
+def release_compile_workers() -> Background | None:
     """torch.compile starts a pool of compile processes on its first use (even when every kernel
     comes from its cache); after the warm-up the shapes are compiled, so shut the pool down in the
     background (at exit it costs ~1.2 s, H200-12). A later compile starts a new one. Returns the
-    thread (joined at the end of ``run``) or None when torch has no such pool."""
+    call (waited for at the end of ``run``) or None when torch has no such pool."""
     try:
         from torch._inductor.async_compile import shutdown_compile_workers
     except Exception:   # private API: absent or renamed in another torch
@@ -166,9 +166,7 @@ def release_compile_workers() -> threading.Thread | None:
         except Exception as exc:  # noqa: BLE001 - never fail a run over a helper pool
             log.debug("compile-worker shutdown: %s", exc)
 
-    t = threading.Thread(target=shutdown, name="compile-pool-shutdown", daemon=True)
-    t.start()
-    return t
+    return Background(shutdown, name="compile-pool-shutdown")
 
 
 def _collate(batch):
@@ -268,7 +266,7 @@ class FastEngine:
         phases["matmul_peak"], t = time.perf_counter() - t, time.perf_counter()
         self.flops_per_token = flops_per_token(self.esm.num_layers, self.esm.embed_dim)
         self.mfu_esm: float | None = None
-        self._pool_shutdown: threading.Thread | None = None
+        self._pool_shutdown: Background | None = None
         if self.compiled:
             self._warm_up()
             phases["compile_warmup"] = time.perf_counter() - t
@@ -403,7 +401,7 @@ class FastEngine:
         if cuda:
             torch.cuda.synchronize(self.device)
         if self._pool_shutdown is not None:   # long done in any real run; never racing the exit's own
-            self._pool_shutdown.join()
+            self._pool_shutdown.result()
         self._flush(pending, totals, tel)
         totals["busy_s"] = totals["dna_s"] + totals["esm_s"] + totals["cls_s"]
         self.totals = totals

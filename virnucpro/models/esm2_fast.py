@@ -256,9 +256,8 @@ class PackedESM2(nn.Module):
         with torch.device("meta"):
             m = cls(cfg.encoder_layers, cfg.encoder_embed_dim, cfg.encoder_attention_heads, len(alphabet.all_toks),
                     alphabet.padding_idx, alphabet.mask_idx, alphabet.cls_idx, alphabet.eos_idx)
-        used = set(state_keys(cfg.encoder_layers))   # copied to the device first: the QKV concatenation
-        sd = {k: v.to(device=device, dtype=dtype) for k, v in sd.items() if k in used}   # runs there
-        m.load_state_dict(fuse_state(sd, cfg.encoder_layers), strict=True, assign=True)
+        fused = fuse_state(sd, cfg.encoder_layers, to=lambda t: t.to(device=device, dtype=dtype))   # QKV cat on the device
+        m.load_state_dict(fused, strict=True, assign=True)
         m.rotary = RotaryTable(m.embed_dim // m.attention_heads).to(device)
         m.keep_norms_fp32()
         return m.eval(), alphabet
@@ -318,26 +317,18 @@ class PackedESM2(nn.Module):
         return torch.segment_reduce(hidden.float() * w[:, None], "sum", lengths=lengths, axis=0, unsafe=True)
 
 
-def state_keys(num_layers: int) -> list[str]:
-    """The fair-esm state-dict keys (prefixes removed) that ``fuse_state`` reads."""
-    keys = ["embed_tokens.weight", "emb_layer_norm_after.weight", "emb_layer_norm_after.bias"]
-    for i in range(num_layers):
-        for part in ("weight", "bias"):
-            keys += [f"layers.{i}.self_attn.{x}_proj.{part}" for x in ("q", "k", "v", "out")]
-            keys += [f"layers.{i}.{name}.{part}" for name in ("self_attn_layer_norm", "final_layer_norm", "fc1", "fc2")]
-    return keys
-
-
-def fuse_state(sd: dict, num_layers: int) -> dict:
-    """fair-esm ESM2 state dict (prefixes removed) -> PackedESM2 state dict (fused QKV)."""
-    new = {k: sd[k] for k in ("embed_tokens.weight", "emb_layer_norm_after.weight", "emb_layer_norm_after.bias")}
+def fuse_state(sd: dict, num_layers: int, to=lambda t: t) -> dict:
+    """fair-esm ESM2 state dict (prefixes removed) -> PackedESM2 state dict (fused QKV). ``to`` is
+    applied to each tensor read, before the QKV concatenation (e.g. a copy to the GPU, so that the
+    concatenation runs there)."""
+    new = {k: to(sd[k]) for k in ("embed_tokens.weight", "emb_layer_norm_after.weight", "emb_layer_norm_after.bias")}
     for i in range(num_layers):
         p = f"layers.{i}."
         for part in ("weight", "bias"):
-            new[p + f"qkv.{part}"] = torch.cat([sd[p + f"self_attn.{x}_proj.{part}"] for x in "qkv"], 0)
-            new[p + f"out_proj.{part}"] = sd[p + f"self_attn.out_proj.{part}"]
+            new[p + f"qkv.{part}"] = torch.cat([to(sd[p + f"self_attn.{x}_proj.{part}"]) for x in "qkv"], 0)
+            new[p + f"out_proj.{part}"] = to(sd[p + f"self_attn.out_proj.{part}"])
             for name in ("self_attn_layer_norm", "final_layer_norm", "fc1", "fc2"):
-                new[p + f"{name}.{part}"] = sd[p + f"{name}.{part}"]
+                new[p + f"{name}.{part}"] = to(sd[p + f"{name}.{part}"])
     return new
 
 
