@@ -44,3 +44,4 @@ def test_result_with_a_timeout_says_it_is_still_running() -> None:
     assert not call.done()
     release.set()
     assert call.result(timeout=5) is True and call.done()
+

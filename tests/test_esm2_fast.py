@@ -134,6 +134,29 @@ def test_gelu_epilogue_option_is_the_tanh_gelu_and_off_by_default():
     assert 0 < (approx - exact).abs().max() < 1e-2, "the option did not switch the feed-forward's GELU"
 
 
+@pytest.mark.parametrize("env, precision, expected", [
+    (None, "fp16", False), (None, "fp32", False), ("exact", "bf16", False),
+    ("tanh-epilogue", "fp16", True), ("tanh-epilogue", "bf16", True),
+    ("tanh-epilogue", "fp32", False),   # fp32 must match fair-esm to 1e-4: always the exact GELU
+])
+def test_which_gelu_the_fast_engine_uses(monkeypatch, env, precision, expected):
+    from virnucpro.engines.fast import GELU_DEFAULT, gelu_epilogue
+    if env is None:
+        monkeypatch.delenv("VIRNUCPRO_ESM_GELU", raising=False)
+        expected = GELU_DEFAULT == "tanh-epilogue" and precision != "fp32"
+    else:
+        monkeypatch.setenv("VIRNUCPRO_ESM_GELU", env)
+    assert gelu_epilogue(precision) is expected, f"VIRNUCPRO_ESM_GELU={env} {precision}: expected {expected}"
+
+
+def test_an_unknown_gelu_choice_is_an_input_error(monkeypatch):
+    from virnucpro.engines.fast import gelu_epilogue
+    from virnucpro.errors import InputError
+    monkeypatch.setenv("VIRNUCPRO_ESM_GELU", "tanh")
+    with pytest.raises(InputError, match="exact, tanh-epilogue"):
+        gelu_epilogue("fp16")
+
+
 @pytest.mark.parametrize("chain", [True, False])
 def test_forward_through_the_first_layers_only(esm, chain, monkeypatch):
     """``n_layers`` (the engine's warm-up runs two) is the model cut after that many layers: all

@@ -1,5 +1,7 @@
-"""Consensus and per-read summary, vectorised, against their plain definitions (the original's
-``id[:-2]`` grouping, max score2 >= max score1) on random frames, ties and repeated keys included."""
+"""The output files, written from OutputRows, against their plain definitions (the original's
+``id[:-2]`` grouping, max score2 >= max score1, float32 ``str()`` scores) on random frames with ties,
+repeated keys and frames without a score (units given up on) -- whether the rows were made ahead,
+unit by unit while the GPUs work, or all at the end."""
 
 from __future__ import annotations
 
@@ -8,28 +10,35 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from virnucpro.outputs import consensus
-from virnucpro.pipeline import _read_summary
+from virnucpro.outputs import CONSENSUS, PREDICTIONS, READ_SUMMARY, SKIPPED_READS, OutputRows
 
 
-def plain_consensus(frame_ids, scores):
+def plain_files(records, chunks, frames, scores, synthetic=False) -> dict[str, str]:
+    """The four files by their definitions, one frame at a time."""
+    kept = [(f, s) for f, s in zip(frames, scores.tolist()) if not np.isnan(s[0])]
+    pred = "Sequence_ID\tPrediction\tscore1\tscore2\n" + "".join(
+        f"{f[0]}\t{'virus' if np.float32(b) > np.float32(a) else 'others'}\t{str(np.float32(a))}\t{str(np.float32(b))}\n"
+        for f, (a, b) in kept)
     best: dict[str, list[float]] = {}
-    for fid, (s1, s2) in zip(frame_ids, scores.tolist()):
-        cur = best.setdefault(fid[:-2], [s1, s2])
-        cur[0], cur[1] = max(cur[0], s1), max(cur[1], s2)
-    return [(k, v[1] >= v[0]) for k, v in sorted(best.items())]
-
-
-def plain_read_summary(records, chunks, frames, scores, cons, skipped):
+    for f, (a, b) in kept:
+        cur = best.setdefault(f[0][:-2], [a, b])
+        cur[0], cur[1] = max(cur[0], a), max(cur[1], b)
+    cons = {k: v[1] >= v[0] for k, v in best.items()}
+    cons_txt = "Modified_ID\tIs_Virus\n" + "".join(f"{k}\t{v}\n" for k, v in sorted(cons.items()))
+    skipped = sorted({chunks[f[1]].read_index for f, s in zip(frames, scores.tolist()) if np.isnan(s[0])})
     rows = []
     for i, r in enumerate(records):
-        mine = [(f, s) for f, s in zip(frames, scores[:, 1].tolist()) if chunks[f[1]].read_index == i]
-        k = len(mine)
-        label = "skipped" if i in skipped else "no_kept_frame" if k == 0 else \
-            ("virus" if any(cons.get(f[0][:-2]) for f, _ in mine) else "others")
-        rows.append((r.id, len(r.seq), sum(c.read_index == i for c in chunks), k,
-                     max(s for _, s in mine) if mine else None, label))
-    return rows
+        mine = [(f, b) for f, (a, b) in kept if chunks[f[1]].read_index == i]
+        label = "skipped" if i in skipped else "no_kept_frame" if not mine else \
+            ("virus" if any(cons[f[0][:-2]] for f, _ in mine) else "others")
+        top = str(np.float32(max(b for _, b in mine))) if mine else ""
+        rows.append(f"{r.id}\t{len(r.seq)}\t{sum(c.read_index == i for c in chunks)}\t{len(mine)}\t{top}\t{label}\n")
+    summary = ("# x\n" if synthetic else "") + "read_id\tlength\tn_chunks\tkept_frames\tmax_virus_score\tlabel\n" + "".join(rows)
+    out = {PREDICTIONS: pred, CONSENSUS: cons_txt, READ_SUMMARY: summary}
+    if skipped:
+        out[SKIPPED_READS] = "read_id\treason\n" + "".join(
+            f"{records[i].id}\twork unit failed repeatedly (--skip-failing-units)\n" for i in skipped)
+    return out
 
 
 def random_run(seed: int):
@@ -38,24 +47,48 @@ def random_run(seed: int):
     chunks = [SimpleNamespace(id=f"r{i}_chunk_{j}", read_index=i) for i in range(40) for j in range(int(rng.integers(0, 3)))]
     frames = [(f"{c.id}{s}{k}", ci, None, None) for ci, c in enumerate(chunks)
               for s in "FR" for k in (1, 2, 3) if rng.random() < 0.4]
-    scores = rng.choice([0.25, 0.5, 0.75], size=(len(frames), 2)).astype(np.float32)   # ties on purpose
+    scores = rng.choice([0.25, 0.5, 0.75, 0.8789939], size=(len(frames), 2)).astype(np.float32)   # ties on purpose
     if len(frames) > 3:   # a key seen again later, not next to its first frames (original groups by id[:-2])
         frames.append((frames[0][0][:-2] + "R9", frames[0][1], None, None))
         scores = np.vstack([scores, [[0.1, 0.9]]]).astype(np.float32)
     return records, chunks, frames, scores
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_vectorised_consensus_and_read_summary_match_their_definitions(seed: int) -> None:
+def written(tmp_path, rows: OutputRows, records, chunks, frames, scores) -> tuple[dict, dict[str, str]]:
+    counts = rows.write(tmp_path, records, chunks, frames, scores, synthetic=False)
+    return counts, {p.name: p.read_text() for p in tmp_path.iterdir() if not p.name.startswith(".")}
+
+
+@pytest.mark.parametrize("ahead", ["nothing", "half the units", "everything"])
+@pytest.mark.parametrize("seed", range(4))
+def test_output_files_match_their_definitions(tmp_path, seed: int, ahead: str) -> None:
     records, chunks, frames, scores = random_run(seed)
-    ids = [f[0] for f in frames]
-    cons = consensus(ids, scores)
-    assert cons == plain_consensus(ids, scores), f"seed {seed}: consensus differs from its definition"
-    skipped = {3} if seed % 2 else set()
-    got = _read_summary(records, chunks, frames, scores, dict(cons), skipped)
-    want = plain_read_summary(records, chunks, frames, scores, dict(cons), skipped)
-    assert got == want, f"seed {seed}: first differing row " + str(next((g, w) for g, w in zip(got, want) if g != w))
+    if seed % 2:   # a unit given up on: its frames have no score, their reads are reported
+        scores[5:9] = np.nan
+    rows = OutputRows()
+    if ahead != "nothing":
+        idx = np.flatnonzero(~np.isnan(scores[:, 0]))
+        units = np.array_split(np.random.default_rng(seed).permutation(idx), 5)   # in any order
+        for u in units[: 2 if ahead == "half the units" else 5]:
+            rows.add(frames, u, scores[u])
+        rows.prepare(records, chunks, frames)
+    counts, got = written(tmp_path, rows, records, chunks, frames, scores)
+    want = plain_files(records, chunks, frames, scores)
+    assert sorted(got) == sorted(want), f"files written {sorted(got)}, expected {sorted(want)}"
+    for name in want:
+        g, w = got[name].splitlines(), want[name].splitlines()
+        bad = next((k for k, (a, b) in enumerate(zip(g, w)) if a != b), None)
+        assert g == w, f"seed {seed}, rows made ahead: {ahead}: {name} line {bad}: got {g[bad] if bad is not None else len(g)!r}, " \
+                       f"expected {w[bad] if bad is not None else len(w)!r}"
+    assert counts["chunks_with_frames"] == len(want[CONSENSUS].splitlines()) - 1
+    assert counts["viral_chunks"] == want[CONSENSUS].count("\tTrue\n")
+    assert counts["viral_reads"] == want[READ_SUMMARY].count("\tvirus\n")
 
 
-def test_consensus_of_no_frames_is_empty() -> None:
-    assert consensus([], np.zeros((0, 2), dtype=np.float32)) == []
+def test_no_frames_gives_headers_only(tmp_path) -> None:
+    records = [SimpleNamespace(id="r0", seq="ACGT")]
+    counts, got = written(tmp_path, OutputRows(), records, [], [], np.zeros((0, 2), dtype=np.float32))
+    assert got[PREDICTIONS] == "Sequence_ID\tPrediction\tscore1\tscore2\n"
+    assert got[CONSENSUS] == "Modified_ID\tIs_Virus\n"
+    assert got[READ_SUMMARY].splitlines()[1] == "r0\t4\t0\t0\t\tno_kept_frame"
+    assert counts["chunks_with_frames"] == 0 and counts["viral_reads"] == 0

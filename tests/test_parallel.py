@@ -99,6 +99,65 @@ def test_cpu_devices_and_worker_count():
         parse_devices(None, 0, "cpu")
 
 
+@pytest.mark.parametrize("engine, device, gpus, workers, skip, visible, expected", [
+    ("auto", "auto", None, None, False, "0,1", True),       # all visible GPUs, two of them
+    ("auto", "auto", None, None, False, "0", False),        # one GPU: the run stays in this process
+    ("auto", "auto", None, None, False, "", False),         # no GPU: the reference engine
+    ("fast", "cpu", None, 2, False, "", True),              # CPU worker processes
+    ("fast", "cpu", None, None, True, "", True),            # --skip-failing-units needs a worker process
+    ("auto", "cpu", None, 2, False, "", False),             # engine auto on a CPU is the reference engine
+    ("reference", "cuda", "2", None, False, "0,1", False),
+    ("auto", "cuda", "2", None, False, "0,1", True),
+    ("auto", "cuda", "1", None, False, "0,1", False),
+    ("auto", "cuda", "0,1", None, False, "0,1", True),
+    ("auto", "cuda:1", None, None, False, "0,1", False),
+])
+def test_worker_processes_are_foreseen_before_torch_is_imported(monkeypatch, engine, device, gpus, workers,
+                                                                 skip, visible, expected):
+    from virnucpro.parallel import likely_worker_processes
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    got = likely_worker_processes(engine, device, gpus, workers, skip)
+    assert got is expected, (f"engine={engine} device={device} gpus={gpus} workers={workers} skip={skip} "
+                             f"with CUDA_VISIBLE_DEVICES={visible!r}: expected {expected}, got {got}")
+
+
+def test_a_worker_waits_for_the_manifest_of_its_own_run(tmp_path):
+    """Workers start before the coordinator has read the input, i.e. while OUTDIR may still hold an
+    earlier run's manifest: only the manifest with their run token lets them start."""
+    import threading
+    from virnucpro.parallel import _wait_for_file_manifest
+    rd = RunDir(tmp_path)
+    rd.reset()
+    rd.write_manifest({"run_token": "earlier-run", "token_budget": 1024})
+    t0 = time.time()
+    assert _wait_for_file_manifest(rd, threading.Event(), "this-run", timeout=0.3) is None, \
+        "a worker took an earlier run's manifest for its own"
+    assert time.time() - t0 >= 0.3
+    rd.write_manifest({"run_token": "this-run", "token_budget": 2048})
+    m = _wait_for_file_manifest(rd, threading.Event(), "this-run", timeout=5)
+    assert m is not None and m["token_budget"] == 2048
+
+
+def test_a_bad_input_with_workers_is_one_error_line_and_leaves_no_process(tiny_models, tmp_path):
+    """The workers start before the input is read; a bad input must still end the command at once
+    with one error line, and none of them may outlive it."""
+    bad = tmp_path / "bad.fa"
+    bad.write_text("@r1\nACGT\n+\nIIII\n")
+    proc = start_run(predict_cmd(bad, tmp_path / "out", tiny_models, "--workers", "2"), env_with())
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, f"expected exit 2 for a FASTQ input, got {proc.returncode}: {err}"
+    assert "not a FASTA" in err and "Traceback" not in err, err
+    deadline = time.time() + 10
+    while True:   # the run's session: the coordinator is gone; workers and their fork server must be too
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.time() < deadline, "processes of the failed run were still alive 10 s after it ended"
+        time.sleep(0.1)
+
+
 def test_a_claim_is_exclusive_and_released_with_its_owner(tmp_path):
     rd = RunDir(tmp_path)
     rd.reset()
@@ -136,6 +195,9 @@ def test_three_workers_give_the_one_worker_outputs(base, reads, tiny_models, tmp
     assert {e["worker"] for e in ev if e["event"] == "worker_summary"} == {"w0", "w1", "w2"}
     assert {e["worker"] for e in ev if e["event"] == "worker_start"} == {"w0", "w1", "w2"}
     assert "scaling: 3 worker(s)" in (out / "virnucpro.log").read_text()
+    spawned = next(e for e in ev if e["event"] == "workers_spawned")
+    assert spawned["before_input"] is True, "a fresh run's workers should start before its input is read"
+    assert max(e["entered_t"] for e in ev if e["event"] == "worker_start") < summary["wall_s"]
 
 
 def test_segmented_planning(base, reads, tiny_models, tmp_path, run_cli):

@@ -285,6 +285,20 @@ def test_windows_line_endings_give_the_same_result_as_unix(edge, tiny_models, ru
             f"{name} differs between CRLF and LF input"
 
 
+def test_predict_restores_the_thread_switch_interval(edge, tiny_models, run_cli, tmp_path):
+    """``predict`` lowers Python's switch interval for its threads (virnucpro.background) and gives
+    the caller back its own, also when the run fails."""
+    import sys
+    before = sys.getswitchinterval()
+    assert run_cli("predict", edge["fa"], "-o", tmp_path / "ok", "--models", tiny_models, "--device", "cpu",
+                   "--no-progress").code == 0
+    assert sys.getswitchinterval() == before, "a run left the process with another switch interval"
+    bad = tmp_path / "bad.fa"
+    bad.write_text("@r1\nACGT\n+\nIIII\n")
+    assert run_cli("predict", bad, "-o", tmp_path / "bad", "--models", tiny_models, "--device", "cpu").code == 2
+    assert sys.getswitchinterval() == before, "a failed run left the process with another switch interval"
+
+
 def test_two_runs_are_byte_identical(runs):
     for name in (PRED, CONS, SUMMARY):
         assert (runs["c300_again"] / name).read_bytes() == (runs["c300"] / name).read_bytes(), \
@@ -371,15 +385,20 @@ def test_sample_gets_both_labels_with_the_synthetic_classifier(tiny_models, run_
 
 
 def test_tie_is_others_and_consensus_tie_is_virus(tmp_path):
-    scores = np.array([[0.5, 0.5], [0.25, 0.75], [0.8789939, 0.1210061], [1e-8, 1.0 - 1e-8]], dtype=np.float32)
-    ids = ["a_chunk_1F1", "a_chunk_1R2", "b_chunk_1F2", "c_chunk_1F1"]
-    outputs.write_predictions(tmp_path, ids, scores)
+    from types import SimpleNamespace
+    scores = np.array([[0.5, 0.5], [0.25, 0.75], [0.8789939, 0.1210061], [1e-8, 1.0 - 1e-8], [0.5, 0.5]],
+                      dtype=np.float32)
+    ids = ["a_chunk_1F1", "a_chunk_1R2", "b_chunk_1F2", "c_chunk_1F1", "t_chunk_1F1"]
+    records = [SimpleNamespace(id=i[:1], seq="A" * 300) for i in ids]
+    chunks = [SimpleNamespace(id=i[:-2], read_index=k) for k, i in enumerate(ids)]
+    frames = [(i, k, None, None) for k, i in enumerate(ids)]
+    outputs.OutputRows().write(tmp_path, records, chunks, frames, scores, synthetic=False)
     rows = frame_rows(tmp_path)
-    assert [r[1] for r in rows] == ["others", "virus", "others", "virus"], "label = argmax, a tie -> others"
+    assert [r[1] for r in rows] == ["others", "virus", "others", "virus", "others"], "label = argmax, a tie -> others"
     assert [r[2:] for r in rows] == [[str(np.float32(a)), str(np.float32(b))] for a, b in scores.tolist()]
     assert rows[2][2] == "0.8789939", "float32 str() formatting, as in the spec's example"
-    cons = outputs.consensus(["t_chunk_1F1"], np.array([[0.5, 0.5]], dtype=np.float32))
-    assert cons == [("t_chunk_1", True)], "consensus: max score2 >= max score1, so a tie is viral"
+    assert dict(consensus_rows(tmp_path))["t_chunk_1"] == "True", \
+        "consensus: max score2 >= max score1, so a tie is viral"
 
 
 # --------------------------------------------------------------------------- interrupted writes

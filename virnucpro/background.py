@@ -5,6 +5,13 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+# Threads of a run hand the interpreter lock over within 0.1 ms instead of Python's 5 ms (set for the
+# length of `predict` and in worker processes): a thread that copies weights or waits for the GPU
+# releases the lock in every call into torch and, beside a thread busy in Python (reading, chunking),
+# waited up to 5 ms each time to get it back -- on an H200 host ESM-2's weights took 5.7 s instead of
+# ~1 s while the input was read (docs/benchmarks.md, H200-16); 40x slower in tests/test_background.py.
+GIL_SWITCH_S = 1e-4
+
 
 class Background:
     """``fn(*args)`` started now in a daemon thread (a failing input ends the command at once, not

@@ -106,6 +106,9 @@ def _add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> int:
+    from virnucpro import parallel
+    if parallel.likely_worker_processes(args.engine, args.device, args.gpus, args.workers, args.skip_failing_units):
+        parallel.prestart_workers()   # before this process imports torch: the workers' server imports it meanwhile
     from virnucpro.pipeline import PredictOptions, predict
     from virnucpro.report import print_summary
     if args.sample == (args.input is not None):

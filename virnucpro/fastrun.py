@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 
-from virnucpro import __version__, parallel
+import numpy as np
+
+from virnucpro import __version__, outputs, parallel
 from virnucpro.background import Background
 from virnucpro.errors import VirnucproError
 from virnucpro.engines.planner import SEGMENT_READS, PlanBuilder, emit_plan, produce
@@ -65,8 +67,36 @@ def wants_early_load(opts, devices: list[str], dist) -> bool:
     return dist is None and not opts.resume and len(devices) == 1 and not opts.skip_failing_units
 
 
+class EarlyWorkers:
+    """The worker processes of a fresh run on several workers, started from the start of ``predict``
+    (they load their models while this process reads the input) with the token budget ``score_fast``
+    would decide. They wait for the manifest carrying ``token``, which ``score_fast`` writes once the
+    input is read, then plan from the segments it publishes; ``abort`` stops them when the run ends
+    before."""
+
+    def __init__(self, opts, models, devices: list[str], run_epoch: float):
+        import uuid
+        eo, bpu, segment_reads, given = _split_opts(opts)
+        t = time.perf_counter()
+        self.given = bool(given)
+        self.budget = given or _decide_budget(opts, models, devices, eo)
+        self.decided_s = time.perf_counter() - t
+        self.engine_opts = {**eo, "token_budget": self.budget, "batches_per_unit": bpu}
+        self.token = uuid.uuid4().hex
+        self.coordinator = _start_coordinator(opts, models, devices, self.engine_opts, parallel.RunDir(opts.outdir),
+                                              None, run_epoch, self.token)
+
+    def abort(self) -> None:
+        self.coordinator.kill_all()
+
+
+def wants_early_workers(opts, devices: list[str], dist) -> bool:
+    """Worker processes of a fresh run: they can start before the input is read."""
+    return dist is None and not opts.resume and (len(devices) > 1 or opts.skip_failing_units)
+
+
 def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
-               early: EarlyLoad | None = None) -> tuple[list, list, Scored] | None:
+               early: EarlyLoad | EarlyWorkers | None = None) -> tuple[list, list, Scored] | None:
     """The fast engine over work units checkpointed in OUTDIR/.virnucpro-run: in this process for one
     worker (models load while the host reads, chunks and translates; ``early`` started that before
     the input was read), else in worker processes (they read, chunk and load in parallel with this
@@ -80,7 +110,11 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_nt_budget": dna_nt_budget,
                 "segment_reads": segment_reads}
-    token = _run_token() if dist else None
+    if dist:
+        token = _run_token()
+    else:
+        import uuid
+        token = early.token if isinstance(early, EarlyWorkers) else uuid.uuid4().hex
     if rank != 0:
         manifest = _wait_for_manifest(rd, token)
     elif opts.resume:
@@ -129,9 +163,18 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
             loading = early if early is not None else \
                 Background(_load_fast, models, devices[0], opts.precision, engine_opts, name="load-models")
         else:
-            coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget, segment_reads)
+            if isinstance(early, EarlyWorkers):   # started before the input was read
+                coordinator = early.coordinator
+                coordinator.rd = rd
+            else:
+                coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, time.time() - tel.now(),
+                                                 token)
+            coordinator.tel = tel
+            tel.emit("workers_spawned", devices=list(devices), before_input=isinstance(early, EarlyWorkers))
+        publish = rd.save_segment if coordinator is not None else None   # what worker processes plan from
         producer = threading.Thread(target=_produce_timed, name="plan-producer", daemon=True,
-                                    args=(records, opts, plans, chunks, frames, segment_reads, stop, tel, loaded))
+                                    args=(records, opts, plans, chunks, frames, segment_reads, stop, tel, loaded,
+                                          publish))
         producer.start()
         if in_process:
             with tel.stage("load_models") as st:
@@ -148,6 +191,11 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
     done_before = rd.done_units()
     if rank == 0:
         tel.emit("units", already_done=len(done_before), resume=opts.resume)
+    rows, rows_done = outputs.OutputRows(), threading.Event()   # the output rows, made as units finish
+    row_maker = threading.Thread(target=_make_rows, name="output-rows", daemon=True,
+                                 args=(rows, rd, plans, records, chunks, frames, rows_done))
+    if rank == 0:
+        row_maker.start()
 
     restore = parallel.install_stop_handlers(stop)
     sampler = GpuSampler(tel, _gpu_indices(devices)).start()
@@ -200,7 +248,10 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
         stop.set()            # ends the producer if the run stops early
         restore()
         sampler.stop()
+        rows_done.set()
     producer.join()
+    if row_maker.is_alive():
+        row_maker.join()
     plans.check()
     prep = plans.prep
     n_units = len(prep.plan.units)
@@ -211,6 +262,8 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
         log.warning("stopped with %d of %d work units unfinished; rerun the same command with --resume", left, n_units)
         raise KeyboardInterrupt
     scores = rd.load_scores(prep.plan, len(frames))
+    if rank == 0:
+        rd.remove_segments()
     totals: dict[str, Any] = {}
     for s in stats:
         parallel._add(totals, s)
@@ -232,13 +285,36 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
     return chunks, frames, Scored(scores, totals, embed_wall, opts.precision,
                                   len({d for d in devices if d.startswith("cuda")}) * (dist[1] if dist else 1),
                                   sampler.mean_util(t_from, t_to), prep.plan.packing_efficiency,
-                                  sum(mfus) / len(mfus) if mfus else None, max(mems) if mems else None, extra)
+                                  sum(mfus) / len(mfus) if mfus else None, max(mems) if mems else None, extra,
+                                  rows)
 
 
-def _produce_timed(records, opts, plans, chunks, frames, segment_reads, stop, tel, hold=None) -> None:
+def _make_rows(rows, rd, plans, records, chunks, frames, finished: threading.Event) -> None:
+    """A thread beside the embedding: the output rows of every unit as it finishes, and once the
+    plan is complete the score-independent parts, so that the write stage at the end only puts
+    them together. Gives up quietly on an error: the write stage makes what is missing itself."""
+    seen: set[int] = set()
+    try:
+        while True:
+            last = finished.is_set()
+            for u in sorted(rd.done_units() - seen):
+                seen.add(u)
+                if rd.unit_path(u).exists():        # not a unit given up on
+                    with np.load(rd.unit_path(u)) as z:
+                        rows.add(frames, z["frames"], z["scores"])
+            if plans.complete:
+                rows.prepare(records, chunks, frames)
+            if last:
+                return
+            finished.wait(0.5)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.debug("output rows made ahead stopped: %s", exc)
+
+
+def _produce_timed(records, opts, plans, chunks, frames, segment_reads, stop, tel, hold=None, publish=None) -> None:
     """The producer thread: chunk, translate and plan; its stage and plan events at the end."""
     t0 = time.perf_counter()
-    produce(records, opts.chunk_length, opts.chunking, plans, chunks, frames, segment_reads, stop, hold)
+    produce(records, opts.chunk_length, opts.chunking, plans, chunks, frames, segment_reads, stop, hold, publish)
     if plans.complete:
         tel.emit("stage", stage="chunk_translate", wall_s=round(time.perf_counter() - t0, 4), items=len(records),
                  chunks=len(chunks), frames=len(frames), overlapped=True)
@@ -252,17 +328,15 @@ def _load_fast(models, device: str, precision: str, engine_opts: dict):
     return make_engine("fast", models, device, precision=precision, **engine_opts), time.perf_counter() - t
 
 
-def _start_coordinator(opts, models, devices, engine_opts, rd, tel, budget, segment_reads) -> "parallel.Coordinator":
+def _start_coordinator(opts, models, devices, engine_opts, rd, tel, run_epoch: float, token: str) -> "parallel.Coordinator":
     """A coordinator whose workers start at once (they load models and read the input while this
-    process chunks and plans); they claim units only once the manifest exists."""
+    process reads, chunks and plans); they claim units only once the manifest with ``token`` exists."""
     base = parallel.WorkerSpec(
-        owner="", device="", input=Path(opts.input), duplicate_ids=opts.duplicate_ids,
-        chunk_length=opts.chunk_length, chunking=opts.chunking, models=models,
+        owner="", device="", chunk_length=opts.chunk_length, models=models,
         allow_classifier_mismatch=opts.allow_classifier_mismatch, precision=opts.precision,
         engine_opts=engine_opts, outdir=Path(opts.outdir), log_file=Path(opts.outdir) / LOG_NAME,
-        run_epoch=time.time() - tel.now(),
-        threads=max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None,
-        segment_reads=segment_reads)
+        run_epoch=run_epoch, threads=max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None,
+        run_token=token)
     coordinator = parallel.Coordinator(base, devices, rd, tel, describe_unit=lambda u: f"unit {u}",
                                        skip_failing_units=opts.skip_failing_units)
     coordinator.start()

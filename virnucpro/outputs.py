@@ -61,11 +61,6 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
         raise
 
 
-def f32(x: float) -> str:
-    """numpy float32 str(), the original's score formatting."""
-    return str(np.float32(x))
-
-
 def chunk_groups(frame_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """The consensus groups of the frames: (group keys in first-seen order, group index per frame).
     A frame's key is its id minus the last two characters (the original's ``id[:-2]``)."""
@@ -82,42 +77,94 @@ def group_max(g: np.ndarray, n_groups: int, scores: np.ndarray) -> np.ndarray:
     return best
 
 
-def consensus(frame_ids: Sequence[str], scores: np.ndarray) -> list[tuple[str, bool]]:
-    """Per-chunk consensus: group frames by id[:-2]; viral when max score2 >= max score1. Sorted by id."""
-    keys, g = chunk_groups(frame_ids)
-    best = group_max(g, len(keys), scores)
-    viral = (best[:, 1] >= best[:, 0]).tolist()
-    return sorted(zip(keys, viral))
+class OutputRows:
+    """The rows of the three output files, made while the GPUs still work, so that the write stage
+    at the end of a run only puts them together: each finished unit's prediction lines and score
+    strings (``add``, as units finish) and the parts of the consensus and the per-read summary that
+    do not depend on scores (``prepare``, once every frame is known). ``write`` makes what is still
+    missing and writes the files; with nothing prepared it does all the work itself."""
 
+    def __init__(self) -> None:
+        self.line: dict[int, str] = {}     # frame index -> its prediction_results.txt line
+        self.s2: dict[int, str] = {}       # frame index -> its score2 as written (numpy float32 str)
+        self.static: dict | None = None
 
-def write_predictions(outdir: Path, frame_ids: Sequence[str], scores: np.ndarray) -> Path:
-    path = outdir / PREDICTIONS
-    s = scores.astype(np.float32)
-    with atomic_write(path) as fh:
-        fh.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
-        for fid, a, b in zip(frame_ids, s[:, 0], s[:, 1]):  # a, b: np.float32 -> str() formatting
-            fh.write(f"{fid}\t{LABELS[int(b > a)]}\t{a!s}\t{b!s}\n")
-    return path
+    def add(self, frames: Sequence[tuple], idx: np.ndarray, scores: np.ndarray) -> None:
+        """Format frames ``idx`` (global indices into ``frames``) with their scores [n, 2]."""
+        s = np.asarray(scores, dtype=np.float32)
+        line, s2 = self.line, self.s2
+        for i, a, b in zip(np.asarray(idx).tolist(), s[:, 0], s[:, 1]):  # a, b: np.float32 -> str()
+            bs = str(b)
+            line[i] = f"{frames[i][0]}\t{LABELS[int(b > a)]}\t{a!s}\t{bs}\n"
+            s2[i] = bs
 
+    def prepare(self, records: Sequence, chunks: Sequence, frames: Sequence[tuple]) -> None:
+        """The score-independent parts: chunk groups and their sorted order, each frame's read,
+        each read's chunk count, the fixed columns of every row."""
+        if self.static is not None:
+            return
+        keys, group = chunk_groups([f[0] for f in frames])
+        chunk_read = np.fromiter((c.read_index for c in chunks), dtype=np.int64, count=len(chunks))
+        frame_read = chunk_read[np.fromiter((f[1] for f in frames), dtype=np.int64, count=len(frames))]
+        n_chunks = np.bincount(chunk_read, minlength=len(records)).tolist()
+        self.static = {
+            "group": group, "n_groups": len(keys), "frame_read": frame_read,
+            "order": sorted(range(len(keys)), key=keys.__getitem__),          # rows sorted by chunk id
+            "chunk_head": [f"{k}\t" for k in keys],
+            "read_head": [f"{r.id}\t{len(r.seq)}\t{nc}\t" for r, nc in zip(records, n_chunks)],
+        }
 
-def write_consensus(outdir: Path, rows: list[tuple[str, bool]]) -> Path:
-    path = outdir / CONSENSUS
-    with atomic_write(path) as fh:
-        fh.write("Modified_ID\tIs_Virus\n")
-        fh.writelines(f"{cid}\t{v}\n" for cid, v in rows)
-    return path
-
-
-def write_read_summary(outdir: Path, rows: list[tuple], synthetic: bool) -> Path:
-    """rows: (read_id, length, n_chunks, kept_frames, max_virus_score or None, label)."""
-    path = outdir / READ_SUMMARY
-    with atomic_write(path) as fh:
-        if synthetic:
-            fh.write(f"# {SYNTHETIC_WARNING}\n")
-        fh.write("read_id\tlength\tn_chunks\tkept_frames\tmax_virus_score\tlabel\n")
-        for rid, length, n_chunks, kept, best, label in rows:
-            fh.write(f"{rid}\t{length}\t{n_chunks}\t{kept}\t{'' if best is None else f32(best)}\t{label}\n")
-    return path
+    def write(self, outdir: Path, records: Sequence, chunks: Sequence, frames: Sequence[tuple], scores: np.ndarray,
+              synthetic: bool) -> dict:
+        """Write prediction_results.txt, prediction_results_highestscore.csv, read_summary.tsv (and
+        skipped_reads.tsv when frames have no score: NaN, units given up on). Returns the counts of
+        the summary and the indices of the reads with skipped frames."""
+        scores = np.asarray(scores, dtype=np.float32)
+        skipped = np.isnan(scores[:, 0])
+        keep = np.flatnonzero(~skipped)
+        missing = np.asarray([i for i in keep.tolist() if i not in self.line], dtype=np.int64)
+        if len(missing):
+            self.add(frames, missing, scores[missing])
+        self.prepare(records, chunks, frames)
+        st = self.static
+        with atomic_write(outdir / PREDICTIONS) as fh:
+            fh.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
+            fh.write("".join([self.line[i] for i in keep.tolist()]))
+        # consensus over the scored frames: viral when the chunk's best score2 >= its best score1
+        g = st["group"][keep]
+        best = group_max(g, st["n_groups"], scores[keep])
+        present = np.bincount(g, minlength=st["n_groups"]) > 0
+        viral = best[:, 1] >= best[:, 0]
+        pres, vir, head = present.tolist(), viral.tolist(), st["chunk_head"]
+        with atomic_write(outdir / CONSENSUS) as fh:
+            fh.write("Modified_ID\tIs_Virus\n")
+            fh.write("".join([head[k] + ("True\n" if vir[k] else "False\n") for k in st["order"] if pres[k]]))
+        # one row per read: kept frames, best score2 (the string of its best frame), label
+        n = len(records)
+        ri = st["frame_read"][keep]
+        kept = np.bincount(ri, minlength=n)
+        by = np.lexsort((scores[keep, 1], ri))          # per read, its frames by score2; the last is the best
+        last = np.flatnonzero(np.r_[ri[by][1:] != ri[by][:-1], True]) if len(by) else by
+        best_frame = np.full(n, -1, dtype=np.int64)
+        best_frame[ri[by][last]] = keep[by][last]
+        read_viral = np.bincount(ri, weights=viral[g], minlength=n) > 0
+        skipped_reads = np.unique(st["frame_read"][skipped]).tolist()
+        is_skipped = np.zeros(n, dtype=bool)
+        is_skipped[skipped_reads] = True
+        labels = np.where(is_skipped, "skipped", np.where(kept == 0, "no_kept_frame",
+                                                          np.where(read_viral, "virus", "others"))).tolist()
+        s2 = self.s2
+        with atomic_write(outdir / READ_SUMMARY) as fh:
+            if synthetic:
+                fh.write(f"# {SYNTHETIC_WARNING}\n")
+            fh.write("read_id\tlength\tn_chunks\tkept_frames\tmax_virus_score\tlabel\n")
+            fh.write("".join([f"{h}{k}\t{s2[b] if k else ''}\t{lab}\n" for h, k, b, lab in
+                              zip(st["read_head"], kept.tolist(), best_frame.tolist(), labels)]))
+        if skipped_reads:
+            write_skipped_reads(outdir, [records[i].id for i in skipped_reads])
+        return {"viral_chunks": int((viral & present).sum()), "chunks_with_frames": int(present.sum()),
+                "viral_reads": labels.count("virus"), "skipped_reads": skipped_reads,
+                "skipped_frames": int(skipped.sum()), "frames": len(keep)}
 
 
 def write_manifest(outdir: Path, manifest: dict) -> Path:

@@ -6,6 +6,9 @@ Run directory ``OUTDIR/.virnucpro-run/``::
 
     manifest.json            what the checkpoints were made from (input sha256, model fingerprints,
                              engine, precision, chunking, token budget, units); written before any unit
+    segments/seg_00003.pkl   the coordinator's chunked and translated input, segment by segment (the
+                             frames' nucleotide and protein sequences): worker processes plan from
+                             these instead of reading the input themselves; removed at the end
     units/unit_00012.npz     a finished unit: its frame indices and scores (temp file + os.replace)
     claims/unit_00012        a unit being worked on, created with O_CREAT|O_EXCL; holds the owner;
                              its mtime is the owner's heartbeat
@@ -30,6 +33,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -113,6 +117,7 @@ class RunDir:
     def __init__(self, outdir: str | Path):
         self.root = Path(outdir) / RUN_DIRNAME
         self.units, self.claims, self.workers = self.root / "units", self.root / "claims", self.root / "workers"
+        self.segments = self.root / "segments"
         self.manifest_path = self.root / "manifest.json"
 
     # manifest ---------------------------------------------------------------------------------
@@ -145,15 +150,48 @@ class RunDir:
         self.make_dirs()
 
     def make_dirs(self) -> None:
-        for d in (self.units, self.claims, self.workers):
+        for d in (self.units, self.claims, self.workers, self.segments):
             d.mkdir(parents=True, exist_ok=True)
 
     def clear_claims(self) -> None:
-        """On --resume on one host: claims and temp files left by the killed run are void."""
-        for d in (self.claims, self.units, self.workers):
+        """On --resume on one host: claims, segments and temp files left by the killed run are void."""
+        for d in (self.claims, self.units, self.workers, self.segments):
             for p in d.iterdir():
                 if d is not self.units or p.name.startswith("."):
                     p.unlink(missing_ok=True)
+
+    # segments ----------------------------------------------------------------------------------
+    def segment_path(self, k: int) -> Path:
+        return self.segments / f"seg_{k:05d}.pkl"
+
+    def save_segment(self, k: int, nuc: list[str], prot: list[str], last: bool) -> None:
+        import pickle
+        _atomic_bytes(self.segment_path(k), pickle.dumps((nuc, prot, last), protocol=pickle.HIGHEST_PROTOCOL),
+                      sync=False)
+
+    def follow_segments(self, plans, stop: threading.Event) -> None:
+        """Build ``plans`` from the segments the coordinator publishes, in order, until the last
+        (a worker's planning thread). Errors go to ``plans.fail``."""
+        import pickle
+        k = 0
+        try:
+            while not stop.is_set():
+                path = self.segment_path(k)
+                if not path.exists():
+                    time.sleep(0.02)
+                    continue
+                with open(path, "rb") as fh:
+                    nuc, prot, last = pickle.load(fh)   # our own file, written by this run's coordinator
+                plans.add_seqs(nuc, prot, last)
+                if last:
+                    return
+                k += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which re-raises it
+            plans.fail(exc)
+
+    def remove_segments(self) -> None:
+        import shutil
+        shutil.rmtree(self.segments, ignore_errors=True)
 
     # units and claims ---------------------------------------------------------------------------
     def unit_path(self, u: int) -> Path:
@@ -257,12 +295,13 @@ class RunDir:
         return scores
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
+def _atomic_bytes(path: Path, data: bytes, sync: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -492,14 +531,11 @@ def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
 
 @dataclass
 class WorkerSpec:
-    """What a spawned worker needs (picklable): it reads, chunks and translates the input itself
-    (deterministically, in parallel with loading its models) and plans with the run's budget."""
+    """What a spawned worker needs (picklable): it loads its models, then plans with the run's budget
+    from the segments the coordinator publishes in the run directory (the input's frames)."""
     owner: str
     device: str
-    input: Path
-    duplicate_ids: str
-    chunk_length: int
-    chunking: str
+    chunk_length: int                   # (which classifier)
     models: Any                         # layout.ModelSet
     allow_classifier_mismatch: bool
     precision: str
@@ -509,9 +545,9 @@ class WorkerSpec:
     run_epoch: float
     threads: int | None = None
     stale_s: float | None = None
-    segment_reads: int = 65536
     env: dict | None = None             # the coordinator's environment and working directory when it
     cwd: str | None = None              # started the worker (a fork server's may be older)
+    run_token: str | None = None        # the manifest of this run carries it (an older one in OUTDIR does not)
 
 
 # Workers start from a fork server that imported torch and the engine while the coordinator read
@@ -560,6 +596,42 @@ def prestart_workers() -> None:
         forkserver.ensure_running()
 
 
+def visible_gpu_count() -> int:
+    """CUDA GPUs this process would see, told without importing torch (CUDA_VISIBLE_DEVICES, else
+    NVML); 0 when that cannot be told."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([x for x in visible.split(",") if x.strip()])
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVML, no driver: no GPU to count
+        return 0
+
+
+def likely_worker_processes(engine: str, device: str, gpus: str | None, workers: int | None,
+                            skip_failing_units: bool) -> bool:
+    """Will ``predict`` with these options start worker processes? Decided before torch is imported,
+    so that the fork server can start first (a wrong guess costs an idle server)."""
+    if engine == "reference" or rank_env() is not None:
+        return False
+    n_gpus = visible_gpu_count() if device == "auto" or (device.startswith("cuda") and gpus in (None, "all")) else 0
+    if engine == "auto" and (device == "cpu" or (device == "auto" and n_gpus == 0)):
+        return False                                  # the reference engine
+    if (workers or 1) > 1 or skip_failing_units:
+        return True
+    if device == "cpu" or (device.startswith("cuda:") and gpus is None):
+        return False
+    if gpus is None or gpus.strip().lower() == "all":
+        return n_gpus > 1
+    g = gpus.strip()
+    return len([x for x in g.split(",") if x.strip()]) > 1 if "," in g else (g.isdigit() and int(g) > 1)
+
+
 def worker_main(spec: WorkerSpec) -> None:
     """Entry point of a spawned worker process; exits 0 (all done), STOPPED_EXIT, or 1 (error)."""
     if spec.env is not None:
@@ -578,68 +650,100 @@ def worker_main(spec: WorkerSpec) -> None:
     process.current_process()._config.pop("tempdir", None)
     if "fork" in mp.get_all_start_methods():   # a spawned child defaults to spawn: loader workers
         mp.set_start_method("fork", force=True)  # would re-import torch (seconds) on every pass
-    from virnucpro.telemetry import setup_logging
-    setup_logging(spec.log_file, False)
+    from virnucpro.background import GIL_SWITCH_S
+    sys.setswitchinterval(GIL_SWITCH_S)      # the GPU loop gets the interpreter lock back at once
+    log_ready = DeferredLog(spec.log_file)   # until the coordinator has checked the input and made OUTDIR
     stop = threading.Event()
     install_stop_handlers(stop)
     parent = os.getppid()
     try:
-        totals = run_worker(spec, stop, parent)
+        totals = run_worker(spec, stop, parent, log_ready)
     except BaseException:  # noqa: BLE001 - the coordinator needs an exit code; the log the traceback
         log.exception("worker %s failed", spec.owner)
+        if not log_ready.done:   # written once this run's manifest exists (the coordinator kills a
+            log_ready.open_when(lambda: _wait_for_file_manifest(RunDir(spec.outdir), threading.Event(),
+                                                                spec.run_token) is not None)  # worker of a bad input)
         logging.shutdown()
         os._exit(1)
     logging.shutdown()
     os._exit(STOPPED_EXIT if totals.get("stopped") else 0)
 
 
-def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None = None) -> dict:
-    import functools
+class DeferredLog:
+    """A worker starts before the coordinator has read the input (and made OUTDIR): its log records
+    wait in memory until the run's manifest exists, then go to the run's log file in order."""
+
+    def __init__(self, log_file: Path):
+        import logging.handlers
+        self.log_file, self.done = log_file, False
+        self.buffer = logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1)
+        root = logging.getLogger("virnucpro")
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.setLevel(logging.INFO)
+        root.addHandler(self.buffer)
+        root.propagate = False
+
+    def open(self) -> None:
+        """The log file may be written now: set it up and hand it the records kept so far."""
+        from virnucpro.telemetry import setup_logging
+        kept, self.buffer.buffer = list(self.buffer.buffer), []
+        setup_logging(self.log_file, False)
+        root = logging.getLogger("virnucpro")
+        for record in kept:
+            root.handle(record)
+        self.done = True
+
+    def open_when(self, ready: Callable[[], bool]) -> None:
+        if ready():
+            self.open()
+
+
+def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None = None,
+               log_ready: DeferredLog | None = None) -> dict:
     import torch
-    from virnucpro.background import Background
     from virnucpro.engines import make_engine
-    from virnucpro.fasta import read_fasta
     from virnucpro.models.classifier import load_classifier
-    from virnucpro.engines.planner import PlanBuilder, produce
+    from virnucpro.engines.planner import PlanBuilder
     if spec.threads:
         torch.set_num_threads(spec.threads)
     tel = WorkerTelemetry(spec.owner, spec.run_epoch)
     t0, entered = time.perf_counter(), tel.now()   # entered: seconds after the run's start (spawn + imports)
     eo = spec.engine_opts
-    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), eo.get("dna_nt_budget", 262144))
-    loaded = threading.Event()
-    loading = Background(functools.partial(make_engine, "fast", spec.models, spec.device, spec.precision,
-                                           **spec.engine_opts), name="load-models")
-    records = read_fasta(spec.input, spec.duplicate_ids)
-    producer = threading.Thread(target=produce, name="plan-producer", daemon=True,
-                                args=(records, spec.chunk_length, spec.chunking, plans, [], [],
-                                      spec.segment_reads, stop, loaded))
-    producer.start()
-    try:
-        engine = loading.result()
-    finally:
-        loaded.set()
+    # the models load with this process to themselves (the interpreter lock too): the coordinator
+    # reads, chunks and translates the input and publishes it segment by segment
+    engine = make_engine("fast", spec.models, spec.device, spec.precision, **spec.engine_opts)
     engine_s = time.perf_counter() - t0
     clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
     rd = RunDir(spec.outdir)
-    manifest = _wait_for_file_manifest(rd, stop)
+    manifest = _wait_for_file_manifest(rd, stop, spec.run_token)
     if manifest is None:
         return finish_worker(rd, spec.owner, spec.device, engine, {"stopped": True}, tel)
+    if log_ready is not None:
+        log_ready.open()
+    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), eo.get("dna_nt_budget", 262144))
+    threading.Thread(target=rd.follow_segments, args=(plans, stop), name="segment-follower", daemon=True).start()
     tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3),
              entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))
     totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid)
     return finish_worker(rd, spec.owner, spec.device, engine, totals, tel)
 
 
-def _wait_for_file_manifest(rd: RunDir, stop: threading.Event, timeout: float = 3600.0) -> dict | None:
-    """The coordinator writes the manifest (identity and token budget) before planning."""
+def _wait_for_file_manifest(rd: RunDir, stop: threading.Event, token: str | None = None,
+                            timeout: float = 3600.0) -> dict | None:
+    """The coordinator writes the manifest (identity and token budget) before planning; this run's
+    carries ``token`` (a manifest left in OUTDIR by an earlier run does not). None: stop, timeout,
+    or the coordinator is gone."""
     t0, parent = time.time(), os.getppid()
     while not stop.is_set() and time.time() - t0 < timeout and os.getppid() == parent:
         if rd.manifest_path.exists():
-            m = rd.read_manifest()
-            if m is not None:
+            try:
+                m = rd.read_manifest()
+            except InputError:   # being replaced
+                m = None
+            if m is not None and m.get("run_token") == token:
                 return m
-        time.sleep(0.1)
+        time.sleep(0.05)
     return None
 
 
@@ -684,10 +788,9 @@ class Coordinator:
         self.started.append(owner)
 
     def start(self) -> None:
-        """Spawn the workers; they claim units once the manifest exists."""
+        """Spawn the workers; they claim units once the manifest with their run token exists."""
         for k, dev in enumerate(self.devices):
             self._spawn(f"w{k}", dev)
-        self.tel.emit("workers_spawned", devices=list(self.devices))
 
     def kill_all(self) -> None:
         for p, _ in self.procs.values():

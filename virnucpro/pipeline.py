@@ -28,6 +28,7 @@ import numpy as np
 
 from virnucpro import __version__
 from virnucpro import outputs, parallel
+from virnucpro.background import GIL_SWITCH_S
 from virnucpro.chunking import chunk_records
 from virnucpro.errors import InputError
 from virnucpro.fasta import read_fasta
@@ -119,6 +120,21 @@ class Scored:
     mfu_esm: float | None = None
     peak_gpu_mem_gib: float | None = None
     extra: dict = field(default_factory=dict)
+    rows: "outputs.OutputRows | None" = None    # output rows made during embedding (fast engine)
+
+
+@dataclass
+class _Setup:
+    """What ``predict`` decided before reading the input."""
+    t_start: float
+    models: Any
+    clf: Any
+    clf_info: dict
+    device: str
+    engine_name: str
+    synthetic: Any
+    dist: tuple | None
+    devices: list[str]
 
 
 def predict(opts: PredictOptions) -> dict[str, Any]:
@@ -131,7 +147,6 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
     device = resolve_device(opts.device)
     engine_name = opts.engine if opts.engine != "auto" else ("fast" if device.startswith("cuda") else "reference")
-    synthetic = models.synthetic or clf_info.get("synthetic")
     dist = parallel.rank_env()
     if engine_name == "fast":
         devices = parallel.parse_devices(opts.gpus, opts.workers, device) if dist is None else \
@@ -142,13 +157,32 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         devices = [device]
         if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
             log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
+    setup = _Setup(t_start, models, clf, clf_info, device, engine_name, models.synthetic or clf_info.get("synthetic"),
+                   dist, devices)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, GIL_SWITCH_S))   # virnucpro.background: why
     early = None
-    if engine_name == "fast":
-        from virnucpro import fastrun
-        if fastrun.wants_early_load(opts, devices, dist):
-            early = fastrun.EarlyLoad(opts, models, devices[0])   # the models load while the input is read
-        elif dist is None and (len(devices) > 1 or opts.skip_failing_units):
-            parallel.prestart_workers()   # worker processes: their fork server imports torch meanwhile
+    try:
+        if engine_name == "fast":
+            from virnucpro import fastrun
+            if fastrun.wants_early_load(opts, devices, dist):
+                early = fastrun.EarlyLoad(opts, models, devices[0])   # the models load while the input is read
+            elif fastrun.wants_early_workers(opts, devices, dist):   # the workers start loading now
+                early = fastrun.EarlyWorkers(opts, models, devices, time.time() - (time.perf_counter() - t_start))
+            elif dist is None and (len(devices) > 1 or opts.skip_failing_units):
+                parallel.prestart_workers()   # worker processes: their fork server imports torch meanwhile
+        return _predict(opts, setup, early)
+    except BaseException:
+        if hasattr(early, "abort"):   # early workers (e.g. of a bad input) must not outlive the run
+            early.abort()
+        raise
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _predict(opts: PredictOptions, setup: _Setup, early) -> dict[str, Any]:
+    t_start, models, clf, clf_info, device = setup.t_start, setup.models, setup.clf, setup.clf_info, setup.device
+    engine_name, synthetic, dist, devices = setup.engine_name, setup.synthetic, setup.dist, setup.devices
     records = read_fasta(opts.input, opts.duplicate_ids)
 
     outdir = Path(opts.outdir)
@@ -184,33 +218,22 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     if tot.get("io_wait_s") is not None:
         tel.emit("stage", stage="io_wait", wall_s=round(tot["io_wait_s"], 4), items=tot.get("frames", len(frames)))
     embed_wall = scored.embed_wall
-    scores = scored.scores
-    skipped = np.isnan(scores[:, 0])   # frames of units given up on (--skip-failing-units only)
-    skipped_reads = sorted({chunks[f[1]].read_index for f, s in zip(frames, skipped) if s})
-    if skipped_reads:
-        frames = [f for f, s in zip(frames, skipped) if not s]
-        scores = scores[~skipped]
-
     with tel.stage("write") as st:
-        frame_ids = [f[0] for f in frames]
-        cons = outputs.consensus(frame_ids, scores)
-        outputs.write_predictions(outdir, frame_ids, scores)
-        outputs.write_consensus(outdir, cons)
-        read_rows = _read_summary(records, chunks, frames, scores, dict(cons), set(skipped_reads))
-        if skipped_reads:
-            outputs.write_skipped_reads(outdir, [records[i].id for i in skipped_reads])
+        rows = scored.rows or outputs.OutputRows()   # the fast engine made most of them during embedding
+        counts = rows.write(outdir, records, chunks, frames, scored.scores, bool(synthetic))
+        if counts["skipped_reads"]:
             log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
-                      "see %s", int(skipped.sum()), len(skipped_reads), outputs.SKIPPED_READS)
-        outputs.write_read_summary(outdir, read_rows, bool(synthetic))
+                      "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), outputs.SKIPPED_READS)
         if synthetic:
             outputs.write_synthetic_note(outdir, {"models": models.describe(), "synthetic": synthetic})
-        st.update(items=len(frames))
+        st.update(items=counts["frames"], prepared_rows=len(rows.line) if scored.rows else 0)
 
     wall = time.perf_counter() - t_start
     summary = {
-        "wall_s": round(wall, 3), "reads": len(records), "chunks": len(chunks), "frames": len(frames),
-        "skipped_frames": int(skipped.sum()), "skipped_reads": len(skipped_reads),
-        "viral_chunks": sum(1 for _, v in cons if v), "chunks_with_frames": len(cons), "viral_reads": sum(1 for r in read_rows if r[5] == "virus"),
+        "wall_s": round(wall, 3), "reads": len(records), "chunks": len(chunks), "frames": counts["frames"],
+        "skipped_frames": counts["skipped_frames"], "skipped_reads": len(counts["skipped_reads"]),
+        "viral_chunks": counts["viral_chunks"], "chunks_with_frames": counts["chunks_with_frames"],
+        "viral_reads": counts["viral_reads"],
         "engine": engine_name, "precision": scored.precision, "device": device,
         "n_gpus": scored.n_gpus, "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
         "reads_per_s": round(len(records) / wall, 2) if wall else None,
@@ -284,24 +307,6 @@ def _chunk_translate_stage(records, opts, tel):
         st.update(items=len(records), chunks=len(chunks), frames=len(frames))
     log.info("%d reads -> %d chunks -> %d kept frames", len(records), len(chunks), len(frames))
     return chunks, frames
-
-
-def _read_summary(records, chunks, frames, scores, cons: dict[str, bool], skipped: set[int] = frozenset()) -> list[tuple]:
-    """One row per read: (id, length, chunks, kept frames, max virus score or None, label)."""
-    n = len(records)
-    n_chunks = np.bincount(np.fromiter((c.read_index for c in chunks), dtype=np.int64, count=len(chunks)),
-                           minlength=n)
-    ri = np.fromiter((chunks[ci].read_index for _, ci, _, _ in frames), dtype=np.int64, count=len(frames))
-    kept = np.bincount(ri, minlength=n)
-    best = np.full(n, -np.inf)
-    np.maximum.at(best, ri, np.asarray(scores[:, 1], dtype=np.float64))
-    viral_frame = np.fromiter((bool(cons.get(fid[:-2])) for fid, _, _, _ in frames), dtype=bool, count=len(frames))
-    viral = np.bincount(ri, weights=viral_frame, minlength=n) > 0
-    rows = []
-    for i, (r, nc, k, b, v) in enumerate(zip(records, n_chunks.tolist(), kept.tolist(), best.tolist(), viral.tolist())):
-        label = "skipped" if i in skipped else "no_kept_frame" if k == 0 else ("virus" if v else "others")
-        rows.append((r.id, len(r.seq), nc, k, None if k == 0 else b, label))
-    return rows
 
 
 def _jsonable(d: dict) -> dict:

@@ -169,6 +169,29 @@ def release_compile_workers() -> Background | None:
     return Background(shutdown, name="compile-pool-shutdown")
 
 
+GELU_CHOICES = ("exact", "tanh-epilogue")
+GELU_DEFAULT = "exact"
+
+
+def gelu_epilogue(precision: str) -> bool:
+    """ESM-2's fc1 + GELU as one cuBLASLt GEMM with its GELU epilogue? That epilogue computes GELU's
+    tanh approximation (|difference| <= 4.7e-4 per activation), so never in fp32 (which must match
+    fair-esm to 1e-4); VIRNUCPRO_ESM_GELU=exact|tanh-epilogue chooses (docs/benchmarks.md)."""
+    choice = os.environ.get("VIRNUCPRO_ESM_GELU", GELU_DEFAULT)
+    if choice not in GELU_CHOICES:
+        raise InputError(f"VIRNUCPRO_ESM_GELU={choice!r}: choose one of {', '.join(GELU_CHOICES)}")
+    return choice == "tanh-epilogue" and precision != "fp32"
+
+
+def _loader_worker_init(_worker_id: int) -> None:
+    """In a loader process, an exception in a helper thread of multiprocessing (the resource sharer
+    that hands tensors' file descriptors over, when the process it serves has just died, e.g. a
+    worker killed with its unit) goes to the log, not as a traceback to the user's terminal."""
+    def excepthook(args) -> None:
+        log.debug("loader thread %s: %s: %s", getattr(args.thread, "name", "?"), args.exc_type.__name__, args.exc_value)
+    threading.excepthook = excepthook
+
+
 def _collate(batch):
     return batch[0]
 
@@ -231,8 +254,7 @@ class FastEngine:
         phases["cuda_init"], t = time.perf_counter() - t, time.perf_counter()
         self.precision, self.dtype = precision, DTYPES[precision]
         from virnucpro.models import esm2_fast
-        # experimental until measured (docs/benchmarks.md): fc1 + GELU (tanh approximation) as one GEMM
-        esm2_fast.OPTIONS["gelu_epilogue"] = os.environ.get("VIRNUCPRO_ESM_GELU") == "tanh-epilogue"
+        esm2_fast.OPTIONS["gelu_epilogue"] = gelu_epilogue(precision)
         self.compiled = self.device.type == "cuda" if compile is None else compile
         if self.compiled:   # imports torch.compile's compiler (seconds of Python) while the weights copy
             setup = Background(esm2_fast.compile_kernels, name="compile-setup")
@@ -325,7 +347,8 @@ class FastEngine:
         loader = DataLoader(_Items(prep.items, prep.nuc, prep.prot, self.tokenizer, self.alphabet, pad_to),
                             batch_size=1, sampler=_UnitSampler(source, prep.first, prep.count),
                             num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=4 if workers else None, persistent_workers=False)
+                            prefetch_factor=4 if workers else None, persistent_workers=False,
+                            worker_init_fn=_loader_worker_init if workers else None)
         dim_dna, dim_esm = self.dna.config.hidden_size, self.esm.embed_dim
         bufs: dict[int, dict] = {}
         pending: list[tuple] = []          # (item dict meta, start event, end event, wait s, depth)

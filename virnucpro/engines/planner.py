@@ -64,13 +64,15 @@ class PlanBuilder:
     def add(self, frames: Sequence[tuple], last: bool) -> int:
         """Add a segment's frames (frame_id, chunk index, nucleotide, protein); returns the
         number of new units."""
+        return self.add_seqs([f[2] for f in frames], [f[3] for f in frames], last)
+
+    def add_seqs(self, nuc: list[str], prot: list[str], last: bool) -> int:
+        """Add a segment's frames as their nucleotide and protein sequences (all the plan needs)."""
         p = self.prep
         f0 = len(p.nuc)
-        nuc = [f[2] for f in frames]
-        prot = [f[3] for f in frames]
         esm_len = np.concatenate([p.esm_len, np.fromiter((len(s) + 2 for s in prot), np.int64, len(prot))])
         nuc_len = np.concatenate([self.nuc_len, np.fromiter((len(s) for s in nuc), np.int64, len(nuc))])
-        pool = np.concatenate([self.carry, np.arange(f0, f0 + len(frames), dtype=np.int64)])
+        pool = np.concatenate([self.carry, np.arange(f0, f0 + len(nuc), dtype=np.int64)])
         batches = [pool[b] for b in pack_ffd(esm_len[pool], self.budget)] if len(pool) else []
         carry = np.zeros(0, dtype=np.int64)
         if not last:
@@ -174,11 +176,13 @@ def emit_plan(tel, prep: Prepared, n_frames: int) -> None:
 
 def produce(records: list, chunk_length: int, chunking: str, builder: PlanBuilder, chunks: list, frames: list,
             segment_reads: int = SEGMENT_READS, stop: threading.Event | None = None,
-            hold: threading.Event | None = None) -> None:
+            hold: threading.Event | None = None, publish=None) -> None:
     """Chunk and translate ``records`` segment by segment into ``chunks``/``frames`` (global
     indices, input order) and add each segment to ``builder``. Errors go to ``builder.fail``.
     ``hold``: after the first segment, wait until it is set (the models are loading in this
-    process meanwhile: loading and compiling need the interpreter lock this work would take)."""
+    process meanwhile: loading and compiling need the interpreter lock this work would take).
+    ``publish(k, nucleotides, proteins, last)``: called with each segment before it is added
+    (worker processes build their plan from what it publishes)."""
     from virnucpro.pipeline import chunk_and_translate
     try:
         n = len(records)
@@ -194,6 +198,11 @@ def produce(records: list, chunk_length: int, chunking: str, builder: PlanBuilde
                                          chunk_offset=len(chunks))
             chunks.extend(ch)
             frames.extend(fr)
-            builder.add(fr, last=b >= n)
+            if publish is None:
+                builder.add(fr, last=b >= n)
+            else:
+                nuc, prot = [f[2] for f in fr], [f[3] for f in fr]
+                publish(k, nuc, prot, b >= n)
+                builder.add_seqs(nuc, prot, last=b >= n)
     except BaseException as exc:  # noqa: BLE001 - handed to the consumers, which re-raise it
         builder.fail(exc)
