@@ -110,9 +110,9 @@ def test_kernel_groupings_compute_the_same_forward(esm, options, monkeypatch):
     assert err <= 1e-6, f"{options}: embeddings differ from the default grouping by {err:.2e}"
 
 
-def test_gelu_epilogue_option_is_the_tanh_gelu_and_off_by_default():
-    """The experimental fc1+GELU epilogue (cuBLASLt on CUDA) computes GELU's tanh approximation;
-    ESM-2's own GELU is exact, so the option stays off unless asked for (VIRNUCPRO_ESM_GELU)."""
+def test_gelu_epilogue_option_is_the_tanh_gelu_and_off_outside_the_gpu_engine():
+    """The fc1+GELU epilogue (cuBLASLt on CUDA) computes GELU's tanh approximation; ESM-2's own GELU
+    is exact, so the model's option is off unless the fast engine on a GPU turns it on."""
     import torch
     import torch.nn.functional as F
     from virnucpro.models import esm2_fast
@@ -134,19 +134,35 @@ def test_gelu_epilogue_option_is_the_tanh_gelu_and_off_by_default():
     assert 0 < (approx - exact).abs().max() < 1e-2, "the option did not switch the feed-forward's GELU"
 
 
-@pytest.mark.parametrize("env, precision, expected", [
-    (None, "fp16", False), (None, "fp32", False), ("exact", "bf16", False),
-    ("tanh-epilogue", "fp16", True), ("tanh-epilogue", "bf16", True),
-    ("tanh-epilogue", "fp32", False),   # fp32 must match fair-esm to 1e-4: always the exact GELU
+@pytest.mark.parametrize("env, precision, device, expected", [
+    (None, "fp16", "cuda", True), (None, "bf16", "cuda", True),   # the default on a GPU
+    (None, "fp32", "cuda", False),    # fp32 must match fair-esm to 1e-4: always the exact GELU
+    (None, "fp16", "cpu", False),     # no fused kernel on a CPU
+    ("exact", "fp16", "cuda", False), ("tanh-epilogue", "bf16", "cuda", True),
+    ("tanh-epilogue", "fp32", "cuda", False),
 ])
-def test_which_gelu_the_fast_engine_uses(monkeypatch, env, precision, expected):
-    from virnucpro.engines.fast import GELU_DEFAULT, gelu_epilogue
+def test_which_gelu_the_fast_engine_uses(monkeypatch, env, precision, device, expected):
+    from virnucpro.engines.fast import gelu_epilogue
     if env is None:
         monkeypatch.delenv("VIRNUCPRO_ESM_GELU", raising=False)
-        expected = GELU_DEFAULT == "tanh-epilogue" and precision != "fp32"
     else:
         monkeypatch.setenv("VIRNUCPRO_ESM_GELU", env)
-    assert gelu_epilogue(precision) is expected, f"VIRNUCPRO_ESM_GELU={env} {precision}: expected {expected}"
+    got = gelu_epilogue(precision, device)
+    assert got is expected, f"VIRNUCPRO_ESM_GELU={env} {precision} on {device}: expected {expected}, got {got}"
+
+
+@pytest.mark.parametrize("env, expected", [(None, True), ("1", True), ("0", False)])
+def test_dnabert_is_compiled_unless_turned_off(monkeypatch, env, expected):
+    from virnucpro.engines.fast import dnabert_compiled
+    if env is None:
+        monkeypatch.delenv("VIRNUCPRO_DNABERT_COMPILE", raising=False)
+    else:
+        monkeypatch.setenv("VIRNUCPRO_DNABERT_COMPILE", env)
+    assert dnabert_compiled() is expected
+    monkeypatch.setenv("VIRNUCPRO_DNABERT_COMPILE", "yes")
+    from virnucpro.errors import InputError
+    with pytest.raises(InputError, match="VIRNUCPRO_DNABERT_COMPILE"):
+        dnabert_compiled()
 
 
 def test_an_unknown_gelu_choice_is_an_input_error(monkeypatch):

@@ -1,3 +1,3 @@
-from virnucpro.cli import main
+from virnucpro.cli import run
 
-raise SystemExit(main())
+run()
