@@ -151,8 +151,8 @@ def test_which_gelu_the_fast_engine_uses(monkeypatch, env, precision, device, ex
     assert got is expected, f"VIRNUCPRO_ESM_GELU={env} {precision} on {device}: expected {expected}, got {got}"
 
 
-@pytest.mark.parametrize("env, expected", [(None, True), ("1", True), ("0", False)])
-def test_dnabert_is_compiled_unless_turned_off(monkeypatch, env, expected):
+@pytest.mark.parametrize("env, expected", [(None, False), ("1", True), ("0", False)])
+def test_dnabert_is_compiled_only_when_asked(monkeypatch, env, expected):
     from virnucpro.engines.fast import dnabert_compiled
     if env is None:
         monkeypatch.delenv("VIRNUCPRO_DNABERT_COMPILE", raising=False)
