@@ -122,6 +122,21 @@ def test_worker_processes_are_foreseen_before_torch_is_imported(monkeypatch, eng
                              f"with CUDA_VISIBLE_DEVICES={visible!r}: expected {expected}, got {got}")
 
 
+def test_the_command_leaves_no_temp_dir_behind(reads, tiny_models, tmp_path):
+    """``python -m virnucpro`` exits without the interpreter's teardown, but only after joining its
+    children and removing multiprocessing's temp directory (as the teardown would)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.run(predict_cmd(reads, tmp_path / "out", tiny_models, "--workers", "2"),
+                          env=env_with(TMPDIR=str(tmp)), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "prediction_results.txt").stat().st_size > 0
+    deadline = time.time() + 5   # the fork server and resource tracker end when the command does
+    while any(tmp.iterdir()) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(tmp.iterdir()), f"left in TMPDIR: {sorted(p.name for p in tmp.iterdir())}"
+
+
 def test_a_worker_waits_for_the_manifest_of_its_own_run(tmp_path):
     """Workers start before the coordinator has read the input, i.e. while OUTDIR may still hold an
     earlier run's manifest: only the manifest with their run token lets them start."""
@@ -293,9 +308,12 @@ def test_skip_failing_units_leaves_out_and_reports_only_the_poison_unit(base, re
     assert s["skipped_frames"] == len(missing) and s["skipped_reads"] == len(skipped), s
 
 
-def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_models, tmp_path, run_cli):
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["in-process", "2-workers"])
+def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_models, tmp_path, run_cli, workers):
+    """Killed with -9 and resumed with the same layout: with worker processes, the killed run's
+    published segments and claims are void and the resumed run publishes its own."""
     out = tmp_path / "killed"
-    proc = start_run(predict_cmd(reads, out, tiny_models), env_with(VIRNUCPRO_TEST_UNIT_DELAY="0.3"))
+    proc = start_run(predict_cmd(reads, out, tiny_models, *workers), env_with(VIRNUCPRO_TEST_UNIT_DELAY="0.3"))
     try:
         wait_for_units(out, proc, 3)
     finally:
@@ -303,8 +321,10 @@ def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_m
         proc.wait()
     before = done_units(out)
     assert not (out / "prediction_results.txt").exists(), "a killed run must not have written outputs"
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume")
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume", *workers)
     assert res.code == 0, str(res)
+    assert not (out / RUN_DIRNAME / "segments").exists() or not any((out / RUN_DIRNAME / "segments").iterdir()), \
+        "published segments left after the run"
     assert_same_outputs(base, out)
     ev = last_run(out)
     units = n_units(out)

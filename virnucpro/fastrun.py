@@ -75,14 +75,13 @@ class EarlyWorkers:
     before."""
 
     def __init__(self, opts, models, devices: list[str], run_epoch: float):
-        import uuid
-        eo, bpu, segment_reads, given = _split_opts(opts)
+        eo, bpu, _, given = _split_opts(opts)
         t = time.perf_counter()
         self.given = bool(given)
         self.budget = given or _decide_budget(opts, models, devices, eo)
         self.decided_s = time.perf_counter() - t
         self.engine_opts = {**eo, "token_budget": self.budget, "batches_per_unit": bpu}
-        self.token = uuid.uuid4().hex
+        self.token = _new_token()
         self.coordinator = _start_coordinator(opts, models, devices, self.engine_opts, parallel.RunDir(opts.outdir),
                                               None, run_epoch, self.token)
 
@@ -99,8 +98,9 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
                early: EarlyLoad | EarlyWorkers | None = None) -> tuple[list, list, Scored] | None:
     """The fast engine over work units checkpointed in OUTDIR/.virnucpro-run: in this process for one
     worker (models load while the host reads, chunks and translates; ``early`` started that before
-    the input was read), else in worker processes (they read, chunk and load in parallel with this
-    process), or as one torchrun rank."""
+    the input was read), else in worker processes (``early`` started them before the input was read;
+    they load their models while this process reads, chunks and translates, and plan from the
+    segments it publishes), or as one torchrun rank (which reads and plans by itself)."""
     rank = dist[0] if dist else 0
     rd = parallel.RunDir(opts.outdir)
     eo, bpu, segment_reads, given_budget = _split_opts(opts)
@@ -110,11 +110,7 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_nt_budget": dna_nt_budget,
                 "segment_reads": segment_reads}
-    if dist:
-        token = _run_token()
-    else:
-        import uuid
-        token = early.token if isinstance(early, EarlyWorkers) else uuid.uuid4().hex
+    token = _run_token() if dist else early.token if isinstance(early, EarlyWorkers) else _new_token()
     if rank != 0:
         manifest = _wait_for_manifest(rd, token)
     elif opts.resume:
@@ -165,7 +161,6 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
         else:
             if isinstance(early, EarlyWorkers):   # started before the input was read
                 coordinator = early.coordinator
-                coordinator.rd = rd
             else:
                 coordinator = _start_coordinator(opts, models, devices, engine_opts, rd, tel, time.time() - tel.now(),
                                                  token)
@@ -351,6 +346,12 @@ def _describe_unit(u: int, prep, frames, chunks, records) -> str:
             ids.append(rid)
     uniq = sorted(set(ids))
     return f"{len(uniq)} read(s): {', '.join(uniq[:10])}{', ...' if len(uniq) > 10 else ''}"
+
+
+def _new_token() -> str:
+    """A fresh run's token (its workers wait for the manifest that carries it)."""
+    import uuid
+    return uuid.uuid4().hex
 
 
 def _run_token() -> str:

@@ -660,9 +660,11 @@ def worker_main(spec: WorkerSpec) -> None:
         totals = run_worker(spec, stop, parent, log_ready)
     except BaseException:  # noqa: BLE001 - the coordinator needs an exit code; the log the traceback
         log.exception("worker %s failed", spec.owner)
-        if not log_ready.done:   # written once this run's manifest exists (the coordinator kills a
-            log_ready.open_when(lambda: _wait_for_file_manifest(RunDir(spec.outdir), threading.Event(),
-                                                                spec.run_token) is not None)  # worker of a bad input)
+        # the traceback reaches the run's log once its manifest exists (for a bad input the
+        # coordinator writes none and stops this worker instead)
+        if not log_ready.done and _wait_for_file_manifest(RunDir(spec.outdir), threading.Event(),
+                                                          spec.run_token) is not None:
+            log_ready.open()
         logging.shutdown()
         os._exit(1)
     logging.shutdown()
@@ -693,10 +695,6 @@ class DeferredLog:
         for record in kept:
             root.handle(record)
         self.done = True
-
-    def open_when(self, ready: Callable[[], bool]) -> None:
-        if ready():
-            self.open()
 
 
 def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None = None,

@@ -220,13 +220,14 @@ def _predict(opts: PredictOptions, setup: _Setup, early) -> dict[str, Any]:
     embed_wall = scored.embed_wall
     with tel.stage("write") as st:
         rows = scored.rows or outputs.OutputRows()   # the fast engine made most of them during embedding
+        ahead = len(rows.line)
         counts = rows.write(outdir, records, chunks, frames, scored.scores, bool(synthetic))
         if counts["skipped_reads"]:
             log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
                       "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), outputs.SKIPPED_READS)
         if synthetic:
             outputs.write_synthetic_note(outdir, {"models": models.describe(), "synthetic": synthetic})
-        st.update(items=counts["frames"], prepared_rows=len(rows.line) if scored.rows else 0)
+        st.update(items=counts["frames"], rows_made_ahead=ahead)
 
     wall = time.perf_counter() - t_start
     summary = {
