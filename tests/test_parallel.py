@@ -182,8 +182,11 @@ def test_a_claim_is_exclusive_and_released_with_its_owner(tmp_path):
     rd.save_unit(4, np.array([7, 8]), np.zeros((2, 2), np.float32))
     rd.claim(6, "w0")
     rd.mark_started(6)
-    assert rd.release_owner("w0") == ([3, 6], [6]), \
-        "released: the dead worker's unfinished units, and of them the one it had started"
+    rd.claim(7, "w0")           # computed, its checkpoint not yet written when its worker died
+    rd.mark_started(7)
+    rd.mark_computed(7)
+    assert rd.release_owner("w0") == ([3, 6, 7], [6]), \
+        "released: the dead worker's unfinished units, and of them the one it had started and not computed"
     assert set(rd.claimed()) == {5}
     assert rd.done_units() == {4}
     assert not list(rd.units.glob(".*")), "a temp file was left beside the unit checkpoint"

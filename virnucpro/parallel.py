@@ -244,23 +244,32 @@ class RunDir:
 
     def mark_started(self, u: int) -> None:
         """The owner's GPU loop has begun the unit (claims made ahead are not yet started)."""
+        self._mark(u, "started")
+
+    def mark_computed(self, u: int) -> None:
+        """The unit's scores exist (its checkpoint is being written): should its owner die now, the
+        unit is redone by another, but it did not kill its worker."""
+        self._mark(u, "computed")
+
+    def _mark(self, u: int, what: str) -> None:
         try:
             with open(self.claim_path(u), "a") as fh:
-                fh.write("\nstarted")
+                fh.write("\n" + what)
         except FileNotFoundError:
             pass
 
     def release_owner(self, owner: str) -> tuple[list[int], list[int]]:
         """Release every claim of ``owner`` (a dead worker): (unfinished units it held, those of
-        them it had started; only these count as attempts that may have killed it)."""
+        them it had started and not computed; only these count as attempts that may have killed it)."""
         lost, started = [], []
         for u, (who, _) in self.claimed().items():
             if who != owner:
                 continue
             try:
-                began = "started" in self.claim_path(u).read_text()
+                marks = self.claim_path(u).read_text().split("\n")[1:]
             except FileNotFoundError:
-                began = False
+                marks = []
+            began = "started" in marks and "computed" not in marks
             self.release(u)
             if not self.is_done(u):
                 lost.append(u)
@@ -439,6 +448,7 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
                 for f in [f for f in pending if f.done()]:   # a failed write stops the run now
                     pending.remove(f)
                     f.result()
+                rd.mark_computed(u)
                 pending.append(writer.submit(save, u, frames, scores))   # fsync off the GPU loop
                 if hooks.unit_delay:
                     time.sleep(hooks.unit_delay)

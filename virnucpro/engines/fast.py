@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Callable, Iterable, Iterator
@@ -198,12 +199,17 @@ def dnabert_compiled() -> bool:
 
 
 def _loader_worker_init(_worker_id: int) -> None:
-    """In a loader process, an exception in a helper thread of multiprocessing (the resource sharer
-    that hands tensors' file descriptors over, when the process it serves has just died, e.g. a
-    worker killed with its unit) goes to the log, not as a traceback to the user's terminal."""
-    def excepthook(args) -> None:
+    """In a loader process, an exception in a helper thread of multiprocessing goes to the log, not as
+    a traceback to the user's terminal: the resource sharer that hands tensors' file descriptors to
+    the worker reports "connection reset" through ``sys.excepthook`` when that worker has just died
+    (e.g. killed with its unit, which the worker's coordinator reports in one line)."""
+    def thread_hook(args) -> None:
         log.debug("loader thread %s: %s: %s", getattr(args.thread, "name", "?"), args.exc_type.__name__, args.exc_value)
-    threading.excepthook = excepthook
+
+    def sys_hook(exc_type, exc, tb) -> None:
+        log.debug("loader process: %s: %s", exc_type.__name__, exc)
+    threading.excepthook = thread_hook
+    sys.excepthook = sys_hook
 
 
 def _collate(batch):
