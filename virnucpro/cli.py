@@ -84,7 +84,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
                    help="fast engine matmul precision (the residual stream is always fp32). fp16 keeps "
                    ">= 99.9%% label agreement with the reference; bf16 is as fast but measured ~99.1%% "
-                   "(docs/benchmarks.md)")
+                   "(docs/benchmarks.md). In fp16/bf16 on a GPU, ESM-2's GELU is computed in the fc1 GEMM "
+                   "(its tanh approximation; env VIRNUCPRO_ESM_GELU=exact turns that off); fp32 is exact")
     p.add_argument("--chunking", choices=("original", "fixed"), default="original",
                    help="original reproduces VirNucPro incl. its short-last-chunk quirk; fixed makes every "
                    "chunk of a long read exactly C nt")
