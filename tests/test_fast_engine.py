@@ -58,6 +58,10 @@ def test_telemetry_of_a_fast_run(runs):
     assert sum(b["tokens"] for b in esm) == plan["esm_tokens"], "every ESM-2 token is in exactly one batch"
     assert summary["packing_efficiency"] == pytest.approx(plan["esm_tokens"] / (plan["batches"] * plan["budget"]))
     assert 0 < summary["packing_efficiency"] <= 1.0
+    load = next(e for e in ev if e["event"] == "stage" and e["stage"] == "load_models")
+    phases = load["phases"]   # where start-up went: opening the checkpoint is part of the ESM-2 weights
+    assert {"cuda_init", "esm_open", "esm_weights", "dnabert_weights", "total"} <= set(phases), phases
+    assert 0 <= phases["esm_open"] <= phases["esm_weights"] <= phases["total"], phases
     assert summary["frames"] == len(frames(runs / "fast32"))
     stages = summary["stages"]
     for name in ("chunk_translate", "load_models", "embed_dnabert", "embed_esm", "classify", "write"):

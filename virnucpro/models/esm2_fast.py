@@ -233,13 +233,17 @@ class PackedESM2(nn.Module):
         return m
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32) -> tuple["PackedESM2", object]:
+    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32,
+                        phases: dict | None = None) -> tuple["PackedESM2", object]:
         """Build straight from a fair-esm checkpoint file in ``dtype`` on ``device`` (no fp32 copy of
-        the whole model in host memory). Returns (model in eval mode, fair-esm alphabet)."""
+        the whole model in host memory). Returns (model in eval mode, fair-esm alphabet); with
+        ``phases``, adds the seconds spent opening the checkpoint (``esm_open``) to it."""
         import argparse
         import re
+        import time
         import esm
         from virnucpro.errors import ModelError
+        t_open = time.perf_counter()
         with torch.serialization.safe_globals([argparse.Namespace]):
             try:
                 try:
@@ -250,6 +254,8 @@ class PackedESM2(nn.Module):
             except Exception as exc:   # truncated, corrupt, not a fair-esm checkpoint
                 raise ModelError(f"cannot read the ESM-2 checkpoint {path} ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0][:160]}); is it a complete fair-esm .pt file?") from None
+        if phases is not None:   # the rest of from_checkpoint is the copy to the device
+            phases["esm_open"] = time.perf_counter() - t_open
         prefix = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
         sd = {prefix.sub("", k): v for k, v in data["model"].items()}
         alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
