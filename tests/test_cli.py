@@ -268,12 +268,15 @@ def test_malicious_classifier_is_refused_without_running_it(layout, tmp_path, ti
     (["-c", "400"], "400"),
     (["--engine", "turbo"], "turbo"),
     (["--bogus-option"], "--bogus-option"),
+    (["--workers", "abc"], "abc"),      # also read by the early look at the options (fork server)
+    (["--gpus"], "--gpus"),
 ])
 def test_usage_errors_exit_2_without_traceback(argv, needle, tmp_path, tiny_models, small_fa, run_cli):
     out = tmp_path / "out"
     res = run_cli(*predict_args(small_fa, out, tiny_models), *argv)
     assert res.code == 2, str(res)
     assert "Traceback" not in res.err, str(res)
+    assert res.err.count("usage:") == 1 and res.err.count("error:") == 1, f"one usage and one error, got:\n{res.err}"
     last = res.err_lines()[-1]
     assert last.startswith("virnucpro: error:") and needle in last, f"last stderr line {last!r}"
     assert_nothing_written(out)

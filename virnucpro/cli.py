@@ -252,13 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _SilentParser(argparse.ArgumentParser):
+    """Raises ValueError instead of printing a usage error (the real parser reports it)."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
 def _prestart_workers(argv: list[str]) -> None:
     """``predict`` that will start worker processes: start their fork server first thing (it imports
     torch while this process builds the parser and imports it too). A minimal parse of the options
     that decide it; the real parse (and its errors) comes after."""
     if not argv or argv[0] != "predict":
         return
-    p = argparse.ArgumentParser(add_help=False)
+    p = _SilentParser(add_help=False)
     p.add_argument("--engine", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--gpus", default=None)
