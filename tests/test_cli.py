@@ -282,6 +282,16 @@ def test_usage_errors_exit_2_without_traceback(argv, needle, tmp_path, tiny_mode
     assert_nothing_written(out)
 
 
+@pytest.mark.parametrize("workers", [[], ["--engine", "fast", "--workers", "2"]], ids=["in-process", "2-workers"])
+def test_an_outdir_that_is_a_file_is_one_error_line(workers, tmp_path, tiny_models, small_fa, run_cli):
+    out = tmp_path / "a-file"
+    out.write_text("not a directory\n")
+    res = run_cli(*predict_args(small_fa, out, tiny_models), *workers)
+    assert res.code == 2, str(res)
+    assert res.err_lines()[-1] == f"virnucpro: error: -o/--outdir {out}: exists and is not a directory", str(res)
+    assert out.read_text() == "not a directory\n"
+
+
 def test_missing_outdir_option_is_a_usage_error(small_fa, run_cli):
     res = run_cli("predict", small_fa)
     assert res.code == 2 and res.err_lines()[-1].startswith("virnucpro: error:") and "-o" in res.err, str(res)

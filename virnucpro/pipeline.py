@@ -143,6 +143,8 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     if opts.chunk_length not in (300, 500):
         raise InputError(f"--chunk-length must be 300 or 500 (the published classifiers), not {opts.chunk_length}")
     # 1. Everything a user can get wrong is checked before anything is written.
+    if Path(opts.outdir).exists() and not Path(opts.outdir).is_dir():
+        raise InputError(f"-o/--outdir {opts.outdir}: exists and is not a directory")
     models = layout.resolve(opts.models, opts.chunk_length, opts.esm, opts.dnabert, opts.classifier)
     clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
     device = resolve_device(opts.device)
