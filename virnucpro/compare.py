@@ -24,12 +24,14 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from virnucpro.errors import InputError
+
+if TYPE_CHECKING:   # imported where it is used: every `virnucpro` command builds this module's parser
+    import pandas as pd
 
 FRAME_FILE = "prediction_results.txt"
 CONSENSUS_FILE = "prediction_results_highestscore.csv"
@@ -55,6 +57,7 @@ def _read_table(path: Path, header: list[str]) -> pd.DataFrame:
     (missing file, wrong header, wrong field count, bad encoding) raises InputError naming the
     file and line.
     """
+    import pandas as pd
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -123,6 +126,7 @@ def _fail_at(path: Path, df: pd.DataFrame, bad: pd.Series | np.ndarray, what: st
 
 
 def _parse_scores(path: Path, df: pd.DataFrame, col: str) -> np.ndarray:
+    import pandas as pd
     values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)  # [rows]
     _fail_at(path, df, ~np.isfinite(values), f"{col} is not a number")
     _fail_at(path, df, (values < 0.0) | (values > 1.0), f"{col} outside [0, 1]")
@@ -131,6 +135,7 @@ def _parse_scores(path: Path, df: pd.DataFrame, col: str) -> np.ndarray:
 
 def read_frames(path: str | Path) -> pd.DataFrame:
     """Read ``prediction_results.txt``: columns id, virus (bool), score1, score2, line."""
+    import pandas as pd
     path = Path(path)
     df = _read_table(path, FRAME_HEADER)
     _fail_at(path, df, df["Sequence_ID"] == "", "empty Sequence_ID")
@@ -147,6 +152,7 @@ def read_frames(path: str | Path) -> pd.DataFrame:
 
 def read_consensus(path: str | Path) -> pd.DataFrame:
     """Read ``prediction_results_highestscore.csv`` (tab-separated): columns id, virus, line."""
+    import pandas as pd
     path = Path(path)
     df = _read_table(path, CONSENSUS_HEADER)
     _fail_at(path, df, df["Modified_ID"] == "", "empty Modified_ID")
@@ -334,6 +340,7 @@ def _join_keys(ids: pd.Series) -> tuple[pd.Index, int]:
     A repeated id gets its occurrence number appended (``X``, ``X\x1f1``, ``X\x1f2``, ...), so
     the k-th ``X`` of one side pairs with the k-th ``X`` of the other.
     """
+    import pandas as pd
     keys = pd.Index(ids)
     if keys.is_unique:
         return keys, 0
