@@ -284,7 +284,8 @@ def _prestart_workers(argv: list[str]) -> None:
 def run() -> None:
     """The ``virnucpro`` command (console script and ``python -m virnucpro``): ``main``, then exit at
     once. A run's outputs are written and closed by then; what is skipped is the interpreter's
-    teardown of the run's objects and of torch (~1 s after a 650,000-read run), not any work:
+    teardown of the run's objects and of torch (0.76-0.81 s after a 650,000-read run, docs/benchmarks.md
+    CPU-5), not any work:
     worker processes are joined and multiprocessing's temp directory removed first."""
     code = main()
     try:

@@ -44,18 +44,26 @@ def _decide_budget(opts, models, devices: list[str], eo: dict) -> int:
                                 sharing=max(devices.count(d) for d in devices))
 
 
-class EarlyLoad:
-    """The models of a fresh one-worker run, loading in a daemon thread from the start of ``predict``
-    (while the input is read), with the token budget ``score_fast`` would decide. A daemon thread:
-    a bad input ends the command at once, not after the loading."""
+class _EarlyStart:
+    """What a fresh run starts before its input is read, with the token budget ``score_fast`` would
+    decide: ``budget``, ``given`` (by --token-budget), ``decided_s``, and the engine options."""
 
-    def __init__(self, opts, models, device: str):
+    def __init__(self, opts, models, devices: list[str]):
         eo, bpu, _, given = _split_opts(opts)
         t = time.perf_counter()
         self.given = bool(given)
-        self.budget = given or _decide_budget(opts, models, [device], eo)
+        self.budget = given or _decide_budget(opts, models, devices, eo)
         self.decided_s = time.perf_counter() - t
         self.engine_opts = {**eo, "token_budget": self.budget, "batches_per_unit": bpu}
+
+
+class EarlyLoad(_EarlyStart):
+    """The models of a fresh one-worker run, loading in a daemon thread from the start of ``predict``
+    (while the input is read). A daemon thread: a bad input ends the command at once, not after the
+    loading."""
+
+    def __init__(self, opts, models, device: str):
+        super().__init__(opts, models, [device])
         self._loading = Background(_load_fast, models, device, opts.precision, self.engine_opts, name="load-models")
 
     def result(self):
@@ -67,20 +75,14 @@ def wants_early_load(opts, devices: list[str], dist) -> bool:
     return dist is None and not opts.resume and len(devices) == 1 and not opts.skip_failing_units
 
 
-class EarlyWorkers:
+class EarlyWorkers(_EarlyStart):
     """The worker processes of a fresh run on several workers, started from the start of ``predict``
-    (they load their models while this process reads the input) with the token budget ``score_fast``
-    would decide. They wait for the manifest carrying ``token``, which ``score_fast`` writes once the
-    input is read, then plan from the segments it publishes; ``abort`` stops them when the run ends
-    before."""
+    (they load their models while this process reads the input). They wait for the manifest
+    carrying ``token``, which ``score_fast`` writes once the input is read, then plan from the
+    segments it publishes; ``abort`` stops them when the run ends before."""
 
     def __init__(self, opts, models, devices: list[str], run_epoch: float):
-        eo, bpu, _, given = _split_opts(opts)
-        t = time.perf_counter()
-        self.given = bool(given)
-        self.budget = given or _decide_budget(opts, models, devices, eo)
-        self.decided_s = time.perf_counter() - t
-        self.engine_opts = {**eo, "token_budget": self.budget, "batches_per_unit": bpu}
+        super().__init__(opts, models, devices)
         self.token = _new_token()
         self.coordinator = _start_coordinator(opts, models, devices, self.engine_opts, parallel.RunDir(opts.outdir),
                                               None, run_epoch, self.token)
@@ -324,8 +326,9 @@ def _load_fast(models, device: str, precision: str, engine_opts: dict):
 
 
 def _start_coordinator(opts, models, devices, engine_opts, rd, tel, run_epoch: float, token: str) -> "parallel.Coordinator":
-    """A coordinator whose workers start at once (they load models and read the input while this
-    process reads, chunks and plans); they claim units only once the manifest with ``token`` exists."""
+    """A coordinator whose workers start at once (they load their models while this process reads,
+    chunks and plans); they claim units only once the manifest with ``token`` exists, planning from
+    the segments this process publishes."""
     base = parallel.WorkerSpec(
         owner="", device="", chunk_length=opts.chunk_length, models=models,
         allow_classifier_mismatch=opts.allow_classifier_mismatch, precision=opts.precision,

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from virnucpro.errors import InputError, VirnucproError
-from virnucpro.telemetry import Telemetry, peak_gpu_mem_gib
+from virnucpro.telemetry import Telemetry, cuda_visible_devices, peak_gpu_mem_gib
 
 log = logging.getLogger(__name__)
 
@@ -567,7 +567,7 @@ class WorkerSpec:
 # Not torch._inductor: importing it initialised CUDA in the fork server on an H200 (H200-15), and a
 # child forked after that cannot use CUDA; a worker that finds itself so exits BAD_FORK_EXIT and the
 # coordinator starts its replacement with spawn.
-PRELOAD = ["virnucpro.parallel", "virnucpro.engines.fast", "virnucpro.models.classifier", "virnucpro.fasta", "esm"]
+PRELOAD = ["virnucpro.parallel", "virnucpro.engines.fast", "virnucpro.models.classifier", "esm"]
 
 
 def start_method() -> str:
@@ -609,9 +609,9 @@ def prestart_workers() -> None:
 def visible_gpu_count() -> int:
     """CUDA GPUs this process would see, told without importing torch (CUDA_VISIBLE_DEVICES, else
     NVML); 0 when that cannot be told."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = cuda_visible_devices()
     if visible is not None:
-        return len([x for x in visible.split(",") if x.strip()])
+        return len(visible)
     try:
         import pynvml
         pynvml.nvmlInit()

@@ -119,12 +119,17 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     root.propagate = False
 
 
+def cuda_visible_devices() -> list[str] | None:
+    """The entries of CUDA_VISIBLE_DEVICES (indices, GPU-/MIG- UUIDs), or None when it is unset."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return [x.strip() for x in visible.split(",") if x.strip()] if visible is not None else None
+
+
 def nvml_handle(pynvml, cuda_index: int):
     """The NVML handle of the GPU this process calls ``cuda:<cuda_index>`` (NVML numbers GPUs by PCI
     bus; CUDA numbers the visible ones, fastest first), or None when that cannot be told without
     CUDA (MIG devices, mixed GPU models without CUDA_DEVICE_ORDER=PCI_BUS_ID). pynvml is initialised."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    names = [x.strip() for x in visible.split(",") if x.strip()] if visible is not None else None
+    names = cuda_visible_devices()
     if names is not None and cuda_index >= len(names):
         return None
     if names is not None and names[cuda_index].startswith("GPU-"):

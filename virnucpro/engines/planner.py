@@ -198,11 +198,9 @@ def produce(records: list, chunk_length: int, chunking: str, builder: PlanBuilde
                                          chunk_offset=len(chunks))
             chunks.extend(ch)
             frames.extend(fr)
-            if publish is None:
-                builder.add(fr, last=b >= n)
-            else:
-                nuc, prot = [f[2] for f in fr], [f[3] for f in fr]
+            nuc, prot = [f[2] for f in fr], [f[3] for f in fr]
+            if publish is not None:
                 publish(k, nuc, prot, b >= n)
-                builder.add_seqs(nuc, prot, last=b >= n)
+            builder.add_seqs(nuc, prot, last=b >= n)
     except BaseException as exc:  # noqa: BLE001 - handed to the consumers, which re-raise it
         builder.fail(exc)

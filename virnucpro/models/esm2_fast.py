@@ -101,9 +101,9 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 #   chain   compile "post-attention of layer i + pre-attention of layer i+1" as one function, so the
 #           residual add after fc2 fuses with the next layer's LayerNorm (one pass over x fewer)
 #   gelu_epilogue  fc1 + GELU as one cuBLASLt GEMM with a GELU epilogue (saves a pass over the
-#           [T, 4C] activations) -- but that epilogue is GELU's tanh approximation, not the exact
-#           GELU of ESM-2: experimental, off until its speed and agreement are measured on a GPU
-OPTIONS = {"v_view": True, "chain": True, "gelu_epilogue": False}   # defaults: measured fastest (H200-6)
+#           [T, 4C] activations) -- GELU's tanh approximation, not the exact GELU of ESM-2: off in the
+#           model; the fast engine turns it on in fp16/bf16 on a GPU (engines/fast.py gelu_epilogue)
+OPTIONS = {"v_view": True, "chain": True, "gelu_epilogue": False}   # v_view, chain: measured fastest (H200-6)
 
 
 @torch.library.custom_op("virnucpro::linear_gelu_tanh", mutates_args=())
