@@ -18,6 +18,8 @@ for g in 2 1; do
       /tmp/t$g/virnucpro.log | sed 's/.*TELEMETRY //' | cut -c1-700
   grep -h '"event": "summary"' /tmp/t$g/virnucpro.log | sed 's/.*TELEMETRY //' | python3 -c "
 import json,sys; s=json.loads(sys.stdin.read()); print('  wall', s['wall_s'], 'embed', s['embed_wall_s'], 'busy', s.get('busy_s_per_worker'), 'stages', s['stages'])"
+  grep -h '"event": "run_start"' /tmp/t$g/virnucpro.log | sed 's/.*TELEMETRY //' | python3 -c "
+import json,sys; s=json.loads(sys.stdin.read()); print('  run_start t', s['t'], 'setup_t', s.get('setup_t'))"
   grep -h '"event": "unit_done"' /tmp/t$g/virnucpro.log | sed 's/.*TELEMETRY //' | head -1 | cut -c1-200
   cp /tmp/t$g/virnucpro.log "$O/timeline-g$g.log"
 done

@@ -186,3 +186,71 @@ def test_forward_through_the_first_layers_only(esm, chain, monkeypatch):
         full = packed(*args)
         assert torch.equal(packed(*args, n_layers=len(packed.layers)), full)
         assert not torch.allclose(packed(*args, n_layers=1), full), "one layer gave the whole model's output"
+
+
+# -- the staged weight copy (virnucpro.models.transfer): its lanes run on a CPU destination too ------
+
+@pytest.mark.parametrize("threads,chunk_bytes", [(1, 1 << 20), (3, 4096), (8, 6)])
+def test_staged_copy_equals_a_plain_copy(threads, chunk_bytes):
+    from virnucpro.models.transfer import copy_to_device
+    g = torch.Generator().manual_seed(0)
+    shapes = [((7, 13), torch.float16), ((70001,), torch.float32), ((5,), torch.float16),
+              ((300, 1000), torch.bfloat16), ((1,), torch.float32)]
+    srcs = [torch.randn(s, generator=g).to(dt) for s, dt in shapes]
+    dsts = [torch.full(s, float("nan"), dtype=torch.float32) for s, _ in shapes]
+    copy_to_device(list(zip(srcs, dsts)), threads=threads, chunk_bytes=chunk_bytes)
+    for i, (s, d) in enumerate(zip(srcs, dsts)):
+        assert torch.equal(d, s.float()), f"tensor {i} {tuple(s.shape)} {s.dtype}: copy differs"
+
+
+def test_staged_copy_reports_a_failing_lane():
+    from virnucpro.models.transfer import copy_to_device
+    with pytest.raises(ValueError, match="copy of 10 elements into 9"):
+        copy_to_device([(torch.zeros(10), torch.zeros(9)), (torch.zeros(4), torch.zeros(4))], threads=2)
+
+
+def test_staged_fused_state_equals_the_plain_one(tiny_models):
+    from virnucpro.models.esm2_fast import fuse_state, fuse_state_staged
+    path = next(p for p in tiny_models.glob("esm2_*.pt") if "contact" not in p.name)
+    data = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    sd = {k.replace("encoder.sentence_encoder.", "").replace("encoder.", ""): v for k, v in data["model"].items()}
+    n = data["cfg"]["model"].encoder_layers
+    plain = fuse_state(sd, n, to=lambda t: t.to(torch.float32))
+    staged = fuse_state_staged(sd, n, torch.device("cpu"), torch.float32)
+    assert plain.keys() == staged.keys()
+    bad = [k for k in plain if not torch.equal(plain[k], staged[k])]
+    assert not bad, f"staged copy differs in {bad[:5]}"
+
+
+@pytest.mark.parametrize("env,device,expected", [(None, "cuda", True), ("direct", "cuda", False),
+                                                 ("staged", "cpu", False), (" Staged ", "cuda", True)])
+def test_which_weight_copy_is_used(monkeypatch, env, device, expected):
+    from virnucpro.models.transfer import staged_copy_enabled
+    if env is None:
+        monkeypatch.delenv("VIRNUCPRO_WEIGHT_COPY", raising=False)
+    else:
+        monkeypatch.setenv("VIRNUCPRO_WEIGHT_COPY", env)
+    assert staged_copy_enabled(torch.device(device)) is expected
+
+
+def test_an_unknown_weight_copy_is_an_input_error(monkeypatch):
+    from virnucpro.errors import InputError
+    from virnucpro.models.transfer import staged_copy_enabled
+    monkeypatch.setenv("VIRNUCPRO_WEIGHT_COPY", "fast")
+    with pytest.raises(InputError, match="staged .* or direct"):
+        staged_copy_enabled(torch.device("cuda"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_placeholder_has_the_loaded_models_shapes_and_dtypes(tiny_models, dtype):
+    """The kernels compiled on the placeholder (beside the weight copy) must be the ones the loaded
+    model calls: same parameters, shapes, dtypes and strides."""
+    path = next(p for p in tiny_models.glob("esm2_*.pt") if "contact" not in p.name)
+    loaded, _ = PackedESM2.from_checkpoint(path, "cpu", dtype)
+    ph = PackedESM2.placeholder(2, loaded.embed_dim, loaded.attention_heads, "cpu", dtype)
+
+    def layout(m, layers):
+        keep = lambda n: not n.startswith("layers.") or int(n.split(".")[1]) < layers   # noqa: E731
+        return {n: (tuple(t.shape), t.dtype, t.stride()) for n, t in
+                [*m.named_parameters(), *m.named_buffers()] if keep(n)}
+    assert layout(ph, 2) == layout(loaded, 2)

@@ -817,7 +817,7 @@ class Coordinator:
         all_done_at = None
         try:
             while True:
-                time.sleep(0.2)
+                time.sleep(0.2 if all_done_at is None else 0.02)
                 done = self.rd.done_units()
                 if self.on_poll:
                     self.on_poll(done)
@@ -879,6 +879,8 @@ class Coordinator:
                     all_done_at = time.time()
                 if not self.procs:
                     break
+                if all_done_at is not None and all((self.rd.workers / f"{o}.json").exists() for o in self.procs):
+                    break   # every live worker has written its totals; what is left of them is exiting
                 if all_done_at is not None and time.time() - all_done_at > 10:
                     for owner, (p, _) in self.procs.items():   # e.g. a replacement still loading
                         p.kill()

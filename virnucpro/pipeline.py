@@ -69,10 +69,15 @@ class PredictOptions:
 
 
 def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when a GPU is visible, else cpu. GPUs are counted through NVML where it
+    answers (``torch.cuda.device_count``), without initialising CUDA in this process: on a
+    multi-GPU run the coordinator never needs CUDA, and ``cudaGetDeviceCount`` cost ~0.5 s
+    before the workers could start."""
     import torch
+    visible = torch.cuda.device_count() > 0
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cuda" if visible else "cpu"
+    if device.startswith("cuda") and not visible:
         raise InputError(f"--device {device}: no CUDA GPU is visible to PyTorch on this machine")
     return device
 
@@ -135,6 +140,7 @@ class _Setup:
     synthetic: Any
     dist: tuple | None
     devices: list[str]
+    times: dict = field(default_factory=dict)   # run clock when the early start began, when checks ended
 
 
 def predict(opts: PredictOptions) -> dict[str, Any]:
@@ -145,8 +151,9 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     # 1. Everything a user can get wrong is checked before anything is written.
     if Path(opts.outdir).exists() and not Path(opts.outdir).is_dir():
         raise InputError(f"-o/--outdir {opts.outdir}: exists and is not a directory")
-    models = layout.resolve(opts.models, opts.chunk_length, opts.esm, opts.dnabert, opts.classifier)
-    clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
+    # the paths first: the models' loading (or the workers) can start before the rest is checked
+    models = layout.resolve(opts.models, opts.chunk_length, opts.esm, opts.dnabert, opts.classifier,
+                            fingerprint=False)
     device = resolve_device(opts.device)
     engine_name = opts.engine if opts.engine != "auto" else ("fast" if device.startswith("cuda") else "reference")
     dist = parallel.rank_env()
@@ -159,8 +166,6 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         devices = [device]
         if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
             log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
-    setup = _Setup(t_start, models, clf, clf_info, device, engine_name, models.synthetic or clf_info.get("synthetic"),
-                   dist, devices)
     switch = sys.getswitchinterval()
     sys.setswitchinterval(min(switch, GIL_SWITCH_S))   # virnucpro.background: why
     early = None
@@ -173,6 +178,12 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
                 early = fastrun.EarlyWorkers(opts, models, devices, time.time() - (time.perf_counter() - t_start))
             elif dist is None and (len(devices) > 1 or opts.skip_failing_units):
                 parallel.prestart_workers()   # worker processes: their fork server imports torch meanwhile
+        early_t = time.perf_counter() - t_start
+        models.fingerprints = layout.fingerprints(models)   # for the manifest; the loading does not need them
+        clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
+        setup = _Setup(t_start, models, clf, clf_info, device, engine_name,
+                       models.synthetic or clf_info.get("synthetic"), dist, devices,
+                       {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)})
         return _predict(opts, setup, early)
     except BaseException:
         if hasattr(early, "abort"):   # early workers (e.g. of a bad input) must not outlive the run
@@ -200,7 +211,7 @@ def _predict(opts: PredictOptions, setup: _Setup, early) -> dict[str, Any]:
     tel.emit("run_start", version=__version__, engine=engine_name, precision=opts.precision if engine_name == "fast" else "fp32",
              chunk_length=opts.chunk_length, chunking=opts.chunking, device=device, n_gpus=n_gpus,
              n_workers=len(devices), devices=devices, resume=opts.resume, rank=dist,
-             synthetic=bool(synthetic), models=models.describe(), input=str(opts.input),
+             synthetic=bool(synthetic), models=models.describe(), input=str(opts.input), setup_t=setup.times,
              host=socket.gethostname(), python=sys.version.split()[0])
 
     if engine_name == "fast":

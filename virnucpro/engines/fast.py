@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -198,6 +200,11 @@ def dnabert_compiled() -> bool:
     return value == "1"
 
 
+def _esm_alphabet():
+    import esm
+    return esm.data.Alphabet.from_architecture("ESM-1b")
+
+
 def _loader_worker_init(_worker_id: int) -> None:
     """In a loader process, an exception in a helper thread of multiprocessing goes to the log, not as
     a traceback to the user's terminal: the resource sharer that hands tensors' file descriptors to
@@ -276,29 +283,28 @@ class FastEngine:
         from virnucpro.models import esm2_fast
         esm2_fast.OPTIONS["gelu_epilogue"] = gelu_epilogue(precision, self.device.type)
         self.compiled = self.device.type == "cuda" if compile is None else compile
-        if self.compiled:   # imports torch.compile's compiler (seconds of Python) while the weights copy
-            def timed_setup() -> float:   # its own duration: does it hide behind the copy or slow it?
-                t_setup = time.perf_counter()
-                esm2_fast.compile_kernels()
-                return time.perf_counter() - t_setup
-            setup = Background(timed_setup, name="compile-setup")
-        else:
-            setup = None
-            esm2_fast.eager_kernels()
         # decided before loading, as every worker of a run (and a resumed run) decides it
         self.token_budget = token_budget or default_token_budget(device, models.esm, precision=precision,
                                                                  gpu_memory_gib=gpu_memory_gib)
         if gpu_memory_gib is not None and self.device.type == "cuda":   # behave as that GPU would
             total = torch.cuda.get_device_properties(self.device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_gib * 2**30 / total), self.device)
+        arch: "queue.Queue[tuple[int, int, int]]" = queue.Queue()
+        if self.compiled:   # import the compiler and compile the kernels while the weights copy
+            setup = Background(self._compile_beside_loading, arch, models.esm, gpu_memory_gib is None,
+                               name="compile-setup")
+        else:
+            setup = None
+            esm2_fast.eager_kernels()
         t0 = t = time.perf_counter()
-        self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype, phases)
+        self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype, phases,
+                                                             on_open=lambda *a: arch.put(a))
         phases["esm_weights"], t = time.perf_counter() - t, time.perf_counter()
         self.dna, self.tokenizer, self.dna_info = dnabert.load_dnabert(models.dnabert, self.device, self.dtype,
                                                                      use_sdpa=True)
         phases["dnabert_weights"], t = time.perf_counter() - t, time.perf_counter()
         if setup is not None:
-            phases["compile_setup"] = setup.result()
+            phases.update(setup.result())
         if self.compiled and dnabert_compiled():   # its batches vary in both batch size and width
             self.dna.layer_fn = esm2_fast.compile_dynamic(dnabert.layer_forward)
         phases["compile_setup_wait"], t = time.perf_counter() - t, time.perf_counter()
@@ -317,6 +323,38 @@ class FastEngine:
             phases.update(_compile_cache_counts())
         phases["total"] = time.perf_counter() - t_init
         self.startup = {k: round(v, 3) if isinstance(v, float) else v for k, v in phases.items()}
+
+    def _compile_beside_loading(self, arch: "queue.Queue", esm_path, memory_free: bool) -> dict[str, float]:
+        """In a thread beside the weight copy: import torch.compile's compiler, then compile ESM-2's
+        kernels on two layers of uninitialised weights (the kernels depend on shapes, not values),
+        so that the warm-up after loading finds them compiled. Skipped (the warm-up compiles) when
+        the GPU has no room for two more layers and a batch beside the model, or under
+        --gpu-memory-gib. Returns its phases: compile_setup, compile_early (seconds)."""
+        from virnucpro.models import esm2_fast
+        t = time.perf_counter()
+        esm2_fast.compile_kernels()
+        out = {"compile_setup": time.perf_counter() - t}
+        try:
+            layers, dim, heads = arch.get(timeout=600)
+        except queue.Empty:
+            return out
+        t = time.perf_counter()
+        need = Path(esm_path).stat().st_size + self.token_budget * dim * 48 + (1 << 30)
+        if self.device.type != "cuda" or not memory_free or free_gpu_memory(self.device) < need:
+            return out
+        self._bind_device()
+        try:
+            with torch.inference_mode():
+                model = PackedESM2.placeholder(2, dim, heads, self.device, self.dtype)
+                tok, cu, pos, max_len = tokenize(_esm_alphabet(), [], pad_to=self.token_budget)
+                model(torch.from_numpy(tok).long().to(self.device), torch.from_numpy(cu).to(self.device),
+                      torch.from_numpy(pos).long().to(self.device), max_len)
+                torch.cuda.synchronize(self.device)
+            del model
+        except torch.OutOfMemoryError:   # the warm-up after loading backs off and compiles
+            log.debug("compiling beside the weight copy: out of GPU memory; the warm-up compiles")
+        out["compile_early"] = time.perf_counter() - t
+        return out
 
     def _warm_up(self) -> None:
         """Compile the kernels now, on a batch of padding of the budget's shape, so that compiling

@@ -233,11 +233,13 @@ class PackedESM2(nn.Module):
         return m
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32,
-                        phases: dict | None = None) -> tuple["PackedESM2", object]:
+    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32, phases: dict | None = None,
+                        on_open=None) -> tuple["PackedESM2", object]:
         """Build straight from a fair-esm checkpoint file in ``dtype`` on ``device`` (no fp32 copy of
         the whole model in host memory). Returns (model in eval mode, fair-esm alphabet); with
-        ``phases``, adds the seconds spent opening the checkpoint (``esm_open``) to it."""
+        ``phases``, adds the seconds spent opening the checkpoint (``esm_open``) to it;
+        ``on_open(layers, embed_dim, heads)`` is called once the architecture is known, before the
+        weights are copied."""
         import argparse
         import re
         import time
@@ -256,17 +258,33 @@ class PackedESM2(nn.Module):
                                  f"{str(exc).splitlines()[0][:160]}); is it a complete fair-esm .pt file?") from None
         if phases is not None:   # the rest of from_checkpoint is the copy to the device
             phases["esm_open"] = time.perf_counter() - t_open
+        if on_open is not None:
+            on_open(cfg.encoder_layers, cfg.encoder_embed_dim, cfg.encoder_attention_heads)
         prefix = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
         sd = {prefix.sub("", k): v for k, v in data["model"].items()}
         alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
         with torch.device("meta"):
             m = cls(cfg.encoder_layers, cfg.encoder_embed_dim, cfg.encoder_attention_heads, len(alphabet.all_toks),
                     alphabet.padding_idx, alphabet.mask_idx, alphabet.cls_idx, alphabet.eos_idx)
-        fused = fuse_state(sd, cfg.encoder_layers, to=lambda t: t.to(device=device, dtype=dtype))   # QKV cat on the device
+        from virnucpro.models.transfer import staged_copy_enabled
+        if staged_copy_enabled(torch.device(device)):
+            fused = fuse_state_staged(sd, cfg.encoder_layers, torch.device(device), dtype)
+        else:
+            fused = fuse_state(sd, cfg.encoder_layers, to=lambda t: t.to(device=device, dtype=dtype))   # QKV cat on the device
         m.load_state_dict(fused, strict=True, assign=True)
         m.rotary = RotaryTable(m.embed_dim // m.attention_heads).to(device)
         m.keep_norms_fp32()
         return m.eval(), alphabet
+
+    @classmethod
+    def placeholder(cls, num_layers: int, embed_dim: int, attention_heads: int, device, dtype) -> "PackedESM2":
+        """The architecture with uninitialised weights on ``device`` (dtypes as a loaded model): what
+        compiling the kernels needs -- they depend on shapes, dtypes and strides, not on values."""
+        with torch.device("meta"):
+            m = cls(num_layers, embed_dim, attention_heads)
+        m = m.to_empty(device=device).to(dtype)
+        m.rotary = RotaryTable(embed_dim // attention_heads).to(device)
+        return m.keep_norms_fp32().eval()
 
     def keep_norms_fp32(self) -> "PackedESM2":
         """LayerNorm parameters in fp32 (tiny; they act on the fp32 residual stream)."""
@@ -323,18 +341,42 @@ class PackedESM2(nn.Module):
         return torch.segment_reduce(hidden.float() * w[:, None], "sum", lengths=lengths, axis=0, unsafe=True)
 
 
+def fuse_plan(sd: dict, num_layers: int) -> dict[str, list]:
+    """fair-esm ESM2 state dict (prefixes removed) -> for each PackedESM2 key, the fair-esm tensors
+    that make it (concatenated along dim 0: q, k, v for the fused QKV; one tensor otherwise)."""
+    plan = {k: [sd[k]] for k in ("embed_tokens.weight", "emb_layer_norm_after.weight", "emb_layer_norm_after.bias")}
+    for i in range(num_layers):
+        p = f"layers.{i}."
+        for part in ("weight", "bias"):
+            plan[p + f"qkv.{part}"] = [sd[p + f"self_attn.{x}_proj.{part}"] for x in "qkv"]
+            plan[p + f"out_proj.{part}"] = [sd[p + f"self_attn.out_proj.{part}"]]
+            for name in ("self_attn_layer_norm", "final_layer_norm", "fc1", "fc2"):
+                plan[p + f"{name}.{part}"] = [sd[p + f"{name}.{part}"]]
+    return plan
+
+
 def fuse_state(sd: dict, num_layers: int, to=lambda t: t) -> dict:
     """fair-esm ESM2 state dict (prefixes removed) -> PackedESM2 state dict (fused QKV). ``to`` is
     applied to each tensor read, before the QKV concatenation (e.g. a copy to the GPU, so that the
     concatenation runs there)."""
-    new = {k: to(sd[k]) for k in ("embed_tokens.weight", "emb_layer_norm_after.weight", "emb_layer_norm_after.bias")}
-    for i in range(num_layers):
-        p = f"layers.{i}."
-        for part in ("weight", "bias"):
-            new[p + f"qkv.{part}"] = torch.cat([to(sd[p + f"self_attn.{x}_proj.{part}"]) for x in "qkv"], 0)
-            new[p + f"out_proj.{part}"] = to(sd[p + f"self_attn.out_proj.{part}"])
-            for name in ("self_attn_layer_norm", "final_layer_norm", "fc1", "fc2"):
-                new[p + f"{name}.{part}"] = to(sd[p + f"{name}.{part}"])
+    return {k: to(parts[0]) if len(parts) == 1 else torch.cat([to(t) for t in parts], 0)
+            for k, parts in fuse_plan(sd, num_layers).items()}
+
+
+def fuse_state_staged(sd: dict, num_layers: int, device: torch.device, dtype: torch.dtype) -> dict:
+    """``fuse_state`` with every tensor copied to the (CUDA) ``device`` in ``dtype`` by
+    ``transfer.copy_to_device``: the fused tensors are allocated here and filled in place."""
+    from virnucpro.models.transfer import copy_to_device
+    new, pairs = {}, []
+    for k, parts in fuse_plan(sd, num_layers).items():
+        rows = sum(t.shape[0] for t in parts)
+        dst = torch.empty((rows, *parts[0].shape[1:]), dtype=dtype, device=device)
+        r = 0
+        for t in parts:
+            pairs.append((t, dst[r:r + t.shape[0]]))
+            r += t.shape[0]
+        new[k] = dst
+    copy_to_device(pairs)
     return new
 
 

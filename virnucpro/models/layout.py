@@ -149,9 +149,14 @@ def resolve(models: str | Path | None, chunk_length: int, esm: str | Path | None
         synthetic = json.loads(marker.read_text())
     ms = ModelSet(root, esm_p, dn_p, cl_p, chunk_length, synthetic)
     if fingerprint:
-        dn_w = dn_p / "model.safetensors"
-        if not dn_w.is_file():
-            dn_w = dn_p / "pytorch_model.bin"
-        ms.fingerprints = {"esm": quick_fingerprint(esm_p), "dnabert": quick_fingerprint(dn_w),
-                           "classifier": quick_fingerprint(cl_p)}
+        ms.fingerprints = fingerprints(ms)
     return ms
+
+
+def fingerprints(ms: ModelSet) -> dict[str, str]:
+    """Quick fingerprints of the three models' weight files (what a run's manifest records)."""
+    dn_w = ms.dnabert / "model.safetensors"
+    if not dn_w.is_file():
+        dn_w = ms.dnabert / "pytorch_model.bin"
+    return {"esm": quick_fingerprint(ms.esm), "dnabert": quick_fingerprint(dn_w),
+            "classifier": quick_fingerprint(ms.classifier)}
