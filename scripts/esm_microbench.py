@@ -5,6 +5,11 @@ shared/docs/prior-art-and-anchors.md: random proteins of 40-100 aa, ~1.44 M toke
     python scripts/esm_microbench.py --models DIR --dtype fp16 --compile --budgets 65536 \
         --variants base,v_view,chain,halfres,chain+v_view,chain+v_view+gelu_ep [--profile]
 
+``--kernels compile,triton,triton-nopad`` times the element-wise kernel implementations of the fast
+engine (torch.compile / the Triton kernels; ``-nopad``: batches not padded to the budget, as the engine
+runs the Triton kernels) on the same batches in one process, GELU epilogue on, and prints each one's
+largest embedding difference from the first.
+
 ``--variants`` (with --compile) times the kernel groupings of ``esm2_fast.OPTIONS`` (and ``halfres``:
 residual stream in the matmul dtype) one after the other in one process, on the same batches, and
 prints each one's largest embedding difference from the first variant.
@@ -34,9 +39,12 @@ def main():
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--variants", default=None)
+    ap.add_argument("--kernels", default=None)
     a = ap.parse_args()
     if a.variants:
         return variants(a)
+    if a.kernels:
+        return kernels(a)
     dev = torch.device("cuda")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
     if a.compile:
@@ -124,6 +132,58 @@ def variants(a):
                 model(*host[len(host) // 2][:4])
                 torch.cuda.synchronize()
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
+
+
+def kernels(a):
+    from virnucpro.models import esm2_fast
+    dev = torch.device("cuda")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
+    peak = matmul_peak_tflops(dev)
+    model, alphabet = PackedESM2.from_checkpoint(_find_esm(__import__("pathlib").Path(a.models)), dev, dtype)
+    prots, lens = _anchor(a.tokens)
+    fpt = flops_per_token(model.num_layers, model.embed_dim)
+    budget = int(a.budgets.split(",")[-1])
+    batches = pack_ffd(lens, budget)
+    esm2_fast.OPTIONS.update(v_view=True, chain=True, gelu_epilogue=True)
+    print(f"peak {peak} TFLOP/s; {len(batches)} batches of {budget}; {lens.sum():,} tokens; {a.dtype}; GELU epilogue")
+    ref = None
+    for name in a.kernels.split(","):
+        pad = not name.endswith("-nopad")
+        host = []
+        for b in batches:
+            tok, cu, pos, mx = tokenize(alphabet, [prots[i] for i in b], pad_to=budget if pad else None)
+            host.append((torch.from_numpy(tok).long().to(dev), torch.from_numpy(cu).to(dev),
+                         torch.from_numpy(pos).long().to(dev), mx, len(b)))
+        t0 = time.perf_counter()
+        if name.startswith("compile"):
+            esm2_fast.compile_kernels()
+        elif name.startswith("triton"):
+            esm2_fast.triton_kernels()
+        else:
+            esm2_fast.eager_kernels()
+        with torch.inference_mode():
+            first = PackedESM2.mean_residues(model(*host[0][:4]), host[0][1])[:host[0][4]]
+            torch.cuda.synchronize()
+            t_first = time.perf_counter() - t0
+            model(*host[1][:4])
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for t in host:
+                PackedESM2.mean_residues(model(*t[:4]), t[1])
+            torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+        diff = 0.0 if ref is None else float((first - ref).abs().max())
+        ref = first if ref is None else ref
+        tps = lens.sum() / dt
+        print(f"kernels {name:14s}: {tps:,.0f} tok/s, MFU {tps * fpt / (peak * 1e12):.1%}, "
+              f"{dt / len(host) * 1e3:.1f} ms/batch, set-up+first batch {t_first:.1f} s, "
+              f"max |emb - first| {diff:.2e}", flush=True)
+        if a.profile:
+            from torch.profiler import ProfilerActivity, profile
+            with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+                model(*host[len(host) // 2][:4])
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
 
 def _anchor(tokens):

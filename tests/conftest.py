@@ -27,6 +27,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Without a GPU the Triton kernels (virnucpro/models/esm2_triton.py) are tested through Triton's
+# interpreter, which must be chosen before triton is first imported.
+if not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @dataclass
 class CliResult:

@@ -241,16 +241,97 @@ def test_an_unknown_weight_copy_is_an_input_error(monkeypatch):
         staged_copy_enabled(torch.device("cuda"))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_placeholder_has_the_loaded_models_shapes_and_dtypes(tiny_models, dtype):
-    """The kernels compiled on the placeholder (beside the weight copy) must be the ones the loaded
-    model calls: same parameters, shapes, dtypes and strides."""
-    path = next(p for p in tiny_models.glob("esm2_*.pt") if "contact" not in p.name)
-    loaded, _ = PackedESM2.from_checkpoint(path, "cpu", dtype)
-    ph = PackedESM2.placeholder(2, loaded.embed_dim, loaded.attention_heads, "cpu", dtype)
+# -- the Triton kernels (the GPU default), run by Triton's interpreter on the CPU ---------------------
 
-    def layout(m, layers):
-        keep = lambda n: not n.startswith("layers.") or int(n.split(".")[1]) < layers   # noqa: E731
-        return {n: (tuple(t.shape), t.dtype, t.stride()) for n, t in
-                [*m.named_parameters(), *m.named_buffers()] if keep(n)}
-    assert layout(ph, 2) == layout(loaded, 2)
+triton = pytest.importorskip("triton", reason="Triton is not installed (pip install triton): kernel tests need its interpreter")
+
+
+@pytest.fixture
+def interpret():
+    import os
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("TRITON_INTERPRET=1 was not set before triton was imported (tests/conftest.py sets it without a GPU)")
+
+
+@pytest.mark.parametrize("with_y", [True, False])
+@pytest.mark.parametrize("T,C", [(37, 64), (5, 40), (1, 2560)])
+def test_add_layernorm_kernel_equals_torch(interpret, with_y, T, C):
+    import torch.nn.functional as F
+    from virnucpro.models.esm2_triton import add_layernorm
+    g = torch.Generator().manual_seed(T * C)
+    x = torch.randn(T, C, generator=g) * 3
+    y = torch.randn(T, C, generator=g).half() if with_y else None
+    w, b = torch.randn(C, generator=g), torch.randn(C, generator=g)
+    want_x = x + y.float() if with_y else x.clone()
+    want_h = F.layer_norm(want_x, (C,), w, b, 1e-5)
+    got_x = x.clone()
+    h = add_layernorm(got_x, y, w, b, torch.float32)
+    assert torch.equal(got_x, want_x), "the residual stream must be x + y exactly"
+    err = (h - want_h).abs().max().item()
+    assert err < 1e-5, f"LayerNorm differs from torch's by {err}"
+
+
+@pytest.mark.parametrize("T,heads,D", [(37, 4, 16), (3, 40, 64), (9, 5, 8)])
+def test_rope_kernel_equals_the_eager_rotary(interpret, T, heads, D):
+    from virnucpro.models.esm2_fast import RotaryTable, rope
+    from virnucpro.models.esm2_triton import rope_qk
+    C = heads * D
+    g = torch.Generator().manual_seed(T + heads)
+    qkv = torch.randn(T, 3 * C, generator=g).half()
+    pos = torch.randint(0, 100, (T,), generator=g)
+    table = RotaryTable(D)
+    cos, sin = table.cos[pos][:, None, :], table.sin[pos][:, None, :]
+    q, k = rope_qk(qkv, cos, sin, heads)
+    assert q.shape == (T, heads, D) and q.is_contiguous() and k.is_contiguous()
+    assert torch.equal(q, rope(qkv[:, :C].view(T, heads, D), cos, sin))
+    assert torch.equal(k, rope(qkv[:, C:2 * C].view(T, heads, D), cos, sin))
+
+
+@pytest.mark.parametrize("chain", [True, False])
+def test_triton_kernels_compute_the_eager_forward(esm, interpret, chain, monkeypatch):
+    """The whole packed forward with the Triton kernels (in place residual updates, fused passes)
+    against the eager functions, on the tiny model in fp32."""
+    from virnucpro.models import esm2_fast
+    _, alphabet, packed = esm
+    proteins = random_proteins(9, seed=3)
+    monkeypatch.setitem(esm2_fast.OPTIONS, "chain", chain)
+    monkeypatch.setattr(esm2_fast, "_KERNELS", dict(esm2_fast._EAGER))
+    want = packed_embed(packed, alphabet, proteins)
+    esm2_fast.triton_kernels()
+    assert esm2_fast.kernels_in_use() == "triton"
+    got = packed_embed(packed, alphabet, proteins)
+    err = float(np.abs(np.asarray(got) - np.asarray(want)).max())
+    assert err < 1e-4, f"Triton-kernel forward differs from the eager one by {err}"
+
+
+@pytest.mark.parametrize("env,device,compile,triton_ok,expected", [
+    (None, "cuda", None, True, "triton"),        # the GPU default
+    (None, "cuda", None, False, "compile"),      # no Triton installed: torch.compile
+    ("compile", "cuda", None, True, "compile"),
+    ("eager", "cuda", None, True, "eager"),
+    (None, "cuda", False, True, "eager"),        # --no-compile
+    ("triton", "cpu", None, True, "eager"),      # a CPU never runs GPU kernels
+    (None, "cpu", True, True, "compile"),
+])
+def test_which_esm_kernels_the_fast_engine_uses(monkeypatch, env, device, compile, triton_ok, expected):
+    from virnucpro.engines.fast import esm_kernels
+    from virnucpro.models import esm2_triton
+    monkeypatch.setattr(esm2_triton, "available", lambda: triton_ok)
+    if env is None:
+        monkeypatch.delenv("VIRNUCPRO_ESM_KERNELS", raising=False)
+    else:
+        monkeypatch.setenv("VIRNUCPRO_ESM_KERNELS", env)
+    got = esm_kernels(device, compile)
+    assert got == expected, f"VIRNUCPRO_ESM_KERNELS={env} on {device}, compile={compile}: expected {expected}, got {got}"
+
+
+@pytest.mark.parametrize("env,triton_ok,match", [("fused", True, "one of triton, compile, eager"),
+                                                 ("triton", False, "Triton is not installed")])
+def test_a_bad_kernel_choice_is_an_input_error(monkeypatch, env, triton_ok, match):
+    from virnucpro.engines.fast import esm_kernels
+    from virnucpro.errors import InputError
+    from virnucpro.models import esm2_triton
+    monkeypatch.setattr(esm2_triton, "available", lambda: triton_ok)
+    monkeypatch.setenv("VIRNUCPRO_ESM_KERNELS", env)
+    with pytest.raises(InputError, match=match):
+        esm_kernels("cuda")

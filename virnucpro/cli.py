@@ -97,7 +97,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--gpu-memory-gib", type=float, default=None,
                    help="fast engine: behave as if the GPU had this much memory (e.g. 24 for an RTX 4090): "
                    "sizes the token budget and caps each worker's GPU allocations")
-    p.add_argument("--no-compile", action="store_true", help="fast engine: skip torch.compile (eager kernels)")
+    p.add_argument("--no-compile", action="store_true", help="fast engine: plain PyTorch ops between the GEMMs instead of "
+                   "the Triton kernels (or torch.compile with VIRNUCPRO_ESM_KERNELS=compile); slower, for debugging")
     from virnucpro.parallel import add_predict_args
     add_predict_args(p)   # --gpus, --workers, --resume, --batches-per-unit
     g = p.add_mutually_exclusive_group()

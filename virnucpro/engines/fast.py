@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -188,6 +186,31 @@ def gelu_epilogue(precision: str, device_type: str = "cuda") -> bool:
     return choice == "tanh-epilogue" and precision != "fp32" and device_type == "cuda"
 
 
+KERNEL_CHOICES = ("triton", "compile", "eager")
+
+
+def esm_kernels(device_type: str, compile: bool | None = None) -> str:
+    """How ESM-2's element-wise work (LayerNorm, residual adds, rotary) runs between its GEMMs:
+
+        triton   two hand-written Triton kernels (models/esm2_triton.py): the default on a GPU
+        compile  torch.compile's fused kernels: as fast, but every process pays ~4-5 s at start-up to
+                 import the compiler and trace (docs/benchmarks.md, H200-20); batches padded to the budget
+        eager    plain PyTorch ops: CPUs, and --no-compile
+
+    VIRNUCPRO_ESM_KERNELS=triton|compile|eager chooses on a GPU; ``compile=False`` (--no-compile) is eager."""
+    value = os.environ.get("VIRNUCPRO_ESM_KERNELS", "").strip().lower()
+    if value and value not in KERNEL_CHOICES:
+        raise InputError(f"VIRNUCPRO_ESM_KERNELS={value!r}: one of {', '.join(KERNEL_CHOICES)}")
+    if compile is False:
+        return "eager"
+    if device_type != "cuda":
+        return "compile" if compile else "eager"
+    from virnucpro.models import esm2_triton
+    if value == "triton" and not esm2_triton.available():
+        raise InputError("VIRNUCPRO_ESM_KERNELS=triton: Triton is not installed (pip install triton)")
+    return value or ("triton" if esm2_triton.available() else "compile")
+
+
 def dnabert_compiled() -> bool:
     """DNABERT-S's layers as one torch.compile'd function with dynamic batch and width (on a GPU,
     with the compiled ESM-2), when VIRNUCPRO_DNABERT_COMPILE=1. Off by default: DNABERT-S gets 11%
@@ -198,11 +221,6 @@ def dnabert_compiled() -> bool:
     if value not in ("0", "1"):
         raise InputError(f"VIRNUCPRO_DNABERT_COMPILE={value!r}: 1 (compile) or 0 (the default)")
     return value == "1"
-
-
-def _esm_alphabet():
-    import esm
-    return esm.data.Alphabet.from_architecture("ESM-1b")
 
 
 def _loader_worker_init(_worker_id: int) -> None:
@@ -282,30 +300,32 @@ class FastEngine:
         self.precision, self.dtype = precision, DTYPES[precision]
         from virnucpro.models import esm2_fast
         esm2_fast.OPTIONS["gelu_epilogue"] = gelu_epilogue(precision, self.device.type)
-        self.compiled = self.device.type == "cuda" if compile is None else compile
+        self.kernels = esm_kernels(self.device.type, compile)
+        self.compiled = self.kernels == "compile"
+        if self.compiled:   # imports torch.compile's compiler (seconds of Python) while the weights copy
+            def timed_setup() -> float:
+                t_setup = time.perf_counter()
+                esm2_fast.compile_kernels()
+                return time.perf_counter() - t_setup
+            setup = Background(timed_setup, name="compile-setup")
+        else:
+            setup = None
+            esm2_fast.triton_kernels() if self.kernels == "triton" else esm2_fast.eager_kernels()
         # decided before loading, as every worker of a run (and a resumed run) decides it
         self.token_budget = token_budget or default_token_budget(device, models.esm, precision=precision,
                                                                  gpu_memory_gib=gpu_memory_gib)
         if gpu_memory_gib is not None and self.device.type == "cuda":   # behave as that GPU would
             total = torch.cuda.get_device_properties(self.device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_gib * 2**30 / total), self.device)
-        arch: "queue.Queue[tuple[int, int, int]]" = queue.Queue()
-        if self.compiled:   # import the compiler and compile the kernels while the weights copy
-            setup = Background(self._compile_beside_loading, arch, models.esm, gpu_memory_gib is None,
-                               name="compile-setup")
-        else:
-            setup = None
-            esm2_fast.eager_kernels()
         t0 = t = time.perf_counter()
-        self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype, phases,
-                                                             on_open=lambda *a: arch.put(a))
+        self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype, phases)
         phases["esm_weights"], t = time.perf_counter() - t, time.perf_counter()
         self.dna, self.tokenizer, self.dna_info = dnabert.load_dnabert(models.dnabert, self.device, self.dtype,
                                                                      use_sdpa=True)
         phases["dnabert_weights"], t = time.perf_counter() - t, time.perf_counter()
         if setup is not None:
-            phases.update(setup.result())
-        if self.compiled and dnabert_compiled():   # its batches vary in both batch size and width
+            phases["compile_setup"] = setup.result()
+        if self.device.type == "cuda" and dnabert_compiled():   # its batches vary in both batch size and width
             self.dna.layer_fn = esm2_fast.compile_dynamic(dnabert.layer_forward)
         phases["compile_setup_wait"], t = time.perf_counter() - t, time.perf_counter()
         self.load_s = time.perf_counter() - t0
@@ -317,44 +337,13 @@ class FastEngine:
         self.flops_per_token = flops_per_token(self.esm.num_layers, self.esm.embed_dim)
         self.mfu_esm: float | None = None
         self._pool_shutdown: Background | None = None
-        if self.compiled:
+        if self.device.type == "cuda":
             self._warm_up()
-            phases["compile_warmup"] = time.perf_counter() - t
-            phases.update(_compile_cache_counts())
+            phases["warmup"] = time.perf_counter() - t
+            if self.compiled or dnabert_compiled():
+                phases.update(_compile_cache_counts())
         phases["total"] = time.perf_counter() - t_init
         self.startup = {k: round(v, 3) if isinstance(v, float) else v for k, v in phases.items()}
-
-    def _compile_beside_loading(self, arch: "queue.Queue", esm_path, memory_free: bool) -> dict[str, float]:
-        """In a thread beside the weight copy: import torch.compile's compiler, then compile ESM-2's
-        kernels on two layers of uninitialised weights (the kernels depend on shapes, not values),
-        so that the warm-up after loading finds them compiled. Skipped (the warm-up compiles) when
-        the GPU has no room for two more layers and a batch beside the model, or under
-        --gpu-memory-gib. Returns its phases: compile_setup, compile_early (seconds)."""
-        from virnucpro.models import esm2_fast
-        t = time.perf_counter()
-        esm2_fast.compile_kernels()
-        out = {"compile_setup": time.perf_counter() - t}
-        try:
-            layers, dim, heads = arch.get(timeout=600)
-        except queue.Empty:
-            return out
-        t = time.perf_counter()
-        need = Path(esm_path).stat().st_size + self.token_budget * dim * 48 + (1 << 30)
-        if self.device.type != "cuda" or not memory_free or free_gpu_memory(self.device) < need:
-            return out
-        self._bind_device()
-        try:
-            with torch.inference_mode():
-                model = PackedESM2.placeholder(2, dim, heads, self.device, self.dtype)
-                tok, cu, pos, max_len = tokenize(_esm_alphabet(), [], pad_to=self.token_budget)
-                model(torch.from_numpy(tok).long().to(self.device), torch.from_numpy(cu).to(self.device),
-                      torch.from_numpy(pos).long().to(self.device), max_len)
-                torch.cuda.synchronize(self.device)
-            del model
-        except torch.OutOfMemoryError:   # the warm-up after loading backs off and compiles
-            log.debug("compiling beside the weight copy: out of GPU memory; the warm-up compiles")
-        out["compile_early"] = time.perf_counter() - t
-        return out
 
     def _warm_up(self) -> None:
         """Compile the kernels now, on a batch of padding of the budget's shape, so that compiling
@@ -379,8 +368,9 @@ class FastEngine:
                 ids = torch.full((512, width), dnabert.CLS_ID, device=self.device)
                 self.dna(ids, torch.ones_like(ids, dtype=torch.bool))
         torch.cuda.synchronize(self.device)
-        log.info("fast engine warm-up (torch.compile) took %.1f s", time.perf_counter() - t0)
-        self._pool_shutdown = release_compile_workers()
+        log.info("fast engine warm-up (%s kernels) took %.1f s", self.kernels, time.perf_counter() - t0)
+        if self.compiled or dnabert_compiled():
+            self._pool_shutdown = release_compile_workers()
 
     def _bind_device(self) -> None:
         """Make this GPU the calling thread's current CUDA device (it is per thread): CUDA events,

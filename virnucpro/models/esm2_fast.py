@@ -148,6 +148,59 @@ _EAGER = {"pre": pre_attention, "post": post_attention, "post_pre": post_pre}
 _KERNELS = dict(_EAGER)
 
 
+# The same three functions over the hand-written Triton kernels (virnucpro/models/esm2_triton.py): the
+# residual add and LayerNorm in one pass (x is updated in place), rotary of q and k in one pass; the
+# GEMMs are the same cuBLAS calls. Any token count (no padding to a static shape).
+
+def _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b):
+    g = linear_gelu_tanh(h, fc1_w, fc1_b) if OPTIONS["gelu_epilogue"] else F.gelu(F.linear(h, fc1_w, fc1_b))
+    return F.linear(g, fc2_w, fc2_b)
+
+
+def _qkv_rope(h, qkv_w, qkv_b, cos, sin, heads: int):
+    from virnucpro.models.esm2_triton import rope_qk
+    qkv = F.linear(h, qkv_w, qkv_b)                                              # [T, 3C]
+    T, C = h.shape
+    q, k = rope_qk(qkv, cos, sin, heads)
+    return q, k, qkv[:, 2 * C:].view(T, heads, C // heads)
+
+
+def pre_attention_triton(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
+    from virnucpro.models.esm2_triton import add_layernorm
+    return _qkv_rope(add_layernorm(x, None, ln_w, ln_b, qkv_w.dtype), qkv_w, qkv_b, cos, sin, heads)
+
+
+def _post_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
+    from virnucpro.models.esm2_triton import add_layernorm
+    T, C = x.shape
+    h = add_layernorm(x, F.linear(a.reshape(T, C), out_w, out_b), ln_w, ln_b, fc1_w.dtype)   # x += attention
+    return _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b)
+
+
+def post_attention_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
+    return x + _post_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b).to(x.dtype)
+
+
+def post_pre_triton(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, ln1_w, ln1_b, qkv_w, qkv_b,
+                    cos, sin, heads: int):
+    from virnucpro.models.esm2_triton import add_layernorm
+    f = _post_triton(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b)
+    h = add_layernorm(x, f, ln1_w, ln1_b, qkv_w.dtype)                                     # x += feed-forward
+    return (x, *_qkv_rope(h, qkv_w, qkv_b, cos, sin, heads))
+
+
+_TRITON = {"pre": pre_attention_triton, "post": post_attention_triton, "post_pre": post_pre_triton}
+
+
+def triton_kernels() -> None:
+    """The Triton kernels (the fast engine's default on a GPU)."""
+    _KERNELS.update(_TRITON)
+
+
+def kernels_in_use() -> str:
+    return {id(_EAGER["pre"]): "eager", id(_TRITON["pre"]): "triton"}.get(id(_KERNELS["pre"]), "compile")
+
+
 def compile_kernels() -> None:
     """Fuse the element-wise work around the matmuls (LayerNorm, casts, rotary, GELU, residual
     adds) with torch.compile. One compilation serves all layers (weights are arguments), and with
@@ -233,13 +286,11 @@ class PackedESM2(nn.Module):
         return m
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32, phases: dict | None = None,
-                        on_open=None) -> tuple["PackedESM2", object]:
+    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32,
+                        phases: dict | None = None) -> tuple["PackedESM2", object]:
         """Build straight from a fair-esm checkpoint file in ``dtype`` on ``device`` (no fp32 copy of
         the whole model in host memory). Returns (model in eval mode, fair-esm alphabet); with
-        ``phases``, adds the seconds spent opening the checkpoint (``esm_open``) to it;
-        ``on_open(layers, embed_dim, heads)`` is called once the architecture is known, before the
-        weights are copied."""
+        ``phases``, adds the seconds spent opening the checkpoint (``esm_open``) to it."""
         import argparse
         import re
         import time
@@ -258,8 +309,6 @@ class PackedESM2(nn.Module):
                                  f"{str(exc).splitlines()[0][:160]}); is it a complete fair-esm .pt file?") from None
         if phases is not None:   # the rest of from_checkpoint is the copy to the device
             phases["esm_open"] = time.perf_counter() - t_open
-        if on_open is not None:
-            on_open(cfg.encoder_layers, cfg.encoder_embed_dim, cfg.encoder_attention_heads)
         prefix = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
         sd = {prefix.sub("", k): v for k, v in data["model"].items()}
         alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
@@ -275,16 +324,6 @@ class PackedESM2(nn.Module):
         m.rotary = RotaryTable(m.embed_dim // m.attention_heads).to(device)
         m.keep_norms_fp32()
         return m.eval(), alphabet
-
-    @classmethod
-    def placeholder(cls, num_layers: int, embed_dim: int, attention_heads: int, device, dtype) -> "PackedESM2":
-        """The architecture with uninitialised weights on ``device`` (dtypes as a loaded model): what
-        compiling the kernels needs -- they depend on shapes, dtypes and strides, not on values."""
-        with torch.device("meta"):
-            m = cls(num_layers, embed_dim, attention_heads)
-        m = m.to_empty(device=device).to(dtype)
-        m.rotary = RotaryTable(embed_dim // attention_heads).to(device)
-        return m.keep_norms_fp32().eval()
 
     def keep_norms_fp32(self) -> "PackedESM2":
         """LayerNorm parameters in fp32 (tiny; they act on the fp32 residual stream)."""

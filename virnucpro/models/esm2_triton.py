@@ -1,0 +1,122 @@
+"""ESM-2's element-wise work as two hand-written Triton kernels (the fast engine's default on a GPU).
+
+Between its GEMMs a packed ESM-2 layer does two kinds of memory-bound work (virnucpro/models/esm2_fast.py):
+
+    add_layernorm   x += y (the fp32 residual stream plus a GEMM's fp16 output), h = LN(x) in the
+                    weights' dtype: one read of x and y, one write of x and h
+    rope_qk         q, k = rotary(q), rotary(k) (fp32 math) read from the fused QKV GEMM's output and
+                    written as contiguous [T, H, D] tensors; v stays a strided view of that output
+
+torch.compile fuses the same work into the same passes, but every process pays for it at start-up:
+importing its compiler and tracing the functions took ~4-5 s of each worker's start (docs/benchmarks.md,
+H200-20), on the critical path of every run. These kernels need `import triton` and a cached compile
+(the first run on a machine compiles them, ~1-2 s, into Triton's cache). Rows are independent and each
+row is reduced in a fixed order: results do not depend on the batch or the GPU count.
+
+On a CPU the tests run them with TRITON_INTERPRET=1 (Triton's interpreter; tests/conftest.py sets it
+before triton is imported, as the interpreter needs).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+_BUILT: dict[bool, dict] = {}
+
+
+def available() -> bool:
+    try:
+        import triton  # noqa: F401
+        return True
+    except Exception:  # noqa: BLE001 - no Triton (e.g. a CPU-only install)
+        return False
+
+
+def _kernels() -> dict:
+    """Build (once per interpreter setting) the jitted kernels."""
+    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    if interpret in _BUILT:
+        return _BUILT[interpret]
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def add_ln_kernel(X, Y, W, B, H, stride_x, stride_y, stride_h, C, eps,
+                      HAS_Y: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < C
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_Y:
+            y = tl.load(Y + row * stride_y + cols, mask=mask, other=0.0).to(tl.float32)
+            x = x + y
+            tl.store(X + row * stride_x + cols, x.to(X.dtype.element_ty), mask=mask)
+        mean = tl.sum(x, axis=0) / C
+        d = tl.where(mask, x - mean, 0.0)
+        var = tl.sum(d * d, axis=0) / C
+        rstd = 1.0 / tl.sqrt(var + eps)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(H + row * stride_h + cols, (d * rstd * w + b).to(H.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def rope_kernel(QKV, COS, SIN, Q, K, stride_qkv, stride_cs, C,
+                    NH: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr, BLOCK_H: tl.constexpr):
+        t = tl.program_id(0).to(tl.int64)
+        j = tl.arange(0, HALF)
+        hh = tl.arange(0, BLOCK_H)
+        m = (hh < NH)[:, None]
+        c = tl.load(COS + t * stride_cs + j)[None, :]
+        s = tl.load(SIN + t * stride_cs + j)[None, :]
+        off = hh[:, None] * D + j[None, :]                       # [BLOCK_H, HALF]: first half of each head
+        src = QKV + t * stride_qkv
+        q1 = tl.load(src + off, mask=m, other=0.0).to(tl.float32)
+        q2 = tl.load(src + off + HALF, mask=m, other=0.0).to(tl.float32)
+        k1 = tl.load(src + C + off, mask=m, other=0.0).to(tl.float32)
+        k2 = tl.load(src + C + off + HALF, mask=m, other=0.0).to(tl.float32)
+        dq = Q + t * C
+        dk = K + t * C
+        tl.store(dq + off, (q1 * c - q2 * s).to(Q.dtype.element_ty), mask=m)
+        tl.store(dq + off + HALF, (q2 * c + q1 * s).to(Q.dtype.element_ty), mask=m)
+        tl.store(dk + off, (k1 * c - k2 * s).to(K.dtype.element_ty), mask=m)
+        tl.store(dk + off + HALF, (k2 * c + k1 * s).to(K.dtype.element_ty), mask=m)
+
+    _BUILT[interpret] = {"add_ln": add_ln_kernel, "rope": rope_kernel, "next_pow2": triton.next_power_of_2}
+    return _BUILT[interpret]
+
+
+def add_layernorm(x: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype,
+                  eps: float = 1e-5) -> torch.Tensor:
+    """x [T, C] (the residual stream, updated in place: x += y when y is given), y [T, C] or None,
+    w/b [C] -> LayerNorm(x) [T, C] in ``out_dtype``."""
+    k = _kernels()
+    T, C = x.shape
+    h = torch.empty((T, C), dtype=out_dtype, device=x.device)
+    if T == 0:
+        return h
+    block = k["next_pow2"](C)
+    warps = 16 if block >= 4096 else 8 if block >= 1024 else 4
+    k["add_ln"][(T,)](x, y if y is not None else x, w, b, h, x.stride(0), y.stride(0) if y is not None else 0,
+                      h.stride(0), C, eps, HAS_Y=y is not None, BLOCK=block, num_warps=warps)
+    return h
+
+
+def rope_qk(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """qkv [T, 3C] (q | k | v, heads of D = C / heads each), cos/sin [T, D/2] fp32 (the rotary table
+    at each token's position; [T, 1, D/2] is accepted) -> rotary(q), rotary(k) as [T, H, D]."""
+    k = _kernels()
+    T, C3 = qkv.shape
+    C = C3 // 3
+    D = C // heads
+    cos, sin = cos.reshape(T, D // 2), sin.reshape(T, D // 2)
+    q = torch.empty((T, heads, D), dtype=qkv.dtype, device=qkv.device)
+    kk = torch.empty_like(q)
+    if T == 0:
+        return q, kk
+    if qkv.stride(1) != 1 or cos.stride(1) != 1 or sin.stride(0) != cos.stride(0):
+        raise ValueError("rope_qk: qkv, cos and sin must be row-major with unit column stride")
+    k["rope"][(T,)](qkv, cos, sin, q, kk, qkv.stride(0), cos.stride(0), C, NH=heads, D=D, HALF=D // 2,
+                    BLOCK_H=k["next_pow2"](heads), num_warps=4)
+    return q, kk
