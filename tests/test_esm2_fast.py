@@ -335,3 +335,16 @@ def test_a_bad_kernel_choice_is_an_input_error(monkeypatch, env, triton_ok, matc
     monkeypatch.setenv("VIRNUCPRO_ESM_KERNELS", env)
     with pytest.raises(InputError, match=match):
         esm_kernels("cuda")
+
+
+def test_warming_the_kernels_runs_both_on_one_row(interpret):
+    from virnucpro.models import esm2_triton
+    calls = []
+    real_ln, real_rope = esm2_triton.add_layernorm, esm2_triton.rope_qk
+    try:
+        esm2_triton.add_layernorm = lambda *a, **k: calls.append("ln") or real_ln(*a, **k)
+        esm2_triton.rope_qk = lambda *a, **k: calls.append("rope") or real_rope(*a, **k)
+        seconds = esm2_triton.warm(64, 4, torch.float16, torch.device("cpu"))
+    finally:
+        esm2_triton.add_layernorm, esm2_triton.rope_qk = real_ln, real_rope
+    assert calls == ["ln", "ln", "rope"] and seconds >= 0

@@ -79,3 +79,20 @@ def test_compile_worker_pool_is_released_in_the_background():
     except TimeoutError:
         pass
     assert t.done(), "the compile-pool shutdown did not finish within 30 s"
+
+
+def test_engine_falls_back_to_eager_kernels_when_triton_fails(tiny_models, monkeypatch, caplog):
+    """A GPU Triton cannot compile for must still run (eager kernels, a warning), not fail. Simulated
+    on the CPU: the engine believes it chose Triton and the warm-up raises."""
+    from virnucpro.engines import fast
+    from virnucpro.models import esm2_fast, esm2_triton, layout
+    monkeypatch.setattr(fast, "esm_kernels", lambda device_type, compile=None: "triton")
+
+    def broken(*a, **k):
+        raise RuntimeError("no kernel image for this GPU")
+    monkeypatch.setattr(esm2_triton, "warm", broken)
+    models = layout.resolve(tiny_models, 300)
+    with caplog.at_level("WARNING", logger="virnucpro"):
+        eng = fast.FastEngine(models, device="cpu", precision="fp32", token_budget=1024, measure_peak=False)
+    assert eng.kernels == "eager" and esm2_fast.kernels_in_use() == "eager"
+    assert any("Triton kernels unavailable" in r.message for r in caplog.records), caplog.text

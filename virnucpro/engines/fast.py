@@ -317,17 +317,33 @@ class FastEngine:
         if gpu_memory_gib is not None and self.device.type == "cuda":   # behave as that GPU would
             total = torch.cuda.get_device_properties(self.device).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, gpu_memory_gib * 2**30 / total), self.device)
+        warm: list[Background] = []
+
+        def warm_triton(dim: int, heads: int) -> None:   # beside the weight copy (its threads wait on I/O)
+            if self.kernels == "triton":
+                from virnucpro.models import esm2_triton
+                warm.append(Background(self._in_device, esm2_triton.warm, dim, heads, self.dtype, self.device,
+                                       name="triton-warm"))
         t0 = t = time.perf_counter()
-        self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype, phases)
+        self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype, phases,
+                                                             on_open=warm_triton)
         phases["esm_weights"], t = time.perf_counter() - t, time.perf_counter()
         self.dna, self.tokenizer, self.dna_info = dnabert.load_dnabert(models.dnabert, self.device, self.dtype,
                                                                      use_sdpa=True)
         phases["dnabert_weights"], t = time.perf_counter() - t, time.perf_counter()
         if setup is not None:
             phases["compile_setup"] = setup.result()
+        if warm:
+            try:
+                phases["triton_warm"] = warm[0].result()
+            except Exception as exc:  # noqa: BLE001 - e.g. a GPU Triton cannot compile for: slower, same results
+                log.warning("Triton kernels unavailable (%s: %s); ESM-2 runs with eager kernels",
+                            type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+                self.kernels = "eager"
+                esm2_fast.eager_kernels()
         if self.device.type == "cuda" and dnabert_compiled():   # its batches vary in both batch size and width
             self.dna.layer_fn = esm2_fast.compile_dynamic(dnabert.layer_forward)
-        phases["compile_setup_wait"], t = time.perf_counter() - t, time.perf_counter()
+        phases["setup_wait"], t = time.perf_counter() - t, time.perf_counter()
         self.load_s = time.perf_counter() - t0
         self.loader_workers = loader_workers
         self.batches_per_unit = batches_per_unit
@@ -371,6 +387,11 @@ class FastEngine:
         log.info("fast engine warm-up (%s kernels) took %.1f s", self.kernels, time.perf_counter() - t0)
         if self.compiled or dnabert_compiled():
             self._pool_shutdown = release_compile_workers()
+
+    def _in_device(self, fn, *args):
+        """``fn(*args)`` with this engine's GPU current (a new thread starts on GPU 0)."""
+        self._bind_device()
+        return fn(*args)
 
     def _bind_device(self) -> None:
         """Make this GPU the calling thread's current CUDA device (it is per thread): CUDA events,

@@ -286,11 +286,12 @@ class PackedESM2(nn.Module):
         return m
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32,
-                        phases: dict | None = None) -> tuple["PackedESM2", object]:
+    def from_checkpoint(cls, path, device="cpu", dtype=torch.float32, phases: dict | None = None,
+                        on_open=None) -> tuple["PackedESM2", object]:
         """Build straight from a fair-esm checkpoint file in ``dtype`` on ``device`` (no fp32 copy of
         the whole model in host memory). Returns (model in eval mode, fair-esm alphabet); with
-        ``phases``, adds the seconds spent opening the checkpoint (``esm_open``) to it."""
+        ``phases``, adds the seconds spent opening the checkpoint (``esm_open``) to it;
+        ``on_open(embed_dim, heads)`` is called before the weights are copied."""
         import argparse
         import re
         import time
@@ -309,6 +310,8 @@ class PackedESM2(nn.Module):
                                  f"{str(exc).splitlines()[0][:160]}); is it a complete fair-esm .pt file?") from None
         if phases is not None:   # the rest of from_checkpoint is the copy to the device
             phases["esm_open"] = time.perf_counter() - t_open
+        if on_open is not None:
+            on_open(cfg.encoder_embed_dim, cfg.encoder_attention_heads)
         prefix = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
         sd = {prefix.sub("", k): v for k, v in data["model"].items()}
         alphabet = esm.data.Alphabet.from_architecture("ESM-1b")

@@ -120,3 +120,19 @@ def rope_qk(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int)
     k["rope"][(T,)](qkv, cos, sin, q, kk, qkv.stride(0), cos.stride(0), C, NH=heads, D=D, HALF=D // 2,
                     BLOCK_H=k["next_pow2"](heads), num_warps=4)
     return q, kk
+
+
+def warm(dim: int, heads: int, dtype: torch.dtype, device: torch.device) -> float:
+    """Load (or compile) both kernels for a model of this width on ``device``, on one-row inputs:
+    Triton specialises on dtypes, strides and alignment, not on the number of rows, so the loop's
+    calls find them ready. Returns the seconds it took (importing triton included)."""
+    import time
+    t = time.perf_counter()
+    x = torch.zeros(1, dim, dtype=torch.float32, device=device)
+    w = torch.ones(dim, dtype=torch.float32, device=device)
+    add_layernorm(x, torch.zeros(1, dim, dtype=dtype, device=device), w, w, dtype)
+    add_layernorm(x, None, w, w, dtype)
+    d = dim // heads
+    rope_qk(torch.zeros(1, 3 * dim, dtype=dtype, device=device), torch.zeros(1, d // 2, device=device),
+            torch.zeros(1, d // 2, device=device), heads)
+    return time.perf_counter() - t
