@@ -45,3 +45,18 @@ def test_result_with_a_timeout_says_it_is_still_running() -> None:
     release.set()
     assert call.result(timeout=5) is True and call.done()
 
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_gc_paused_turns_the_collector_off_and_restores_it(enabled_before):
+    import gc
+    from virnucpro.background import gc_paused
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        with pytest.raises(KeyError):
+            with gc_paused():
+                assert not gc.isenabled(), "collector still on inside gc_paused"
+                raise KeyError("an error leaves the block")
+        assert gc.isenabled() is enabled_before, "collector state not restored"
+    finally:
+        gc.enable()

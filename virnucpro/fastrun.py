@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from virnucpro import __version__, outputs, parallel
-from virnucpro.background import Background
+from virnucpro.background import Background, gc_paused
 from virnucpro.errors import VirnucproError
 from virnucpro.engines.planner import SEGMENT_READS, PlanBuilder, emit_plan, produce
 from virnucpro.pipeline import LOG_NAME, Scored, _gpu_indices, _progress
@@ -209,7 +209,7 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
         return sum(len(units_now[u].frames) for u in units if u < len(units_now))
 
     try:
-        with _progress(opts.progress and rank == 0) as prog:
+        with _progress(opts.progress and rank == 0) as prog, gc_paused():
             task = prog.add_task("embedding frames", total=expected_frames(), completed=frames_of(done_before),
                                  rate="")
             t_embed, t_from = time.perf_counter(), tel.now()

@@ -733,7 +733,9 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
     threading.Thread(target=rd.follow_segments, args=(plans, stop), name="segment-follower", daemon=True).start()
     tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3),
              entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))
-    totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid)
+    from virnucpro.background import gc_paused
+    with gc_paused():   # the segments' sequences are many small objects: no collector passes over them
+        totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid)
     return finish_worker(rd, spec.owner, spec.device, engine, totals, tel)
 
 

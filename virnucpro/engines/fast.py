@@ -408,8 +408,8 @@ class FastEngine:
         """Embed and classify the units ``source`` yields, in that order; ``on_unit(u, frame indices,
         scores [n, 2], info)`` when a unit is complete. ``source`` is consumed lazily by the loader,
         a little ahead of the GPU (it may claim units as it goes); it must not block. With ``stop``
-        set, returns after the current batch, dropping unfinished units; ``on_unit_start(u)`` when the
-        loop gets a unit's first batch. Returns the totals."""
+        set, returns after the current batch, dropping unfinished units; ``on_unit_start(u)`` once the
+        loop has queued a unit's first batch and handed on every unit before it. Returns the totals."""
         plan = prep.plan
         self._bind_device()   # the loop may run in another thread than the one that loaded the models
         classifier = classifier.to(self.device).eval()
@@ -426,6 +426,30 @@ class FastEngine:
         totals = {"dna_s": 0.0, "esm_s": 0.0, "cls_s": 0.0, "io_wait_s": 0.0, "esm_tokens": 0, "dna_tokens": 0,
                   "units": 0, "frames": 0, "oom_retries": 0, "stopped": False}
         cuda = self.device.type == "cuda"
+        finishing: list[tuple] = []        # units whose scores are on their way to the host, in order
+
+        def finish(block: bool) -> None:
+            """Hand on the units whose scores have reached the host (all of them with ``block``)."""
+            while finishing:
+                u, buf, s_host, c0, c1, t_c, ready, n_batches = finishing[0]
+                if ready is not None and not block and not ready.query():
+                    return
+                if ready is not None:
+                    ready.synchronize()
+                finishing.pop(0)
+                totals["cls_s"] += c0.elapsed_time(c1) / 1e3 if cuda else time.perf_counter() - t_c
+                totals["units"] += 1
+                totals["frames"] += len(buf["frames"])
+                self._flush(pending, totals, tel, n_batches)
+                for k in range(len(finishing)):   # their batches moved up in ``pending``
+                    finishing[k] = (*finishing[k][:7], finishing[k][7] - n_batches)
+                info = {"wall_s": round(time.perf_counter() - buf["t0"], 4), "frames": len(buf["frames"]),
+                        "tokens": int(prep.unit_tokens[u])}
+                tel.emit("unit_done", unit=u, **info)
+                on_unit(u, buf["frames"], s_host.numpy(), info)
+                if on_progress:
+                    on_progress(totals["frames"], totals["esm_tokens"])
+
         it = iter(loader)
         with torch.inference_mode():
             while True:
@@ -450,13 +474,15 @@ class FastEngine:
                 if buf is None:
                     frames_u = plan.units[u].frames
                     local = torch.empty(len(prep.nuc), dtype=torch.long, device=self.device)  # frame -> row
-                    local[torch.from_numpy(frames_u).to(self.device)] = torch.arange(len(frames_u), device=self.device)
+                    local[_to_device(torch.from_numpy(frames_u), self.device)] = torch.arange(len(frames_u),
+                                                                                             device=self.device)
                     buf = bufs[u] = {"dna": torch.empty(len(frames_u), dim_dna, device=self.device),
                                      "esm": torch.empty(len(frames_u), dim_esm, device=self.device),
                                      "frames": frames_u, "local": local, "left": int(prep.count[u]),
                                      "t0": time.perf_counter()}
-                    if on_unit_start is not None:
-                        on_unit_start(u)
+                    new_unit = True
+                else:
+                    new_unit = False
                 rows = buf["local"][item["idx"].to(self.device, non_blocking=True)]   # no host sync
                 ev0, ev1 = _event(cuda), _event(cuda)
                 _record(ev0)
@@ -471,6 +497,12 @@ class FastEngine:
                 _record(ev1)
                 host_dt = None if cuda else time.perf_counter() - t_batch  # CPU runs synchronously
                 pending.append((item["kind"], u, len(item["idx"]), ntok, budget, ev0, ev1, wait, depth, host_dt))
+                # units completed before this batch are handed on now that the GPU has this batch queued
+                # (waiting for their scores before queueing more would leave the GPU idle meanwhile); all
+                # of them before a new unit counts as started, so that a worker lost in it loses no other
+                finish(block=new_unit)
+                if new_unit and on_unit_start is not None:
+                    on_unit_start(u)
                 buf["left"] -= 1
                 if buf["left"] == 0:
                     c0, c1 = _event(cuda), _event(cuda)
@@ -479,18 +511,13 @@ class FastEngine:
                     feats = torch.cat([buf["dna"], buf["esm"]], dim=1)
                     s = torch.softmax(classifier(feats), dim=1).float()
                     _record(c1)
-                    s = s.cpu().numpy()   # syncs
-                    totals["cls_s"] += c0.elapsed_time(c1) / 1e3 if cuda else time.perf_counter() - t_c
-                    totals["units"] += 1
-                    totals["frames"] += len(buf["frames"])
-                    self._flush(pending, totals, tel)
-                    info = {"wall_s": round(time.perf_counter() - buf["t0"], 4), "frames": len(buf["frames"]),
-                            "tokens": int(prep.unit_tokens[u])}
-                    tel.emit("unit_done", unit=u, **info)
-                    on_unit(u, buf["frames"], s, info)
+                    s_host = torch.empty(s.shape, dtype=s.dtype, pin_memory=cuda)
+                    s_host.copy_(s, non_blocking=cuda)
+                    ready = _event(cuda)
+                    _record(ready)
+                    finishing.append((u, buf, s_host, c0, c1, t_c, ready, len(pending)))
                     del bufs[u]
-                    if on_progress:
-                        on_progress(totals["frames"], totals["esm_tokens"])
+        finish(block=True)
         del it   # shuts the loader's workers down
         if cuda:
             torch.cuda.synchronize(self.device)
@@ -578,9 +605,11 @@ class FastEngine:
                     model, unit, budget)
         tel.emit("oom", unit=unit, model=model, budget=budget, retry_budget=budget // 2)
 
-    def _flush(self, pending: list, totals: dict, tel) -> None:
-        """Emit batch events for finished batches (their CUDA events are complete after a sync)."""
-        for kind, unit, nseq, ntok, budget, ev0, ev1, wait, depth, host_dt in pending:
+    def _flush(self, pending: list, totals: dict, tel, n: int | None = None) -> None:
+        """Emit batch events for the first ``n`` (default all) pending batches, which are finished
+        (their CUDA events complete)."""
+        n = len(pending) if n is None else n
+        for kind, unit, nseq, ntok, budget, ev0, ev1, wait, depth, host_dt in pending[:n]:
             dt = ev0.elapsed_time(ev1) / 1e3 if ev0 is not None else host_dt
             if kind == "esm":
                 totals["esm_s"] += dt
@@ -591,7 +620,15 @@ class FastEngine:
             tel.emit("batch", model="esm2" if kind == "esm" else "dnabert", unit=unit, seqs=nseq, tokens=ntok,
                      budget=budget, packing_efficiency=round(ntok / budget, 5), io_wait_s=round(wait, 5),
                      queue_depth=depth, dt=round(dt, 5))
-        pending.clear()
+        del pending[:n]
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting for the GPU: a copy from pageable memory would
+    first wait for every queued kernel; from pinned memory it is queued like them."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _event(cuda: bool):
