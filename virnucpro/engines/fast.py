@@ -325,12 +325,14 @@ class FastEngine:
                 warm.append(Background(self._in_device, esm2_triton.warm, dim, heads, self.dtype, self.device,
                                        name="triton-warm"))
         t0 = t = time.perf_counter()
+        # DNABERT-S (small) loads and runs its warm-up batches in a thread while ESM-2's weights copy
+        dna_loading = Background(self._in_device, self._load_dnabert, models.dnabert, name="dnabert-load")
         self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype, phases,
                                                              on_open=warm_triton)
         phases["esm_weights"], t = time.perf_counter() - t, time.perf_counter()
-        self.dna, self.tokenizer, self.dna_info = dnabert.load_dnabert(models.dnabert, self.device, self.dtype,
-                                                                     use_sdpa=True)
-        phases["dnabert_weights"], t = time.perf_counter() - t, time.perf_counter()
+        self.dna, self.tokenizer, self.dna_info, dna_phases = dna_loading.result()
+        phases.update(dna_phases)
+        phases["dnabert_wait"], t = time.perf_counter() - t, time.perf_counter()
         if setup is not None:
             phases["compile_setup"] = setup.result()
         if warm:
@@ -362,8 +364,9 @@ class FastEngine:
         self.startup = {k: round(v, 3) if isinstance(v, float) else v for k, v in phases.items()}
 
     def _warm_up(self) -> None:
-        """Compile the kernels now, on a batch of padding of the budget's shape, so that compiling
-        counts as model loading and never stalls the embedding loop; run DNABERT-S once likewise."""
+        """Run ESM-2's first two layers on a batch of padding of the budget's shape (the loop's
+        largest batch: the memory check; with torch.compile, the compilation), so that it counts as
+        model loading and never stalls the embedding loop; compiled DNABERT-S likewise."""
         t0 = time.perf_counter()
         budget = self.token_budget
         with torch.inference_mode():
@@ -380,13 +383,31 @@ class FastEngine:
                     log.warning("warm-up: a batch of %d tokens does not fit in GPU memory; batches will be "
                                 "re-packed at half the budget (lower --token-budget to avoid this)", budget)
                     budget //= 2
-            for width in (32, 48, 64):  # DNABERT-S: pick its kernels before the loop needs them
-                ids = torch.full((512, width), dnabert.CLS_ID, device=self.device)
-                self.dna(ids, torch.ones_like(ids, dtype=torch.bool))
+        if dnabert_compiled():   # compiled after loading: its kernels are compiled now
+            self._warm_dnabert(self.dna)
         torch.cuda.synchronize(self.device)
         log.info("fast engine warm-up (%s kernels) took %.1f s", self.kernels, time.perf_counter() - t0)
         if self.compiled or dnabert_compiled():
             self._pool_shutdown = release_compile_workers()
+
+    def _load_dnabert(self, folder) -> tuple:
+        """DNABERT-S's model, tokenizer, info and phases (dnabert_weights, dnabert_warm): on a GPU it
+        also runs a batch of each padded width the loop uses, so that its kernels are loaded."""
+        t = time.perf_counter()
+        dna, tokenizer, info = dnabert.load_dnabert(folder, self.device, self.dtype, use_sdpa=True)
+        phases = {"dnabert_weights": time.perf_counter() - t}
+        if self.device.type == "cuda":
+            t = time.perf_counter()
+            self._warm_dnabert(dna)
+            phases["dnabert_warm"] = time.perf_counter() - t
+        return dna, tokenizer, info, phases
+
+    def _warm_dnabert(self, dna) -> None:
+        with torch.inference_mode():
+            for width in (32, 48, 64):  # DNABERT-S: pick its kernels before the loop needs them
+                ids = torch.full((512, width), dnabert.CLS_ID, device=self.device)
+                dna(ids, torch.ones_like(ids, dtype=torch.bool))
+        torch.cuda.current_stream(self.device).synchronize()   # (not the device: the weight copy's streams)
 
     def _in_device(self, fn, *args):
         """``fn(*args)`` with this engine's GPU current (a new thread starts on GPU 0)."""
