@@ -14,7 +14,7 @@ def frames_of(n, seed):
 
 
 def build(frames, seg, budget=2048, bpu=3):
-    b = PlanBuilder(budget, bpu, dna_nt_budget=4096)
+    b = PlanBuilder(budget, bpu, dna_budget=4096)
     for a in range(0, len(frames), seg):
         b.add(frames[a:a + seg], last=a + seg >= len(frames))
     return b
@@ -95,3 +95,51 @@ def test_plan_units_partition_the_batches():
     got = np.concatenate([u.frames for u in plan.units])
     assert sorted(got.tolist()) == list(range(5000))
     assert [u.index for u in plan.units] == list(range(len(plan.units)))
+
+
+def fake_token_counts(seqs):
+    """A stand-in tokenizer: token counts that do not follow nucleotide length."""
+    return np.array([8 + (sum(map(ord, s[:7])) * 7919) % 61 for s in seqs], dtype=np.int64)
+
+
+def test_dnabert_batches_follow_token_counts_within_the_budget():
+    frames = frames_of(2000, seed=4)
+    b = PlanBuilder(2048, 3, dna_budget=3000, dna_lengths=fake_token_counts)
+    b.add(frames, last=True)
+    toks = fake_token_counts([f[2] for f in frames])
+    p = b.prep
+    for u in p.plan.units:
+        items = [i for i in p.items[p.first[u.index]:p.first[u.index] + p.count[u.index]] if i[1] == "dna"]
+        for _, _, idx in items:
+            assert len(idx) * toks[idx].max() <= 3000, "a DNABERT-S batch exceeds its padded-token budget"
+        # sorted by token count: the batches' ranges do not interleave
+        ranges = sorted((toks[idx].min(), toks[idx].max()) for _, _, idx in items)
+        assert all(a[1] <= b_[0] for a, b_ in zip(ranges, ranges[1:])), f"unit {u.index}: {ranges}"
+
+
+def test_published_token_counts_give_the_same_plan():
+    """Workers plan from the counts the coordinator publishes with each segment: the same plan as
+    counting them themselves."""
+    frames = frames_of(1500, seed=5)
+    own = PlanBuilder(2048, 3, dna_budget=3000, dna_lengths=fake_token_counts)
+    given = PlanBuilder(2048, 3, dna_budget=3000)
+    for a in range(0, len(frames), 400):
+        seg = frames[a:a + 400]
+        nuc, prot, last = [f[2] for f in seg], [f[3] for f in seg], a + 400 >= len(frames)
+        own.add_seqs(nuc, prot, last)
+        given.add_seqs(nuc, prot, last, dna_len=fake_token_counts(nuc))
+    assert [(i[0], i[1], i[2].tolist()) for i in own.prep.items] == \
+        [(i[0], i[1], i[2].tolist()) for i in given.prep.items]
+
+
+def test_token_counts_of_the_wrong_length_are_refused():
+    b = PlanBuilder(2048, 3, dna_budget=3000)
+    with pytest.raises(ValueError, match="2 DNABERT-S lengths for 3 sequences"):
+        b.add_seqs(["ACGT"] * 3, ["M"] * 3, True, dna_len=np.array([5, 6]))
+
+
+def test_token_counter_counts_as_the_loader_tokenises(tiny_models):
+    from virnucpro.models.dnabert import load_dna_tokenizer, token_counter
+    seqs = ["ACGTACGGTTAACG" * k for k in (1, 5, 21)] + ["N" * 40]
+    want = [len(e.ids) for e in load_dna_tokenizer(tiny_models / "DNABERT-S").encode_batch(seqs)]
+    assert token_counter(tiny_models / "DNABERT-S")(seqs).tolist() == want

@@ -55,7 +55,7 @@ HEARTBEAT_S = 2.0
 IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprints)", "engine": "engine",
             "precision": "precision", "chunk_length": "chunk length", "chunking": "chunking mode",
             "duplicate_ids": "duplicate-id handling", "token_budget": "token budget",
-            "batches_per_unit": "batches per unit", "dna_nt_budget": "DNABERT-S batch budget",
+            "batches_per_unit": "batches per unit", "dna_token_budget": "DNABERT-S batch budget",
             "segment_reads": "reads per planning segment"}
 
 
@@ -164,10 +164,11 @@ class RunDir:
     def segment_path(self, k: int) -> Path:
         return self.segments / f"seg_{k:05d}.pkl"
 
-    def save_segment(self, k: int, nuc: list[str], prot: list[str], last: bool) -> None:
+    def save_segment(self, k: int, nuc: list[str], prot: list[str], last: bool, dna_len=None) -> None:
+        """Segment ``k``: its frames' sequences and DNABERT-S token counts (computed once, here)."""
         import pickle
-        _atomic_bytes(self.segment_path(k), pickle.dumps((nuc, prot, last), protocol=pickle.HIGHEST_PROTOCOL),
-                      sync=False)
+        _atomic_bytes(self.segment_path(k), pickle.dumps((nuc, prot, last, dna_len),
+                                                         protocol=pickle.HIGHEST_PROTOCOL), sync=False)
 
     def follow_segments(self, plans, stop: threading.Event) -> None:
         """Build ``plans`` from the segments the coordinator publishes, in order, until the last
@@ -181,8 +182,8 @@ class RunDir:
                     time.sleep(0.02)
                     continue
                 with open(path, "rb") as fh:
-                    nuc, prot, last = pickle.load(fh)   # our own file, written by this run's coordinator
-                plans.add_seqs(nuc, prot, last)
+                    nuc, prot, last, dna_len = pickle.load(fh)   # our own file, written by this run's coordinator
+                plans.add_seqs(nuc, prot, last, dna_len)
                 if last:
                     return
                 k += 1
@@ -729,7 +730,9 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
         return finish_worker(rd, spec.owner, spec.device, engine, {"stopped": True}, tel)
     if log_ready is not None:
         log_ready.open()
-    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), eo.get("dna_nt_budget", 262144))
+    from virnucpro.engines.planner import DNA_TOKEN_BUDGET
+    # the DNABERT-S token counts come with the coordinator's segments
+    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), eo.get("dna_token_budget", DNA_TOKEN_BUDGET))
     threading.Thread(target=rd.follow_segments, args=(plans, stop), name="segment-follower", daemon=True).start()
     tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3),
              entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))

@@ -48,6 +48,12 @@ ESM_BYTES_PER_TOKEN = {2560: 120_000}
 DEFAULT_MAX_BUDGET = 65536
 
 
+# DNABERT-S batches are padded to their longest sequence rounded up to this many tokens: with the
+# batches cut by token count (engines/planner.py), 77.5% of the padded tokens are real at 4, 72.8% at 8
+# (cpu-dev, scripts/dna_padding.py, docs/benchmarks.md CPU-6)
+DNA_WIDTH_STEP = 4
+
+
 class _Items(Dataset):
     """Item i of the work list -> host tensors for one batch (runs in DataLoader workers)."""
 
@@ -63,7 +69,7 @@ class _Items(Dataset):
         if kind == "dna":
             enc = self.tokenizer.encode_batch([self.nuc[j] for j in idx])
             lens = np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=len(enc))
-            width = -(-int(lens.max()) // 8) * 8   # few distinct shapes: fewer kernel selections
+            width = -(-int(lens.max()) // DNA_WIDTH_STEP) * DNA_WIDTH_STEP   # fewer distinct shapes
             ids = np.full((len(enc), width), dnabert.PAD_ID, dtype=np.int32)
             for r, e in enumerate(enc):
                 ids[r, :len(e.ids)] = e.ids
@@ -286,7 +292,7 @@ class FastEngine:
 
     def __init__(self, models, device: str = "cuda", precision: str = "fp16", token_budget: int | None = None,
                  gpu_memory_gib: float | None = None, loader_workers: int = 2, batches_per_unit: int = 8,
-                 dna_nt_budget: int = 262144, measure_peak: bool = True, compile: bool | None = None):
+                 dna_token_budget: int | None = None, measure_peak: bool = True, compile: bool | None = None):
         if precision not in DTYPES:
             raise InputError(f"unknown precision {precision!r}; choose bf16, fp16 or fp32")
         self.device = torch.device(device)
@@ -349,7 +355,7 @@ class FastEngine:
         self.load_s = time.perf_counter() - t0
         self.loader_workers = loader_workers
         self.batches_per_unit = batches_per_unit
-        self.dna_nt_budget = dna_nt_budget
+        self.dna_token_budget = dna_token_budget   # (the plan's: virnucpro.engines.planner)
         self.peak_tflops = (matmul_peak_tflops(self.device) if measure_peak and self.device.type == "cuda" else None)
         phases["matmul_peak"], t = time.perf_counter() - t, time.perf_counter()
         self.flops_per_token = flops_per_token(self.esm.num_layers, self.esm.embed_dim)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,6 +29,10 @@ from virnucpro.engines.packing import Plan, WorkUnit, pack_ffd, padded_batches
 
 SEGMENT_READS = 65536
 CARRY_FILL = 0.97
+# DNABERT-S batches: at most this many padded tokens (batch size x longest, [CLS]/[SEP] included).
+# Cut from a unit's frames sorted by token count: 77.5% of the padded tokens are real on synthetic reads
+# (65.4% when sorted by nucleotide length with widths in steps of 8; cpu-dev, docs/benchmarks.md CPU-6).
+DNA_TOKEN_BUDGET = 81920
 
 
 @dataclass
@@ -49,12 +53,17 @@ class PlanBuilder:
     """A ``Prepared`` that grows segment by segment (``add``), read from other threads through
     ``snapshot``/``wait``. ``complete`` once the last segment is in."""
 
-    def __init__(self, budget: int, batches_per_unit: int = 8, dna_nt_budget: int = 262144):
-        self.budget, self.bpu, self.dna_nt_budget = budget, batches_per_unit, dna_nt_budget
+    def __init__(self, budget: int, batches_per_unit: int = 8, dna_budget: int = DNA_TOKEN_BUDGET,
+                 dna_lengths: Callable[[list[str]], np.ndarray] | None = None):
+        """``dna_lengths(nucleotide sequences)``: their DNABERT-S token counts ([CLS] and [SEP]
+        included); DNABERT-S batches are then cut from a unit's frames sorted by token count, each
+        at most ``dna_budget`` padded tokens (batch size x longest). Without it (or without
+        ``dna_len`` given to ``add_seqs``), by nucleotide length, ``dna_budget`` in nucleotides."""
+        self.budget, self.bpu, self.dna_budget, self.dna_lengths = budget, batches_per_unit, dna_budget, dna_lengths
         empty = np.zeros(0, dtype=np.int64)
         self.prep = Prepared(Plan(budget, [], 1.0, 0), [], [], empty, [], empty, empty, empty)
         self.carry = empty                       # frames waiting for the next segment
-        self.nuc_len = empty
+        self.dna_len = empty                     # per frame: DNABERT-S tokens (or nucleotides)
         self.real_tokens = 0
         self.complete = False
         self.error: BaseException | None = None  # set by a producer that failed
@@ -66,12 +75,23 @@ class PlanBuilder:
         number of new units."""
         return self.add_seqs([f[2] for f in frames], [f[3] for f in frames], last)
 
-    def add_seqs(self, nuc: list[str], prot: list[str], last: bool) -> int:
-        """Add a segment's frames as their nucleotide and protein sequences (all the plan needs)."""
+    def segment_dna_lengths(self, nuc: list[str]) -> np.ndarray | None:
+        """What ``add_seqs`` would sort DNABERT-S batches by, computed once to be published."""
+        return self.dna_lengths(nuc) if self.dna_lengths is not None else None
+
+    def add_seqs(self, nuc: list[str], prot: list[str], last: bool, dna_len: np.ndarray | None = None) -> int:
+        """Add a segment's frames as their nucleotide and protein sequences (all the plan needs);
+        ``dna_len``: their DNABERT-S token counts when already known (else computed here)."""
         p = self.prep
         f0 = len(p.nuc)
         esm_len = np.concatenate([p.esm_len, np.fromiter((len(s) + 2 for s in prot), np.int64, len(prot))])
-        nuc_len = np.concatenate([self.nuc_len, np.fromiter((len(s) for s in nuc), np.int64, len(nuc))])
+        if dna_len is None:
+            dna_len = self.segment_dna_lengths(nuc)
+        if dna_len is None:
+            dna_len = np.fromiter((len(s) for s in nuc), np.int64, len(nuc))
+        if len(dna_len) != len(nuc):
+            raise ValueError(f"{len(dna_len)} DNABERT-S lengths for {len(nuc)} sequences")
+        nuc_len = np.concatenate([self.dna_len, np.asarray(dna_len, dtype=np.int64)])
         pool = np.concatenate([self.carry, np.arange(f0, f0 + len(nuc), dtype=np.int64)])
         batches = [pool[b] for b in pack_ffd(esm_len[pool], self.budget)] if len(pool) else []
         carry = np.zeros(0, dtype=np.int64)
@@ -92,14 +112,14 @@ class PlanBuilder:
         for u in units:
             uf = u.frames
             first.append(i0 + len(items))
-            items.extend((u.index, "dna", uf[b]) for b in padded_batches(nuc_len[uf], self.dna_nt_budget))
+            items.extend((u.index, "dna", uf[b]) for b in padded_batches(nuc_len[uf], self.dna_budget))
             items.extend((u.index, "esm", b) for b in u.esm_batches)
             count.append(i0 + len(items) - first[-1])
             tokens.append(u.tokens(esm_len))
         with self._cond:   # publish: data before the units that refer to it
             p.nuc.extend(nuc)
             p.prot.extend(prot)
-            p.esm_len, self.nuc_len, self.carry = esm_len, nuc_len, carry
+            p.esm_len, self.dna_len, self.carry = esm_len, nuc_len, carry
             p.items.extend(items)
             p.first = np.concatenate([p.first, np.asarray(first, dtype=np.int64)])
             p.count = np.concatenate([p.count, np.asarray(count, dtype=np.int64)])
@@ -152,17 +172,17 @@ class PlanBuilder:
 
     @classmethod
     def of(cls, frames: Sequence[tuple], budget: int, batches_per_unit: int = 8,
-           dna_nt_budget: int = 262144) -> "PlanBuilder":
-        b = cls(budget, batches_per_unit, dna_nt_budget)
+           dna_budget: int = DNA_TOKEN_BUDGET, dna_lengths=None) -> "PlanBuilder":
+        b = cls(budget, batches_per_unit, dna_budget, dna_lengths)
         b.add(frames, last=True)
         return b
 
 
-def plan_frames(frames: Sequence[tuple], budget: int, batches_per_unit: int = 8, dna_nt_budget: int = 262144,
-                tel=None) -> Prepared:
+def plan_frames(frames: Sequence[tuple], budget: int, batches_per_unit: int = 8,
+                dna_budget: int = DNA_TOKEN_BUDGET, tel=None, dna_lengths=None) -> Prepared:
     """The plan of all ``frames`` as one segment: every protein packed FFD into batches of
     ``budget`` tokens, cut into units, with the loader items of every unit."""
-    prep = PlanBuilder.of(frames, budget, batches_per_unit, dna_nt_budget).prep
+    prep = PlanBuilder.of(frames, budget, batches_per_unit, dna_budget, dna_lengths).prep
     if tel is not None:
         emit_plan(tel, prep, len(frames))
     return prep
@@ -181,7 +201,7 @@ def produce(records: list, chunk_length: int, chunking: str, builder: PlanBuilde
     indices, input order) and add each segment to ``builder``. Errors go to ``builder.fail``.
     ``hold``: after the first segment, wait until it is set (the models are loading in this
     process meanwhile: loading and compiling need the interpreter lock this work would take).
-    ``publish(k, nucleotides, proteins, last)``: called with each segment before it is added
+    ``publish(k, nucleotides, proteins, last, dna_lengths)``: called with each segment before it is added
     (worker processes build their plan from what it publishes)."""
     from virnucpro.pipeline import chunk_and_translate
     try:
@@ -199,8 +219,9 @@ def produce(records: list, chunk_length: int, chunking: str, builder: PlanBuilde
             chunks.extend(ch)
             frames.extend(fr)
             nuc, prot = [f[2] for f in fr], [f[3] for f in fr]
+            dna_len = builder.segment_dna_lengths(nuc)   # tokenised once, here
             if publish is not None:
-                publish(k, nuc, prot, b >= n)
-            builder.add_seqs(nuc, prot, last=b >= n)
+                publish(k, nuc, prot, b >= n, dna_len)
+            builder.add_seqs(nuc, prot, last=b >= n, dna_len=dna_len)
     except BaseException as exc:  # noqa: BLE001 - handed to the consumers, which re-raise it
         builder.fail(exc)

@@ -430,6 +430,17 @@ def _template_processor(cls_id: int, sep_id: int):
     )
 
 
+def token_counter(folder: str | Path):
+    """A function: nucleotide sequences -> their token counts ([CLS] and [SEP] included) under the
+    folder's tokenizer, as the embedding loop will tokenise them (numpy int64)."""
+    import numpy as np
+    tokenizer = load_dna_tokenizer(folder)
+
+    def count(seqs: list[str]) -> "np.ndarray":
+        return np.fromiter((len(e.ids) for e in tokenizer.encode_batch(seqs)), dtype=np.int64, count=len(seqs))
+    return count
+
+
 def load_dna_tokenizer(folder: str | Path) -> Tokenizer:
     """Load ``folder/tokenizer.json`` so that ``encode(dna).ids`` is ``[CLS] ... [SEP]``.
 
