@@ -88,13 +88,7 @@ def main():
 
 def variants(a):
     from virnucpro.models import esm2_fast
-    dev = torch.device("cuda")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
-    peak = matmul_peak_tflops(dev)
-    model, alphabet = PackedESM2.from_checkpoint(_find_esm(__import__("pathlib").Path(a.models)), dev, dtype)
-    prots, lens = _anchor(a.tokens)
-    fpt = flops_per_token(model.num_layers, model.embed_dim)
-    budget = int(a.budgets.split(",")[-1])
+    dev, dtype, peak, model, alphabet, prots, lens, fpt, budget = _setup(a)
     host = []
     for b in pack_ffd(lens, budget):
         tok, cu, pos, mx = tokenize(alphabet, [prots[i] for i in b], pad_to=budget)
@@ -107,42 +101,14 @@ def variants(a):
         esm2_fast.OPTIONS.update(v_view="v_view" in parts, chain="chain" in parts, gelu_epilogue="gelu_ep" in parts)
         model.residual_dtype = dtype if "halfres" in parts else torch.float32
         torch._dynamo.reset()
+        t0 = time.perf_counter()
         esm2_fast.compile_kernels()
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            first = PackedESM2.mean_residues(model(*host[0][:4]), host[0][1])[:host[0][4]]
-            torch.cuda.synchronize()
-            t_compile = time.perf_counter() - t0
-            model(*host[1][:4])
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for t in host:
-                PackedESM2.mean_residues(model(*t[:4]), t[1])
-            torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-        diff = 0.0 if ref is None else float((first - ref).abs().max())
-        ref = first if ref is None else ref
-        tps = lens.sum() / dt
-        print(f"variant {name:24s}: {tps:,.0f} tok/s, MFU {tps * fpt / (peak * 1e12):.1%}, "
-              f"{dt / len(host) * 1e3:.1f} ms/batch, compile+first {t_compile:.1f} s, "
-              f"max |emb - first variant| {diff:.2e}", flush=True)
-        if a.profile:
-            from torch.profiler import ProfilerActivity, profile
-            with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
-                model(*host[len(host) // 2][:4])
-                torch.cuda.synchronize()
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
+        ref = _time_variant(f"variant {name:24s}", model, host, lens, fpt, peak, ref, t0, a.profile)
 
 
 def kernels(a):
     from virnucpro.models import esm2_fast
-    dev = torch.device("cuda")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
-    peak = matmul_peak_tflops(dev)
-    model, alphabet = PackedESM2.from_checkpoint(_find_esm(__import__("pathlib").Path(a.models)), dev, dtype)
-    prots, lens = _anchor(a.tokens)
-    fpt = flops_per_token(model.num_layers, model.embed_dim)
-    budget = int(a.budgets.split(",")[-1])
+    dev, dtype, peak, model, alphabet, prots, lens, fpt, budget = _setup(a)
     batches = pack_ffd(lens, budget)
     esm2_fast.OPTIONS.update(v_view=True, chain=True, gelu_epilogue=True)
     print(f"peak {peak} TFLOP/s; {len(batches)} batches of {budget}; {lens.sum():,} tokens; {a.dtype}; GELU epilogue")
@@ -161,29 +127,46 @@ def kernels(a):
             esm2_fast.triton_kernels()
         else:
             esm2_fast.eager_kernels()
-        with torch.inference_mode():
-            first = PackedESM2.mean_residues(model(*host[0][:4]), host[0][1])[:host[0][4]]
+        ref = _time_variant(f"kernels {name:14s}", model, host, lens, fpt, peak, ref, t0, a.profile)
+
+
+def _setup(a):
+    """The GPU, dtype, measured peak, model, anchor proteins and budget of a comparison run."""
+    dev = torch.device("cuda")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
+    peak = matmul_peak_tflops(dev)
+    model, alphabet = PackedESM2.from_checkpoint(_find_esm(__import__("pathlib").Path(a.models)), dev, dtype)
+    prots, lens = _anchor(a.tokens)
+    fpt = flops_per_token(model.num_layers, model.embed_dim)
+    return dev, dtype, peak, model, alphabet, prots, lens, fpt, int(a.budgets.split(",")[-1])
+
+
+def _time_variant(label, model, host, lens, fpt, peak, ref, t0, profile):
+    """Time ``model`` over the batches ``host`` (after the first batch, which may compile, since
+    ``t0``); print tokens/s, MFU, ms per batch, and the largest embedding difference of the first
+    batch from ``ref`` (the first variant's); optionally a profile of one batch. Returns ``ref``."""
+    with torch.inference_mode():
+        first = PackedESM2.mean_residues(model(*host[0][:4]), host[0][1])[:host[0][4]]
+        torch.cuda.synchronize()
+        t_first = time.perf_counter() - t0
+        model(*host[1][:4])
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for t in host:
+            PackedESM2.mean_residues(model(*t[:4]), t[1])
+        torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    diff = 0.0 if ref is None else float((first - ref).abs().max())
+    tps = lens.sum() / dt
+    print(f"{label}: {tps:,.0f} tok/s, MFU {tps * fpt / (peak * 1e12):.1%}, {dt / len(host) * 1e3:.1f} ms/batch, "
+          f"set-up+first batch {t_first:.1f} s, max |emb - first| {diff:.2e}", flush=True)
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+        with torch.inference_mode(), torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model(*host[len(host) // 2][:4])
             torch.cuda.synchronize()
-            t_first = time.perf_counter() - t0
-            model(*host[1][:4])
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for t in host:
-                PackedESM2.mean_residues(model(*t[:4]), t[1])
-            torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-        diff = 0.0 if ref is None else float((first - ref).abs().max())
-        ref = first if ref is None else ref
-        tps = lens.sum() / dt
-        print(f"kernels {name:14s}: {tps:,.0f} tok/s, MFU {tps * fpt / (peak * 1e12):.1%}, "
-              f"{dt / len(host) * 1e3:.1f} ms/batch, set-up+first batch {t_first:.1f} s, "
-              f"max |emb - first| {diff:.2e}", flush=True)
-        if a.profile:
-            from torch.profiler import ProfilerActivity, profile
-            with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
-                model(*host[len(host) // 2][:4])
-                torch.cuda.synchronize()
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
+    return first if ref is None else ref
 
 
 def _anchor(tokens):
