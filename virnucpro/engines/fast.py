@@ -48,10 +48,11 @@ ESM_BYTES_PER_TOKEN = {2560: 120_000}
 DEFAULT_MAX_BUDGET = 65536
 
 
-# DNABERT-S batches are padded to their longest sequence rounded up to this many tokens: with the
-# batches cut by token count (engines/planner.py), 77.5% of the padded tokens are real at 4, 72.8% at 8
-# (cpu-dev, scripts/dna_padding.py, docs/benchmarks.md CPU-6)
-DNA_WIDTH_STEP = 4
+# DNABERT-S batches are padded to their longest sequence rounded up to this many tokens. 8 keeps every
+# row of the [B, heads, T, T] ALiBi bias 16-byte aligned, as SDPA's memory-efficient kernel needs (an
+# unaligned bias is padded into a copy by every layer's call); steps of 4 would leave 77.5% of the
+# padded tokens real instead of 72.8% (cpu-dev, scripts/dna_padding.py, docs/benchmarks.md CPU-6).
+DNA_WIDTH_STEP = 8
 
 
 class _Items(Dataset):

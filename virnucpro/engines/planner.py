@@ -30,8 +30,8 @@ from virnucpro.engines.packing import Plan, WorkUnit, pack_ffd, padded_batches
 SEGMENT_READS = 65536
 CARRY_FILL = 0.97
 # DNABERT-S batches: at most this many padded tokens (batch size x longest, [CLS]/[SEP] included).
-# Cut from a unit's frames sorted by token count: 77.5% of the padded tokens are real on synthetic reads
-# (65.4% when sorted by nucleotide length with widths in steps of 8; cpu-dev, docs/benchmarks.md CPU-6).
+# Cut from a unit's frames sorted by token count: 72.8% of the padded tokens are real on synthetic reads,
+# 65.4% when they were sorted by nucleotide length (cpu-dev, docs/benchmarks.md CPU-6).
 DNA_TOKEN_BUDGET = 81920
 
 
