@@ -271,7 +271,7 @@ def test_add_layernorm_kernel_equals_torch(interpret, with_y, T, C):
     assert err < 1e-5, f"LayerNorm differs from torch's by {err}"
 
 
-@pytest.mark.parametrize("T,heads,D", [(37, 4, 16), (3, 40, 64), (9, 5, 8)])
+@pytest.mark.parametrize("T,heads,D", [(37, 4, 16), (3, 40, 64), (9, 5, 8), (6, 20, 24)])   # D=24: ESM-2 35M's
 def test_rope_kernel_equals_the_eager_rotary(interpret, T, heads, D):
     from virnucpro.models.esm2_fast import RotaryTable, rope
     from virnucpro.models.esm2_triton import rope_qk

@@ -62,14 +62,15 @@ def _kernels() -> dict:
         tl.store(H + row * stride_h + cols, (d * rstd * w + b).to(H.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def rope_kernel(QKV, COS, SIN, Q, K, stride_qkv, stride_cs, C,
-                    NH: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr, BLOCK_H: tl.constexpr):
+    def rope_kernel(QKV, COS, SIN, Q, K, stride_qkv, stride_cs, C, NH: tl.constexpr, D: tl.constexpr,
+                    HALF: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_J: tl.constexpr):
         t = tl.program_id(0).to(tl.int64)
-        j = tl.arange(0, HALF)
+        j = tl.arange(0, BLOCK_J)                                # BLOCK_J: HALF rounded up to a power of 2
         hh = tl.arange(0, BLOCK_H)
-        m = (hh < NH)[:, None]
-        c = tl.load(COS + t * stride_cs + j)[None, :]
-        s = tl.load(SIN + t * stride_cs + j)[None, :]
+        mj = j < HALF
+        m = (hh < NH)[:, None] & mj[None, :]
+        c = tl.load(COS + t * stride_cs + j, mask=mj, other=0.0)[None, :]
+        s = tl.load(SIN + t * stride_cs + j, mask=mj, other=0.0)[None, :]
         off = hh[:, None] * D + j[None, :]                       # [BLOCK_H, HALF]: first half of each head
         src = QKV + t * stride_qkv
         q1 = tl.load(src + off, mask=m, other=0.0).to(tl.float32)
@@ -118,7 +119,7 @@ def rope_qk(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int)
     if qkv.stride(1) != 1 or cos.stride(1) != 1 or sin.stride(0) != cos.stride(0):
         raise ValueError("rope_qk: qkv, cos and sin must be row-major with unit column stride")
     k["rope"][(T,)](qkv, cos, sin, q, kk, qkv.stride(0), cos.stride(0), C, NH=heads, D=D, HALF=D // 2,
-                    BLOCK_H=k["next_pow2"](heads), num_warps=4)
+                    BLOCK_H=k["next_pow2"](heads), BLOCK_J=k["next_pow2"](D // 2), num_warps=4)
     return q, kk
 
 
