@@ -96,3 +96,44 @@ def test_engine_falls_back_to_eager_kernels_when_triton_fails(tiny_models, monke
         eng = fast.FastEngine(models, device="cpu", precision="fp32", token_budget=1024, measure_peak=False)
     assert eng.kernels == "eager" and esm2_fast.kernels_in_use() == "eager"
     assert any("Triton kernels unavailable" in r.message for r in caplog.records), caplog.text
+
+
+def test_engine_hands_on_units_in_order_each_before_the_next_starts(tiny_models):
+    """The loop hands a unit on once the next batch is queued (its scores come back meanwhile); a
+    new unit counts as started only after every earlier unit was handed on (so a worker lost in it
+    loses no other), and every batch is accounted once."""
+    from virnucpro.engines import fast
+    from virnucpro.engines.planner import PlanBuilder
+    from virnucpro.models import layout
+    from virnucpro.models.classifier import load_classifier
+    from virnucpro.models.dnabert import token_counter
+    from virnucpro.telemetry import Telemetry
+    models = layout.resolve(tiny_models, 300)
+    eng = fast.FastEngine(models, device="cpu", precision="fp32", token_budget=512, measure_peak=False,
+                          loader_workers=0)
+    clf, _ = load_classifier(models.classifier, 300, False)
+    rng = np.random.default_rng(0)
+    nuc = ["".join(rng.choice(list("ACGT"), int(n))) for n in rng.integers(60, 300, 300)]
+    prot = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), len(s) // 3)) for s in nuc]
+    plans = PlanBuilder(512, 2, 2048, token_counter(models.dnabert))
+    plans.add_seqs(nuc, prot, last=True)
+    prep = plans.prep
+    log: list[tuple[str, int]] = []
+    scores_of: dict[int, np.ndarray] = {}
+
+    def on_unit(u, frames, scores, info):
+        log.append(("done", u))
+        scores_of[u] = scores
+        assert scores.shape == (len(frames), 2) and np.isfinite(scores).all()
+
+    tel = Telemetry()
+    n_units = len(prep.plan.units)
+    assert n_units > 3, "the test needs several units"
+    totals = eng.run(prep, clf, tel, iter(range(n_units)), on_unit, on_unit_start=lambda u: log.append(("start", u)))
+    assert [e for e in log if e[0] == "done"] == [("done", u) for u in range(n_units)]
+    for u in range(1, n_units):
+        assert log.index(("done", u - 1)) < log.index(("start", u)), f"unit {u} started before unit {u - 1} was handed on"
+    batches = [e for e in tel.events if e["event"] == "batch"]
+    assert len(batches) == len(prep.items), f"{len(batches)} batch events for {len(prep.items)} batches"
+    assert totals["units"] == n_units and totals["frames"] == len(nuc)
+    assert totals["esm_tokens"] == int(prep.esm_len.sum())

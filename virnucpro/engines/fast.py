@@ -455,11 +455,12 @@ class FastEngine:
                   "units": 0, "frames": 0, "oom_retries": 0, "stopped": False}
         cuda = self.device.type == "cuda"
         finishing: list[tuple] = []        # units whose scores are on their way to the host, in order
+        batches_done = [0]                 # batches taken off ``pending`` so far (``pending`` is in order)
 
         def finish(block: bool) -> None:
             """Hand on the units whose scores have reached the host (all of them with ``block``)."""
             while finishing:
-                u, buf, s_host, c0, c1, t_c, ready, n_batches = finishing[0]
+                u, buf, s_host, c0, c1, t_c, ready, last_batch = finishing[0]
                 if ready is not None and not block and not ready.query():
                     return
                 if ready is not None:
@@ -468,9 +469,8 @@ class FastEngine:
                 totals["cls_s"] += c0.elapsed_time(c1) / 1e3 if cuda else time.perf_counter() - t_c
                 totals["units"] += 1
                 totals["frames"] += len(buf["frames"])
-                self._flush(pending, totals, tel, n_batches)
-                for k in range(len(finishing)):   # their batches moved up in ``pending``
-                    finishing[k] = (*finishing[k][:7], finishing[k][7] - n_batches)
+                self._flush(pending, totals, tel, last_batch - batches_done[0])   # the unit's batches and earlier
+                batches_done[0] = last_batch
                 info = {"wall_s": round(time.perf_counter() - buf["t0"], 4), "frames": len(buf["frames"]),
                         "tokens": int(prep.unit_tokens[u])}
                 tel.emit("unit_done", unit=u, **info)
@@ -543,7 +543,7 @@ class FastEngine:
                     s_host.copy_(s, non_blocking=cuda)
                     ready = _event(cuda)
                     _record(ready)
-                    finishing.append((u, buf, s_host, c0, c1, t_c, ready, len(pending)))
+                    finishing.append((u, buf, s_host, c0, c1, t_c, ready, batches_done[0] + len(pending)))
                     del bufs[u]
         finish(block=True)
         del it   # shuts the loader's workers down
