@@ -1,6 +1,8 @@
 """Which precision settings keep the fast engine within the agreement targets, and at what speed?
 
     python scripts/precision_study.py --models DIR --reads reads.fa [--n-reads 3000] [--compile]
+    python scripts/precision_study.py --models DIR --reads reads.fa --kernels triton --gelu-epilogue
+        (the reduced-precision embeddings as the fast engine computes them on a GPU by default)
 
 Embeds the kept frames of the first reads with an fp32 reference (packed ESM-2 with exact padded
 SDPA attention; DNABERT-S in fp32) and with each reduced-precision variant, then reports per variant:
@@ -65,6 +67,10 @@ def main():
     ap.add_argument("--reads", required=True)
     ap.add_argument("--n-reads", type=int, default=3000)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--kernels", default="eager", choices=["eager", "triton", "compile"],
+                    help="element-wise kernels of the bf16/fp16 embeddings (the engine's GPU default: triton)")
+    ap.add_argument("--gelu-epilogue", action="store_true",
+                    help="bf16/fp16: fc1 + tanh GELU in the GEMM's epilogue (the engine's default there)")
     a = ap.parse_args()
     ms = layout.resolve(a.models, 300, fingerprint=False)
     recs = read_fasta(a.reads)[:a.n_reads]
@@ -79,12 +85,18 @@ def main():
     m32.force_padded_attention = True
     esm["fp32"] = esm_embed(m32, alpha, prot)
     del m32
+    {"eager": esm2_fast.eager_kernels, "triton": esm2_fast.triton_kernels,
+     "compile": esm2_fast.compile_kernels}[a.kernels]()
+    esm2_fast.OPTIONS["gelu_epilogue"] = a.gelu_epilogue
+    print(f"bf16/fp16 embeddings: {a.kernels} kernels, GELU {'tanh epilogue' if a.gelu_epilogue else 'exact'}")
     for name in ("bf16", "fp16"):
         m, _ = PackedESM2.from_checkpoint(ms.esm, "cuda", DT[name])
         esm[name] = esm_embed(m, alpha, prot)
         m.residual_dtype = DT[name]
         esm[name + "-halfres"] = esm_embed(m, alpha, prot)
         del m
+    esm2_fast.eager_kernels()
+    esm2_fast.OPTIONS["gelu_epilogue"] = False
     dna = {}
     for name in ("fp32", "bf16", "fp16"):
         m, tk, _ = dnabert.load_dnabert(ms.dnabert, "cuda", DT[name], use_sdpa=True)
