@@ -106,12 +106,13 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
     rank = dist[0] if dist else 0
     rd = parallel.RunDir(opts.outdir)
     eo, bpu, segment_reads, given_budget = _split_opts(opts)
-    from virnucpro.engines.planner import DNA_TOKEN_BUDGET
-    dna_token_budget = eo.get("dna_token_budget", DNA_TOKEN_BUDGET)
+    from virnucpro.engines.planner import dna_batching
+    dna_batches, dna_budget = dna_batching()
+    dna_budget = eo.get("dna_token_budget", dna_budget) if dna_batches == "tokens" else dna_budget
     input_fp = Background(parallel.input_fingerprint, opts.input, name="sha256")   # overlaps the host work
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
-                "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_token_budget": dna_token_budget,
+                "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_batches": dna_batches, "dna_budget": dna_budget,
                 "segment_reads": segment_reads}
     token = _run_token() if dist else early.token if isinstance(early, EarlyWorkers) else _new_token()
     if rank != 0:
@@ -152,7 +153,7 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
         write_manifest()
     # the host chunks, translates and plans segment by segment while the GPUs embed the first units
     from virnucpro.models.dnabert import token_counter
-    plans = PlanBuilder(budget, bpu, dna_token_budget, token_counter(models.dnabert))
+    plans = PlanBuilder(budget, bpu, dna_budget, token_counter(models.dnabert) if dna_batches == "tokens" else None)
     chunks: list = []
     frames: list = []
     stop = threading.Event()

@@ -55,7 +55,8 @@ HEARTBEAT_S = 2.0
 IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprints)", "engine": "engine",
             "precision": "precision", "chunk_length": "chunk length", "chunking": "chunking mode",
             "duplicate_ids": "duplicate-id handling", "token_budget": "token budget",
-            "batches_per_unit": "batches per unit", "dna_token_budget": "DNABERT-S batch budget",
+            "batches_per_unit": "batches per unit", "dna_batches": "DNABERT-S batches cut by",
+            "dna_budget": "DNABERT-S batch budget",
             "segment_reads": "reads per planning segment"}
 
 
@@ -730,9 +731,11 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
         return finish_worker(rd, spec.owner, spec.device, engine, {"stopped": True}, tel)
     if log_ready is not None:
         log_ready.open()
-    from virnucpro.engines.planner import DNA_TOKEN_BUDGET
-    # the DNABERT-S token counts come with the coordinator's segments
-    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), eo.get("dna_token_budget", DNA_TOKEN_BUDGET))
+    from virnucpro.engines.planner import dna_batching
+    # with DNABERT-S batches by tokens, the token counts come with the coordinator's segments
+    dna_batches, dna_budget = dna_batching()
+    dna_budget = eo.get("dna_token_budget", dna_budget) if dna_batches == "tokens" else dna_budget
+    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), dna_budget)
     threading.Thread(target=rd.follow_segments, args=(plans, stop), name="segment-follower", daemon=True).start()
     tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3),
              entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))

@@ -33,6 +33,21 @@ CARRY_FILL = 0.97
 # Cut from a unit's frames sorted by token count: 72.8% of the padded tokens are real on synthetic reads,
 # 65.4% when they were sorted by nucleotide length (cpu-dev, docs/benchmarks.md CPU-6).
 DNA_TOKEN_BUDGET = 81920
+DNA_NT_BUDGET = 262144   # the same batches' size by nucleotides (VIRNUCPRO_DNA_BATCHES=nucleotides)
+
+
+def dna_batching() -> tuple[str, int]:
+    """How DNABERT-S batches are cut: ("tokens", DNA_TOKEN_BUDGET), the default -- a unit's frames
+    sorted by token count (the coordinator tokenises every frame once for it: host work beside the GPU
+    loop, ~2x that of chunking and translating on cpu-dev, CPU-6) -- or ("nucleotides", DNA_NT_BUDGET)
+    with VIRNUCPRO_DNA_BATCHES=nucleotides (sorted by length, no tokenising; 10% more padded tokens).
+    Every process of a run reads the same environment, so all plan alike."""
+    import os
+    from virnucpro.errors import InputError
+    value = os.environ.get("VIRNUCPRO_DNA_BATCHES", "tokens").strip().lower()
+    if value not in ("tokens", "nucleotides"):
+        raise InputError(f"VIRNUCPRO_DNA_BATCHES={value!r}: tokens (the default) or nucleotides")
+    return value, DNA_TOKEN_BUDGET if value == "tokens" else DNA_NT_BUDGET
 
 
 @dataclass
