@@ -108,7 +108,6 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
     eo, bpu, segment_reads, given_budget = _split_opts(opts)
     from virnucpro.engines.planner import dna_batching
     dna_batches, dna_budget = dna_batching()
-    dna_budget = eo.get("dna_token_budget", dna_budget) if dna_batches == "tokens" else dna_budget
     input_fp = Background(parallel.input_fingerprint, opts.input, name="sha256")   # overlaps the host work
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,

@@ -731,11 +731,9 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
         return finish_worker(rd, spec.owner, spec.device, engine, {"stopped": True}, tel)
     if log_ready is not None:
         log_ready.open()
-    from virnucpro.engines.planner import dna_batching
-    # with DNABERT-S batches by tokens, the token counts come with the coordinator's segments
-    dna_batches, dna_budget = dna_batching()
-    dna_budget = eo.get("dna_token_budget", dna_budget) if dna_batches == "tokens" else dna_budget
-    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), dna_budget)
+    # the coordinator's DNABERT-S batching: its budget in the manifest, the token counts (when it
+    # cuts by tokens) with each segment
+    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), manifest["dna_budget"])
     threading.Thread(target=rd.follow_segments, args=(plans, stop), name="segment-follower", daemon=True).start()
     tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3),
              entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))

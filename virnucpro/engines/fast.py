@@ -293,7 +293,7 @@ class FastEngine:
 
     def __init__(self, models, device: str = "cuda", precision: str = "fp16", token_budget: int | None = None,
                  gpu_memory_gib: float | None = None, loader_workers: int = 2, batches_per_unit: int = 8,
-                 dna_token_budget: int | None = None, measure_peak: bool = True, compile: bool | None = None):
+                 measure_peak: bool = True, compile: bool | None = None):
         if precision not in DTYPES:
             raise InputError(f"unknown precision {precision!r}; choose bf16, fp16 or fp32")
         self.device = torch.device(device)
@@ -356,7 +356,6 @@ class FastEngine:
         self.load_s = time.perf_counter() - t0
         self.loader_workers = loader_workers
         self.batches_per_unit = batches_per_unit
-        self.dna_token_budget = dna_token_budget   # (the plan's: virnucpro.engines.planner)
         self.peak_tflops = (matmul_peak_tflops(self.device) if measure_peak and self.device.type == "cuda" else None)
         phases["matmul_peak"], t = time.perf_counter() - t, time.perf_counter()
         self.flops_per_token = flops_per_token(self.esm.num_layers, self.esm.embed_dim)

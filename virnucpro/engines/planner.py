@@ -41,7 +41,9 @@ def dna_batching() -> tuple[str, int]:
     sorted by token count (the coordinator tokenises every frame once for it: host work beside the GPU
     loop, ~2x that of chunking and translating on cpu-dev, CPU-6) -- or ("nucleotides", DNA_NT_BUDGET)
     with VIRNUCPRO_DNA_BATCHES=nucleotides (sorted by length, no tokenising; 10% more padded tokens).
-    Every process of a run reads the same environment, so all plan alike."""
+    Decided by the process that reads the input; worker processes take the budget from the run's
+    manifest and the token counts from the published segments (torchrun ranks decide alike, and the
+    manifest check refuses a rank that does not)."""
     import os
     from virnucpro.errors import InputError
     value = os.environ.get("VIRNUCPRO_DNA_BATCHES", "tokens").strip().lower()
@@ -106,7 +108,7 @@ class PlanBuilder:
             dna_len = np.fromiter((len(s) for s in nuc), np.int64, len(nuc))
         if len(dna_len) != len(nuc):
             raise ValueError(f"{len(dna_len)} DNABERT-S lengths for {len(nuc)} sequences")
-        nuc_len = np.concatenate([self.dna_len, np.asarray(dna_len, dtype=np.int64)])
+        all_dna_len = np.concatenate([self.dna_len, np.asarray(dna_len, dtype=np.int64)])
         pool = np.concatenate([self.carry, np.arange(f0, f0 + len(nuc), dtype=np.int64)])
         batches = [pool[b] for b in pack_ffd(esm_len[pool], self.budget)] if len(pool) else []
         carry = np.zeros(0, dtype=np.int64)
@@ -127,14 +129,14 @@ class PlanBuilder:
         for u in units:
             uf = u.frames
             first.append(i0 + len(items))
-            items.extend((u.index, "dna", uf[b]) for b in padded_batches(nuc_len[uf], self.dna_budget))
+            items.extend((u.index, "dna", uf[b]) for b in padded_batches(all_dna_len[uf], self.dna_budget))
             items.extend((u.index, "esm", b) for b in u.esm_batches)
             count.append(i0 + len(items) - first[-1])
             tokens.append(u.tokens(esm_len))
         with self._cond:   # publish: data before the units that refer to it
             p.nuc.extend(nuc)
             p.prot.extend(prot)
-            p.esm_len, self.dna_len, self.carry = esm_len, nuc_len, carry
+            p.esm_len, self.dna_len, self.carry = esm_len, all_dna_len, carry
             p.items.extend(items)
             p.first = np.concatenate([p.first, np.asarray(first, dtype=np.int64)])
             p.count = np.concatenate([p.count, np.asarray(count, dtype=np.int64)])
