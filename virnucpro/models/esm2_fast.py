@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from virnucpro.models.esm2_triton import add_layernorm, rope_qk   # (triton itself is imported on first use)
+
 TOKEN_DROPOUT_TRAIN_RATIO = 0.15 * 0.8
 TRUNCATION = 1024
 
@@ -120,6 +122,12 @@ def _(x, w, b):
     return x.new_empty(x.shape[0], w.shape[0])
 
 
+def _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b):
+    """fc2(GELU(fc1(h))): the exact GELU, or fc1 with the tanh-GELU epilogue when OPTIONS say so."""
+    g = linear_gelu_tanh(h, fc1_w, fc1_b) if OPTIONS["gelu_epilogue"] else F.gelu(F.linear(h, fc1_w, fc1_b))
+    return F.linear(g, fc2_w, fc2_b)
+
+
 def pre_attention(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
     """x [T, C] (residual dtype) -> q, k, v [T, H, D] in the weights' dtype (rotary applied)."""
     T, C = x.shape
@@ -133,8 +141,7 @@ def post_attention(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
     T, C = x.shape
     x = x + F.linear(a.reshape(T, C), out_w, out_b).to(x.dtype)
     h = F.layer_norm(x, (C,), ln_w.to(x.dtype), ln_b.to(x.dtype), 1e-5).to(fc1_w.dtype)
-    g = linear_gelu_tanh(h, fc1_w, fc1_b) if OPTIONS["gelu_epilogue"] else F.gelu(F.linear(h, fc1_w, fc1_b))
-    return x + F.linear(g, fc2_w, fc2_b).to(x.dtype)   # exact GELU unless gelu_epilogue
+    return x + _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b).to(x.dtype)
 
 
 def post_pre(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, ln1_w, ln1_b, qkv_w, qkv_b,
@@ -152,13 +159,7 @@ _KERNELS = dict(_EAGER)
 # residual add and LayerNorm in one pass (x is updated in place), rotary of q and k in one pass; the
 # GEMMs are the same cuBLAS calls. Any token count (no padding to a static shape).
 
-def _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b):
-    g = linear_gelu_tanh(h, fc1_w, fc1_b) if OPTIONS["gelu_epilogue"] else F.gelu(F.linear(h, fc1_w, fc1_b))
-    return F.linear(g, fc2_w, fc2_b)
-
-
 def _qkv_rope(h, qkv_w, qkv_b, cos, sin, heads: int):
-    from virnucpro.models.esm2_triton import rope_qk
     qkv = F.linear(h, qkv_w, qkv_b)                                              # [T, 3C]
     T, C = h.shape
     q, k = rope_qk(qkv, cos, sin, heads)
@@ -166,12 +167,10 @@ def _qkv_rope(h, qkv_w, qkv_b, cos, sin, heads: int):
 
 
 def pre_attention_triton(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
-    from virnucpro.models.esm2_triton import add_layernorm
     return _qkv_rope(add_layernorm(x, None, ln_w, ln_b, qkv_w.dtype), qkv_w, qkv_b, cos, sin, heads)
 
 
 def _post_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
-    from virnucpro.models.esm2_triton import add_layernorm
     T, C = x.shape
     h = add_layernorm(x, F.linear(a.reshape(T, C), out_w, out_b), ln_w, ln_b, fc1_w.dtype)   # x += attention
     return _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b)
@@ -183,7 +182,6 @@ def post_attention_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, f
 
 def post_pre_triton(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, ln1_w, ln1_b, qkv_w, qkv_b,
                     cos, sin, heads: int):
-    from virnucpro.models.esm2_triton import add_layernorm
     f = _post_triton(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b)
     h = add_layernorm(x, f, ln1_w, ln1_b, qkv_w.dtype)                                     # x += feed-forward
     return (x, *_qkv_rope(h, qkv_w, qkv_b, cos, sin, heads))

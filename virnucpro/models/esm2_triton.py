@@ -19,11 +19,9 @@ before triton is imported, as the interpreter needs).
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-_BUILT: dict[bool, dict] = {}
+_BUILT: dict = {}
 
 
 def available() -> bool:
@@ -35,10 +33,9 @@ def available() -> bool:
 
 
 def _kernels() -> dict:
-    """Build (once per interpreter setting) the jitted kernels."""
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
-    if interpret in _BUILT:
-        return _BUILT[interpret]
+    """The jitted kernels, built on first use (Triton reads TRITON_INTERPRET when it is imported)."""
+    if _BUILT:
+        return _BUILT
     import triton
     import triton.language as tl
 
@@ -84,8 +81,8 @@ def _kernels() -> dict:
         tl.store(dk + off, (k1 * c - k2 * s).to(K.dtype.element_ty), mask=m)
         tl.store(dk + off + HALF, (k2 * c + k1 * s).to(K.dtype.element_ty), mask=m)
 
-    _BUILT[interpret] = {"add_ln": add_ln_kernel, "rope": rope_kernel, "next_pow2": triton.next_power_of_2}
-    return _BUILT[interpret]
+    _BUILT.update(add_ln=add_ln_kernel, rope=rope_kernel, next_pow2=triton.next_power_of_2)
+    return _BUILT
 
 
 def add_layernorm(x: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype,
