@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -115,16 +116,72 @@ BAD_INPUTS = {
 }
 
 
+@pytest.mark.parametrize("engine", [[], ["--engine", "fast"]], ids=["auto", "fast"])
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, tiny_models, run_cli):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, engine, tmp_path, tiny_models, run_cli):
+    """The fast engine reads the input in a thread and may start before it is all read: a refused
+    input leaves nothing behind either way."""
     content, needles = BAD_INPUTS[case]
     inp = tmp_path / f"{case}.fa"
     if content is not None:
         inp.write_bytes(content)
     out = tmp_path / "out"
-    res = run_cli(*predict_args(inp, out, tiny_models))
+    res = run_cli(*predict_args(inp, out, tiny_models, *engine))
     assert_one_line_error(res, *needles)
     assert_nothing_written(out)
+
+
+@pytest.fixture
+def refuse_after_first_unit(monkeypatch):
+    """The input reader gives the file's records, then -- once the run has checkpointed a unit of
+    them -- refuses the rest (as a bad record at the end of a long file would). Returns a list that
+    gets the unit files seen at that moment."""
+    from virnucpro import fasta
+    from virnucpro.errors import InputError
+    real, seen = fasta.iter_fasta_blocks, []
+
+    def blocks(path, progress=None):
+        yield from real(path, lambda f: progress(f / 2) if progress else None)   # as if half was read
+        units = Path(os.environ["VIRNUCPRO_TEST_OUT"]) / ".virnucpro-run" / "units"
+        deadline = time.time() + 120
+        while time.time() < deadline and not seen:
+            seen.extend(sorted(p.name for p in units.glob("unit_*.npz")) if units.is_dir() else [])
+            time.sleep(0.02)
+        raise InputError(f"{path}: record 'bad' holds characters that are not nucleotide codes: 'J'")
+
+    monkeypatch.setattr(fasta, "iter_fasta_blocks", blocks)
+    return seen
+
+
+@pytest.mark.parametrize("outdir_state", ["absent", "empty"])
+def test_input_refused_after_units_were_written_leaves_nothing(outdir_state, tmp_path, tiny_models, run_cli,
+                                                              refuse_after_first_unit, monkeypatch):
+    """A fresh fast run embeds the first reads while the rest is read; a bad record found later
+    stops it, and everything it wrote goes (the output directory it created, or the empty one's
+    new contents)."""
+    out = tmp_path / "out"
+    if outdir_state == "empty":
+        out.mkdir()
+    monkeypatch.setenv("VIRNUCPRO_TEST_OUT", str(out))
+    inp = write_fasta(tmp_path / "in.fa", [(f"r{i}", OPEN_SEQ) for i in range(12)])
+    res = run_cli(*predict_args(inp, out, tiny_models, "--engine", "fast", "--segment-reads", "4",
+                                "--token-budget", "104", "--batches-per-unit", "1"))
+    assert res.code == 2 and "Traceback" not in res.err, str(res)
+    assert res.err_lines()[-1].startswith("virnucpro: error:") and "bad" in res.err_lines()[-1], str(res)
+    assert refuse_after_first_unit, "no unit was checkpointed before the input was refused (nothing overlapped)"
+    assert_nothing_written(out)
+    assert out.exists() == (outdir_state == "empty"), "an existing output directory must stay; a new one must go"
+
+
+def test_a_non_empty_outdir_is_untouched_by_a_refused_input(tmp_path, tiny_models, run_cli):
+    """Into a directory holding files, the input is read whole before anything is written."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    inp = write_fasta(tmp_path / "in.fa", [("r1", OPEN_SEQ), ("r1", OPEN_SEQ)])
+    res = run_cli(*predict_args(inp, out, tiny_models, "--engine", "fast"))
+    assert_one_line_error(res, "duplicate")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
 def test_corrupt_gzip_is_an_input_error(tmp_path, tiny_models, run_cli):

@@ -135,3 +135,58 @@ def test_block_parser_gives_what_biopython_gives(tmp_path, monkeypatch, block_ch
         except InputError:
             got = "error"
         assert got == want, f"file {k} (block {block_chars}): {text!r}\nparsed {got}\nexpected {want}"
+
+
+# ------------------------------------------------------------------ reading in a thread (RecordStream)
+
+@pytest.fixture(params=[1, 40, 1 << 24], ids=["block-per-record", "small-blocks", "one-block"])
+def block_chars(request, monkeypatch):
+    """Parse the file in blocks of this many characters (the reader's unit of work)."""
+    from virnucpro import fasta
+    monkeypatch.setattr(fasta, "_BLOCK_CHARS", request.param)
+    return request.param
+
+
+def test_renaming_is_the_same_across_blocks(tmp_path, block_chars):
+    """The k-th repeat of ID becomes ID_dupK, counting further past ids already seen (a literal
+    'r1_dup2' earlier in the file, or a renamed one), whatever block the repeat falls in."""
+    p = write(tmp_path, "d.fa", ">r1\nAC\n>r2\nGG\n>r1\nTT\n>r1_dup2\nCC\n>r1\nAA\n>r2\nA\n")
+    ids = [r.id for r in read_fasta(p, duplicate_ids="rename")]
+    assert ids == ["r1", "r2", "r1_dup2", "r1_dup2_dup2", "r1_dup3", "r2_dup2"], ids
+
+
+def test_duplicates_in_different_blocks_are_refused(tmp_path, block_chars):
+    p = write(tmp_path, "d.fa", ">r1\nAC\n>r2\nGG\n>r3\nTT\n>r1\nCC\n")
+    with pytest.raises(InputError, match="1 duplicate record id.*r1"):
+        read_fasta(p)
+
+
+def test_stream_gives_the_records_so_far_then_the_checked_list(tmp_path, block_chars):
+    from virnucpro.fasta import RecordStream
+    text = "".join(f">r{i} x\nACGT{'A' * i}\n" for i in range(50))
+    s = RecordStream(write(tmp_path, "s.fa", text))
+    assert s.wait(10, timeout=30), "the reader thread never got past 10 records"
+    recs = s.result(timeout=30)
+    assert s.done and not s.failed and s.read_s is not None
+    assert [(r.id, r.seq) for r in recs] == [(f"r{i}", "ACGT" + "A" * i) for i in range(50)]
+    assert s.expected_reads() == 50 and s.records is recs
+
+
+@pytest.mark.parametrize("tail, needle", [(">bad\nMKWVJJ\n", "not nucleotide"), (">r0\nACGT\n", "duplicate")])
+def test_stream_raises_what_the_end_of_the_file_earns(tmp_path, block_chars, tail, needle):
+    """The records before the bad one are there (the run may have worked on them); result() raises."""
+    from virnucpro.fasta import RecordStream
+    text = "".join(f">r{i}\nACGT\n" for i in range(20)) + tail
+    s = RecordStream(write(tmp_path, "bad.fa", text))
+    with pytest.raises(InputError, match=needle):
+        s.result(timeout=30)
+    assert s.failed
+    if block_chars == 1:
+        assert len(s.records) >= 20, "records read before the bad one should be available"
+
+
+def test_expected_reads_scales_by_the_share_of_the_file_read(tmp_path):
+    from virnucpro.fasta import RecordStream
+    s = RecordStream(write(tmp_path, "e.fa", ">a\nAC\n"), background=False)
+    s._done, s.records, s.fraction = False, s.records * 10, 0.25   # as if a quarter was read
+    assert s.expected_reads() == 40

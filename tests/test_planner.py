@@ -143,3 +143,36 @@ def test_token_counter_counts_as_the_loader_tokenises(tiny_models):
     seqs = ["ACGTACGGTTAACG" * k for k in (1, 5, 21)] + ["N" * 40]
     want = [len(e.ids) for e in load_dna_tokenizer(tiny_models / "DNABERT-S").encode_batch(seqs)]
     assert token_counter(tiny_models / "DNABERT-S")(seqs).tolist() == want
+
+
+@pytest.mark.parametrize("seg", [1, 3, 7, 50])
+def test_segments_of_a_stream_are_those_of_the_list(tmp_path, monkeypatch, seg):
+    """Reading in a thread changes nothing in the segments (so in the plan): same starts, same
+    reads, the last one marked -- and it comes only once the whole input is checked."""
+    from virnucpro import fasta
+    from virnucpro.engines.planner import segments
+    monkeypatch.setattr(fasta, "_BLOCK_CHARS", 16)
+    p = tmp_path / "r.fa"
+    p.write_text("".join(f">r{i}\nACGTACGT\n" for i in range(21)))
+    want = [(a, [r.id for r in part], last) for a, part, last in segments(fasta.read_fasta(p), seg)]
+    stream = fasta.RecordStream(p)
+    got = []
+    for a, part, last in segments(stream, seg):
+        got.append((a, [r.id for r in part], last))
+        if last:
+            assert stream.done and not stream.failed, "the last segment came before the input was checked"
+    assert got == want
+    assert want[-1][2] and sum(len(ids) for _, ids, _ in want) == 21
+
+
+def test_a_refused_input_fails_the_plan_and_gives_no_last_segment(tmp_path):
+    from virnucpro import fasta
+    from virnucpro.engines.planner import produce
+    from virnucpro.errors import InputError
+    p = tmp_path / "r.fa"
+    p.write_text("".join(f">r{i}\nATGGCCGCCGCCGCCGCC\n" for i in range(9)) + ">r1\nACGT\n")   # r1 twice
+    b = PlanBuilder(4096, 2, dna_budget=4096)
+    produce(fasta.RecordStream(p), 300, "original", b, [], [], segment_reads=4)
+    assert not b.complete
+    with pytest.raises(InputError, match="duplicate"):
+        b.check()

@@ -44,17 +44,29 @@ class Background:
         return self._value
 
 
+_gc_lock = threading.Lock()
+_gc_pauses = 0         # gc_paused blocks open now, in any thread
+_gc_was_enabled = False
+
+
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the block (as it was after). While the GPUs work,
+    """Python's cyclic garbage collector off for the block (as it was after the last such block,
+    in any thread, ends: the input's reader thread and the GPU loop overlap). While the GPUs work,
     the host holds millions of small objects (reads, chunks, frames, output rows); each full
     collection walks all of them with the interpreter lock held (up to 0.14 s on cpu-dev, five per
     50,000-read run), and the thread that feeds the GPU waits meanwhile. The run makes no garbage
     cycles worth collecting; reference counting frees the rest as usual."""
-    was = gc.isenabled()
-    gc.disable()
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import gzip
 import io
-import zlib
 import logging
 import re
+import threading
+import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from virnucpro.background import gc_paused
 from virnucpro.errors import InputError
@@ -58,7 +60,16 @@ _NOT_NUCLEOTIDE = re.compile("[^" + re.escape(bytes(sorted(_ALLOWED)).decode()) 
 
 def iter_fasta(path: str | Path) -> Iterator[Record]:
     """Yield records lazily. Raises InputError for a file that is not FASTA."""
+    for block in iter_fasta_blocks(path):
+        yield from block
+
+
+def iter_fasta_blocks(path: str | Path, progress: Callable[[float], None] | None = None) -> Iterator[list[Record]]:
+    """The records a block of text at a time (lists, in file order). ``progress(fraction)``: after
+    each block, the share of the file's bytes read so far (of the compressed bytes for gzip)."""
     fh = open_text(path)
+    raw = getattr(fh.buffer, "fileobj", None) or fh.buffer   # the gzip file's compressed stream
+    size = max(1, Path(path).stat().st_size)
     try:
         first = ""
         try:
@@ -75,25 +86,29 @@ def iter_fasta(path: str | Path) -> Iterator[Record]:
                 f"not a FASTA file (first line does not start with '>'): {path}: {first.strip()[:60]!r}")
         try:
             for block in _blocks(first, fh):
-                simple = _two_line_records(block)
-                if simple is not None:
-                    yield from simple
-                    continue
-                for rec in block[1:].split("\n>"):
-                    title, seq, nucleotides_only = _title_and_seq(rec)
-                    rid = title.split(None, 1)[0] if title.strip() else ""
-                    if not rid:
-                        raise InputError(f"{path}: a record has an empty header ('>' with no id)")
-                    if not nucleotides_only:
-                        bad = set(seq.encode("ascii", "replace")) - _ALLOWED
-                        shown = "".join(sorted(chr(b) for b in bad))[:10]
-                        raise InputError(
-                            f"{path}: record {rid!r} holds characters that are not nucleotide codes: {shown!r}")
-                    yield Record(rid, seq)
+                records = _two_line_records(block)
+                if records is None:
+                    records = [_record(rec, path) for rec in block[1:].split("\n>")]
+                if progress is not None:
+                    progress(min(1.0, raw.tell() / size))
+                yield records
         except _READ_ERRORS as exc:
             raise InputError(_read_error(path, exc)) from None
     finally:
         fh.close()
+
+
+def _record(rec: str, path) -> Record:
+    """One record's text (without its leading '>') parsed by the exact rules."""
+    title, seq, nucleotides_only = _title_and_seq(rec)
+    rid = title.split(None, 1)[0] if title.strip() else ""
+    if not rid:
+        raise InputError(f"{path}: a record has an empty header ('>' with no id)")
+    if not nucleotides_only:
+        bad = set(seq.encode("ascii", "replace")) - _ALLOWED
+        shown = "".join(sorted(chr(b) for b in bad))[:10]
+        raise InputError(f"{path}: record {rid!r} holds characters that are not nucleotide codes: {shown!r}")
+    return Record(rid, seq)
 
 
 def _blocks(first: str, fh) -> Iterator[str]:
@@ -149,41 +164,130 @@ def _read_error(path, exc: Exception) -> str:
 
 def read_fasta(path: str | Path, duplicate_ids: str = "error") -> list[Record]:
     """Read all records, checking ids. ``duplicate_ids``: "error" (default) or "rename"."""
-    if duplicate_ids not in ("error", "rename"):
-        raise InputError(f"duplicate_ids must be 'error' or 'rename', not {duplicate_ids!r}")
-    with gc_paused():   # millions of small objects and no cycles: the collector's passes cost a quarter of the time
-        records = list(iter_fasta(path))
-    if not records:
-        raise InputError(f"no FASTA records in {path}")
-    if not any(r.seq for r in records):
-        raise InputError(f"every record in {path} has an empty sequence")
-    if len({r.id for r in records}) == len(records):   # the usual case: no duplicate ids
-        return _warn_empty(records)
-    seen: dict[str, int] = {}
-    dups: list[str] = []
-    out: list[Record] = []
-    for r in records:
-        k = seen.get(r.id, 0) + 1
-        seen[r.id] = k
-        if k == 1:
-            out.append(r)
-            continue
-        dups.append(r.id)
-        if duplicate_ids == "rename":
-            new_id = f"{r.id}_dup{k}"
-            while new_id in seen:  # a record literally named ID_dupK exists: count further
-                k += 1
+    return RecordStream(path, duplicate_ids, background=False).result()
+
+
+class _IdCheck:
+    """Record ids checked block by block, in file order: with "rename", the k-th repeat of ``ID``
+    becomes ``ID_dupK`` (counting further while ``ID_dupK`` was already seen), exactly as one pass
+    over the whole file; with "error", the duplicates are collected for one error at the end."""
+
+    def __init__(self, path, duplicate_ids: str):
+        self.path, self.mode = path, duplicate_ids
+        self.seen: dict[str, int] = {}
+        self.dups: list[str] = []
+
+    def block(self, records: list[Record]) -> list[Record]:
+        ids = {r.id: 1 for r in records}
+        if len(ids) == len(records) and self.seen.keys().isdisjoint(ids):   # the usual case
+            self.seen.update(ids)
+            return records
+        out: list[Record] = []
+        for r in records:
+            k = self.seen.get(r.id, 0) + 1
+            self.seen[r.id] = k
+            if k == 1:
+                out.append(r)
+                continue
+            self.dups.append(r.id)
+            if self.mode == "rename":
                 new_id = f"{r.id}_dup{k}"
-            seen[new_id] = 1
-            out.append(Record(new_id, r.seq))
-    if dups:
-        uniq = list(dict.fromkeys(dups))
-        if duplicate_ids == "error":
-            raise InputError(
-                f"{path}: {len(dups)} duplicate record id(s), e.g. {', '.join(uniq[:3])}; "
-                "ids must be unique (use --duplicate-ids rename to suffix repeats with _dupK)")
-        log.warning("renamed %d duplicate record ids (e.g. %s -> %s_dup2)", len(dups), uniq[0], uniq[0])
-    return _warn_empty(out)
+                while new_id in self.seen:  # a record literally named ID_dupK exists: count further
+                    k += 1
+                    new_id = f"{r.id}_dup{k}"
+                self.seen[new_id] = 1
+                out.append(Record(new_id, r.seq))
+            else:
+                out.append(r)
+        return out
+
+    def finish(self, records: list[Record]) -> None:
+        """The checks that need the whole file."""
+        if not records:
+            raise InputError(f"no FASTA records in {self.path}")
+        if not any(r.seq for r in records):
+            raise InputError(f"every record in {self.path} has an empty sequence")
+        if self.dups:
+            uniq = list(dict.fromkeys(self.dups))
+            if self.mode == "error":
+                raise InputError(
+                    f"{self.path}: {len(self.dups)} duplicate record id(s), e.g. {', '.join(uniq[:3])}; "
+                    "ids must be unique (use --duplicate-ids rename to suffix repeats with _dupK)")
+            log.warning("renamed %d duplicate record ids (e.g. %s -> %s_dup2)", len(self.dups), uniq[0], uniq[0])
+        _warn_empty(records)
+
+
+class RecordStream:
+    """A FASTA file read by a background thread (``background=False``: in the constructor), so that
+    the records read so far can be worked on while the rest is read. ``records`` grows block by
+    block (ids already final: duplicates renamed as they come); ``result()`` waits for the end and
+    returns the checked list, or raises the InputError the file earned -- some checks (duplicate ids
+    with "error", no records, only empty sequences) can only fail at the end."""
+
+    def __init__(self, path: str | Path, duplicate_ids: str = "error", background: bool = True):
+        if duplicate_ids not in ("error", "rename"):
+            raise InputError(f"duplicate_ids must be 'error' or 'rename', not {duplicate_ids!r}")
+        self.path, self.duplicate_ids = path, duplicate_ids
+        self.records: list[Record] = []
+        self.fraction = 0.0              # of the file read so far
+        self.read_s: float | None = None  # once done
+        self.error: BaseException | None = None
+        self._done = False
+        self._cond = threading.Condition()
+        if background:
+            threading.Thread(target=self._read, name="read-fasta", daemon=True).start()
+        else:
+            self._read()
+
+    def _read(self) -> None:
+        t = time.perf_counter()
+        try:
+            check = _IdCheck(self.path, self.duplicate_ids)
+            with gc_paused():   # millions of small objects and no cycles: the collector's passes cost a quarter of the time
+                for block in iter_fasta_blocks(self.path, self._progress):
+                    block = check.block(block)
+                    with self._cond:
+                        self.records.extend(block)
+                        self._cond.notify_all()
+            check.finish(self.records)
+        except BaseException as exc:  # noqa: BLE001 - raised in the consumers' threads by result()
+            self.error = exc
+        finally:
+            with self._cond:
+                self.read_s = time.perf_counter() - t
+                self._done = True
+                self._cond.notify_all()
+
+    def _progress(self, fraction: float) -> None:
+        self.fraction = fraction
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def failed(self) -> bool:
+        return self._done and self.error is not None
+
+    def wait(self, n: int, timeout: float | None = None) -> bool:
+        """Wait until more than ``n`` records are read or the file is done; True if either."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.records) > n or self._done, timeout)
+
+    def result(self, timeout: float | None = None) -> list[Record]:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._done, timeout):
+                raise TimeoutError(f"{self.path}: still reading after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.records
+
+    def expected_reads(self) -> int:
+        """All reads once done; before, the reads so far scaled by the share of the file read."""
+        n = len(self.records)
+        if self._done or not n:
+            return n
+        return int(n / max(self.fraction, 1e-9))
 
 
 def _warn_empty(records: list[Record]) -> list[Record]:

@@ -21,6 +21,7 @@ import numpy as np
 from virnucpro import __version__, outputs, parallel
 from virnucpro.background import Background, gc_paused
 from virnucpro.errors import VirnucproError
+from virnucpro.fasta import RecordStream
 from virnucpro.engines.planner import SEGMENT_READS, PlanBuilder, emit_plan, produce
 from virnucpro.pipeline import LOG_NAME, Scored, _gpu_indices, _progress
 from virnucpro.telemetry import GpuSampler
@@ -78,7 +79,7 @@ def wants_early_load(opts, devices: list[str], dist) -> bool:
 class EarlyWorkers(_EarlyStart):
     """The worker processes of a fresh run on several workers, started from the start of ``predict``
     (they load their models while this process reads the input). They wait for the manifest
-    carrying ``token``, which ``score_fast`` writes once the input is read, then plan from the
+    carrying ``token``, which ``score_fast`` writes before planning, then plan from the
     segments it publishes; ``abort`` stops them when the run ends before."""
 
     def __init__(self, opts, models, devices: list[str], run_epoch: float):
@@ -96,13 +97,15 @@ def wants_early_workers(opts, devices: list[str], dist) -> bool:
     return dist is None and not opts.resume and (len(devices) > 1 or opts.skip_failing_units)
 
 
-def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
+def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel, dist,
                early: EarlyLoad | EarlyWorkers | None = None) -> tuple[list, list, Scored] | None:
     """The fast engine over work units checkpointed in OUTDIR/.virnucpro-run: in this process for one
     worker (models load while the host reads, chunks and translates; ``early`` started that before
     the input was read), else in worker processes (``early`` started them before the input was read;
     they load their models while this process reads, chunks and translates, and plan from the
-    segments it publishes), or as one torchrun rank (which reads and plans by itself)."""
+    segments it publishes), or as one torchrun rank (which reads and plans by itself).
+    ``records``: the input, possibly still being read (segments are planned as they are read; the
+    plan completes once the whole input is read and checked)."""
     rank = dist[0] if dist else 0
     rd = parallel.RunDir(opts.outdir)
     eo, bpu, segment_reads, given_budget = _split_opts(opts)
@@ -198,13 +201,12 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
 
     restore = parallel.install_stop_handlers(stop)
     sampler = GpuSampler(tel, _gpu_indices(devices)).start()
-    n_reads = len(records)
 
     def expected_frames() -> int:
         """All frames once planned; before, the frames so far scaled to all reads (for the ETA)."""
         if plans.complete or not chunks:
             return len(frames)
-        return int(len(frames) * n_reads / max(1, chunks[-1].read_index + 1))
+        return int(len(frames) * records.expected_reads() / max(1, chunks[-1].read_index + 1))
 
     def frames_of(units) -> int:
         units_now = plans.prep.plan.units
@@ -239,7 +241,7 @@ def score_fast(opts, records, models, clf, devices: list[str], tel, dist,
                 def on_poll(done: set[int]) -> None:
                     prog.update(task, completed=frames_of(done), total=expected_frames())
 
-                coordinator.describe_unit = lambda u: _describe_unit(u, plans.prep, frames, chunks, records)
+                coordinator.describe_unit = lambda u: _describe_unit(u, plans.prep, frames, chunks, records.records)
                 coordinator.on_poll = on_poll
                 stats = coordinator.run(stop, plans)
             t_to = tel.now()
@@ -301,8 +303,8 @@ def _make_rows(rows, rd, plans, records, chunks, frames, finished: threading.Eve
                 if rd.unit_path(u).exists():        # not a unit given up on
                     with np.load(rd.unit_path(u)) as z:
                         rows.add(frames, z["frames"], z["scores"])
-            if plans.complete:
-                rows.prepare(records, chunks, frames)
+            if plans.complete:   # so the input is read and checked
+                rows.prepare(records.result(), chunks, frames)
             if last:
                 return
             finished.wait(0.5)
@@ -314,10 +316,12 @@ def _produce_timed(records, opts, plans, chunks, frames, segment_reads, stop, te
     """The producer thread: chunk, translate and plan; its stage and plan events at the end."""
     t0 = time.perf_counter()
     produce(records, opts.chunk_length, opts.chunking, plans, chunks, frames, segment_reads, stop, hold, publish)
+    if plans.error is not None:   # e.g. the rest of the input was refused: the GPUs stop now, not after their units
+        stop.set()
     if plans.complete:
-        tel.emit("stage", stage="chunk_translate", wall_s=round(time.perf_counter() - t0, 4), items=len(records),
+        tel.emit("stage", stage="chunk_translate", wall_s=round(time.perf_counter() - t0, 4), items=len(records.records),
                  chunks=len(chunks), frames=len(frames), overlapped=True)
-        log.info("%d reads -> %d chunks -> %d kept frames", len(records), len(chunks), len(frames))
+        log.info("%d reads -> %d chunks -> %d kept frames", len(records.records), len(chunks), len(frames))
         emit_plan(tel, plans.prep, len(frames))
 
 

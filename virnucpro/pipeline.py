@@ -3,7 +3,9 @@
     read (fasta) -> chunk (chunking) -> translate (six frames, keep stop-free) ->
     embed (engine: DNABERT-S, ESM-2) -> classify (MLP) -> consensus -> write (outputs)
 
-Input and models are checked before anything is written. Frames are embedded and classified in
+Input and models are checked before anything is written. (A fresh fast-engine run into a new or
+empty output directory starts embedding the first reads while the rest of the input is read; if the
+rest turns out bad, the run stops and removes everything it wrote.) Frames are embedded and classified in
 blocks, so memory stays bounded whatever the input size: only two scores per frame are kept.
 
 The fast engine works through checkpointed work units (``virnucpro.fastrun`` drives
@@ -31,7 +33,7 @@ from virnucpro import outputs, parallel
 from virnucpro.background import GIL_SWITCH_S
 from virnucpro.chunking import chunk_records
 from virnucpro.errors import InputError
-from virnucpro.fasta import read_fasta
+from virnucpro.fasta import RecordStream
 from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
 from virnucpro.telemetry import GpuSampler, Telemetry, peak_gpu_mem_gib, setup_logging
@@ -141,6 +143,7 @@ class _Setup:
     dist: tuple | None
     devices: list[str]
     times: dict = field(default_factory=dict)   # run clock when the early start began, when checks ended
+    records: RecordStream | None = None          # the input, being read since the early start
 
 
 def predict(opts: PredictOptions) -> dict[str, Any]:
@@ -179,11 +182,13 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
             elif dist is None and (len(devices) > 1 or opts.skip_failing_units):
                 parallel.prestart_workers()   # worker processes: their fork server imports torch meanwhile
         early_t = time.perf_counter() - t_start
+        records = RecordStream(opts.input, opts.duplicate_ids)   # read in a thread from now on
         models.fingerprints = layout.fingerprints(models)   # for the manifest; the loading does not need them
         clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
         setup = _Setup(t_start, models, clf, clf_info, device, engine_name,
                        models.synthetic or clf_info.get("synthetic"), dist, devices,
-                       {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)})
+                       {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)},
+                       records)
         return _predict(opts, setup, early)
     except BaseException:
         if hasattr(early, "abort"):   # early workers (e.g. of a bad input) must not outlive the run
@@ -193,11 +198,55 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         sys.setswitchinterval(switch)
 
 
+def streams_input(opts: PredictOptions, engine_name: str, dist) -> bool:
+    """Whether the run may embed before the whole input is read: a fresh fast-engine run (not a
+    torchrun rank) into a new or empty output directory, so that a bad input found later leaves
+    nothing behind once the run removes what it wrote (``_remove_written``)."""
+    out = Path(opts.outdir)
+    return (engine_name == "fast" and dist is None and not opts.resume
+            and (not out.exists() or (out.is_dir() and not any(out.iterdir()))))
+
+
+def _remove_written(outdir: Path, created: bool) -> None:
+    """What a refused streaming run wrote: the output directory if the run created it, else its
+    contents (it was empty). The log file's handler is closed first."""
+    import shutil
+    root = logging.getLogger("virnucpro")
+    for h in list(root.handlers):
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == outdir.resolve():
+            root.removeHandler(h)
+            h.close()
+    if created:
+        shutil.rmtree(outdir, ignore_errors=True)
+        return
+    for p in outdir.iterdir():
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+
+
 def _predict(opts: PredictOptions, setup: _Setup, early) -> dict[str, Any]:
+    outdir = Path(opts.outdir)
+    stream = setup.records or RecordStream(opts.input, opts.duplicate_ids)
+    streaming = streams_input(opts, setup.engine_name, setup.dist)
+    if not streaming:
+        stream.result()   # the whole input checked before anything is written
+    else:   # refused before anything is written: a file that is not FASTA, or a bad one read in one block
+        stream.wait(0)
+        if stream.failed or stream.fraction >= 1.0:
+            stream.result()
+    created = not outdir.exists()
+    try:
+        return _predict_into(opts, setup, early, stream, streaming)
+    except BaseException:
+        if streaming and stream.failed:   # the input was refused after the run began writing
+            if hasattr(early, "abort"):
+                early.abort()             # no worker may write after the clean-up
+            _remove_written(outdir, created)
+        raise
+
+
+def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStream, streaming: bool) -> dict[str, Any]:
     t_start, models, clf, clf_info, device = setup.t_start, setup.models, setup.clf, setup.clf_info, setup.device
     engine_name, synthetic, dist, devices = setup.engine_name, setup.synthetic, setup.dist, setup.devices
-    records = read_fasta(opts.input, opts.duplicate_ids)
-
     outdir = Path(opts.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rank = dist[0] if dist else 0
@@ -212,16 +261,18 @@ def _predict(opts: PredictOptions, setup: _Setup, early) -> dict[str, Any]:
              chunk_length=opts.chunk_length, chunking=opts.chunking, device=device, n_gpus=n_gpus,
              n_workers=len(devices), devices=devices, resume=opts.resume, rank=dist,
              synthetic=bool(synthetic), models=models.describe(), input=str(opts.input), setup_t=setup.times,
-             host=socket.gethostname(), python=sys.version.split()[0])
+             streaming_input=streaming, host=socket.gethostname(), python=sys.version.split()[0])
 
     if engine_name == "fast":
         from virnucpro.fastrun import score_fast
-        res = score_fast(opts, records, models, clf, devices, tel, dist, early)
+        res = score_fast(opts, stream, models, clf, devices, tel, dist, early)
         if res is None:       # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
             return {"rank": rank, "outdir": str(outdir)}
         chunks, frames, scored = res
     else:
-        chunks, frames, scored = _score_reference(opts, records, models, clf, device, tel)
+        chunks, frames, scored = _score_reference(opts, stream.result(), models, clf, device, tel)
+    records = stream.result()
+    tel.emit("stage", stage="read_input", wall_s=round(stream.read_s or 0.0, 4), items=len(records), overlapped=True)
     tot = scored.totals
     tel.emit("stage", stage="embed_dnabert", wall_s=round(tot["dna_s"], 4), items=tot.get("frames", len(frames)),
              tokens=tot.get("dna_tokens"))

@@ -211,34 +211,58 @@ def emit_plan(tel, prep: Prepared, n_frames: int) -> None:
              esm_tokens=int(prep.esm_len.sum()))
 
 
-def produce(records: list, chunk_length: int, chunking: str, builder: PlanBuilder, chunks: list, frames: list,
+def segments(records, segment_reads: int = SEGMENT_READS, stop: threading.Event | None = None):
+    """The input in segments of ``segment_reads`` reads: (first read's index, its records, whether it
+    is the last). ``records``: a list, or a ``fasta.RecordStream`` still being read -- a segment is
+    given once it is read whole; the last one once the whole input is read and checked (``result()``
+    raises the input's error here). Ends early, without a last segment, once ``stop`` is set."""
+    seg = max(1, segment_reads)
+    if isinstance(records, list):
+        n = len(records)
+        for a in range(0, n, seg) or [0]:
+            yield a, records[a:a + seg], a + seg >= n
+        return
+    a = 0
+    while True:
+        while not records.wait(a + seg, 0.2):   # more than the segment read: it is not the last
+            if stop is not None and stop.is_set():
+                return
+        if records.done:
+            whole = records.result()
+            yield a, whole[a:a + seg], a + seg >= len(whole)
+            if a + seg >= len(whole):
+                return
+        else:
+            yield a, records.records[a:a + seg], False
+        a += seg
+
+
+def produce(records, chunk_length: int, chunking: str, builder: PlanBuilder, chunks: list, frames: list,
             segment_reads: int = SEGMENT_READS, stop: threading.Event | None = None,
             hold: threading.Event | None = None, publish=None) -> None:
-    """Chunk and translate ``records`` segment by segment into ``chunks``/``frames`` (global
-    indices, input order) and add each segment to ``builder``. Errors go to ``builder.fail``.
+    """Chunk and translate ``records`` (a list, or a ``fasta.RecordStream`` still being read: see
+    ``segments``) segment by segment into ``chunks``/``frames`` (global indices, input order) and
+    add each segment to ``builder``. Errors (the input's too) go to ``builder.fail``.
     ``hold``: after the first segment, wait until it is set (the models are loading in this
     process meanwhile: loading and compiling need the interpreter lock this work would take).
     ``publish(k, nucleotides, proteins, last, dna_lengths)``: called with each segment before it is added
     (worker processes build their plan from what it publishes)."""
     from virnucpro.pipeline import chunk_and_translate
     try:
-        n = len(records)
-        starts = list(range(0, n, max(1, segment_reads))) or [0]
-        for k, a in enumerate(starts):
+        for k, (a, part, last) in enumerate(segments(records, segment_reads, stop)):
             while k == 1 and hold is not None and not hold.wait(0.2):
                 if stop is not None and stop.is_set():
                     return
             if stop is not None and stop.is_set():
                 return
-            b = min(n, a + segment_reads)
-            ch, fr = chunk_and_translate(records[a:b], chunk_length, chunking, read_offset=a,
+            ch, fr = chunk_and_translate(part, chunk_length, chunking, read_offset=a,
                                          chunk_offset=len(chunks))
             chunks.extend(ch)
             frames.extend(fr)
             nuc, prot = [f[2] for f in fr], [f[3] for f in fr]
             dna_len = builder.segment_dna_lengths(nuc)   # tokenised once, here
             if publish is not None:
-                publish(k, nuc, prot, b >= n, dna_len)
-            builder.add_seqs(nuc, prot, last=b >= n, dna_len=dna_len)
+                publish(k, nuc, prot, last, dna_len)
+            builder.add_seqs(nuc, prot, last=last, dna_len=dna_len)
     except BaseException as exc:  # noqa: BLE001 - handed to the consumers, which re-raise it
         builder.fail(exc)
