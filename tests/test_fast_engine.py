@@ -137,3 +137,45 @@ def test_engine_hands_on_units_in_order_each_before_the_next_starts(tiny_models)
     assert len(batches) == len(prep.items), f"{len(batches)} batch events for {len(prep.items)} batches"
     assert totals["units"] == n_units and totals["frames"] == len(nuc)
     assert totals["esm_tokens"] == int(prep.esm_len.sum())
+
+
+def test_engine_goes_on_with_units_planned_during_the_pass(tiny_models):
+    """``more()`` extends a pass with the units planned meanwhile (no second pass, no GPU pause):
+    every unit once, in order, with the scores of a run over the finished plan."""
+    from virnucpro.engines import fast
+    from virnucpro.engines.planner import PlanBuilder
+    from virnucpro.models import layout
+    from virnucpro.models.classifier import load_classifier
+    from virnucpro.telemetry import Telemetry
+    models = layout.resolve(tiny_models, 300)
+    eng = fast.FastEngine(models, device="cpu", precision="fp32", token_budget=512, measure_peak=False,
+                          loader_workers=0)
+    clf, _ = load_classifier(models.classifier, 300, False)
+    rng = np.random.default_rng(1)
+    nuc = ["".join(rng.choice(list("ACGT"), int(n))) for n in rng.integers(60, 300, 300)]
+    prot = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), len(s) // 3)) for s in nuc]
+    plans = PlanBuilder(512, 2, 2048)
+    plans.add_seqs(nuc[:150], prot[:150], last=False)
+    first = plans.snapshot()
+    n1 = len(first.plan.units)
+    asked: list[int] = []
+
+    def more():
+        asked.append(len(done))
+        if len(asked) > 1:
+            return None
+        plans.add_seqs(nuc[150:], prot[150:], last=True)   # "planned while the GPU worked"
+        return plans.snapshot(), iter(range(n1, plans.n_units))
+
+    done: dict[int, np.ndarray] = {}
+    totals = eng.run(first, clf, Telemetry(), iter(range(n1)),
+                     lambda u, frames, scores, info: done.setdefault(u, scores.copy()), more=more)
+    n = plans.n_units
+    assert n1 >= 1 and n > n1, "the test needs units in both segments"
+    assert list(done) == list(range(n)), f"units handed on {list(done)}, expected 0..{n - 1} in order"
+    assert len(asked) == 2, f"more() asked {len(asked)} times: once per used-up source"
+    assert totals["frames"] == len(nuc) and totals["units"] == n
+    again: dict[int, np.ndarray] = {}
+    eng.run(plans.prep, clf, Telemetry(), iter(range(n)), lambda u, frames, scores, info: again.setdefault(u, scores))
+    for u in range(n):
+        np.testing.assert_allclose(done[u], again[u], rtol=0, atol=1e-6, err_msg=f"unit {u}")

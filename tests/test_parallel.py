@@ -447,16 +447,17 @@ def test_a_stale_claim_is_taken_over(tmp_path):
     assert set(rd.claimed()) == {1}, "the stale claim should be gone, the fresh one kept"
 
 
-def test_dnabert_batches_by_nucleotides_on_two_workers_give_the_same_labels(base, reads, tiny_models, tmp_path):
-    """VIRNUCPRO_DNA_BATCHES=nucleotides (no tokenising for the plan): workers plan alike without the
-    coordinator's token counts, and the labels are those of the default (token-count) batches."""
-    out = tmp_path / "nt"
+def test_dnabert_batches_by_tokens_on_two_workers_give_the_same_labels(base, reads, tiny_models, tmp_path):
+    """VIRNUCPRO_DNA_BATCHES=tokens: the coordinator tokenises for the plan and publishes the counts
+    with the segments; workers plan alike from them, and the labels are those of the default
+    (nucleotide-length) batches."""
+    out = tmp_path / "tok"
     res = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"), capture_output=True, text=True,
-                         env=env_with(VIRNUCPRO_DNA_BATCHES="nucleotides"), timeout=600)
+                         env=env_with(VIRNUCPRO_DNA_BATCHES="tokens"), timeout=600)
     assert res.returncode == 0, res.stderr
     manifest = RunDir(out).read_manifest()
-    assert (manifest["dna_batches"], manifest["dna_budget"]) == ("nucleotides", 262144), manifest
-    assert RunDir(base).read_manifest()["dna_batches"] == "tokens"
+    assert (manifest["dna_batches"], manifest["dna_budget"]) == ("tokens", 81920), manifest
+    assert RunDir(base).read_manifest()["dna_batches"] == "nucleotides"
     want = pd.read_csv(base / "prediction_results.txt", sep="\t")
     got = pd.read_csv(out / "prediction_results.txt", sep="\t")
     assert list(got["Sequence_ID"]) == list(want["Sequence_ID"])
@@ -467,5 +468,5 @@ def test_dnabert_batches_by_nucleotides_on_two_workers_give_the_same_labels(base
 def test_an_unknown_dna_batching_is_an_input_error(monkeypatch):
     from virnucpro.engines.planner import dna_batching
     monkeypatch.setenv("VIRNUCPRO_DNA_BATCHES", "bases")
-    with pytest.raises(InputError, match="tokens .* or nucleotides"):
+    with pytest.raises(InputError, match="nucleotides .* or tokens"):
         dna_batching()

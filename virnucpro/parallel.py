@@ -346,6 +346,10 @@ class ClaimSource:
                 self.mine.add(u)
             yield u
 
+    def holds(self, u: int) -> bool:
+        with self._lock:
+            return u in self.mine
+
     def finished(self, u: int) -> None:
         with self._lock:
             self.mine.discard(u)
@@ -407,9 +411,10 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
          stale_s: float | None = None, on_progress: Callable[[int, int], None] | None = None,
          parent_pid: int | None = None) -> dict:
     """A worker's whole job: passes of the engine's loop over claimed units until every unit is done
-    (or ``stop``). ``plans``: a PlanBuilder (the plan may still be growing: each pass runs the units
-    known when it starts). Between passes, waits for new units or units held by others; takes over
-    released claims, and with ``stale_s``, claims whose heartbeat stopped. Returns the summed totals."""
+    (or ``stop``). ``plans``: a PlanBuilder (the plan may still be growing: a pass runs the units known
+    when it starts, and goes on with the units planned meanwhile without pausing the GPU). Between
+    passes, waits for new units or units held by others; takes over released claims, and with
+    ``stale_s``, claims whose heartbeat stopped. Returns the summed totals."""
     hooks = Hooks.from_env()
     totals: dict[str, Any] = {}
     done_here: list[int] = []
@@ -436,12 +441,23 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
                 pass
             prep = plans.snapshot()
             n_units = len(prep.plan.units)
-            src = ClaimSource(rd, owner, n_units, stop)
-            sources[:] = [src]
+            sources[:] = [ClaimSource(rd, owner, n_units, stop)]
 
-            def save(u: int, frames: np.ndarray, scores: np.ndarray, src: ClaimSource = src) -> None:
+            def more() -> tuple | None:
+                """The units planned since the pass (or its last extension) began, if any."""
+                nonlocal n_units
+                if stop.is_set() or plans.error is not None or plans.n_units <= n_units:
+                    return None
+                grown = plans.snapshot()
+                n_units = len(grown.plan.units)
+                sources.append(ClaimSource(rd, owner, n_units, stop))
+                return grown, sources[-1]
+
+            def save(u: int, frames: np.ndarray, scores: np.ndarray) -> None:
                 rd.save_unit(u, frames, scores)
-                src.finished(u)
+                for s in list(sources):
+                    if s.holds(u):
+                        s.finished(u)
                 done_here.append(u)
                 if hooks.die_owner == owner and len(done_here) >= hooks.die_after:
                     os._exit(17)
@@ -460,11 +476,12 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
                 if hooks.poison_unit == u:
                     os._exit(17)
 
-            t = engine.run(prep, classifier, tel, src, on_unit, on_progress, stop, on_unit_start)
+            t = engine.run(prep, classifier, tel, sources[0], on_unit, on_progress, stop, on_unit_start, more)
             for f in pending:
                 f.result()
             pending.clear()
-            src.release_all()                      # units dropped by a stop go back to the pool
+            for s in sources:
+                s.release_all()                    # units dropped by a stop go back to the pool
             _add(totals, t)
             if t.get("stopped") or not _wait_for_claimable(rd, plans, n_units, stop, stale_s):
                 break

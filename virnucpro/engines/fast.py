@@ -431,22 +431,28 @@ class FastEngine:
     def run(self, prep: "Prepared", classifier, tel, source: Iterable[int],
             on_unit: Callable[[int, np.ndarray, np.ndarray, dict], None],
             on_progress: Callable[[int, int], None] | None = None, stop: threading.Event | None = None,
-            on_unit_start: Callable[[int], None] | None = None) -> dict:
+            on_unit_start: Callable[[int], None] | None = None,
+            more: Callable[[], tuple["Prepared", Iterable[int]] | None] | None = None) -> dict:
         """Embed and classify the units ``source`` yields, in that order; ``on_unit(u, frame indices,
         scores [n, 2], info)`` when a unit is complete. ``source`` is consumed lazily by the loader,
         a little ahead of the GPU (it may claim units as it goes); it must not block. With ``stop``
         set, returns after the current batch, dropping unfinished units; ``on_unit_start(u)`` once the
-        loop has queued a unit's first batch and handed on every unit before it. Returns the totals."""
+        loop has queued a unit's first batch and handed on every unit before it. ``more()``, asked
+        (it must not block) once ``source`` is used up: a grown plan (a superset of ``prep``) and the
+        source of its new units, which the loop goes on with while the GPU still works on the last
+        batches queued -- or None to finish. Returns the totals."""
         plan = prep.plan
         self._bind_device()   # the loop may run in another thread than the one that loaded the models
         classifier = classifier.to(self.device).eval()
-        workers = self.loader_workers if len(prep.items) > 1 else 0
-        pad_to = plan.budget if self.compiled else None   # static shapes for the compiled kernels
-        loader = DataLoader(_Items(prep.items, prep.nuc, prep.prot, self.tokenizer, self.alphabet, pad_to),
-                            batch_size=1, sampler=_UnitSampler(source, prep.first, prep.count),
-                            num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=4 if workers else None, persistent_workers=False,
-                            worker_init_fn=_loader_worker_init if workers else None)
+
+        def batches(prep, source):
+            workers = self.loader_workers if len(prep.items) > 1 else 0
+            pad_to = prep.plan.budget if self.compiled else None   # static shapes for the compiled kernels
+            return iter(DataLoader(_Items(prep.items, prep.nuc, prep.prot, self.tokenizer, self.alphabet, pad_to),
+                                   batch_size=1, sampler=_UnitSampler(source, prep.first, prep.count),
+                                   num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                                   prefetch_factor=4 if workers else None, persistent_workers=False,
+                                   worker_init_fn=_loader_worker_init if workers else None))
         dim_dna, dim_esm = self.dna.config.hidden_size, self.esm.embed_dim
         bufs: dict[int, dict] = {}
         pending: list[tuple] = []          # (item dict meta, start event, end event, wait s, depth)
@@ -477,7 +483,7 @@ class FastEngine:
                 if on_progress:
                     on_progress(totals["frames"], totals["esm_tokens"])
 
-        it = iter(loader)
+        it = batches(prep, source)
         with torch.inference_mode():
             while True:
                 if stop is not None and stop.is_set():
@@ -488,7 +494,14 @@ class FastEngine:
                 try:
                     item = next(it)
                 except StopIteration:
-                    break
+                    grown = more() if more is not None else None
+                    if grown is None:
+                        break
+                    prep, source = grown   # the plan grew meanwhile: its new units, no pause
+                    plan = prep.plan
+                    del it
+                    it = batches(prep, source)
+                    continue
                 except RuntimeError:
                     if stop is not None and stop.is_set():   # Ctrl-C also reached the loader's workers
                         totals["stopped"] = True

@@ -14,7 +14,9 @@ leaves the critical path. The plan is a deterministic function of the input and 
 every worker of a run (and a resumed run) builds the same one without talking to the others.
 
 ``Prepared`` is what the fast engine's loop needs to run any unit: per unit, its loader items
-(DNABERT-S batches then ESM-2 batches, consecutive), first item and item count.
+(ESM-2 batches then DNABERT-S batches, consecutive), first item and item count. ESM-2's come first:
+the GPU loop waits for the unit before at a unit's first batch, and an ESM-2 batch (~0.65 s on an H200)
+keeps the GPU busy meanwhile where a DNABERT-S batch (~0.1 s) did not.
 """
 
 from __future__ import annotations
@@ -29,32 +31,35 @@ from virnucpro.engines.packing import Plan, WorkUnit, pack_ffd, padded_batches
 
 SEGMENT_READS = 65536
 CARRY_FILL = 0.97
-# DNABERT-S batches: at most this many padded tokens (batch size x longest, [CLS]/[SEP] included).
-# Cut from a unit's frames sorted by token count: 72.8% of the padded tokens are real on synthetic reads,
-# 65.4% when they were sorted by nucleotide length (cpu-dev, docs/benchmarks.md CPU-6).
+# DNABERT-S batches: cut from a unit's frames sorted by nucleotide length, at most DNA_NT_BUDGET
+# nucleotides (batch size x longest) each -- the default; or (VIRNUCPRO_DNA_BATCHES=tokens) sorted by
+# DNABERT-S token count, at most DNA_TOKEN_BUDGET padded tokens ([CLS]/[SEP] included): 72.8% of the
+# padded tokens real instead of 65.4% (cpu-dev, docs/benchmarks.md CPU-6), but on an H200 the token
+# counting (host work beside the GPU loop) cost more than the padding it saved (H200-25: DNABERT-S
+# 4.16 s vs 3.98 s, utilisation 95.4% vs 97.5%, 100,000 reads).
 DNA_TOKEN_BUDGET = 81920
-DNA_NT_BUDGET = 262144   # the same batches' size by nucleotides (VIRNUCPRO_DNA_BATCHES=nucleotides)
+DNA_NT_BUDGET = 262144
 
 
 def dna_batching() -> tuple[str, int]:
-    """How DNABERT-S batches are cut: ("tokens", DNA_TOKEN_BUDGET), the default -- a unit's frames
-    sorted by token count (the coordinator tokenises every frame once for it: host work beside the GPU
-    loop, ~2x that of chunking and translating on cpu-dev, CPU-6) -- or ("nucleotides", DNA_NT_BUDGET)
-    with VIRNUCPRO_DNA_BATCHES=nucleotides (sorted by length, no tokenising; 10% more padded tokens).
+    """How DNABERT-S batches are cut: ("nucleotides", DNA_NT_BUDGET), the default -- a unit's frames
+    sorted by length -- or ("tokens", DNA_TOKEN_BUDGET) with VIRNUCPRO_DNA_BATCHES=tokens (sorted by
+    token count: the coordinator tokenises every frame once for it, host work beside the GPU loop,
+    ~2x that of chunking and translating on cpu-dev, CPU-6; 10% fewer padded tokens, slower on an H200).
     Decided by the process that reads the input; worker processes take the budget from the run's
     manifest and the token counts from the published segments (torchrun ranks decide alike, and the
     manifest check refuses a rank that does not)."""
     import os
     from virnucpro.errors import InputError
-    value = os.environ.get("VIRNUCPRO_DNA_BATCHES", "tokens").strip().lower()
+    value = os.environ.get("VIRNUCPRO_DNA_BATCHES", "nucleotides").strip().lower()
     if value not in ("tokens", "nucleotides"):
-        raise InputError(f"VIRNUCPRO_DNA_BATCHES={value!r}: tokens (the default) or nucleotides")
+        raise InputError(f"VIRNUCPRO_DNA_BATCHES={value!r}: nucleotides (the default) or tokens")
     return value, DNA_TOKEN_BUDGET if value == "tokens" else DNA_NT_BUDGET
 
 
 @dataclass
 class Prepared:
-    """A plan plus the loader items of every unit (DNA batches then ESM batches, consecutive),
+    """A plan plus the loader items of every unit (ESM batches then DNA batches, consecutive),
     and per unit its first item and item count."""
     plan: Plan
     nuc: list[str]
@@ -129,8 +134,8 @@ class PlanBuilder:
         for u in units:
             uf = u.frames
             first.append(i0 + len(items))
-            items.extend((u.index, "dna", uf[b]) for b in padded_batches(all_dna_len[uf], self.dna_budget))
             items.extend((u.index, "esm", b) for b in u.esm_batches)
+            items.extend((u.index, "dna", uf[b]) for b in padded_batches(all_dna_len[uf], self.dna_budget))
             count.append(i0 + len(items) - first[-1])
             tokens.append(u.tokens(esm_len))
         with self._cond:   # publish: data before the units that refer to it
