@@ -840,7 +840,7 @@ class Coordinator:
         all_done_at = None
         try:
             while True:
-                time.sleep(0.2 if all_done_at is None else 0.02)
+                time.sleep(0.05 if all_done_at is None else 0.02)   # the run's end is seen within 50 ms
                 done = self.rd.done_units()
                 if self.on_poll:
                     self.on_poll(done)

@@ -396,7 +396,22 @@ def _gpu_indices(devices: list[str]) -> list[int]:
 
 
 def _gpu_name(device: str) -> str | None:
+    """The GPU's name for the manifest. Through NVML where this process has not initialised CUDA
+    (a coordinator of worker processes): initialising it only to read a name cost the end of the
+    run a few tenths of a second."""
     if not device.startswith("cuda"):
         return None
     import torch
+    if not torch.cuda.is_initialized():
+        try:
+            import pynvml
+
+            from virnucpro.telemetry import nvml_handle
+            pynvml.nvmlInit()
+            handle = nvml_handle(pynvml, torch.device(device).index or 0)
+            if handle is not None:
+                name = pynvml.nvmlDeviceGetName(handle)
+                return name.decode() if isinstance(name, bytes) else str(name)
+        except Exception:  # noqa: BLE001 - no NVML: ask CUDA
+            pass
     return torch.cuda.get_device_name(torch.device(device))
