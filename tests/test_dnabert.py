@@ -205,6 +205,27 @@ def test_padded_batch_with_mask_equals_unpadded_runs(tiny, dna):
             assert torch.count_nonzero(tail) == 0, f"sequence {row}: padded positions should be zeros"
 
 
+@pytest.mark.parametrize("extra_width", [0, 5], ids=["tight", "padded-to-step"])
+def test_unpadded_mean_is_each_sequence_alone(tiny, dna, extra_width):
+    """The fast engine's DNABERT-S path (dense layers on the real tokens only, attention padded)
+    gives each sequence's mean embedding as the sequence run alone does (the reference engine)."""
+    model, tokenizer, _ = tiny
+    seqs = [dna[100:400], dna[2000:2060], dna[7000:7150], dna[50:62]]
+    encoded = [tokenizer.encode(s).ids for s in seqs]
+    width = max(map(len, encoded)) + extra_width
+    ids = torch.full((len(seqs), width), D.PAD_ID, dtype=torch.long)
+    for row, e in enumerate(encoded):
+        ids[row, : len(e)] = torch.tensor(e)
+    lens = np.array([len(e) for e in encoded])
+    rows = D.real_token_rows(lens, width)
+    assert len(rows) == lens.sum() and rows[lens[0]] == width, "rows: the real tokens, row by row"
+    with torch.no_grad():
+        got = D.mean_unpadded(model, ids, torch.from_numpy(lens), torch.from_numpy(rows))
+        for row, e in enumerate(encoded):
+            alone = model(torch.tensor([e]))[0].mean(0)
+            _assert_close(got[row], alone, f"sequence {row}: unpadded mean vs the sequence alone")
+
+
 # ----------------------------------------------------------------------------------------------
 # loading
 # ----------------------------------------------------------------------------------------------

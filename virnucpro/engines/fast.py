@@ -75,7 +75,8 @@ class _Items(Dataset):
             for r, e in enumerate(enc):
                 ids[r, :len(e.ids)] = e.ids
             return {"i": i, "unit": unit, "kind": kind, "idx": torch.from_numpy(idx),
-                    "ids": torch.from_numpy(ids), "lens": torch.from_numpy(lens)}
+                    "ids": torch.from_numpy(ids), "lens": torch.from_numpy(lens),
+                    "rows": torch.from_numpy(dnabert.real_token_rows(lens, width))}
         tok, cu, pos, max_len = tokenize(self.alphabet, [self.prot[j] for j in idx], pad_to=self.pad_to)
         return {"i": i, "unit": unit, "kind": kind, "idx": torch.from_numpy(idx), "tokens": torch.from_numpy(tok),
                 "cu": torch.from_numpy(cu), "pos": torch.from_numpy(pos), "max_len": max_len}
@@ -412,7 +413,12 @@ class FastEngine:
         with torch.inference_mode():
             for width in (32, 48, 64):  # DNABERT-S: pick its kernels before the loop needs them
                 ids = torch.full((512, width), dnabert.CLS_ID, device=self.device)
-                dna(ids, torch.ones_like(ids, dtype=torch.bool))
+                if dna.layer_fn is None:   # as the loop runs it: the dense layers on the real tokens
+                    lens = np.full(512, width - 3)
+                    dnabert.mean_unpadded(dna, ids, torch.from_numpy(lens).to(self.device),
+                                          torch.from_numpy(dnabert.real_token_rows(lens, width)).to(self.device))
+                else:
+                    dna(ids, torch.ones_like(ids, dtype=torch.bool))
         torch.cuda.current_stream(self.device).synchronize()   # (not the device: the weight copy's streams)
 
     def _in_device(self, fn, *args):
@@ -577,16 +583,24 @@ class FastEngine:
         """Masked-mean DNABERT-S embeddings [B, H] of a padded batch; on OOM, halves and retries."""
         ids = item["ids"].to(self.device, non_blocking=True).long()
         lens = item["lens"].to(self.device, non_blocking=True)
-        return self._dna_rows(ids, lens, totals, tel, unit)
+        rows = item["rows"].to(self.device, non_blocking=True) if "rows" in item else None
+        return self._dna_rows(ids, lens, item["lens"], totals, tel, unit, rows)
 
     # On CUDA out-of-memory the retry runs after the ``except`` block: inside it, the exception's
     # traceback still holds the failed batch's activations, and the smaller retry would fail too.
 
-    def _dna_rows(self, ids: torch.Tensor, lens: torch.Tensor, totals: dict, tel, unit: int) -> torch.Tensor:
+    def _dna_rows(self, ids: torch.Tensor, lens: torch.Tensor, lens_host: torch.Tensor, totals: dict, tel,
+                  unit: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``lens_host``: ``lens`` on the host (the real tokens' positions are computed there)."""
         try:
             _maybe_fake_oom(int(lens.shape[0]) * ids.shape[1], "dna")
+            if self.dna.layer_fn is None:   # the dense layers on the real tokens only
+                if rows is None:
+                    rows = _to_device(torch.from_numpy(dnabert.real_token_rows(lens_host.numpy(), ids.shape[1])),
+                                      self.device)
+                return dnabert.mean_unpadded(self.dna, ids, lens, rows)
             mask = torch.arange(ids.shape[1], device=self.device)[None, :] < lens[:, None]
-            hid = self.dna(ids, mask)                                   # [B, L, H], zero at pads
+            hid = self.dna(ids, mask)                                   # [B, L, H], zero at pads (compiled layers)
             return hid.float().sum(1) / lens[:, None].float()
         except torch.OutOfMemoryError:
             if ids.shape[0] < 2:
@@ -594,8 +608,8 @@ class FastEngine:
         n = ids.shape[0]
         self._after_oom(totals, tel, unit, "dnabert", n * ids.shape[1])
         h = n // 2
-        return torch.cat([self._dna_rows(ids[:h], lens[:h], totals, tel, unit),
-                          self._dna_rows(ids[h:], lens[h:], totals, tel, unit)])
+        return torch.cat([self._dna_rows(ids[:h], lens[:h], lens_host[:h], totals, tel, unit),
+                          self._dna_rows(ids[h:], lens[h:], lens_host[h:], totals, tel, unit)])
 
     def _esm_batch(self, item: dict, prep: "Prepared", budget: int, totals: dict, tel, unit: int) -> torch.Tensor:
         """Residue-mean ESM-2 embeddings [n, D] of a packed batch (padding dropped); on OOM the

@@ -316,6 +316,44 @@ class DnaBert(nn.Module):
         return x
 
 
+def real_token_rows(lengths: np.ndarray, width: int) -> np.ndarray:
+    """Positions of the real tokens of a padded [B, width] batch in its flattened [B * width] form,
+    row by row (int64 [sum(lengths)]); computed on the host, so that the GPU never has to tell."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.flatnonzero(np.arange(width)[None, :] < lengths[:, None])
+
+
+def mean_unpadded(model: DnaBert, input_ids: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Per sequence, the mean of the last hidden state over its tokens ([CLS]/[SEP] included):
+    float32 [B, H] -- what ``model(input_ids, mask)`` gives, masked and averaged -- with every
+    row-wise part of the network (embeddings, the four linear layers, both LayerNorms, GEGLU) run on
+    the real tokens only; just the attention sees the padded [B, T] layout (its ALiBi bias masks
+    padded keys, so the real tokens' outputs do not depend on the padding). ``rows`` =
+    ``real_token_rows(lengths, T)`` on the model's device; ``lengths`` [B] on it too. SDPA attention."""
+    cfg = model.config
+    batch, length = input_ids.shape
+    hidden, heads = cfg.hidden_size, cfg.num_attention_heads
+    emb = model.embeddings
+    x = emb.LayerNorm(emb.word_embeddings(input_ids.reshape(-1)[rows]) + emb.token_type_embeddings.weight[0])  # [N, H]
+    keep = torch.arange(length, device=x.device)[None, :] < lengths[:, None]                                 # [B, T]
+    bias = alibi_bias(heads, length, x.device).to(x.dtype)[None]
+    bias = bias.masked_fill(~keep[:, None, None, :], torch.finfo(x.dtype).min)                              # [B, nH, T, T]
+    qkv_pad = x.new_zeros(batch * length, 3 * hidden)   # padded rows stay zero: keys masked, queries dropped
+    for layer in model.encoder.layer:
+        a, o, m = layer.attention.self, layer.attention.output, layer.mlp
+        qkv_pad[rows] = a.Wqkv(x)                                                                   # [N, 3H]
+        q, k, v = qkv_pad.view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)                               # [B, nH, T, d]
+        ctx = ctx.transpose(1, 2).reshape(batch * length, hidden)[rows]                            # [N, H]
+        x = o.LayerNorm(o.dense(ctx) + x)
+        both = m.gated_layers(x)                                                                    # [N, 2I]
+        inter = m.intermediate_size
+        x = m.layernorm(m.wo(F.gelu(both[:, :inter]) * both[:, inter:]) + x)
+    out = x.new_zeros(batch * length, hidden)
+    out[rows] = x
+    return out.view(batch, length, hidden).float().sum(1) / lengths[:, None].float()
+
+
 # --------------------------------------------------------------------------------------------
 # Weights
 # --------------------------------------------------------------------------------------------
