@@ -190,3 +190,20 @@ def test_expected_reads_scales_by_the_share_of_the_file_read(tmp_path):
     s = RecordStream(write(tmp_path, "e.fa", ">a\nAC\n"), background=False)
     s._done, s.records, s.fraction = False, s.records * 10, 0.25   # as if a quarter was read
     assert s.expected_reads() == 40
+
+
+def test_stream_pauses_after_enough_records_while_told(tmp_path, monkeypatch):
+    """While the models load in this process, the reader stops once it is a little ahead."""
+    import threading
+    import time
+    from virnucpro import fasta
+    monkeypatch.setattr(fasta, "_BLOCK_CHARS", 40)   # a few records per block
+    text = "".join(f">r{i}\nACGTACGT\n" for i in range(200))
+    loaded = threading.Event()
+    s = fasta.RecordStream(write(tmp_path, "p.fa", text), pause_while=lambda: not loaded.is_set(), pause_after=20)
+    assert s.wait(19, timeout=30)
+    time.sleep(0.3)
+    paused_at = len(s.records)
+    assert 20 <= paused_at < 200 and not s.done, f"reader should pause after 20 records, has {paused_at}"
+    loaded.set()
+    assert len(s.result(timeout=30)) == 200

@@ -224,7 +224,10 @@ class RecordStream:
     returns the checked list, or raises the InputError the file earned -- some checks (duplicate ids
     with "error", no records, only empty sequences) can only fail at the end."""
 
-    def __init__(self, path: str | Path, duplicate_ids: str = "error", background: bool = True):
+    def __init__(self, path: str | Path, duplicate_ids: str = "error", background: bool = True,
+                 pause_while: Callable[[], bool] | None = None, pause_after: int = 0):
+        """``pause_while()``: once ``pause_after`` records are read, reading waits while it is true
+        (e.g. while this process loads models: reading further would only slow that down)."""
         if duplicate_ids not in ("error", "rename"):
             raise InputError(f"duplicate_ids must be 'error' or 'rename', not {duplicate_ids!r}")
         self.path, self.duplicate_ids = path, duplicate_ids
@@ -234,6 +237,7 @@ class RecordStream:
         self.error: BaseException | None = None
         self._done = False
         self._cond = threading.Condition()
+        self._pause_while, self._pause_after = pause_while, pause_after
         if background:
             threading.Thread(target=self._read, name="read-fasta", daemon=True).start()
         else:
@@ -249,6 +253,9 @@ class RecordStream:
                     with self._cond:
                         self.records.extend(block)
                         self._cond.notify_all()
+                    while self._pause_while is not None and len(self.records) >= self._pause_after \
+                            and self._pause_while():
+                        time.sleep(0.02)
             check.finish(self.records)
         except BaseException as exc:  # noqa: BLE001 - raised in the consumers' threads by result()
             self.error = exc

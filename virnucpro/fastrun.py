@@ -65,10 +65,10 @@ class EarlyLoad(_EarlyStart):
 
     def __init__(self, opts, models, device: str):
         super().__init__(opts, models, [device])
-        self._loading = Background(_load_fast, models, device, opts.precision, self.engine_opts, name="load-models")
+        self.loading = Background(_load_fast, models, device, opts.precision, self.engine_opts, name="load-models")
 
     def result(self):
-        return self._loading.result()
+        return self.loading.result()
 
 
 def wants_early_load(opts, devices: list[str], dist) -> bool:
