@@ -176,3 +176,18 @@ def test_a_refused_input_fails_the_plan_and_gives_no_last_segment(tmp_path):
     assert not b.complete
     with pytest.raises(InputError, match="duplicate"):
         b.check()
+
+
+def test_a_unit_alternates_esm_and_dnabert_batches_esm_first():
+    """The GPU loop's order within a unit: an ESM-2 batch first (it covers the wait for the unit
+    before), then no two DNABERT-S batches in a row while ESM-2 batches are left."""
+    from virnucpro.engines.planner import interleave
+    assert interleave([1, 2, 3], ["a", "b"]) == [1, "a", 2, "b", 3]
+    assert interleave([1], ["a", "b", "c"]) == [1, "a", "b", "c"]
+    frames = frames_of(3000, seed=4)
+    p = build(frames, 10_000).prep
+    for u in p.plan.units:
+        kinds = [i[1] for i in p.items[p.first[u.index]:p.first[u.index] + p.count[u.index]]]
+        n_esm, n_dna = kinds.count("esm"), kinds.count("dna")
+        want = (["esm", "dna"] * min(n_esm, n_dna) + ["esm"] * (n_esm - n_dna) + ["dna"] * (n_dna - n_esm))
+        assert kinds == want, f"unit {u.index}: batches in the order {kinds}, expected {want}"
