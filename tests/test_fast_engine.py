@@ -98,23 +98,34 @@ def test_engine_falls_back_to_eager_kernels_when_triton_fails(tiny_models, monke
     assert any("Triton kernels unavailable" in r.message for r in caplog.records), caplog.text
 
 
-def test_engine_hands_on_units_in_order_each_before_the_next_starts(tiny_models):
-    """The loop hands a unit on once the next batch is queued (its scores come back meanwhile); a
-    new unit counts as started only after every earlier unit was handed on (so a worker lost in it
-    loses no other), and every batch is accounted once."""
+@pytest.fixture(scope="module")
+def cpu_engine(tiny_models):
+    """(models, a fast engine on the CPU with a 512-token budget, the 300-nt classifier)."""
     from virnucpro.engines import fast
-    from virnucpro.engines.planner import PlanBuilder
     from virnucpro.models import layout
     from virnucpro.models.classifier import load_classifier
-    from virnucpro.models.dnabert import token_counter
-    from virnucpro.telemetry import Telemetry
     models = layout.resolve(tiny_models, 300)
     eng = fast.FastEngine(models, device="cpu", precision="fp32", token_budget=512, measure_peak=False,
                           loader_workers=0)
-    clf, _ = load_classifier(models.classifier, 300, False)
-    rng = np.random.default_rng(0)
-    nuc = ["".join(rng.choice(list("ACGT"), int(n))) for n in rng.integers(60, 300, 300)]
-    prot = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), len(s) // 3)) for s in nuc]
+    return models, eng, load_classifier(models.classifier, 300, False)[0]
+
+
+def random_frames(seed: int, n: int = 300) -> tuple[list[str], list[str]]:
+    """``n`` random frames: nucleotides of 60-300 nt and proteins a third as long."""
+    rng = np.random.default_rng(seed)
+    nuc = ["".join(rng.choice(list("ACGT"), int(k))) for k in rng.integers(60, 300, n)]
+    return nuc, ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), len(s) // 3)) for s in nuc]
+
+
+def test_engine_hands_on_units_in_order_each_before_the_next_starts(cpu_engine):
+    """The loop hands a unit on once the next batch is queued (its scores come back meanwhile); a
+    new unit counts as started only after every earlier unit was handed on (so a worker lost in it
+    loses no other), and every batch is accounted once."""
+    from virnucpro.engines.planner import PlanBuilder
+    from virnucpro.models.dnabert import token_counter
+    from virnucpro.telemetry import Telemetry
+    models, eng, clf = cpu_engine
+    nuc, prot = random_frames(0)
     plans = PlanBuilder(512, 2, 2048, token_counter(models.dnabert))
     plans.add_seqs(nuc, prot, last=True)
     prep = plans.prep
@@ -139,21 +150,13 @@ def test_engine_hands_on_units_in_order_each_before_the_next_starts(tiny_models)
     assert totals["esm_tokens"] == int(prep.esm_len.sum())
 
 
-def test_engine_goes_on_with_units_planned_during_the_pass(tiny_models):
+def test_engine_goes_on_with_units_planned_during_the_pass(cpu_engine):
     """``more()`` extends a pass with the units planned meanwhile (no second pass, no GPU pause):
     every unit once, in order, with the scores of a run over the finished plan."""
-    from virnucpro.engines import fast
     from virnucpro.engines.planner import PlanBuilder
-    from virnucpro.models import layout
-    from virnucpro.models.classifier import load_classifier
     from virnucpro.telemetry import Telemetry
-    models = layout.resolve(tiny_models, 300)
-    eng = fast.FastEngine(models, device="cpu", precision="fp32", token_budget=512, measure_peak=False,
-                          loader_workers=0)
-    clf, _ = load_classifier(models.classifier, 300, False)
-    rng = np.random.default_rng(1)
-    nuc = ["".join(rng.choice(list("ACGT"), int(n))) for n in rng.integers(60, 300, 300)]
-    prot = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), len(s) // 3)) for s in nuc]
+    _, eng, clf = cpu_engine
+    nuc, prot = random_frames(1)
     plans = PlanBuilder(512, 2, 2048)
     plans.add_seqs(nuc[:150], prot[:150], last=False)
     first = plans.snapshot()
