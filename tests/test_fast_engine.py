@@ -182,3 +182,33 @@ def test_engine_goes_on_with_units_planned_during_the_pass(cpu_engine):
     eng.run(plans.prep, clf, Telemetry(), iter(range(n)), lambda u, frames, scores, info: again.setdefault(u, scores))
     for u in range(n):
         np.testing.assert_allclose(done[u], again[u], rtol=0, atol=1e-6, err_msg=f"unit {u}")
+
+
+def test_a_profile_window_traces_the_chosen_batches(cpu_engine, tmp_path, monkeypatch):
+    """VIRNUCPRO_TORCH_PROFILE=PATH:FIRST:COUNT writes a gzipped Chrome trace of those batches."""
+    import gzip
+    import json
+
+    from virnucpro.engines.planner import PlanBuilder
+    from virnucpro.telemetry import Telemetry
+    _, eng, clf = cpu_engine
+    nuc, prot = random_frames(2, 80)
+    plans = PlanBuilder(512, 2, 2048)
+    plans.add_seqs(nuc, prot, last=True)
+    assert len(plans.prep.items) >= 4, "the test needs a few batches"
+    monkeypatch.setenv("VIRNUCPRO_TORCH_PROFILE", f"{tmp_path}/trace.json:2:2")
+    eng.run(plans.prep, clf, Telemetry(), iter(range(plans.n_units)), lambda *a: None)
+    written = list(tmp_path.glob("trace.cpu-*.json.gz"))
+    assert len(written) == 1, f"expected one trace, found {sorted(p.name for p in tmp_path.iterdir())}"
+    events = json.loads(gzip.decompress(written[0].read_bytes()))["traceEvents"]
+    assert any(e.get("name", "").startswith("aten::") for e in events), "no operator in the trace"
+
+
+def test_a_bad_profile_spec_is_an_input_error(monkeypatch):
+    import torch
+
+    from virnucpro.engines.fast import ProfileWindow
+    from virnucpro.errors import InputError
+    monkeypatch.setenv("VIRNUCPRO_TORCH_PROFILE", "/tmp/t.json:x:3")
+    with pytest.raises(InputError, match="PATH"):
+        ProfileWindow(torch.device("cpu"))

@@ -219,6 +219,61 @@ def esm_kernels(device_type: str, compile: bool | None = None) -> str:
     return value or ("triton" if esm2_triton.available() else "compile")
 
 
+class ProfileWindow:
+    """VIRNUCPRO_TORCH_PROFILE=PATH[:FIRST[:COUNT]]: a torch.profiler trace (host calls and GPU
+    kernels, Chrome trace format, gzipped) of the GPU loop's batches FIRST to FIRST+COUNT-1 (default
+    20 and 30: two or three unit boundaries), written to PATH with the device and process id added to
+    its name. For finding where the GPU waits (e.g. the utilisation dips of docs/benchmarks.md H200-28);
+    it slows the profiled batches, so never in a timed run."""
+
+    def __init__(self, device: torch.device) -> None:
+        spec = os.environ.get("VIRNUCPRO_TORCH_PROFILE", "")
+        self.prof = None
+        self.path, self.first, self.count = None, 20, 30
+        if not spec:
+            return
+        parts = spec.rsplit(":", 2)
+        while len(parts) > 1 and not parts[-1].isdigit():   # a path with ':' in it
+            parts = [":".join(parts[:2])] + parts[2:]
+        try:
+            nums = [int(x) for x in parts[1:]]
+        except ValueError:
+            raise InputError(f"VIRNUCPRO_TORCH_PROFILE={spec!r}: PATH[:FIRST[:COUNT]]") from None
+        self.first, self.count = (nums + [self.first, self.count][len(nums):])[:2]
+        tag = f"{device.type}{device.index if device.index is not None else ''}-{os.getpid()}"
+        root, dot, ext = parts[0].rpartition(".")
+        self.path = f"{root}.{tag}.{ext}" if dot and "/" not in ext else f"{parts[0]}.{tag}"
+        self.device = device
+
+    def step(self, batch: int) -> None:
+        """Called once a batch is queued, with its index in the run (0, 1, ...)."""
+        if self.path is None:
+            return
+        from torch.profiler import ProfilerActivity, profile
+        if batch + 1 == self.first:
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+            self.prof = profile(activities=acts)
+            self.prof.__enter__()
+        elif self.prof is not None and batch + 1 == self.first + self.count:
+            self.close()
+
+    def close(self) -> None:
+        if self.prof is None:
+            return
+        import gzip
+        import tempfile
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.prof.__exit__(None, None, None)
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+            self.prof.export_chrome_trace(tmp.name)
+        with open(tmp.name, "rb") as src, gzip.open(self.path + ".gz", "wb") as dst:
+            dst.write(src.read())
+        os.unlink(tmp.name)
+        log.info("torch profile of batches %d-%d written to %s.gz", self.first, self.first + self.count - 1, self.path)
+        self.prof, self.path = None, None
+
+
 def dnabert_compiled() -> bool:
     """DNABERT-S's layers as one torch.compile'd function with dynamic batch and width (on a GPU,
     with the compiled ESM-2), when VIRNUCPRO_DNABERT_COMPILE=1. Off by default: DNABERT-S gets 11%
@@ -467,6 +522,7 @@ class FastEngine:
         cuda = self.device.type == "cuda"
         finishing: list[tuple] = []        # units whose scores are on their way to the host, in order
         batches_done = [0]                 # batches taken off ``pending`` so far (``pending`` is in order)
+        profile, queued = ProfileWindow(self.device), 0
 
         def finish(block: bool) -> None:
             """Hand on the units whose scores have reached the host (all of them with ``block``)."""
@@ -543,6 +599,8 @@ class FastEngine:
                 _record(ev1)
                 host_dt = None if cuda else time.perf_counter() - t_batch  # CPU runs synchronously
                 pending.append((item["kind"], u, len(item["idx"]), ntok, budget, ev0, ev1, wait, depth, host_dt))
+                profile.step(queued)
+                queued += 1
                 # units completed before this batch are handed on now that the GPU has this batch queued
                 # (waiting for their scores before queueing more would leave the GPU idle meanwhile); all
                 # of them before a new unit counts as started, so that a worker lost in it loses no other
@@ -564,6 +622,7 @@ class FastEngine:
                     finishing.append((u, buf, s_host, c0, c1, t_c, ready, batches_done[0] + len(pending)))
                     del bufs[u]
         finish(block=True)
+        profile.close()
         del it   # shuts the loader's workers down
         if cuda:
             torch.cuda.synchronize(self.device)
