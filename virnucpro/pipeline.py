@@ -170,6 +170,7 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         devices = [device]
         if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
             log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
+    streaming = streams_input(opts, engine_name, dist)   # decided before early workers may write there
     switch = sys.getswitchinterval()
     sys.setswitchinterval(min(switch, GIL_SWITCH_S))   # virnucpro.background: why
     early = None
@@ -183,7 +184,6 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
             elif dist is None and (len(devices) > 1 or opts.skip_failing_units):
                 parallel.prestart_workers()   # worker processes: their fork server imports torch meanwhile
         early_t = time.perf_counter() - t_start
-        streaming = streams_input(opts, engine_name, dist)
         records = RecordStream(opts.input, opts.duplicate_ids,   # read in a thread from now on
                                **(_reading_pause(early) if streaming else {}))
         models.fingerprints = layout.fingerprints(models)   # for the manifest; the loading does not need them
