@@ -212,3 +212,40 @@ def test_a_bad_profile_spec_is_an_input_error(monkeypatch):
     monkeypatch.setenv("VIRNUCPRO_TORCH_PROFILE", "/tmp/t.json:x:3")
     with pytest.raises(InputError, match="PATH"):
         ProfileWindow(torch.device("cpu"))
+
+
+def test_half_residual_switch(tiny_models, monkeypatch):
+    """VIRNUCPRO_ESM_RESIDUAL=half runs ESM-2's residual stream in the matmul dtype (an experiment to
+    time on a GPU); fp32 runs and the default keep it fp32; anything else is refused."""
+    import torch
+
+    from virnucpro.engines import fast
+    from virnucpro.errors import InputError
+    from virnucpro.models import layout
+    from virnucpro.models.classifier import load_classifier
+    from virnucpro.engines.planner import PlanBuilder
+    from virnucpro.telemetry import Telemetry
+    assert fast.esm_residual("bf16") == torch.float32
+    monkeypatch.setenv("VIRNUCPRO_ESM_RESIDUAL", "half")
+    assert fast.esm_residual("bf16") == torch.bfloat16 and fast.esm_residual("fp32") == torch.float32
+    models = layout.resolve(tiny_models, 300)
+    clf = load_classifier(models.classifier, 300, False)[0]
+    nuc, prot = random_frames(3, 60)
+    plans = PlanBuilder(512, 2, 2048)
+    plans.add_seqs(nuc, prot, last=True)
+    scores = {}
+    for mode in ("half", "fp32"):
+        monkeypatch.setenv("VIRNUCPRO_ESM_RESIDUAL", mode)
+        eng = fast.FastEngine(models, device="cpu", precision="bf16", token_budget=512, measure_peak=False,
+                              loader_workers=0)
+        assert eng.esm.residual_dtype == (torch.bfloat16 if mode == "half" else torch.float32)
+        got = {}
+        eng.run(plans.prep, clf, Telemetry(), iter(range(plans.n_units)),
+                lambda u, frames, s, info: got.update(zip(frames.tolist(), s[:, 1].tolist())))
+        scores[mode] = np.array([got[i] for i in range(len(nuc))])
+    assert np.isfinite(scores["half"]).all()
+    assert not np.array_equal(scores["half"], scores["fp32"]), "the switch changed nothing in the forward"
+    assert np.abs(scores["half"] - scores["fp32"]).mean() < 0.02, "a bf16 residual moved the scores too far"
+    monkeypatch.setenv("VIRNUCPRO_ESM_RESIDUAL", "fp8")
+    with pytest.raises(InputError, match="fp32 .* or half"):
+        fast.esm_residual("fp16")

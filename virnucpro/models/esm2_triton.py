@@ -120,13 +120,15 @@ def rope_qk(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int)
     return q, kk
 
 
-def warm(dim: int, heads: int, dtype: torch.dtype, device: torch.device) -> float:
+def warm(dim: int, heads: int, dtype: torch.dtype, device: torch.device,
+         residual: torch.dtype = torch.float32) -> float:
     """Load (or compile) both kernels for a model of this width on ``device``, on one-row inputs:
     Triton specialises on dtypes, strides and alignment, not on the number of rows, so the loop's
-    calls find them ready. Returns the seconds it took (importing triton included)."""
+    calls find them ready. ``residual``: the residual stream's dtype. Returns the seconds it took
+    (importing triton included)."""
     import time
     t = time.perf_counter()
-    x = torch.zeros(1, dim, dtype=torch.float32, device=device)
+    x = torch.zeros(1, dim, dtype=residual, device=device)
     w = torch.ones(dim, dtype=torch.float32, device=device)
     add_layernorm(x, torch.zeros(1, dim, dtype=dtype, device=device), w, w, dtype)
     add_layernorm(x, None, w, w, dtype)
