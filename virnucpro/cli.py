@@ -82,7 +82,7 @@ def _add_predict(sub) -> None:
                    "fp16 batches on GPU; auto = fast on a GPU, reference on CPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
-                   help="fast engine matmul precision (the residual stream is always fp32). fp16 keeps "
+                   help="fast engine matmul precision (the residual stream stays fp32). fp16 keeps "
                    ">= 99.9%% label agreement with the reference; bf16 is as fast but measured ~99.1%% "
                    "(docs/benchmarks.md). In fp16/bf16 on a GPU, ESM-2's GELU is computed in the fc1 GEMM "
                    "(its tanh approximation; env VIRNUCPRO_ESM_GELU=exact turns that off); fp32 is exact")
