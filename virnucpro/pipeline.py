@@ -142,9 +142,9 @@ class _Setup:
     synthetic: Any
     dist: tuple | None
     devices: list[str]
+    records: RecordStream                        # the input, being read since the early start
+    streaming: bool                              # embedding may start before the input is all read
     times: dict = field(default_factory=dict)   # run clock when the early start began, when checks ended
-    records: RecordStream | None = None          # the input, being read since the early start
-    streaming: bool = False                      # embedding may start before the input is all read
 
 
 def predict(opts: PredictOptions) -> dict[str, Any]:
@@ -189,9 +189,8 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         models.fingerprints = layout.fingerprints(models)   # for the manifest; the loading does not need them
         clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
         setup = _Setup(t_start, models, clf, clf_info, device, engine_name,
-                       models.synthetic or clf_info.get("synthetic"), dist, devices,
-                       {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)},
-                       records, streaming)
+                       models.synthetic or clf_info.get("synthetic"), dist, devices, records, streaming,
+                       {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)})
         return _predict(opts, setup, early)
     except BaseException:
         if hasattr(early, "abort"):   # early workers (e.g. of a bad input) must not outlive the run
@@ -240,8 +239,7 @@ def _remove_written(outdir: Path, created: bool) -> None:
 
 def _predict(opts: PredictOptions, setup: _Setup, early) -> dict[str, Any]:
     outdir = Path(opts.outdir)
-    stream = setup.records or RecordStream(opts.input, opts.duplicate_ids)
-    streaming = setup.streaming
+    stream, streaming = setup.records, setup.streaming
     if not streaming:
         stream.result()   # the whole input checked before anything is written
     else:   # refused before anything is written: a file that is not FASTA, or a bad one read in one block

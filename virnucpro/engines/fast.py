@@ -536,7 +536,7 @@ class FastEngine:
         cuda = self.device.type == "cuda"
         finishing: list[tuple] = []        # units whose scores are on their way to the host, in order
         batches_done = [0]                 # batches taken off ``pending`` so far (``pending`` is in order)
-        profile, queued = ProfileWindow(self.device), 0
+        profile = ProfileWindow(self.device)
 
         def finish(block: bool) -> None:
             """Hand on the units whose scores have reached the host (all of them with ``block``)."""
@@ -613,8 +613,7 @@ class FastEngine:
                 _record(ev1)
                 host_dt = None if cuda else time.perf_counter() - t_batch  # CPU runs synchronously
                 pending.append((item["kind"], u, len(item["idx"]), ntok, budget, ev0, ev1, wait, depth, host_dt))
-                profile.step(queued)
-                queued += 1
+                profile.step(batches_done[0] + len(pending) - 1)   # this batch's index in the run
                 # units completed before this batch are handed on now that the GPU has this batch queued
                 # (waiting for their scores before queueing more would leave the GPU idle meanwhile); all
                 # of them before a new unit counts as started, so that a worker lost in it loses no other

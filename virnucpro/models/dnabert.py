@@ -162,6 +162,15 @@ def alibi_bias(n_heads: int, length: int, device: torch.device | str | None = No
     return slopes[:, None, None] * -distance  # [nH, T, T] float32
 
 
+def attention_bias(n_heads: int, length: int, dtype: torch.dtype, device, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The attention mask SDPA gets: ALiBi [1, nH, T, T], or with ``keep`` [B, T] (True = real token)
+    padded keys set to the dtype's minimum: [B, nH, T, T]."""
+    bias = alibi_bias(n_heads, length, device).to(dtype)[None]
+    if keep is not None:
+        bias = bias.masked_fill(~keep[:, None, None, :], torch.finfo(dtype).min)
+    return bias
+
+
 # --------------------------------------------------------------------------------------------
 # Network (module and attribute names mirror the checkpoint's keys)
 # --------------------------------------------------------------------------------------------
@@ -300,10 +309,8 @@ class DnaBert(nn.Module):
         """
         x = self.embeddings(input_ids)  # [B, T, H]
         length = input_ids.shape[1]
-        bias = alibi_bias(self.config.num_attention_heads, length, x.device).to(x.dtype)[None]  # [1, nH, T, T]
-        if attention_mask is not None:
-            keep = attention_mask.to(device=x.device, dtype=torch.bool)  # [B, T]
-            bias = bias.masked_fill(~keep[:, None, None, :], torch.finfo(x.dtype).min)  # [B, nH, T, T]
+        keep = attention_mask.to(device=x.device, dtype=torch.bool) if attention_mask is not None else None  # [B, T]
+        bias = attention_bias(self.config.num_attention_heads, length, x.dtype, x.device, keep)
         if self.layer_fn is not None:
             heads, eps = self.config.num_attention_heads, self.config.layer_norm_eps
             for layer in self.encoder.layer:
@@ -333,11 +340,9 @@ def mean_unpadded(model: DnaBert, input_ids: torch.Tensor, lengths: torch.Tensor
     cfg = model.config
     batch, length = input_ids.shape
     hidden, heads = cfg.hidden_size, cfg.num_attention_heads
-    emb = model.embeddings
-    x = emb.LayerNorm(emb.word_embeddings(input_ids.reshape(-1)[rows]) + emb.token_type_embeddings.weight[0])  # [N, H]
+    x = model.embeddings(input_ids.reshape(-1)[rows])                                                     # [N, H]
     keep = torch.arange(length, device=x.device)[None, :] < lengths[:, None]                                 # [B, T]
-    bias = alibi_bias(heads, length, x.device).to(x.dtype)[None]
-    bias = bias.masked_fill(~keep[:, None, None, :], torch.finfo(x.dtype).min)                              # [B, nH, T, T]
+    bias = attention_bias(heads, length, x.dtype, x.device, keep)                                          # [B, nH, T, T]
     qkv_pad = x.new_zeros(batch * length, 3 * hidden)   # padded rows stay zero: keys masked, queries dropped
     for layer in model.encoder.layer:
         a, o, m = layer.attention.self, layer.attention.output, layer.mlp
@@ -345,10 +350,7 @@ def mean_unpadded(model: DnaBert, input_ids: torch.Tensor, lengths: torch.Tensor
         q, k, v = qkv_pad.view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4).unbind(0)
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)                               # [B, nH, T, d]
         ctx = ctx.transpose(1, 2).reshape(batch * length, hidden)[rows]                            # [N, H]
-        x = o.LayerNorm(o.dense(ctx) + x)
-        both = m.gated_layers(x)                                                                    # [N, 2I]
-        inter = m.intermediate_size
-        x = m.layernorm(m.wo(F.gelu(both[:, :inter]) * both[:, inter:]) + x)
+        x = m(o(ctx, x))                     # the layer's row-wise modules, on the real tokens
     out = x.new_zeros(batch * length, hidden)
     out[rows] = x
     return out.view(batch, length, hidden).float().sum(1) / lengths[:, None].float()
