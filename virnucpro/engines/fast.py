@@ -655,7 +655,7 @@ class FastEngine:
         """Masked-mean DNABERT-S embeddings [B, H] of a padded batch; on OOM, halves and retries."""
         ids = item["ids"].to(self.device, non_blocking=True).long()
         lens = item["lens"].to(self.device, non_blocking=True)
-        rows = item["rows"].to(self.device, non_blocking=True) if "rows" in item else None
+        rows = item["rows"].to(self.device, non_blocking=True)   # the loader computed them
         return self._dna_rows(ids, lens, item["lens"], totals, tel, unit, rows)
 
     # On CUDA out-of-memory the retry runs after the ``except`` block: inside it, the exception's
