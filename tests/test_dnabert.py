@@ -226,6 +226,22 @@ def test_unpadded_mean_is_each_sequence_alone(tiny, dna, extra_width):
             _assert_close(got[row], alone, f"sequence {row}: unpadded mean vs the sequence alone")
 
 
+def test_gpu_attention_leaves_out_cudnn_and_restores_the_choice():
+    """On a GPU, DNABERT-S's SDPA runs without cuDNN's attention (a new execution plan per batch
+    shape, the GPU idle ~45 ms each: H200-29); the process's choice is restored after; a CPU keeps
+    torch's own choice."""
+    from torch.backends import cuda as B
+    before = (B.cudnn_sdp_enabled(), B.mem_efficient_sdp_enabled(), B.flash_sdp_enabled())
+    with D.sdpa_backends(torch.device("cuda", 0)):
+        inside = (B.cudnn_sdp_enabled(), B.mem_efficient_sdp_enabled(), B.math_sdp_enabled())
+    assert inside == (False, True, True), f"inside (cudnn, mem-efficient, math): expected (False, True, True), saw {inside}"
+    after = (B.cudnn_sdp_enabled(), B.mem_efficient_sdp_enabled(), B.flash_sdp_enabled())
+    assert after == before, f"backends after: expected {before}, saw {after}"
+    with D.sdpa_backends(torch.device("cpu")):
+        on_cpu = (B.cudnn_sdp_enabled(), B.mem_efficient_sdp_enabled(), B.flash_sdp_enabled())
+    assert on_cpu == before, f"on a CPU the choice is torch's: expected {before}, saw {on_cpu}"
+
+
 # ----------------------------------------------------------------------------------------------
 # loading
 # ----------------------------------------------------------------------------------------------

@@ -479,7 +479,7 @@ class FastEngine:
         return dna, tokenizer, info, phases
 
     def _warm_dnabert(self, dna) -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), dnabert.sdpa_backends(self.device):
             for width in (32, 48, 64):  # DNABERT-S: pick its kernels before the loop needs them
                 ids = torch.full((512, width), dnabert.CLS_ID, device=self.device)
                 if dna.layer_fn is None:   # as the loop runs it: the dense layers on the real tokens
@@ -666,14 +666,15 @@ class FastEngine:
         """``lens_host``: ``lens`` on the host (the real tokens' positions are computed there)."""
         try:
             _maybe_fake_oom(int(lens.shape[0]) * ids.shape[1], "dna")
-            if self.dna.layer_fn is None:   # the dense layers on the real tokens only
-                if rows is None:
-                    rows = _to_device(torch.from_numpy(dnabert.real_token_rows(lens_host.numpy(), ids.shape[1])),
-                                      self.device)
-                return dnabert.mean_unpadded(self.dna, ids, lens, rows)
-            mask = torch.arange(ids.shape[1], device=self.device)[None, :] < lens[:, None]
-            hid = self.dna(ids, mask)                                   # [B, L, H], zero at pads (compiled layers)
-            return hid.float().sum(1) / lens[:, None].float()
+            with dnabert.sdpa_backends(self.device):
+                if self.dna.layer_fn is None:   # the dense layers on the real tokens only
+                    if rows is None:
+                        rows = _to_device(torch.from_numpy(dnabert.real_token_rows(lens_host.numpy(), ids.shape[1])),
+                                          self.device)
+                    return dnabert.mean_unpadded(self.dna, ids, lens, rows)
+                mask = torch.arange(ids.shape[1], device=self.device)[None, :] < lens[:, None]
+                hid = self.dna(ids, mask)                               # [B, L, H], zero at pads (compiled layers)
+                return hid.float().sum(1) / lens[:, None].float()
         except torch.OutOfMemoryError:
             if ids.shape[0] < 2:
                 raise

@@ -323,6 +323,19 @@ class DnaBert(nn.Module):
         return x
 
 
+def sdpa_backends(device: torch.device):
+    """The SDPA backends DNABERT-S's attention may use on ``device`` (a context manager). On a GPU,
+    cuDNN's attention is left out: it builds an execution plan for every new batch shape (~45 ms on
+    an H200, the GPU idle meanwhile: docs/benchmarks.md H200-29), and DNABERT-S's batches come in
+    many shapes (rows x width vary by unit). The memory-efficient kernel takes the ALiBi bias as is,
+    with no per-shape set-up. On a CPU, torch's own choice."""
+    from contextlib import nullcontext
+    if torch.device(device).type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def real_token_rows(lengths: np.ndarray, width: int) -> np.ndarray:
     """Positions of the real tokens of a padded [B, width] batch in its flattened [B * width] form,
     row by row (int64 [sum(lengths)]); computed on the host, so that the GPU never has to tell."""
