@@ -77,12 +77,14 @@ def test_a_failed_producer_reaches_the_consumers():
         b.wait(0, timeout=1)
 
 
-def test_the_plan_ends_in_single_batch_units():
-    """Workers claim units in order: ending on one-batch units bounds the load imbalance by one batch."""
-    p = build(frames_of(3000, seed=6), 700, bpu=4).prep
+@pytest.mark.parametrize("n_frames", [3000, 2830], ids=["last-segment-of-300", "last-segment-of-30"])
+def test_the_plan_ends_in_single_batch_units(n_frames):
+    """Workers claim units in order: ending on 2 x batches_per_unit one-batch units bounds the load
+    imbalance by one batch -- also when the last segment brings fewer batches than that (H200-31)."""
+    p = build(frames_of(n_frames, seed=6), 700, bpu=4).prep
     sizes = [len(u.esm_batches) for u in p.plan.units]
-    assert sizes[-8:] == [1] * 8, f"last unit sizes {sizes[-10:]}"
-    assert max(sizes) == 4
+    assert sizes[-8:] == [1] * 8, f"the last 8 units should be of one batch each; last unit sizes {sizes[-12:]}"
+    assert max(sizes) == 4 and sizes.count(1) == 8, f"unit sizes {sizes}"
 
 
 def test_plan_units_partition_the_batches():

@@ -6,7 +6,8 @@ first-fit-decreasing into ESM-2 batches of ``budget`` tokens. Batches filled to 
 ``CARRY_FILL`` of the budget are cut into work units (``batches_per_unit`` consecutive batches;
 the plan's last ``2 x batches_per_unit`` batches one per unit, so that workers finish together);
 the frames of the others wait for the next segment, so packing stays as tight as packing the whole
-input at once. The last segment keeps every batch. One segment holding the whole input gives the
+input at once; the last ``2 x batches_per_unit`` full batches wait too (as batches), so that the
+plan's one-batch tail is as long however small the last segment is. The last segment keeps every batch. One segment holding the whole input gives the
 plan of a single FFD pass.
 
 So the GPUs start on the first units while the host is still translating the rest: the host work
@@ -97,6 +98,7 @@ class PlanBuilder:
         empty = np.zeros(0, dtype=np.int64)
         self.prep = Prepared(Plan(budget, [], 1.0, 0), [], [], empty, [], empty, empty, empty)
         self.carry = empty                       # frames waiting for the next segment
+        self.held: list[np.ndarray] = []         # full batches held back for the plan's tail
         self.dna_len = empty                     # per frame: DNABERT-S tokens (or nucleotides)
         self.real_tokens = 0
         self.complete = False
@@ -134,9 +136,15 @@ class PlanBuilder:
             left = [b for b, ok in zip(batches, full) if not ok]
             carry = np.concatenate(left) if left else carry
             batches = [b for b, ok in zip(batches, full) if ok]
-        u0, i0 = len(p.plan.units), len(p.items)
         # the plan's last 2 x batches_per_unit batches are units of one batch: the workers, which
-        # claim in order, run out of work within one batch of each other (load balance)
+        # claim in order, run out of work within one batch of each other (load balance). A segment
+        # that may not be the last holds back that many full batches, so that the tail is as long
+        # however few batches the last segment brings (H200-31: a last segment of 9 batches left an
+        # 8-batch unit for one worker while the other ran out, 1.4 s apart)
+        batches = self.held + batches
+        keep = min(len(batches), 2 * self.bpu) if not last and self.bpu > 1 else 0
+        held, batches = batches[len(batches) - keep:], batches[:len(batches) - keep]
+        u0, i0 = len(p.plan.units), len(p.items)
         tail = min(len(batches), 2 * self.bpu) if last and self.bpu > 1 else 0
         head = batches[:len(batches) - tail]
         groups = [head[j:j + self.bpu] for j in range(0, len(head), self.bpu)] + [[b] for b in batches[len(head):]]
@@ -153,7 +161,7 @@ class PlanBuilder:
         with self._cond:   # publish: data before the units that refer to it
             p.nuc.extend(nuc)
             p.prot.extend(prot)
-            p.esm_len, self.dna_len, self.carry = esm_len, all_dna_len, carry
+            p.esm_len, self.dna_len, self.carry, self.held = esm_len, all_dna_len, carry, held
             p.items.extend(items)
             p.first = np.concatenate([p.first, np.asarray(first, dtype=np.int64)])
             p.count = np.concatenate([p.count, np.asarray(count, dtype=np.int64)])
