@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Issue 3 on ONE GPU in one device call (~7 min on nvidia-h200; carry .whl):
+# Issue 3 on ONE GPU in one device call (~8 min on nvidia-h200; carry .whl):
 #   1. the gate on the issue's 100,000-read workload (= READS=100000 bash scripts/device_signoff.sh:
 #      MFU, utilisation, packing, the 1M-read projection, speedup and agreement with the reference engine)
-#   2. DNABERT-S's attention backends side by side (scripts/dna_attention.py: cuDNN's per-shape plans)
+#   2. DNABERT-S's attention backends side by side (scripts/dna_attention.py: cuDNN's per-shape plans);
+#      with STUDY=1 (the default) the embedding cosine of the GPU path against fp32 (precision_study.py,
+#      3,000 reads; ~1 min)
 #   3. RUNS (default "default default halfres") more runs of the same 100,000 reads: "default" as a user
 #      runs it (utilisation run to run), "halfres" with ESM-2's residual stream in fp16
 #      (VIRNUCPRO_ESM_RESIDUAL=half; its labels compared with the first default run's), "profiled" with a
@@ -17,6 +19,12 @@ O=${OUT:-/tmp/issue3-out}; mkdir -p "$O"
 W=/root/.cache/virnucpro/gate/reads-respiratory-n100000-s1.fa
 echo "== DNABERT-S attention backends (scripts/dna_attention.py):" | tee -a "$O/issue3.log"
 python3 scripts/dna_attention.py --models /tmp/models 2>&1 | tail -4 | tee -a "$O/issue3.log"
+if [ "${STUDY:-1}" = 1 ]; then   # embedding cosine of the GPU path (the "-fast" DNABERT-S rows) vs fp32, 3,000 reads
+  echo "== precision study (scripts/precision_study.py, 3,000 reads):" | tee -a "$O/issue3.log"
+  python3 -m virnucpro reads synth --n 3000 --seed 21 --length-profile respiratory -o /tmp/p3k.fa > /dev/null
+  python3 scripts/precision_study.py --models /tmp/models --reads /tmp/p3k.fa --n-reads 3000 \
+      --kernels triton --gelu-epilogue 2>&1 | tail -25 | tee -a "$O/issue3.log"
+fi
 summary() {
   grep -h '"event": "summary"' "$1/virnucpro.log" | sed 's/.*TELEMETRY //' | python3 -c "
 import json,sys; s=json.loads(sys.stdin.read())
