@@ -249,3 +249,31 @@ def test_half_residual_switch(tiny_models, monkeypatch):
     monkeypatch.setenv("VIRNUCPRO_ESM_RESIDUAL", "fp8")
     with pytest.raises(InputError, match="fp32 .* or half"):
         fast.esm_residual("fp16")
+
+
+def test_every_dnabert_batch_runs_under_the_engines_attention_backends(cpu_engine, monkeypatch):
+    """The loop's DNABERT-S batches run inside ``dnabert.sdpa_backends(engine device)`` (on a GPU:
+    no cuDNN attention, whose per-shape plans idled the GPU ~45 ms each, H200-29), and the ESM-2
+    batches do not need it."""
+    import contextlib
+    from virnucpro.engines.planner import PlanBuilder
+    from virnucpro.models import dnabert
+    from virnucpro.telemetry import Telemetry
+    models, eng, clf = cpu_engine
+    entered: list[str] = []
+    real = dnabert.sdpa_backends
+
+    @contextlib.contextmanager
+    def recording(device):
+        entered.append(str(device))
+        with real(device):
+            yield
+
+    monkeypatch.setattr(dnabert, "sdpa_backends", recording)
+    nuc, prot = random_frames(1, 120)
+    plans = PlanBuilder(512, 2, 2048, dnabert.token_counter(models.dnabert))
+    plans.add_seqs(nuc, prot, last=True)
+    prep = plans.prep
+    eng.run(prep, clf, Telemetry(), iter(range(len(prep.plan.units))), lambda *a: None)
+    n_dna = sum(1 for item in prep.items if item[1] == "dna")
+    assert entered == ["cpu"] * n_dna, f"expected {n_dna} DNABERT-S batches under sdpa_backends('cpu'), saw {entered}"
