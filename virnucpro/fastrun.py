@@ -109,13 +109,13 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     rank = dist[0] if dist else 0
     rd = parallel.RunDir(opts.outdir)
     eo, bpu, segment_reads, given_budget = _split_opts(opts)
-    from virnucpro.engines.planner import dna_batching
+    from virnucpro.engines.planner import PLAN_VERSION, dna_batching
     dna_batches, dna_budget = dna_batching()
     input_fp = Background(parallel.input_fingerprint, opts.input, name="sha256")   # overlaps the host work
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_batches": dna_batches, "dna_budget": dna_budget,
-                "segment_reads": segment_reads}
+                "segment_reads": segment_reads, "plan_version": PLAN_VERSION}
     token = _run_token() if dist else early.token if isinstance(early, EarlyWorkers) else _new_token()
     if rank != 0:
         manifest = _wait_for_manifest(rd, token)

@@ -57,7 +57,7 @@ IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprint
             "duplicate_ids": "duplicate-id handling", "token_budget": "token budget",
             "batches_per_unit": "batches per unit", "dna_batches": "DNABERT-S batches cut by",
             "dna_budget": "DNABERT-S batch budget",
-            "segment_reads": "reads per planning segment"}
+            "segment_reads": "reads per planning segment", "plan_version": "work-plan version (virnucpro release)"}
 
 
 def input_fingerprint(path: str | Path) -> dict:

@@ -34,6 +34,10 @@ import numpy as np
 from virnucpro.engines.packing import Plan, WorkUnit, pack_ffd, padded_batches
 
 SEGMENT_READS = 65536
+# The way units are cut from the input: part of a run's checkpoint identity (a unit index means
+# other frames once it changes, so --resume refuses checkpoints of another version). 2: the last
+# 2 x batches_per_unit full batches of a segment wait for the next (2026-11-30).
+PLAN_VERSION = 2
 CARRY_FILL = 0.97
 # DNABERT-S batches: cut from a unit's frames sorted by nucleotide length, at most DNA_NT_BUDGET
 # nucleotides (batch size x longest) each -- the default; or (VIRNUCPRO_DNA_BATCHES=tokens) sorted by
