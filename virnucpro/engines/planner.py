@@ -7,8 +7,8 @@ first-fit-decreasing into ESM-2 batches of ``budget`` tokens. Batches filled to 
 the plan's last ``2 x batches_per_unit`` batches one per unit, so that workers finish together);
 the frames of the others wait for the next segment, so packing stays as tight as packing the whole
 input at once; the last ``2 x batches_per_unit`` full batches wait too (as batches), so that the
-plan's one-batch tail is as long however small the last segment is. The last segment keeps every batch. One segment holding the whole input gives the
-plan of a single FFD pass.
+plan's one-batch tail is as long however small the last segment is. The last segment keeps every
+batch. One segment holding the whole input gives the plan of a single FFD pass.
 
 So the GPUs start on the first units while the host is still translating the rest: the host work
 leaves the critical path. The plan is a deterministic function of the input and the settings, so
