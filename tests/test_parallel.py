@@ -368,6 +368,7 @@ def test_sigterm_stops_cleanly_and_leaves_a_resumable_state(base, reads, tiny_mo
     (["--token-budget", "2048"], "token budget"),
     ("other-input", "input file"),
     ("older-plan", "work-plan version"),
+    (["--save-embeddings"], "--save-embeddings"),   # units done without their features
 ])
 def test_a_mismatched_resume_is_refused(base, reads, tiny_models, tmp_path, run_cli, change, words):
     out = tmp_path / "copy"

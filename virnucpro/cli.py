@@ -91,6 +91,11 @@ def _add_predict(sub) -> None:
                    "chunk of a long read exactly C nt")
     p.add_argument("--duplicate-ids", choices=("error", "rename"), default="error",
                    help="what to do with repeated record ids: stop with an error, or rename repeats ID_dupK")
+    p.add_argument("--save-embeddings", action="store_true",
+                   help="also write each kept frame's classifier input (DNABERT-S 768 + ESM-2 2560 values, "
+                   "float32, ~13 KB per frame: ~11 GB per 1M reads) to OUTDIR/embeddings/: part-NNNNN.npz "
+                   "files written while the GPUs work, and index.tsv (Sequence_ID, part, row); "
+                   "virnucpro.outputs.load_embeddings(OUTDIR) reads them back in prediction order")
     p.add_argument("--block-frames", type=int, default=20000, help="reference engine: frames embedded per block")
     p.add_argument("--token-budget", type=int, default=None,
                    help="fast engine: ESM-2 tokens per packed batch (default: sized from free GPU memory, <= 65536)")
@@ -123,7 +128,7 @@ def cmd_predict(args) -> int:
         block_frames=args.block_frames, allow_classifier_mismatch=args.allow_classifier_mismatch,
         progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose,
         gpus=args.gpus, workers=args.workers, resume=args.resume, batches_per_unit=args.batches_per_unit,
-        skip_failing_units=args.skip_failing_units,
+        skip_failing_units=args.skip_failing_units, save_embeddings=args.save_embeddings,
         engine_opts={k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
                                        ("compile", False if args.no_compile else None),
                                        ("segment_reads", args.segment_reads)) if v is not None})

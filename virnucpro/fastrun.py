@@ -32,6 +32,8 @@ log = logging.getLogger("virnucpro.pipeline")
 def _split_opts(opts) -> tuple[dict, int, int, int | None]:
     """(engine options, batches per unit, segment reads, --token-budget or None)."""
     eo = dict(opts.engine_opts)
+    if opts.save_embeddings:
+        eo["keep_features"] = True
     bpu = opts.batches_per_unit or eo.pop("batches_per_unit", None) or 8
     eo.pop("batches_per_unit", None)
     segment_reads = int(eo.pop("segment_reads", None) or SEGMENT_READS)
@@ -115,7 +117,8 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_batches": dna_batches, "dna_budget": dna_budget,
-                "segment_reads": segment_reads, "plan_version": PLAN_VERSION}
+                "segment_reads": segment_reads, "plan_version": PLAN_VERSION,
+                "save_embeddings": opts.save_embeddings}
     token = _run_token() if dist else early.token if isinstance(early, EarlyWorkers) else _new_token()
     if rank != 0:
         manifest = _wait_for_manifest(rd, token)

@@ -11,6 +11,13 @@
   max_virus_score, label (``virus`` when any chunk's consensus is viral, ``others``,
   ``no_kept_frame``, or ``skipped``). Lines starting with ``#`` above the header are comments (synthetic-model
   warning); pandas reads it with ``comment="#"``.
+- ``embeddings/`` (only with ``--save-embeddings``): each kept frame's classifier input, as the run
+  computed it: ``part-NNNNN.npz`` files (a work unit or a block of frames each) holding ``frame``
+  (int64 [n]: the frame's index among the run's kept frames in input order, which is its row in
+  ``prediction_results.txt`` unless a unit was skipped) and ``features`` (float32 [n, 768 + 2560] with
+  the real models: DNABERT-S's mean, then ESM-2's), written while the GPUs work; ``index.tsv``:
+  ``Sequence_ID  part  row`` per frame in ``prediction_results.txt`` order. ``load_embeddings(outdir)``
+  gives (ids, features) in that order.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import numpy as np
 from virnucpro.models.classifier import LABELS
 
 PREDICTIONS = "prediction_results.txt"
+EMBEDDINGS = "embeddings"
+EMBEDDING_INDEX = "index.tsv"
 CONSENSUS = "prediction_results_highestscore.csv"
 READ_SUMMARY = "read_summary.tsv"
 MANIFEST = "run.json"
@@ -59,6 +68,85 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def embedding_part_path(outdir: str | Path, k: int) -> Path:
+    return Path(outdir) / EMBEDDINGS / f"part-{k:05d}.npz"
+
+
+def save_embedding_part(outdir: str | Path, k: int, frames: np.ndarray, features: np.ndarray) -> Path:
+    """Write part ``k``: frame indices [n] and their features [n, F] (float32), atomically."""
+    path = embedding_part_path(outdir, k)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, frame=np.asarray(frames, dtype=np.int64), features=np.asarray(features, dtype=np.float32))
+    return path
+
+
+def clear_embeddings(outdir: str | Path) -> None:
+    """A fresh run: remove the parts and index an earlier run left in ``outdir/embeddings`` (they
+    would not match the new predictions); the folder too when nothing else is in it."""
+    folder = Path(outdir) / EMBEDDINGS
+    if not folder.is_dir():
+        return
+    for p in [*folder.glob("part-*.npz"), folder / EMBEDDING_INDEX]:
+        p.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:   # the user keeps other files there
+        pass
+
+
+def write_embedding_index(outdir: str | Path, frames: Sequence[tuple], keep: np.ndarray) -> dict:
+    """``index.tsv`` for the frames ``keep`` (prediction order): where each one's features are.
+    Every kept frame must be in exactly one part (else an error naming the first one missing)."""
+    folder = Path(outdir) / EMBEDDINGS
+    part_of = np.full(len(frames), -1, dtype=np.int64)
+    row_of = np.zeros(len(frames), dtype=np.int64)
+    n_bytes = 0
+    parts = sorted(folder.glob("part-*.npz"))
+    for p in parts:
+        with np.load(p) as z:
+            f = z["frame"]
+        part_of[f] = int(p.stem.split("-")[1])
+        row_of[f] = np.arange(len(f))
+        n_bytes += p.stat().st_size
+    keep = np.asarray(keep, dtype=np.int64)
+    lost = keep[part_of[keep] < 0]
+    if len(lost):
+        from virnucpro.errors import VirnucproError
+        raise VirnucproError(f"--save-embeddings: {len(lost)} frames have no features in {folder} "
+                             f"(the first: {frames[int(lost[0])][0]})")
+    with atomic_write(folder / EMBEDDING_INDEX) as fh:
+        fh.write("Sequence_ID\tpart\trow\n")
+        fh.write("".join(f"{frames[i][0]}\tpart-{p:05d}.npz\t{r}\n"
+                         for i, p, r in zip(keep.tolist(), part_of[keep].tolist(), row_of[keep].tolist())))
+    return {"parts": len(parts), "bytes": n_bytes, "frames": len(keep)}
+
+
+def load_embeddings(outdir: str | Path) -> tuple[list[str], np.ndarray]:
+    """(frame ids, features [n, 768 + 2560] float32) of a run made with ``--save-embeddings``, in
+    ``prediction_results.txt`` order (all in memory: ~13 KB per frame)."""
+    folder = Path(outdir) / EMBEDDINGS
+    ids, part, row = [], [], []
+    with open(folder / EMBEDDING_INDEX, encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            a, b, c = line.rstrip("\n").split("\t")
+            ids.append(a)
+            part.append(b)
+            row.append(int(c))
+    out: np.ndarray | None = None
+    where: dict[str, list[int]] = {}
+    for k, name in enumerate(part):
+        where.setdefault(name, []).append(k)
+    for name, ks in where.items():
+        with np.load(folder / name) as z:
+            feats = z["features"]
+        if out is None:
+            out = np.empty((len(ids), feats.shape[1]), dtype=np.float32)
+        out[ks] = feats[[row[k] for k in ks]]
+    return ids, out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 def chunk_groups(frame_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:

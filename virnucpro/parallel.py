@@ -57,7 +57,8 @@ IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprint
             "duplicate_ids": "duplicate-id handling", "token_budget": "token budget",
             "batches_per_unit": "batches per unit", "dna_batches": "DNABERT-S batches cut by",
             "dna_budget": "DNABERT-S batch budget",
-            "segment_reads": "reads per planning segment", "plan_version": "work-plan version (virnucpro release)"}
+            "segment_reads": "reads per planning segment", "plan_version": "work-plan version (virnucpro release)",
+            "save_embeddings": "--save-embeddings"}
 
 
 def input_fingerprint(path: str | Path) -> dict:
@@ -116,6 +117,7 @@ def rank_env() -> tuple[int, int, int] | None:
 
 class RunDir:
     def __init__(self, outdir: str | Path):
+        self.outdir = Path(outdir)
         self.root = Path(outdir) / RUN_DIRNAME
         self.units, self.claims, self.workers = self.root / "units", self.root / "claims", self.root / "workers"
         self.segments = self.root / "segments"
@@ -453,7 +455,10 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
                 sources.append(ClaimSource(rd, owner, n_units, stop))
                 return grown, sources[-1]
 
-            def save(u: int, frames: np.ndarray, scores: np.ndarray) -> None:
+            def save(u: int, frames: np.ndarray, scores: np.ndarray, features: np.ndarray | None) -> None:
+                if features is not None:   # --save-embeddings: the part before the unit (its commit point)
+                    from virnucpro.outputs import save_embedding_part
+                    save_embedding_part(rd.outdir, u, frames, features)
                 rd.save_unit(u, frames, scores)
                 for s in list(sources):
                     if s.holds(u):
@@ -467,7 +472,7 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
                     pending.remove(f)
                     f.result()
                 rd.mark_computed(u)
-                pending.append(writer.submit(save, u, frames, scores))   # fsync off the GPU loop
+                pending.append(writer.submit(save, u, frames, scores, info.get("features")))   # off the GPU loop
                 if hooks.unit_delay:
                     time.sleep(hooks.unit_delay)
 

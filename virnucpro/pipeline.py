@@ -68,6 +68,7 @@ class PredictOptions:
     skip_failing_units: bool = False  # give up on a unit that kills its worker 3 times (reported)
     batches_per_unit: int | None = None
     stale_s: float = 120.0          # torchrun: a claim without heartbeat for this long is taken over
+    save_embeddings: bool = False   # also write each kept frame's features to OUTDIR/embeddings/
 
 
 def resolve_device(device: str) -> str:
@@ -276,6 +277,8 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
              synthetic=bool(synthetic), models=models.describe(), input=str(opts.input), setup_t=setup.times,
              streaming_input=streaming, host=socket.gethostname(), python=sys.version.split()[0])
 
+    if rank == 0 and not opts.resume:
+        outputs.clear_embeddings(outdir)   # an earlier run's would not match this one's predictions
     if engine_name == "fast":
         from virnucpro.fastrun import score_fast
         res = score_fast(opts, stream, models, clf, devices, tel, dist, early)
@@ -305,6 +308,11 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
         if synthetic:
             outputs.write_synthetic_note(outdir, {"models": models.describe(), "synthetic": synthetic})
         st.update(items=counts["frames"], rows_made_ahead=ahead)
+        embeddings = None
+        if opts.save_embeddings:
+            scored_frames = np.flatnonzero(~np.isnan(np.asarray(scored.scores, dtype=np.float32)[:, 0]))
+            embeddings = outputs.write_embedding_index(outdir, frames, scored_frames)
+            st.update(embeddings=embeddings)
 
     wall = time.perf_counter() - t_start
     summary = {
@@ -327,6 +335,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
         "stages": {k: round(v, 4) for k, v in tel.stage_times().items()},
         "overlapped_stages": sorted({e["stage"] for e in tel.events if e["event"] == "stage" and e.get("overlapped")}),
         "outdir": str(outdir),
+        "embeddings": embeddings,   # --save-embeddings: parts, bytes, frames
     }
     tel.emit("summary", **summary)
     if engine_name == "fast":
@@ -372,7 +381,11 @@ def _score_reference(opts, records, models, clf, device, tel) -> tuple[list, lis
             prog.update(task, completed=done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
 
         t_from = tel.now()
-        scores = engine.score(frames, clf, tel, on_progress, block=opts.block_frames)
+        keep = None
+        if opts.save_embeddings:
+            def keep(k: int, idx: np.ndarray, features: np.ndarray) -> None:
+                outputs.save_embedding_part(opts.outdir, k, idx, features)
+        scores = engine.score(frames, clf, tel, on_progress, block=opts.block_frames, keep_features=keep)
         t_to = tel.now()
     sampler.stop()
     return chunks, frames, Scored(scores, engine.totals, t_to - t_from, "fp32", _n_gpus(device),

@@ -62,5 +62,9 @@ def print_summary(s: dict[str, Any], file=None) -> None:
     console.print(st)
     out = s["outdir"]
     console.print(f"outputs: {out}/{PREDICTIONS}, {out}/{CONSENSUS}, {out}/{READ_SUMMARY}")
+    if s.get("embeddings"):
+        e = s["embeddings"]
+        console.print(f"embeddings: {out}/embeddings/ ({e['frames']:,} frames in {e['parts']:,} parts, "
+                      f"{e['bytes'] / 2**30:.2f} GiB; index.tsv)")
     if s.get("synthetic"):
         console.print(f"[bold red]WARNING: {SYNTHETIC_WARNING}[/]")

@@ -361,7 +361,9 @@ class FastEngine:
 
     def __init__(self, models, device: str = "cuda", precision: str = "fp16", token_budget: int | None = None,
                  gpu_memory_gib: float | None = None, loader_workers: int = 2, batches_per_unit: int = 8,
-                 measure_peak: bool = True, compile: bool | None = None):
+                 measure_peak: bool = True, compile: bool | None = None, keep_features: bool = False):
+        """``keep_features``: hand each unit's classifier input (DNABERT-S 768 + ESM-2 values per
+        frame, float32) to ``on_unit`` as ``info["features"]`` (``--save-embeddings``)."""
         if precision not in DTYPES:
             raise InputError(f"unknown precision {precision!r}; choose bf16, fp16 or fp32")
         self.device = torch.device(device)
@@ -426,6 +428,7 @@ class FastEngine:
         self.load_s = time.perf_counter() - t0
         self.loader_workers = loader_workers
         self.batches_per_unit = batches_per_unit
+        self.keep_features = keep_features
         self.peak_tflops = (matmul_peak_tflops(self.device) if measure_peak and self.device.type == "cuda" else None)
         phases["matmul_peak"], t = time.perf_counter() - t, time.perf_counter()
         self.flops_per_token = flops_per_token(self.esm.num_layers, self.esm.embed_dim)
@@ -541,7 +544,7 @@ class FastEngine:
         def finish(block: bool) -> None:
             """Hand on the units whose scores have reached the host (all of them with ``block``)."""
             while finishing:
-                u, buf, s_host, c0, c1, t_c, ready, last_batch = finishing[0]
+                u, buf, s_host, f_host, c0, c1, t_c, ready, last_batch = finishing[0]
                 if ready is not None and not block and not ready.query():
                     return
                 if ready is not None:
@@ -555,6 +558,8 @@ class FastEngine:
                 info = {"wall_s": round(time.perf_counter() - buf["t0"], 4), "frames": len(buf["frames"]),
                         "tokens": int(prep.unit_tokens[u])}
                 tel.emit("unit_done", unit=u, **info)
+                if f_host is not None:
+                    info["features"] = f_host.numpy()
                 on_unit(u, buf["frames"], s_host.numpy(), info)
                 if on_progress:
                     on_progress(totals["frames"], totals["esm_tokens"])
@@ -630,9 +635,13 @@ class FastEngine:
                     _record(c1)
                     s_host = torch.empty(s.shape, dtype=s.dtype, pin_memory=cuda)
                     s_host.copy_(s, non_blocking=cuda)
+                    f_host = None
+                    if self.keep_features:   # [n, 768 + D] float32, rows in the unit's frame order
+                        f_host = torch.empty(feats.shape, dtype=torch.float32, pin_memory=cuda)
+                        f_host.copy_(feats, non_blocking=cuda)
                     ready = _event(cuda)
                     _record(ready)
-                    finishing.append((u, buf, s_host, c0, c1, t_c, ready, batches_done[0] + len(pending)))
+                    finishing.append((u, buf, s_host, f_host, c0, c1, t_c, ready, batches_done[0] + len(pending)))
                     del bufs[u]
         finish(block=True)
         profile.close()

@@ -35,8 +35,10 @@ class ReferenceEngine:
     def embed_protein(self, seqs: Sequence[str], on_done: Callable[[int], None] | None = None) -> np.ndarray:
         return esm2.embed_reference(self.esm, self.alphabet, seqs, self.device, on_done=on_done)
 
-    def score(self, frames: Sequence[tuple], classifier, tel, on_progress=None, block: int = 20000) -> np.ndarray:
-        """Scores [N, 2] for kept frames (frame_id, chunk, nucleotide, protein), block by block."""
+    def score(self, frames: Sequence[tuple], classifier, tel, on_progress=None, block: int = 20000,
+              keep_features=None) -> np.ndarray:
+        """Scores [N, 2] for kept frames (frame_id, chunk, nucleotide, protein), block by block;
+        ``keep_features(k, frame indices, features [n, 768 + D])`` with each block's classifier input."""
         from virnucpro.models.classifier import classify
         scores = np.zeros((len(frames), 2), dtype=np.float32)
         totals = {"dna_s": 0.0, "esm_s": 0.0, "cls_s": 0.0, "esm_tokens": 0, "dna_tokens": 0}
@@ -47,7 +49,10 @@ class ReferenceEngine:
             t1 = time.perf_counter()
             prot = self.embed_protein([f[3] for f in part])
             t2 = time.perf_counter()
-            scores[b:b + len(part)] = classify(classifier, np.concatenate([nuc, prot], axis=1), self.device)
+            feats = np.concatenate([nuc, prot], axis=1)
+            scores[b:b + len(part)] = classify(classifier, feats, self.device)
+            if keep_features is not None:
+                keep_features(b // block, np.arange(b, b + len(part)), feats)
             totals["dna_s"] += t1 - t0
             totals["esm_s"] += t2 - t1
             totals["cls_s"] += time.perf_counter() - t2
