@@ -384,6 +384,26 @@ def test_internal_error_is_exit_1_one_line_and_traceback_in_log(tmp_path, tiny_m
     assert not {PRED, CONS, SUMMARY} & {p.name for p in out.iterdir()}, "prediction files after a crash"
 
 
+@pytest.mark.parametrize("engine", ["reference", "fast"])
+def test_a_full_disk_is_the_machines_error_not_a_bug(tmp_path, tiny_models, small_fa, run_cli, monkeypatch, engine):
+    """No space left while writing (here: the embeddings, ~13 KB per frame) is one clear line that
+    says what to do, exit 1, no "internal error ... please report it"."""
+    import errno
+    import virnucpro.outputs as outputs
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "embeddings"))
+
+    monkeypatch.setattr(outputs, "save_embedding_part", full)
+    out = tmp_path / "out"
+    res = run_cli(*predict_args(small_fa, out, tiny_models), "--engine", engine, "--save-embeddings")
+    assert res.code == 1, str(res)
+    errors = [ln for ln in res.err_lines() if not ln.startswith("virnucpro: WARNING:")]
+    assert len(errors) == 1, str(res)
+    assert errors[0].startswith("virnucpro: error: No space left on device: ") and "--resume" in errors[0], errors[0]
+    assert "internal error" not in res.err and "Traceback" not in res.err, str(res)
+
+
 # --------------------------------------------------------------------------- the real command
 
 def test_installed_command_help_and_version(run_module):

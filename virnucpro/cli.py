@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 internal error (details in the log), 2 bad input or usa
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -326,10 +327,19 @@ def main(argv: list[str] | None = None) -> int:
         print("virnucpro: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: short message here, the full traceback in the run's log
+        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:   # the machine's, not ours
+            _log_traceback_to_files()
+            where = f": {exc.filename}" if exc.filename else ""
+            print(f"virnucpro: error: {exc.strerror or exc}{where} (free disk space or fix permissions, then rerun; "
+                  "a fast-engine run keeps its finished work units: add --resume)", file=sys.stderr)
+            return 1
         _log_traceback_to_files()
         print(f"virnucpro: internal error: {type(exc).__name__}: {exc} (details in the run's virnucpro.log, or rerun with VIRNUCPRO_DEBUG=1; "
               "please report it)", file=sys.stderr)
         return 1
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _log_traceback_to_files() -> None:
