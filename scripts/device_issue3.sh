@@ -5,8 +5,9 @@
 #   2. DNABERT-S's attention backends side by side (scripts/dna_attention.py: cuDNN's per-shape plans);
 #      with STUDY=1 (the default) the embedding cosine of the GPU path against fp32 (precision_study.py,
 #      3,000 reads; ~1 min)
-#   3. RUNS (default "default default halfres") more runs of the same 100,000 reads: "default" as a user
-#      runs it (utilisation run to run), "halfres" with ESM-2's residual stream in fp16
+#   3. RUNS (default "default saveemb default") more runs of the same 100,000 reads: "default" as a user
+#      runs it (utilisation run to run), "saveemb" with --save-embeddings (its cost beside the default
+#      runs; ~1 GB of features), "halfres" with ESM-2's residual stream in fp16
 #      (VIRNUCPRO_ESM_RESIDUAL=half; its labels compared with the first default run's), "profiled" with a
 #      torch.profiler trace of batches 20-49 ($OUT/units.*.json.gz)
 # The gate's files are copied to $OUT by device_signoff.sh (7 with one GPU); the rest goes to
@@ -32,16 +33,19 @@ print('  wall', s['wall_s'], 'ESM tok/s', s['esm_tokens_per_s'], 'MFU', round(s[
       'stages', s['stages'])"
 }
 n=0
-for run in ${RUNS:-default default halfres}; do
+for run in ${RUNS:-default saveemb default}; do
   n=$((n + 1))
+  args=""
   case $run in
     halfres)  env="VIRNUCPRO_ESM_RESIDUAL=half" ;;
     profiled) env="VIRNUCPRO_TORCH_PROFILE=$O/units.json:20:30" ;;
+    saveemb)  env=""; args="--save-embeddings" ;;
     *)        env="" ;;
   esac
   t=$(date +%s%N)
-  env $env python3 -m virnucpro predict $W -o /tmp/run$n-$run --models /tmp/models --no-progress > /tmp/run$n.out 2>&1
-  echo "== run $n $run ($env): exit $? process wall $(( ($(date +%s%N) - t) / 1000000 )) ms" | tee -a "$O/issue3.log"
+  env $env python3 -m virnucpro predict $W -o /tmp/run$n-$run --models /tmp/models --no-progress $args > /tmp/run$n.out 2>&1
+  echo "== run $n $run ($env$args): exit $? process wall $(( ($(date +%s%N) - t) / 1000000 )) ms" | tee -a "$O/issue3.log"
+  [ -n "$args" ] && tail -4 /tmp/run$n.out | grep -i embeddings | tee -a "$O/issue3.log"
   summary /tmp/run$n-$run | tee -a "$O/issue3.log"
 done
 if [ -d /tmp/run1-default ] && ls -d /tmp/run*-halfres > /dev/null 2>&1; then
