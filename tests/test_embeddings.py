@@ -79,6 +79,17 @@ def test_a_run_without_the_flag_removes_an_earlier_runs_embeddings(saved, reads,
     assert left == ["notes.txt"], f"stale parts or index left beside the new predictions: {left}"
 
 
+def test_a_resumed_run_keeps_its_parts_and_drops_temp_files(tmp_path):
+    from virnucpro.outputs import clear_embeddings
+    part = save_embedding_part(tmp_path, 2, np.array([0]), np.ones((1, 4)))
+    tmp = part.parent / ".part-00003.npz.abc.tmp"     # a part being written when the run was killed
+    tmp.write_bytes(b"half")
+    clear_embeddings(tmp_path, resume=True)
+    assert part.exists() and not tmp.exists()
+    clear_embeddings(tmp_path)
+    assert not part.parent.exists(), "a fresh run leaves no earlier part (and no empty folder)"
+
+
 def test_the_index_refuses_frames_without_features(tmp_path):
     from virnucpro.errors import VirnucproError
     frames = [(f"r{i}_chunk_1F1", i, "ACG", "M") for i in range(5)]

@@ -83,14 +83,20 @@ def save_embedding_part(outdir: str | Path, k: int, frames: np.ndarray, features
     return path
 
 
-def clear_embeddings(outdir: str | Path) -> None:
+def clear_embeddings(outdir: str | Path, resume: bool = False) -> None:
     """A fresh run: remove the parts and index an earlier run left in ``outdir/embeddings`` (they
-    would not match the new predictions); the folder too when nothing else is in it."""
+    would not match the new predictions); the folder too when nothing else is in it. On ``resume``
+    only the temp files of parts a killed run was writing."""
     folder = Path(outdir) / EMBEDDINGS
     if not folder.is_dir():
         return
-    for p in [*folder.glob("part-*.npz"), folder / EMBEDDING_INDEX]:
+    stale = list(folder.glob(".part-*.tmp"))
+    if not resume:
+        stale += [*folder.glob("part-*.npz"), folder / EMBEDDING_INDEX]
+    for p in stale:
         p.unlink(missing_ok=True)
+    if resume:
+        return
     try:
         folder.rmdir()
     except OSError:   # the user keeps other files there

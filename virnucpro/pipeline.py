@@ -277,8 +277,8 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
              synthetic=bool(synthetic), models=models.describe(), input=str(opts.input), setup_t=setup.times,
              streaming_input=streaming, host=socket.gethostname(), python=sys.version.split()[0])
 
-    if rank == 0 and not opts.resume:
-        outputs.clear_embeddings(outdir)   # an earlier run's would not match this one's predictions
+    if rank == 0:   # an earlier run's parts would not match this one's predictions (resumed: its own)
+        outputs.clear_embeddings(outdir, resume=opts.resume)
     if engine_name == "fast":
         from virnucpro.fastrun import score_fast
         res = score_fast(opts, stream, models, clf, devices, tel, dist, early)
