@@ -101,3 +101,59 @@ def test_the_index_refuses_frames_without_features(tmp_path):
     assert info["parts"] == 2 and info["frames"] == 4
     ids, feats = load_embeddings(tmp_path)
     assert ids == ["r0_chunk_1F1", "r1_chunk_1F1", "r2_chunk_1F1", "r4_chunk_1F1"] and feats.shape == (4, 4)
+
+
+# ------------------------------------------------------------------ virnucpro classify (saved features)
+
+@pytest.mark.parametrize("name", ["reference", "fast-2-workers"])
+def test_classify_with_the_same_classifier_rewrites_the_same_predictions(saved, tiny_models, tmp_path, run_cli, name):
+    out = tmp_path / "again"
+    res = run_cli("classify", saved[name], "-o", out, "--models", tiny_models)
+    assert res.code == 0, str(res)
+    for f in ("prediction_results.txt", "prediction_results_highestscore.csv"):
+        mine, theirs = (out / f).read_text(), (saved[name] / f).read_text()
+        if name == "reference":   # the same classify() batches as the run's: the same bytes
+            assert mine == theirs, f"{f} differs from the predict run's"
+    got, want = predictions(out), predictions(saved[name])
+    assert got["Sequence_ID"].tolist() == want["Sequence_ID"].tolist()
+    assert (got["Prediction"] == want["Prediction"]).mean() == 1.0
+    worst = float((got["score2"] - want["score2"]).abs().max())
+    assert worst <= 1e-6, f"score2 max |d| {worst:.2e}"
+
+
+def test_classify_with_another_classifier_labels_from_the_features(saved, tiny_models, tmp_path, run_cli):
+    """The 500-nt classifier on 300-nt features is refused unless allowed; allowed, its labels are
+    its own (not a copy of the run's)."""
+    refused = run_cli("classify", saved["reference"], "-o", tmp_path / "x", "--models", tiny_models, "-c", "500")
+    assert refused.code == 2 and "300-nt chunks, not 500" in refused.err, str(refused)
+    res = run_cli("classify", saved["reference"], "-o", tmp_path / "y", "--classifier",
+                  tiny_models / "500_model.pth", "--allow-classifier-mismatch")
+    assert res.code == 0, str(res)
+    from virnucpro.models.classifier import classify, load_classifier
+    clf, _ = load_classifier(tiny_models / "500_model.pth", 500)
+    _, feats = load_embeddings(saved["reference"])
+    want = classify(clf, feats, "cpu")
+    got = predictions(tmp_path / "y")
+    assert np.abs(got["score2"].to_numpy() - want[:, 1]).max() <= 1e-6
+    assert not np.array_equal(got["score2"].to_numpy(), predictions(saved["reference"])["score2"].to_numpy())
+
+
+@pytest.mark.parametrize("case, words", [
+    ("no-embeddings", "has no embeddings/index.tsv"),
+    ("into-source", "another directory than SOURCE"),
+    ("damaged-index", "not a virnucpro embeddings index"),
+])
+def test_classify_refuses_with_one_line(saved, tiny_models, tmp_path, run_cli, case, words):
+    import shutil
+    src = tmp_path / "src"
+    shutil.copytree(saved["reference"], src)
+    out = tmp_path / "out"
+    if case == "no-embeddings":
+        shutil.rmtree(src / EMBEDDINGS)
+    elif case == "into-source":
+        out = src
+    else:
+        (src / EMBEDDINGS / "index.tsv").write_text("id\tscore\n")
+    res = run_cli("classify", src, "-o", out, "--models", tiny_models)
+    assert res.code == 2, str(res)
+    assert words in res.err and "Traceback" not in res.err and len(res.err_lines()) == 1, str(res)

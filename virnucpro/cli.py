@@ -199,6 +199,50 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def _add_classify(sub) -> None:
+    p = sub.add_parser("classify", formatter_class=_Formatter,
+                       help="step 4: label saved features with a classifier (after predict --save-embeddings)",
+                       description="Label the frames of a `virnucpro predict --save-embeddings` run again, "
+                       "from the features it kept (SOURCE/embeddings/), with another classifier -- e.g. one "
+                       "trained on those features -- without embedding anything again. Writes "
+                       "prediction_results.txt and prediction_results_highestscore.csv (the original's "
+                       "formats) and run.json to OUTDIR.")
+    p.add_argument("source", type=Path, help="output directory of a predict run made with --save-embeddings")
+    p.add_argument("-o", "--outdir", type=Path, required=True, help="where to write (not SOURCE)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--classifier", metavar="PTH", type=Path,
+                   help="classifier (.pth in the original layout, or .safetensors)")
+    g.add_argument("--models", metavar="DIR", help="model directory: its {C}_model.pth for the run's chunk length")
+    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=None,
+                   help="the features' chunk length (default: SOURCE's run.json)")
+    p.add_argument("--allow-classifier-mismatch", action="store_true",
+                   help="run even when the classifier was made for another chunk length (wrong labels!)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (the classifier is small: cpu is fine)")
+    p.set_defaults(func=cmd_classify)
+
+
+def cmd_classify(args) -> int:
+    from virnucpro.reclassify import classify_saved, run_chunk_length
+    if args.outdir.resolve() == args.source.resolve():
+        raise InputError("classify: write to another directory than SOURCE (its run.json and predictions stay)")
+    chunk_length = args.chunk_length or run_chunk_length(args.source)
+    classifier = args.classifier
+    if classifier is None:
+        from virnucpro.models.layout import find_classifier
+        if chunk_length is None:
+            raise InputError("classify: give --chunk-length (SOURCE has no run.json that records it)")
+        classifier = find_classifier(args.models, chunk_length)
+    s = classify_saved(args.source, args.outdir, classifier, chunk_length, args.allow_classifier_mismatch,
+                       args.device)
+    print(f"{s['frames']:,} frames ({s['parts']} parts) -> {s['viral_frames']:,} viral frames, "
+          f"{s['viral_chunks']:,} of {s['chunks_with_frames']:,} chunks viral, in {s['wall_s']:.2f} s")
+    print(f"outputs: {args.outdir}/prediction_results.txt, {args.outdir}/prediction_results_highestscore.csv")
+    if s["synthetic"]:
+        from virnucpro.outputs import SYNTHETIC_WARNING
+        print(f"WARNING: {SYNTHETIC_WARNING}")
+    return 0
+
+
 def _add_models(sub) -> None:
     p = sub.add_parser("models", formatter_class=_Formatter, help="write synthetic models; check a model dir")
     msub = p.add_subparsers(dest="models_cmd", metavar="{synth,check}", parser_class=_Parser)
@@ -247,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_chunk(sub)
     _add_translate(sub)
+    _add_classify(sub)
     _add_models(sub)
     for mod in PLUGIN_MODULES:
         try:

@@ -224,15 +224,8 @@ class OutputRows:
         with atomic_write(outdir / PREDICTIONS) as fh:
             fh.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
             fh.write("".join([self.line[i] for i in keep.tolist()]))
-        # consensus over the scored frames: viral when the chunk's best score2 >= its best score1
         g = st["group"][keep]
-        best = group_max(g, st["n_groups"], scores[keep])
-        present = np.bincount(g, minlength=st["n_groups"]) > 0
-        viral = best[:, 1] >= best[:, 0]
-        pres, vir, head = present.tolist(), viral.tolist(), st["chunk_head"]
-        with atomic_write(outdir / CONSENSUS) as fh:
-            fh.write("Modified_ID\tIs_Virus\n")
-            fh.write("".join([head[k] + ("True\n" if vir[k] else "False\n") for k in st["order"] if pres[k]]))
+        present, viral = write_consensus(outdir, g, st["n_groups"], scores[keep], st["chunk_head"], st["order"])
         # one row per read: kept frames, best score2 (the string of its best frame), label
         n = len(records)
         ri = st["frame_read"][keep]
@@ -260,6 +253,35 @@ class OutputRows:
         return {"viral_chunks": int((viral & present).sum()), "chunks_with_frames": int(present.sum()),
                 "viral_reads": labels.count("virus"), "skipped_reads": skipped_reads,
                 "skipped_frames": int(skipped.sum()), "frames": len(keep)}
+
+
+def write_consensus(outdir: Path, g: np.ndarray, n_groups: int, scores: np.ndarray, head: list[str],
+                    order: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """prediction_results_highestscore.csv from scored frames (chunk group ``g``, ``scores`` [n, 2]):
+    a chunk is viral when its best score2 >= its best score1. ``head``: per group ``"{key}\t"``;
+    ``order``: the groups sorted by key. Returns (group has a scored frame, group is viral)."""
+    best = group_max(g, n_groups, scores)
+    present = np.bincount(g, minlength=n_groups) > 0
+    viral = best[:, 1] >= best[:, 0]
+    pres, vir = present.tolist(), viral.tolist()
+    with atomic_write(outdir / CONSENSUS) as fh:
+        fh.write("Modified_ID\tIs_Virus\n")
+        fh.write("".join([head[k] + ("True\n" if vir[k] else "False\n") for k in order if pres[k]]))
+    return present, viral
+
+
+def write_predictions(outdir: Path, ids: Sequence[str], scores: np.ndarray) -> dict:
+    """The original's two files from frame ids (in output order) and their scores [n, 2] alone
+    (``virnucpro classify``): prediction_results.txt and the per-chunk consensus."""
+    scores = np.asarray(scores, dtype=np.float32)
+    with atomic_write(outdir / PREDICTIONS) as fh:
+        fh.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
+        fh.write("".join([f"{i}\t{LABELS[int(b > a)]}\t{a!s}\t{b!s}\n" for i, a, b in zip(ids, scores[:, 0], scores[:, 1])]))
+    keys, g = chunk_groups(ids)
+    present, viral = write_consensus(outdir, g, len(keys), scores, [f"{k}\t" for k in keys],
+                                     sorted(range(len(keys)), key=keys.__getitem__))
+    return {"frames": len(ids), "viral_frames": int((scores[:, 1] > scores[:, 0]).sum()),
+            "chunks_with_frames": int(present.sum()), "viral_chunks": int((viral & present).sum())}
 
 
 def write_manifest(outdir: Path, manifest: dict) -> Path:

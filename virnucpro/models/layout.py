@@ -114,6 +114,16 @@ def _find_classifier(root: Path, chunk_length: int) -> Path | None:
     return None
 
 
+def find_classifier(models: str | Path | None, chunk_length: int) -> Path:
+    """The model directory's classifier for ``chunk_length`` (``virnucpro classify``); ModelError if none."""
+    root = models_dir(models)
+    found = _find_classifier(root, chunk_length) if root.is_dir() else None
+    if found is None:
+        raise ModelError(f"classifier not found: {root / f'{chunk_length}_model.pth'} (give --classifier PTH "
+                         "or --models DIR)")
+    return found
+
+
 def resolve(models: str | Path | None, chunk_length: int, esm: str | Path | None = None,
             dnabert: str | Path | None = None, classifier: str | Path | None = None,
             fingerprint: bool = True) -> ModelSet:
