@@ -217,7 +217,7 @@ def _add_classify(sub) -> None:
                    help="the features' chunk length (default: SOURCE's run.json)")
     p.add_argument("--allow-classifier-mismatch", action="store_true",
                    help="run even when the classifier was made for another chunk length (wrong labels!)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (the classifier is small: cpu is fine)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (the classifier is small: cpu is fine)")
     p.set_defaults(func=cmd_classify)
 
 
@@ -232,8 +232,9 @@ def cmd_classify(args) -> int:
         if chunk_length is None:
             raise InputError("classify: give --chunk-length (SOURCE has no run.json that records it)")
         classifier = find_classifier(args.models, chunk_length)
+    from virnucpro.pipeline import resolve_device
     s = classify_saved(args.source, args.outdir, classifier, chunk_length, args.allow_classifier_mismatch,
-                       args.device)
+                       resolve_device(args.device))
     print(f"{s['frames']:,} frames ({s['parts']} parts) -> {s['viral_frames']:,} viral frames, "
           f"{s['viral_chunks']:,} of {s['chunks_with_frames']:,} chunks viral, in {s['wall_s']:.2f} s")
     print(f"outputs: {args.outdir}/prediction_results.txt, {args.outdir}/prediction_results_highestscore.csv")
