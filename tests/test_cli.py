@@ -404,6 +404,28 @@ def test_a_full_disk_is_the_machines_error_not_a_bug(tmp_path, tiny_models, smal
     assert "internal error" not in res.err and "Traceback" not in res.err, str(res)
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_the_traceback_log_on_a_full_disk_does_not_hide_the_one_line(monkeypatch):
+    """When the log file's own disk is full, writing the traceback there fails too: that failure must
+    not escape (the user would get two tracebacks instead of the one-line message)."""
+    import logging
+    from virnucpro import cli
+    handler = logging.FileHandler("/dev/full")
+    logger = logging.getLogger("virnucpro")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            cli._log_traceback_to_files()   # must return quietly
+    finally:
+        logger.removeHandler(handler)
+        try:
+            handler.close()
+        except OSError:
+            pass
+
+
 # --------------------------------------------------------------------------- the real command
 
 def test_installed_command_help_and_version(run_module):

@@ -79,6 +79,30 @@ def test_a_run_without_the_flag_removes_an_earlier_runs_embeddings(saved, reads,
     assert left == ["notes.txt"], f"stale parts or index left beside the new predictions: {left}"
 
 
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_resume_recomputes_a_finished_unit_whose_part_is_gone(saved, reads, tiny_models, tmp_path, run_cli, damage):
+    """A checkpointed unit without a readable part (deleted to free space, cut by a crash, or cleared by
+    a reference run into the same folder) is computed again by --resume, not a dead end at the index."""
+    import shutil
+    from virnucpro.telemetry import read_telemetry
+    out = tmp_path / "resumed"
+    shutil.copytree(saved["fast"], out)
+    part = out / EMBEDDINGS / "part-00001.npz"
+    if damage == "deleted":
+        part.unlink()
+    else:
+        part.write_bytes(part.read_bytes()[:100])
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--save-embeddings", "--resume")
+    assert res.code == 0, str(res)
+    events = read_telemetry(out / "virnucpro.log")
+    last = events[max(i for i, e in enumerate(events) if e["event"] == "run_start"):]
+    redone = sorted(e["unit"] for e in last if e["event"] == "unit_done")
+    assert redone == [1], f"expected only unit 1 computed again, saw {redone}"
+    ids, feats = load_embeddings(out)
+    ids0, feats0 = load_embeddings(saved["fast"])
+    assert ids == ids0 and np.array_equal(feats, feats0)
+
+
 def test_a_resumed_run_keeps_its_parts_and_drops_temp_files(tmp_path):
     from virnucpro.outputs import clear_embeddings
     part = save_embedding_part(tmp_path, 2, np.array([0]), np.ones((1, 4)))

@@ -275,6 +275,20 @@ def test_a_dead_worker_units_are_requeued(base, reads, tiny_models, tmp_path):
         assert done[u] != "w1", f"unit {u} released by the dead worker was never redone by another"
 
 
+def test_a_full_disk_in_a_worker_stops_the_run_with_one_line(reads, tiny_models, tmp_path):
+    """A worker whose writes are refused (disk full) is not restarted again and again: the run stops
+    at once with one line saying what to do, exit 1, no "internal error"."""
+    out = tmp_path / "full"
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),
+                          env=env_with(VIRNUCPRO_TEST_DISK_FULL="w1"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("virnucpro: error")]
+    assert len(errors) == 1 and "worker w1" in errors[0] and "--resume" in errors[0], proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    ev = last_run(out)
+    assert not [e for e in ev if e["event"] == "worker_lost"], "a storage error is not a lost worker to restart"
+
+
 def test_a_unit_that_keeps_killing_workers_stops_the_run_naming_it(reads, tiny_models, tmp_path):
     out = tmp_path / "poison"
     proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),

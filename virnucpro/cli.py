@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 internal error (details in the log), 2 bad input or usa
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import os
@@ -15,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from virnucpro import __version__
-from virnucpro.errors import InputError, VirnucproError
+from virnucpro.errors import STORAGE_ADVICE, InputError, VirnucproError, is_environment_error
 
 log = logging.getLogger("virnucpro")
 
@@ -373,19 +372,15 @@ def main(argv: list[str] | None = None) -> int:
         print("virnucpro: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: short message here, the full traceback in the run's log
-        if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:   # the machine's, not ours
+        if is_environment_error(exc):   # the machine's, not a bug
             _log_traceback_to_files()
             where = f": {exc.filename}" if exc.filename else ""
-            print(f"virnucpro: error: {exc.strerror or exc}{where} (free disk space or fix permissions, then rerun; "
-                  "a fast-engine run keeps its finished work units: add --resume)", file=sys.stderr)
+            print(f"virnucpro: error: {exc.strerror or exc}{where} ({STORAGE_ADVICE})", file=sys.stderr)
             return 1
         _log_traceback_to_files()
         print(f"virnucpro: internal error: {type(exc).__name__}: {exc} (details in the run's virnucpro.log, or rerun with VIRNUCPRO_DEBUG=1; "
               "please report it)", file=sys.stderr)
         return 1
-
-
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _log_traceback_to_files() -> None:
@@ -395,7 +390,10 @@ def _log_traceback_to_files() -> None:
     files = [h for h in logging.getLogger("virnucpro").handlers if isinstance(h, logging.FileHandler)]
     text = traceback.format_exc()
     for h in files:
-        h.stream.write(f"internal error:\n{text}\n")
-        h.flush()
+        try:
+            h.stream.write(f"internal error:\n{text}\n")
+            h.flush()
+        except OSError:   # the log's own disk is full or gone read-only: the one line on stderr must still come
+            pass
     if not files and os.environ.get("VIRNUCPRO_DEBUG"):
         sys.stderr.write(text)

@@ -40,6 +40,15 @@ def _split_opts(opts) -> tuple[dict, int, int, int | None]:
     return eo, bpu, segment_reads, eo.pop("token_budget", None)
 
 
+def _redo_units_without_parts(rd: "parallel.RunDir") -> None:
+    """--resume --save-embeddings: a finished unit whose features part is missing or unreadable
+    (deleted, or lost with a machine crash) is computed again instead of failing at the end."""
+    for u in sorted(rd.done_units() - rd.skipped_units()):
+        if not outputs.embedding_part_readable(rd.outdir, u):
+            log.warning("unit %d is checkpointed but its embeddings part is missing or damaged: computing it again", u)
+            rd.unit_path(u).unlink(missing_ok=True)
+
+
 def _decide_budget(opts, models, devices: list[str], eo: dict) -> int:
     from virnucpro.engines.fast import default_token_budget
     return default_token_budget(devices[0], models.esm, precision=opts.precision,
@@ -144,8 +153,12 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         if opts.resume:
             rd.make_dirs()
             rd.clear_claims()
+            outputs.clear_embeddings(opts.outdir, resume=True)
+            if opts.save_embeddings:
+                _redo_units_without_parts(rd)
         else:
             rd.reset()
+            outputs.clear_embeddings(opts.outdir)   # an earlier run's parts: not this run's frames
     engine_opts = {**eo, "token_budget": budget, "batches_per_unit": bpu}
 
     in_process = len(devices) == 1 and not (opts.skip_failing_units and dist is None)  # skipping needs a worker process

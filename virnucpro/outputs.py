@@ -75,12 +75,27 @@ def embedding_part_path(outdir: str | Path, k: int) -> Path:
 
 
 def save_embedding_part(outdir: str | Path, k: int, frames: np.ndarray, features: np.ndarray) -> Path:
-    """Write part ``k``: frame indices [n] and their features [n, F] (float32), atomically."""
+    """Write part ``k``: frame indices [n] and their features [n, F] (float32), atomically and on
+    disk (fsync) before the caller checkpoints the unit, so a checkpointed unit has its part."""
     path = embedding_part_path(outdir, k)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as fh:
         np.savez(fh, frame=np.asarray(frames, dtype=np.int64), features=np.asarray(features, dtype=np.float32))
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
+
+
+def embedding_part_readable(outdir: str | Path, k: int) -> bool:
+    """Part ``k`` exists and is whole: a zip whose directory lists both arrays (a truncated file
+    has no directory; the data are not re-read here)."""
+    import zipfile
+    path = embedding_part_path(outdir, k)
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {"frame.npy", "features.npy"} <= set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def clear_embeddings(outdir: str | Path, resume: bool = False) -> None:

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 RUN_DIRNAME = ".virnucpro-run"
 STOPPED_EXIT = 3            # a worker that stopped on SIGTERM/SIGINT, leaving a resumable state
 BAD_FORK_EXIT = 4           # a worker forked from a process that had initialised CUDA: restart it with spawn
+STORAGE_EXIT = 5            # a worker's write was refused (disk full, read-only, no permission): not retried
+MAX_PENDING_WRITES = 3      # checkpoints (with --save-embeddings: ~70 MB of pinned features each) queued
+                            # for the writer thread; beyond that the GPU loop waits for the oldest
 HEARTBEAT_S = 2.0
 # Manifest keys that must match for --resume, with the words used when they do not.
 IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprints)", "engine": "engine",
@@ -391,8 +394,10 @@ class WorkerTelemetry(Telemetry):
 class Hooks:
     """Test hooks from the environment: VIRNUCPRO_TEST_DIE=OWNER:K makes that worker os._exit(17)
     after its K-th unit; VIRNUCPRO_TEST_UNIT_DELAY=S sleeps S seconds after every unit;
-    VIRNUCPRO_TEST_POISON_UNIT=U makes any worker that starts unit U os._exit(17)."""
+    VIRNUCPRO_TEST_POISON_UNIT=U makes any worker that starts unit U os._exit(17);
+    VIRNUCPRO_TEST_DISK_FULL=OWNER makes that worker's checkpoint writes fail as on a full disk."""
     die_owner: str | None = None
+    disk_full_owner: str | None = None
     die_after: int = 0
     unit_delay: float = 0.0
     poison_unit: int | None = None
@@ -402,6 +407,7 @@ class Hooks:
         h = cls(unit_delay=float(os.environ.get("VIRNUCPRO_TEST_UNIT_DELAY", "0") or 0))
         if os.environ.get("VIRNUCPRO_TEST_POISON_UNIT"):
             h.poison_unit = int(os.environ["VIRNUCPRO_TEST_POISON_UNIT"])
+        h.disk_full_owner = os.environ.get("VIRNUCPRO_TEST_DISK_FULL") or None
         die = os.environ.get("VIRNUCPRO_TEST_DIE")
         if die:
             h.die_owner, k = die.rsplit(":", 1)
@@ -456,6 +462,9 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
                 return grown, sources[-1]
 
             def save(u: int, frames: np.ndarray, scores: np.ndarray, features: np.ndarray | None) -> None:
+                if hooks.disk_full_owner == owner:
+                    import errno
+                    raise OSError(errno.ENOSPC, "No space left on device", str(rd.unit_path(u)))
                 if features is not None:   # --save-embeddings: the part before the unit (its commit point)
                     from virnucpro.outputs import save_embedding_part
                     save_embedding_part(rd.outdir, u, frames, features)
@@ -473,6 +482,8 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
                     f.result()
                 rd.mark_computed(u)
                 pending.append(writer.submit(save, u, frames, scores, info.get("features")))   # off the GPU loop
+                while len(pending) > MAX_PENDING_WRITES:   # storage slower than the GPUs: wait, do not pile up
+                    pending.pop(0).result()
                 if hooks.unit_delay:
                     time.sleep(hooks.unit_delay)
 
@@ -692,7 +703,15 @@ def worker_main(spec: WorkerSpec) -> None:
     parent = os.getppid()
     try:
         totals = run_worker(spec, stop, parent, log_ready)
-    except BaseException:  # noqa: BLE001 - the coordinator needs an exit code; the log the traceback
+    except BaseException as exc:  # noqa: BLE001 - the coordinator needs an exit code; the log the traceback
+        from virnucpro.errors import is_environment_error
+        if is_environment_error(exc):   # retrying cannot help: the coordinator stops the run with one line
+            try:   # the traceback to the log file only (INFO): the terminal gets the coordinator's line
+                log.info("worker %s: a write was refused", spec.owner, exc_info=True)
+                logging.shutdown()
+            except OSError:   # the log's disk is the full one
+                pass
+            os._exit(STORAGE_EXIT)
         log.exception("worker %s failed", spec.owner)
         # the traceback reaches the run's log once its manifest exists (for a bad input the
         # coordinator writes none and stops this worker instead)
@@ -862,6 +881,11 @@ class Coordinator:
                     code = p.exitcode
                     if code in (0, STOPPED_EXIT):
                         continue
+                    if code == STORAGE_EXIT:
+                        from virnucpro.errors import STORAGE_ADVICE
+                        raise VirnucproError(f"worker {owner} ({dev}) could not write its results: the disk is full "
+                                             f"or the output directory is not writable (see virnucpro.log; "
+                                             f"{STORAGE_ADVICE})")
                     if code == BAD_FORK_EXIT:   # (a spawned worker never is in a bad fork: no loop)
                         if self.start_method != "spawn":
                             log.warning("worker %s could not use CUDA (forked after CUDA was initialised); "

@@ -277,15 +277,14 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
              synthetic=bool(synthetic), models=models.describe(), input=str(opts.input), setup_t=setup.times,
              streaming_input=streaming, host=socket.gethostname(), python=sys.version.split()[0])
 
-    if rank == 0:   # an earlier run's parts would not match this one's predictions (resumed: its own)
-        outputs.clear_embeddings(outdir, resume=opts.resume)
-    if engine_name == "fast":
+    if engine_name == "fast":   # (it clears an earlier run's embeddings parts with its checkpoints)
         from virnucpro.fastrun import score_fast
         res = score_fast(opts, stream, models, clf, devices, tel, dist, early)
         if res is None:       # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
             return {"rank": rank, "outdir": str(outdir)}
         chunks, frames, scored = res
     else:
+        outputs.clear_embeddings(outdir)   # an earlier run's parts would not match these predictions
         chunks, frames, scored = _score_reference(opts, stream.result(), models, clf, device, tel)
     records = stream.result()
     tel.emit("stage", stage="read_input", wall_s=round(stream.read_s or 0.0, 4), items=len(records), overlapped=True)
