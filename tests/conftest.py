@@ -63,6 +63,20 @@ def _reset_virnucpro_logging():
 
 
 @pytest.fixture(scope="session")
+def synthetic_reads(tmp_path_factory) -> Callable[[int, int], Path]:
+    """``synthetic_reads(n, seed)``: a FASTA of n simulated reads (real genomes), written once per session."""
+    from virnucpro.workloads.reads import write_reads_fasta
+    made: dict[tuple[int, int], Path] = {}
+
+    def make(n: int, seed: int) -> Path:
+        if (n, seed) not in made:
+            made[n, seed] = tmp_path_factory.mktemp(f"reads_n{n}_s{seed}") / "reads.fa"
+            write_reads_fasta(made[n, seed], n, seed=seed)
+        return made[n, seed]
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
     """A tiny synthetic model set (ESM-2, DNABERT-S, 300/500 classifiers as .pth and .safetensors)."""
     from virnucpro.models.synth import synth

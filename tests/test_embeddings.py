@@ -20,11 +20,8 @@ RUNS = {
 
 
 @pytest.fixture(scope="module")
-def reads(tmp_path_factory) -> Path:
-    from virnucpro.workloads.reads import write_reads_fasta
-    path = tmp_path_factory.mktemp("embedding_reads") / "reads.fa"
-    write_reads_fasta(path, 300, seed=5)
-    return path
+def reads(synthetic_reads) -> Path:
+    return synthetic_reads(300, 5)
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,8 @@ FAST = ["--engine", "fast", "--device", "cpu", "--no-progress", "--token-budget"
 
 
 @pytest.fixture(scope="module")
-def reads(tmp_path_factory) -> Path:
-    from virnucpro.workloads.reads import write_reads_fasta
-    path = tmp_path_factory.mktemp("parallel_reads") / "reads.fa"
-    write_reads_fasta(path, 600, seed=3)
-    return path
+def reads(synthetic_reads) -> Path:
+    return synthetic_reads(600, 3)
 
 
 @pytest.fixture(scope="module")
