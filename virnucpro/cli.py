@@ -221,19 +221,10 @@ def _add_classify(sub) -> None:
 
 
 def cmd_classify(args) -> int:
-    from virnucpro.reclassify import classify_saved, run_chunk_length
-    if args.outdir.resolve() == args.source.resolve():
-        raise InputError("classify: write to another directory than SOURCE (its run.json and predictions stay)")
-    chunk_length = args.chunk_length or run_chunk_length(args.source)
-    classifier = args.classifier
-    if classifier is None:
-        from virnucpro.models.layout import find_classifier
-        if chunk_length is None:
-            raise InputError("classify: give --chunk-length (SOURCE has no run.json that records it)")
-        classifier = find_classifier(args.models, chunk_length)
     from virnucpro.pipeline import resolve_device
-    s = classify_saved(args.source, args.outdir, classifier, chunk_length, args.allow_classifier_mismatch,
-                       resolve_device(args.device))
+    from virnucpro.reclassify import classify_saved
+    s = classify_saved(args.source, args.outdir, args.classifier, args.models, args.chunk_length,
+                       args.allow_classifier_mismatch, resolve_device(args.device))
     print(f"{s['frames']:,} frames ({s['parts']} parts) -> {s['viral_frames']:,} viral frames, "
           f"{s['viral_chunks']:,} of {s['chunks_with_frames']:,} chunks viral, in {s['wall_s']:.2f} s")
     print(f"outputs: {args.outdir}/prediction_results.txt, {args.outdir}/prediction_results_highestscore.csv")

@@ -105,13 +105,12 @@ def clear_embeddings(outdir: str | Path, resume: bool = False) -> None:
     folder = Path(outdir) / EMBEDDINGS
     if not folder.is_dir():
         return
-    stale = list(folder.glob(".part-*.tmp"))
-    if not resume:
-        stale += [*folder.glob("part-*.npz"), folder / EMBEDDING_INDEX]
-    for p in stale:
+    for p in folder.glob(".part-*.tmp"):
         p.unlink(missing_ok=True)
     if resume:
         return
+    for p in [*folder.glob("part-*.npz"), folder / EMBEDDING_INDEX]:
+        p.unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:   # the user keeps other files there
@@ -145,28 +144,55 @@ def write_embedding_index(outdir: str | Path, frames: Sequence[tuple], keep: np.
     return {"parts": len(parts), "bytes": n_bytes, "frames": len(keep)}
 
 
+def read_embedding_index(outdir: str | Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(frame ids, part file per frame, row per frame) of ``outdir/embeddings/index.tsv``; InputError
+    when there is none or it is not ours."""
+    from virnucpro.errors import InputError
+    index = Path(outdir) / EMBEDDINGS / EMBEDDING_INDEX
+    if not index.is_file():
+        raise InputError(f"{outdir} has no {EMBEDDINGS}/{EMBEDDING_INDEX}: run `virnucpro predict ... "
+                         "--save-embeddings` first (only such a run keeps the features)")
+    ids, parts, rows = [], [], []
+    with open(index, encoding="utf-8") as fh:
+        header = next(fh, "").rstrip("\n")
+        if header != "Sequence_ID\tpart\trow":
+            raise InputError(f"{index}: not a virnucpro embeddings index (header {header[:60]!r})")
+        for n, line in enumerate(fh, start=2):
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) != 3 or not cols[2].isdigit():
+                raise InputError(f"{index}, line {n}: expected Sequence_ID, part, row")
+            ids.append(cols[0])
+            parts.append(cols[1])
+            rows.append(int(cols[2]))
+    return ids, parts, np.asarray(rows, dtype=np.int64)
+
+
+def embedding_features(outdir: str | Path, parts: Sequence[str], rows: np.ndarray) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Part by part (one in memory at a time): the index positions it holds and their features
+    [len(positions), F], for ``read_embedding_index``'s ``parts`` and ``rows``."""
+    from virnucpro.errors import InputError
+    where: dict[str, list[int]] = {}
+    for k, name in enumerate(parts):
+        where.setdefault(name, []).append(k)
+    for name, ks in where.items():
+        path = Path(outdir) / EMBEDDINGS / name
+        try:
+            with np.load(path) as z:
+                feats = z["features"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
+        yield ks, feats[rows[ks]]
+
+
 def load_embeddings(outdir: str | Path) -> tuple[list[str], np.ndarray]:
     """(frame ids, features [n, 768 + 2560] float32) of a run made with ``--save-embeddings``, in
     ``prediction_results.txt`` order (all in memory: ~13 KB per frame)."""
-    folder = Path(outdir) / EMBEDDINGS
-    ids, part, row = [], [], []
-    with open(folder / EMBEDDING_INDEX, encoding="utf-8") as fh:
-        next(fh)
-        for line in fh:
-            a, b, c = line.rstrip("\n").split("\t")
-            ids.append(a)
-            part.append(b)
-            row.append(int(c))
+    ids, parts, rows = read_embedding_index(outdir)
     out: np.ndarray | None = None
-    where: dict[str, list[int]] = {}
-    for k, name in enumerate(part):
-        where.setdefault(name, []).append(k)
-    for name, ks in where.items():
-        with np.load(folder / name) as z:
-            feats = z["features"]
-        if out is None:
+    for ks, feats in embedding_features(outdir, parts, rows):
+        if out is None:   # the feature width comes with the first part
             out = np.empty((len(ids), feats.shape[1]), dtype=np.float32)
-        out[ks] = feats[[row[k] for k in ks]]
+        out[ks] = feats
     return ids, out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 

@@ -14,74 +14,54 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro.errors import InputError
-from virnucpro.outputs import EMBEDDING_INDEX, EMBEDDINGS, MANIFEST, write_manifest, write_predictions
-
-def read_index(source: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(frame ids, part file per frame, row per frame) of ``source/embeddings/index.tsv``."""
-    index = source / EMBEDDINGS / EMBEDDING_INDEX
-    if not index.is_file():
-        raise InputError(f"{source} has no {EMBEDDINGS}/{EMBEDDING_INDEX}: run `virnucpro predict ... "
-                         "--save-embeddings` first (only such a run keeps the features)")
-    ids, parts, rows = [], [], []
-    with open(index, encoding="utf-8") as fh:
-        header = next(fh, "").rstrip("\n")
-        if header != "Sequence_ID\tpart\trow":
-            raise InputError(f"{index}: not a virnucpro embeddings index (header {header[:60]!r})")
-        for n, line in enumerate(fh, start=2):
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) != 3 or not cols[2].isdigit():
-                raise InputError(f"{index}, line {n}: expected Sequence_ID, part, row")
-            ids.append(cols[0])
-            parts.append(cols[1])
-            rows.append(int(cols[2]))
-    return ids, parts, np.asarray(rows, dtype=np.int64)
+from virnucpro.outputs import MANIFEST, embedding_features, read_embedding_index, write_manifest, write_predictions
 
 
-def run_chunk_length(source: Path) -> int | None:
-    """The chunk length ``source``'s run.json records (None without one)."""
+def read_run(source: Path) -> dict:
+    """``source``'s run.json ({} without one)."""
     path = Path(source) / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("chunk_length") if path.is_file() else None
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError):
         raise InputError(f"{path} is not readable JSON") from None
 
 
-def classify_saved(source: Path, outdir: Path, classifier: Path, chunk_length: int | None = None,
-                   allow_mismatch: bool = False, device: str = "cpu") -> dict:
-    """Score every frame of ``source``'s saved features with ``classifier`` and write
-    prediction_results.txt and prediction_results_highestscore.csv to ``outdir``."""
+def classify_saved(source: Path, outdir: Path, classifier: Path | None = None, models: str | None = None,
+                   chunk_length: int | None = None, allow_mismatch: bool = False, device: str = "cpu") -> dict:
+    """Score every frame of ``source``'s saved features with ``classifier`` (or the ``models``
+    directory's one for the features' chunk length) and write prediction_results.txt and
+    prediction_results_highestscore.csv to ``outdir``."""
     from virnucpro.models.classifier import classify, load_classifier
     t0 = time.perf_counter()
     source, outdir = Path(source), Path(outdir)
-    ids, parts, rows = read_index(source)
-    recorded = run_chunk_length(source)
+    if outdir.resolve() == source.resolve():
+        raise InputError("classify: write to another directory than SOURCE (its run.json and predictions stay)")
+    ids, parts, rows = read_embedding_index(source)
+    run = read_run(source)
+    recorded = run.get("chunk_length")
     if chunk_length and recorded and chunk_length != recorded and not allow_mismatch:
         raise InputError(f"{source}'s features are of {recorded}-nt chunks, not {chunk_length} (a classifier "
                          f"for {chunk_length} nt would give wrong labels; --allow-classifier-mismatch to run anyway)")
     chunk_length = chunk_length or recorded
-    run = json.loads((source / MANIFEST).read_text(encoding="utf-8")) if (source / MANIFEST).is_file() else {}
+    if classifier is None:
+        from virnucpro.models.layout import find_classifier
+        if chunk_length is None:
+            raise InputError("classify: give --chunk-length (SOURCE has no run.json that records it)")
+        classifier = find_classifier(models, chunk_length)
     model, info = load_classifier(classifier, chunk_length, allow_mismatch)
     want = model.hidden_layer.in_features
     scores = np.empty((len(ids), 2), dtype=np.float32)
-    where: dict[str, list[int]] = {}
-    for k, name in enumerate(parts):
-        where.setdefault(name, []).append(k)
-    for name, ks in where.items():
-        path = source / EMBEDDINGS / name
-        try:
-            with np.load(path) as z:
-                feats = z["features"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise InputError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
+    n_parts = 0
+    for ks, feats in embedding_features(source, parts, rows):
         if feats.shape[1] != want:
-            raise InputError(f"{path}: features of {feats.shape[1]} values, but the classifier {classifier} "
+            raise InputError(f"{source}: features of {feats.shape[1]} values, but the classifier {classifier} "
                              f"takes {want} (made for other models?)")
-        scores[ks] = classify(model, feats[rows[ks]], device)
+        scores[ks] = classify(model, feats, device)
+        n_parts += 1
     outdir.mkdir(parents=True, exist_ok=True)
     counts = write_predictions(outdir, ids, scores)
-    synthetic = bool(run.get("synthetic"))
     summary = {**counts, "wall_s": round(time.perf_counter() - t0, 3), "source": str(source),
                "classifier": {"path": str(classifier), **info}, "chunk_length": chunk_length,
-               "synthetic": synthetic, "parts": len(where)}
+               "synthetic": bool(run.get("synthetic")), "parts": n_parts}
     write_manifest(outdir, {"command": "classify", **summary})
     return summary

@@ -198,8 +198,9 @@ def esm_residual(precision: str) -> torch.dtype:
     """ESM-2's residual stream: fp32 whatever the matmul precision (the default), or with
     VIRNUCPRO_ESM_RESIDUAL=half the matmul dtype (fp16/bf16; fp32 runs stay fp32). An experiment
     switch: the LayerNorm + residual passes (~41 ms of a 65,536-token batch's ~650 ms on an H200,
-    H200-21) would read and write half as much; H200-25's study kept the 99.96% label agreement with
-    fp16 on 2,481 frames. Its speed in the pipeline is not measured yet: to time before any default."""
+    H200-21) read and write half as much: ESM-2 1.4-1.5% faster, 99.94% of frame labels as the
+    default's (H200-29/30, synthetic weights). Off by default: real ESM-2 weights may carry residual
+    values fp16 cannot hold, which synthetic ones cannot show."""
     value = os.environ.get("VIRNUCPRO_ESM_RESIDUAL", "fp32").strip().lower()
     if value not in ("fp32", "half"):
         raise InputError(f"VIRNUCPRO_ESM_RESIDUAL={value!r}: fp32 (the default) or half")
