@@ -1,10 +1,10 @@
 """Fixtures and hooks of the performance gate (docs/perf-gate.md).
 
-- One hardware profile per session (virnucpro.gate.select_profile): --hw-profile, else the
+- One hardware profile per session (virnucpro.perf.gate.select_profile): --hw-profile, else the
   profile whose marker -m selects, else the detected GPU's, else cpu-smoke.
 - Every criterion test is parametrized over the session's configurations (``gate_case``:
   ``cpu`` or ``1gpu``, ``2gpu``, ...; derived from the profile and the detected GPUs, see
-  virnucpro.gate.gpu_configs) and carries the profile's marker, plus ``gpu``/``slow`` and
+  virnucpro.perf.gate.gpu_configs) and carries the profile's marker, plus ``gpu``/``slow`` and
   ``multigpu`` where they apply; a criterion the profile does not set is not generated.
 - ``pipeline_run`` launches each configuration once per session (shared by all tests) and skips
   with a reason when the machine has too few GPUs.
@@ -21,8 +21,8 @@ from typing import Any, Callable
 import pytest
 
 from gate_harness import Case, GateSession, detect_gpus
-from virnucpro import gate
-from virnucpro.gate import Check, GateError, RunRecord
+from virnucpro.perf import gate
+from virnucpro.perf.gate import Check, GateError, RunRecord
 
 GATE = pytest.StashKey[GateSession]()
 ROOT = Path(__file__).resolve().parent.parent

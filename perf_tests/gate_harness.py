@@ -3,7 +3,7 @@ configuration once per session), the baseline, and the results the report is wri
 
 The pipeline is always launched as a user launches it: ``python -m virnucpro predict ...`` in a
 subprocess, timed with a wall clock; what it did is read back from its output directory
-(virnucpro.gate.load_run), never from inside the process.
+(virnucpro.perf.gate.load_run), never from inside the process.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virnucpro import baseline as bl
-from virnucpro import gate
-from virnucpro.gate import GateError, Profile, RunRecord
+from virnucpro.perf import baseline as bl
+from virnucpro.perf import gate
+from virnucpro.perf.gate import GateError, Profile, RunRecord
 
 REFERENCE = "reference"
 WARMUP = "warmup"
@@ -306,7 +306,7 @@ class GateSession:
         return ref.outdir, restrict, note
 
     def compare_against_baseline(self, run: RunRecord):
-        from virnucpro.compare import compare_dirs
+        from virnucpro.perf.compare import compare_dirs
 
         base, restrict, note = self.baseline_for(run)
         target = run.outdir

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gate_harness import REFERENCE, GateSession
-from virnucpro.gate import RunRecord
+from virnucpro.perf.gate import RunRecord
 
 ICON = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
 

@@ -1,7 +1,7 @@
 """The performance gate: one test per criterion and configuration (docs/perf-gate.md).
 
 Each test reads its thresholds from the session's hardware profile (baselines/profiles/*.toml),
-judges the shared pipeline run of its configuration with a function of virnucpro.gate, records
+judges the shared pipeline run of its configuration with a function of virnucpro.perf.gate, records
 the result for the report and asserts with a message that states target and measurement.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from gate_harness import Case, GateSession
-from virnucpro import gate
-from virnucpro.gate import GateError, RunRecord
+from virnucpro.perf import gate
+from virnucpro.perf.gate import GateError, RunRecord
 
 
 def _fail_on_gate_error(fn, *args):

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from gate_harness import Case, GateSession
-from virnucpro import gate
-from virnucpro.compare import CONSENSUS_FILE, FRAME_FILE, compare_dirs
+from virnucpro.perf import gate
+from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, compare_dirs
 from virnucpro.errors import InputError
-from virnucpro.gate import GateError, RunRecord
+from virnucpro.perf.gate import GateError, RunRecord
 
 pytestmark = pytest.mark.perf_smoke
 
@@ -144,7 +144,7 @@ def test_slow_run_fails_wall_time(smoke_run: RunRecord, broken: Path, hw_profile
 
 def test_baseline_of_other_chunk_length_is_refused(smoke_run: RunRecord, tmp_path: Path) -> None:
     """The 300-vs-500 mistake: a baseline made at another chunk length is refused, loudly."""
-    from virnucpro import baseline as bl
+    from virnucpro.perf import baseline as bl
 
     b = tmp_path / "b500"
     b.mkdir()
@@ -207,7 +207,7 @@ def test_baseline_make_round_trip(gate_session: GateSession, smoke_run: RunRecor
     import subprocess
     import sys
 
-    from virnucpro import baseline as bl
+    from virnucpro.perf import baseline as bl
 
     w = gate_session.workload_info
     cmd = [sys.executable, "-m", "virnucpro", "baseline", "make", "smoke-test", "--out-root", str(tmp_path),

@@ -15,11 +15,11 @@ import time
 import numpy as np
 
 from virnucpro.engines.fast import DNA_WIDTH_STEP
-from virnucpro.engines.planner import DNA_TOKEN_BUDGET, PlanBuilder
+from virnucpro.plan.planner import DNA_TOKEN_BUDGET, PlanBuilder
 from virnucpro.models.dnabert import token_counter
 from virnucpro.models.layout import resolve
-from virnucpro.pipeline import chunk_and_translate
-from virnucpro.fasta import read_fasta
+from virnucpro.prep.frames import chunk_and_translate
+from virnucpro.io.fasta import read_fasta
 
 
 def padding(prep, toks, step):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from virnucpro.engines.fast import matmul_peak_tflops
-from virnucpro.engines.packing import pack_ffd
+from virnucpro.plan.packing import pack_ffd
 from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
 from virnucpro.models.layout import _find_esm
 

@@ -21,8 +21,8 @@ def main() -> None:
     ap.add_argument("--esm", required=True, help="fair-esm checkpoint (.pt)")
     ap.add_argument("--n", type=int, default=24, help="proteins")
     args = ap.parse_args()
-    from virnucpro.fasta import read_fasta
-    from virnucpro.pipeline import chunk_and_translate
+    from virnucpro.io.fasta import read_fasta
+    from virnucpro.prep.frames import chunk_and_translate
     from virnucpro.workloads import sample_fasta_path
     _, frames = chunk_and_translate(read_fasta(sample_fasta_path()), 300, "original")
     proteins = [f[3] for f in frames[: args.n]]

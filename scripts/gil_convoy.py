@@ -1,4 +1,4 @@
-"""Why `predict` lowers Python's thread switch interval (virnucpro.background.GIL_SWITCH_S): a thread
+"""Why `predict` lowers Python's thread switch interval (virnucpro.core.background.GIL_SWITCH_S): a thread
 making many short torch calls (each releases the interpreter lock) beside a thread running Python
 code waits up to one switch interval to get the lock back after every call.
 

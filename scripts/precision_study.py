@@ -16,12 +16,12 @@ import time
 import numpy as np
 import torch
 
-from virnucpro.engines.packing import pack_ffd, padded_batches
-from virnucpro.fasta import read_fasta
+from virnucpro.plan.packing import pack_ffd, padded_batches
+from virnucpro.io.fasta import read_fasta
 from virnucpro.models import dnabert, esm2_fast, layout
 from virnucpro.models.classifier import load_classifier
 from virnucpro.models.esm2_fast import PackedESM2, tokenize
-from virnucpro.pipeline import chunk_and_translate
+from virnucpro.prep.frames import chunk_and_translate
 
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

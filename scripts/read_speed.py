@@ -8,7 +8,7 @@
 import argparse
 import time
 
-from virnucpro.fasta import read_fasta
+from virnucpro.io.fasta import read_fasta
 
 
 def main():

@@ -7,7 +7,7 @@ import argparse
 import random
 import time
 
-from virnucpro.translate import translate_chunks
+from virnucpro.prep.translate import translate_chunks
 
 
 def main():

@@ -1,4 +1,4 @@
-"""virnucpro.background.Background: a daemon-thread call whose value or exception reaches the caller."""
+"""virnucpro.core.background.Background: a daemon-thread call whose value or exception reaches the caller."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from virnucpro.background import Background
+from virnucpro.core.background import Background
 from virnucpro.errors import ModelError
 
 
@@ -50,7 +50,7 @@ def test_result_with_a_timeout_says_it_is_still_running() -> None:
 @pytest.mark.parametrize("enabled_before", [True, False])
 def test_gc_paused_turns_the_collector_off_and_restores_it(enabled_before):
     import gc
-    from virnucpro.background import gc_paused
+    from virnucpro.core.background import gc_paused
     (gc.enable if enabled_before else gc.disable)()
     try:
         with pytest.raises(KeyError):

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from virnucpro.chunking import chunk_records, chunk_sequence, chunk_spans
+from virnucpro.prep.chunking import chunk_records, chunk_sequence, chunk_spans
 from virnucpro.errors import InputError
-from virnucpro.fasta import Record
+from virnucpro.io.fasta import Record
 
 from spec_oracle import spec_chunks  # the original's loop, transcribed literally
 

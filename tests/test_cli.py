@@ -136,7 +136,7 @@ def refuse_after_first_unit(monkeypatch):
     """The input reader gives the file's records, then -- once the run has checkpointed a unit of
     them -- refuses the rest (as a bad record at the end of a long file would). Returns a list that
     gets the unit files seen at that moment."""
-    from virnucpro import fasta
+    from virnucpro.io import fasta
     from virnucpro.errors import InputError
     real, seen = fasta.iter_fasta_blocks, []
 
@@ -389,7 +389,7 @@ def test_a_full_disk_is_the_machines_error_not_a_bug(tmp_path, tiny_models, smal
     """No space left while writing (here: the embeddings, ~13 KB per frame) is one clear line that
     says what to do, exit 1, no "internal error ... please report it"."""
     import errno
-    import virnucpro.outputs as outputs
+    import virnucpro.io.outputs as outputs
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "embeddings"))

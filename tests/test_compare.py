@@ -1,4 +1,4 @@
-"""virnucpro.compare on small hand-written output directories."""
+"""virnucpro.perf.compare on small hand-written output directories."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from virnucpro.compare import (CONSENSUS_FILE, FRAME_FILE, compare_dirs, read_frames,
+from virnucpro.perf.compare import (CONSENSUS_FILE, FRAME_FILE, compare_dirs, read_frames,
                                register)
 from virnucpro.errors import InputError
 

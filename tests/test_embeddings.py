@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from virnucpro.outputs import EMBEDDINGS, load_embeddings, save_embedding_part, write_embedding_index
+from virnucpro.io.outputs import EMBEDDINGS, load_embeddings, save_embedding_part, write_embedding_index
 
 FAST = ["--engine", "fast", "--device", "cpu", "--no-progress", "--precision", "fp32",
         "--token-budget", "1024", "--batches-per-unit", "2"]
@@ -81,7 +81,7 @@ def test_resume_recomputes_a_finished_unit_whose_part_is_gone(saved, reads, tiny
     """A checkpointed unit without a readable part (deleted to free space, cut by a crash, or cleared by
     a reference run into the same folder) is computed again by --resume, not a dead end at the index."""
     import shutil
-    from virnucpro.telemetry import read_telemetry
+    from virnucpro.core.telemetry import read_telemetry
     out = tmp_path / "resumed"
     shutil.copytree(saved["fast"], out)
     part = out / EMBEDDINGS / "part-00001.npz"
@@ -101,7 +101,7 @@ def test_resume_recomputes_a_finished_unit_whose_part_is_gone(saved, reads, tiny
 
 
 def test_a_resumed_run_keeps_its_parts_and_drops_temp_files(tmp_path):
-    from virnucpro.outputs import clear_embeddings
+    from virnucpro.io.outputs import clear_embeddings
     part = save_embedding_part(tmp_path, 2, np.array([0]), np.ones((1, 4)))
     tmp = part.parent / ".part-00003.npz.abc.tmp"     # a part being written when the run was killed
     tmp.write_bytes(b"half")

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from virnucpro.compare import compare_dirs
-from virnucpro.telemetry import read_telemetry
+from virnucpro.perf.compare import compare_dirs
+from virnucpro.core.telemetry import read_telemetry
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +121,9 @@ def test_engine_hands_on_units_in_order_each_before_the_next_starts(cpu_engine):
     """The loop hands a unit on once the next batch is queued (its scores come back meanwhile); a
     new unit counts as started only after every earlier unit was handed on (so a worker lost in it
     loses no other), and every batch is accounted once."""
-    from virnucpro.engines.planner import PlanBuilder
+    from virnucpro.plan.planner import PlanBuilder
     from virnucpro.models.dnabert import token_counter
-    from virnucpro.telemetry import Telemetry
+    from virnucpro.core.telemetry import Telemetry
     models, eng, clf = cpu_engine
     nuc, prot = random_frames(0)
     plans = PlanBuilder(512, 2, 2048, token_counter(models.dnabert))
@@ -153,8 +153,8 @@ def test_engine_hands_on_units_in_order_each_before_the_next_starts(cpu_engine):
 def test_engine_goes_on_with_units_planned_during_the_pass(cpu_engine):
     """``more()`` extends a pass with the units planned meanwhile (no second pass, no GPU pause):
     every unit once, in order, with the scores of a run over the finished plan."""
-    from virnucpro.engines.planner import PlanBuilder
-    from virnucpro.telemetry import Telemetry
+    from virnucpro.plan.planner import PlanBuilder
+    from virnucpro.core.telemetry import Telemetry
     _, eng, clf = cpu_engine
     nuc, prot = random_frames(1)
     plans = PlanBuilder(512, 2, 2048)
@@ -189,8 +189,8 @@ def test_a_profile_window_traces_the_chosen_batches(cpu_engine, tmp_path, monkey
     import gzip
     import json
 
-    from virnucpro.engines.planner import PlanBuilder
-    from virnucpro.telemetry import Telemetry
+    from virnucpro.plan.planner import PlanBuilder
+    from virnucpro.core.telemetry import Telemetry
     _, eng, clf = cpu_engine
     nuc, prot = random_frames(2, 80)
     plans = PlanBuilder(512, 2, 2048)
@@ -223,8 +223,8 @@ def test_half_residual_switch(tiny_models, monkeypatch):
     from virnucpro.errors import InputError
     from virnucpro.models import layout
     from virnucpro.models.classifier import load_classifier
-    from virnucpro.engines.planner import PlanBuilder
-    from virnucpro.telemetry import Telemetry
+    from virnucpro.plan.planner import PlanBuilder
+    from virnucpro.core.telemetry import Telemetry
     assert fast.esm_residual("bf16") == torch.float32
     monkeypatch.setenv("VIRNUCPRO_ESM_RESIDUAL", "half")
     assert fast.esm_residual("bf16") == torch.bfloat16 and fast.esm_residual("fp32") == torch.float32
@@ -256,9 +256,9 @@ def test_every_dnabert_batch_runs_under_the_engines_attention_backends(cpu_engin
     no cuDNN attention, whose per-shape plans idled the GPU ~45 ms each, H200-29), and the ESM-2
     batches do not need it."""
     import contextlib
-    from virnucpro.engines.planner import PlanBuilder
+    from virnucpro.plan.planner import PlanBuilder
     from virnucpro.models import dnabert
-    from virnucpro.telemetry import Telemetry
+    from virnucpro.core.telemetry import Telemetry
     models, eng, clf = cpu_engine
     entered: list[str] = []
     real = dnabert.sdpa_backends

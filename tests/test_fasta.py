@@ -5,7 +5,7 @@ import gzip
 import pytest
 
 from virnucpro.errors import InputError
-from virnucpro.fasta import read_fasta
+from virnucpro.io.fasta import read_fasta
 
 
 def write(tmp_path, name, text, mode="w"):
@@ -80,7 +80,7 @@ def _biopython_records(text: str) -> list[tuple[str, str]] | str:
     removed, nucleotide codes only): the records, or 'error' where an InputError is due."""
     import io as _io
     from Bio.SeqIO.FastaIO import SimpleFastaParser
-    from virnucpro.fasta import _ALLOWED
+    from virnucpro.io.fasta import _ALLOWED
     out = []
     for title, seq in SimpleFastaParser(_io.StringIO(text, newline=None)):
         rid = title.split(None, 1)[0] if title.strip() else ""
@@ -122,7 +122,7 @@ def test_block_parser_gives_what_biopython_gives(tmp_path, monkeypatch, block_ch
     every file as Biopython's parser plus our rules would: same ids and sequences, same refusals,
     whatever the block size (records split across blocks)."""
     import numpy as np
-    from virnucpro import fasta
+    from virnucpro.io import fasta
     monkeypatch.setattr(fasta, "_BLOCK_CHARS", block_chars)
     rng = np.random.default_rng(block_chars)
     for k in range(150):
@@ -142,7 +142,7 @@ def test_block_parser_gives_what_biopython_gives(tmp_path, monkeypatch, block_ch
 @pytest.fixture(params=[1, 40, 1 << 24], ids=["block-per-record", "small-blocks", "one-block"])
 def block_chars(request, monkeypatch):
     """Parse the file in blocks of this many characters (the reader's unit of work)."""
-    from virnucpro import fasta
+    from virnucpro.io import fasta
     monkeypatch.setattr(fasta, "_BLOCK_CHARS", request.param)
     return request.param
 
@@ -162,7 +162,7 @@ def test_duplicates_in_different_blocks_are_refused(tmp_path, block_chars):
 
 
 def test_stream_gives_the_records_so_far_then_the_checked_list(tmp_path, block_chars):
-    from virnucpro.fasta import RecordStream
+    from virnucpro.io.fasta import RecordStream
     text = "".join(f">r{i} x\nACGT{'A' * i}\n" for i in range(50))
     s = RecordStream(write(tmp_path, "s.fa", text))
     assert s.wait(10, timeout=30), "the reader thread never got past 10 records"
@@ -175,7 +175,7 @@ def test_stream_gives_the_records_so_far_then_the_checked_list(tmp_path, block_c
 @pytest.mark.parametrize("tail, needle", [(">bad\nMKWVJJ\n", "not nucleotide"), (">r0\nACGT\n", "duplicate")])
 def test_stream_raises_what_the_end_of_the_file_earns(tmp_path, block_chars, tail, needle):
     """The records before the bad one are there (the run may have worked on them); result() raises."""
-    from virnucpro.fasta import RecordStream
+    from virnucpro.io.fasta import RecordStream
     text = "".join(f">r{i}\nACGT\n" for i in range(20)) + tail
     s = RecordStream(write(tmp_path, "bad.fa", text))
     with pytest.raises(InputError, match=needle):
@@ -186,7 +186,7 @@ def test_stream_raises_what_the_end_of_the_file_earns(tmp_path, block_chars, tai
 
 
 def test_expected_reads_scales_by_the_share_of_the_file_read(tmp_path):
-    from virnucpro.fasta import RecordStream
+    from virnucpro.io.fasta import RecordStream
     s = RecordStream(write(tmp_path, "e.fa", ">a\nAC\n"), background=False)
     s._done, s.records, s.fraction = False, s.records * 10, 0.25   # as if a quarter was read
     assert s.expected_reads() == 40
@@ -196,7 +196,7 @@ def test_stream_pauses_after_enough_records_while_told(tmp_path, monkeypatch):
     """While the models load in this process, the reader stops once it is a little ahead."""
     import threading
     import time
-    from virnucpro import fasta
+    from virnucpro.io import fasta
     monkeypatch.setattr(fasta, "_BLOCK_CHARS", 40)   # a few records per block
     text = "".join(f">r{i}\nACGTACGT\n" for i in range(200))
     loaded = threading.Event()

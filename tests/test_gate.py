@@ -1,4 +1,4 @@
-"""virnucpro.gate and virnucpro.baseline on crafted run directories: every criterion's pass and
+"""virnucpro.perf.gate and virnucpro.perf.baseline on crafted run directories: every criterion's pass and
 fail path, profile validation and selection, baseline compatibility — no pipeline, no GPU."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from virnucpro import baseline as bl
-from virnucpro import gate
-from virnucpro.compare import CONSENSUS_FILE, FRAME_FILE, compare_dirs
+from virnucpro.perf import baseline as bl
+from virnucpro.perf import gate
+from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, compare_dirs
 from virnucpro.errors import InputError
-from virnucpro.gate import GateError
+from virnucpro.perf.gate import GateError
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "baselines" / "profiles"
@@ -42,7 +42,7 @@ def make_run(d: Path, *, wall_s: float = 95.0, reads: int = 1000, stages=None, e
     lines = [{"event": "run_start", "t": 0.0, "engine": "fast"}, *events,
              {"event": "stage", "t": 90.0, "stage": "embed_esm", "wall_s": 80.0, "tokens": 40_000}, summ]
     (d / gate.LOG_FILE).write_text("".join(
-        f"2026-11-29 16:55:00,123 INFO virnucpro.telemetry: TELEMETRY {json.dumps(e)}\n" for e in lines))
+        f"2026-11-29 16:55:00,123 INFO virnucpro.core.telemetry: TELEMETRY {json.dumps(e)}\n" for e in lines))
     manifest = {"chunk_length": chunk_length, "chunking": "original",
                 "models": {"fingerprints": fingerprints or {"esm": "e1", "dnabert": "d1", "classifier": "c1"}}}
     (d / gate.RUN_JSON).write_text(json.dumps(manifest))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from virnucpro.engines.packing import pack_ffd, packing_efficiency, padded_batches
+from virnucpro.plan.packing import pack_ffd, packing_efficiency, padded_batches
 
 
 def naive_ffd(lengths, budget):

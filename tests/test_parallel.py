@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 
 from virnucpro.errors import InputError
-from virnucpro.parallel import RUN_DIRNAME, RunDir, parse_devices
-from virnucpro.telemetry import read_telemetry
+from virnucpro.run.parallel import RUN_DIRNAME, RunDir, parse_devices
+from virnucpro.core.telemetry import read_telemetry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "read_summary.tsv")
@@ -111,7 +111,7 @@ def test_cpu_devices_and_worker_count():
 ])
 def test_worker_processes_are_foreseen_before_torch_is_imported(monkeypatch, engine, device, gpus, workers,
                                                                  skip, visible, expected):
-    from virnucpro.parallel import likely_worker_processes
+    from virnucpro.run.parallel import likely_worker_processes
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     got = likely_worker_processes(engine, device, gpus, workers, skip)
@@ -138,7 +138,7 @@ def test_a_worker_waits_for_the_manifest_of_its_own_run(tmp_path):
     """Workers start before the coordinator has read the input, i.e. while OUTDIR may still hold an
     earlier run's manifest: only the manifest with their run token lets them start."""
     import threading
-    from virnucpro.parallel import _wait_for_file_manifest
+    from virnucpro.run.parallel import _wait_for_file_manifest
     rd = RunDir(tmp_path)
     rd.reset()
     rd.write_manifest({"run_token": "earlier-run", "token_budget": 1024})
@@ -451,8 +451,8 @@ def test_torchrun_ranks_share_the_work_through_the_run_directory(base, reads, ti
 def test_a_stale_claim_is_taken_over(tmp_path):
     """Across hosts nobody sees a worker die: a claim without heartbeat for stale_s is released."""
     import threading
-    from virnucpro.engines.planner import PlanBuilder
-    from virnucpro.parallel import _wait_for_claimable
+    from virnucpro.plan.planner import PlanBuilder
+    from virnucpro.run.parallel import _wait_for_claimable
     plans = PlanBuilder.of([("f", 0, "ATG" * 10, "M" * 10)] * 40, budget=64, batches_per_unit=1)
     assert plans.n_units >= 2
     rd = RunDir(tmp_path)
@@ -484,7 +484,7 @@ def test_dnabert_batches_by_tokens_on_two_workers_give_the_same_labels(base, rea
 
 
 def test_an_unknown_dna_batching_is_an_input_error(monkeypatch):
-    from virnucpro.engines.planner import dna_batching
+    from virnucpro.plan.planner import dna_batching
     monkeypatch.setenv("VIRNUCPRO_DNA_BATCHES", "bases")
     with pytest.raises(InputError, match="nucleotides .* or tokens"):
         dna_batching()

@@ -2,7 +2,7 @@
 models (reference engine, CPU), checked against an independent re-derivation of the original's rules.
 
 The expected chunks come from a literal transcription of the spec's arithmetic (below, not from
-virnucpro.chunking); the expected kept frames from ``six_frame_kept_naive`` (the per-codon reading of
+virnucpro.prep.chunking); the expected kept frames from ``six_frame_kept_naive`` (the per-codon reading of
 the spec); consensus and per-read summary are recomputed here from the frame file's scores.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from virnucpro import outputs
-from virnucpro.translate import six_frame_kept_naive
+from virnucpro.io import outputs
+from virnucpro.prep.translate import six_frame_kept_naive
 
 from spec_oracle import spec_chunks  # the original's chunking, transcribed literally
 
@@ -286,7 +286,7 @@ def test_windows_line_endings_give_the_same_result_as_unix(edge, tiny_models, ru
 
 
 def test_predict_restores_the_thread_switch_interval(edge, tiny_models, run_cli, tmp_path):
-    """``predict`` lowers Python's switch interval for its threads (virnucpro.background) and gives
+    """``predict`` lowers Python's switch interval for its threads (virnucpro.core.background) and gives
     the caller back its own, also when the run fails."""
     import sys
     before = sys.getswitchinterval()

@@ -4,7 +4,7 @@ pass, deterministic, and the pipeline's outputs independent of the segment size.
 import numpy as np
 import pytest
 
-from virnucpro.engines.planner import PlanBuilder, plan_frames
+from virnucpro.plan.planner import PlanBuilder, plan_frames
 
 
 def frames_of(n, seed):
@@ -151,8 +151,8 @@ def test_token_counter_counts_as_the_loader_tokenises(tiny_models):
 def test_segments_of_a_stream_are_those_of_the_list(tmp_path, monkeypatch, seg):
     """Reading in a thread changes nothing in the segments (so in the plan): same starts, same
     reads, the last one marked -- and it comes only once the whole input is checked."""
-    from virnucpro import fasta
-    from virnucpro.engines.planner import segments
+    from virnucpro.io import fasta
+    from virnucpro.plan.planner import segments
     monkeypatch.setattr(fasta, "_BLOCK_CHARS", 16)
     p = tmp_path / "r.fa"
     p.write_text("".join(f">r{i}\nACGTACGT\n" for i in range(21)))
@@ -168,8 +168,8 @@ def test_segments_of_a_stream_are_those_of_the_list(tmp_path, monkeypatch, seg):
 
 
 def test_a_refused_input_fails_the_plan_and_gives_no_last_segment(tmp_path):
-    from virnucpro import fasta
-    from virnucpro.engines.planner import produce
+    from virnucpro.io import fasta
+    from virnucpro.plan.planner import produce
     from virnucpro.errors import InputError
     p = tmp_path / "r.fa"
     p.write_text("".join(f">r{i}\nATGGCCGCCGCCGCCGCC\n" for i in range(9)) + ">r1\nACGT\n")   # r1 twice
@@ -183,7 +183,7 @@ def test_a_refused_input_fails_the_plan_and_gives_no_last_segment(tmp_path):
 def test_a_unit_alternates_esm_and_dnabert_batches_esm_first():
     """The GPU loop's order within a unit: an ESM-2 batch first (it covers the wait for the unit
     before), then no two DNABERT-S batches in a row while ESM-2 batches are left."""
-    from virnucpro.engines.planner import interleave
+    from virnucpro.plan.planner import interleave
     assert interleave([1, 2, 3], ["a", "b"]) == [1, "a", 2, "b", 3]
     assert interleave([1], ["a", "b", "c"]) == [1, "a", "b", "c"]
     frames = frames_of(3000, seed=4)

@@ -5,7 +5,7 @@ import time
 
 from Bio.Seq import Seq
 
-from virnucpro.translate import (CODON_TABLE, reverse_complement, six_frame_kept, six_frame_kept_naive,
+from virnucpro.prep.translate import (CODON_TABLE, reverse_complement, six_frame_kept, six_frame_kept_naive,
                                  translate_chunks)
 
 

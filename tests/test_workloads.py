@@ -13,7 +13,7 @@ import pytest
 from Bio import SeqIO
 
 from virnucpro.errors import InputError
-from virnucpro.translate import six_frame_kept_naive
+from virnucpro.prep.translate import six_frame_kept_naive
 from virnucpro.workloads import genomes, reads, sample_fasta_path
 
 ID_RE = re.compile(r"read\d{9}")

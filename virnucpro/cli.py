@@ -32,7 +32,7 @@ Quick start:
 """
 
 # Sub-commands that live in their own modules: each exposes register(subparsers).
-PLUGIN_MODULES = ("virnucpro.workloads.cli", "virnucpro.compare", "virnucpro.baseline", "virnucpro.bench")
+PLUGIN_MODULES = ("virnucpro.workloads.cli", "virnucpro.perf.compare", "virnucpro.perf.baseline", "virnucpro.perf.bench")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -95,7 +95,7 @@ def _add_predict(sub) -> None:
                    help="also write each kept frame's classifier input (DNABERT-S 768 + ESM-2 2560 values, "
                    "float32, ~13 KB per frame: ~11 GB per 1M reads) to OUTDIR/embeddings/: part-NNNNN.npz "
                    "files written while the GPUs work, and index.tsv (Sequence_ID, part, row); "
-                   "virnucpro.outputs.load_embeddings(OUTDIR) reads them back in prediction order")
+                   "virnucpro.io.outputs.load_embeddings(OUTDIR) reads them back in prediction order")
     p.add_argument("--block-frames", type=int, default=20000, help="reference engine: frames embedded per block")
     p.add_argument("--token-budget", type=int, default=None,
                    help="fast engine: ESM-2 tokens per packed batch (default: sized from free GPU memory, <= 65536)")
@@ -104,8 +104,7 @@ def _add_predict(sub) -> None:
                    "sizes the token budget and caps each worker's GPU allocations")
     p.add_argument("--no-compile", action="store_true", help="fast engine: plain PyTorch ops between the GEMMs instead of "
                    "the Triton kernels (or torch.compile with VIRNUCPRO_ESM_KERNELS=compile); slower, for debugging")
-    from virnucpro.parallel import add_predict_args
-    add_predict_args(p)   # --gpus, --workers, --resume, --batches-per-unit
+    _add_scaling_args(p)   # --gpus, --workers, --resume, --batches-per-unit
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
@@ -153,9 +152,9 @@ def _add_chunk(sub) -> None:
 
 
 def cmd_chunk(args) -> int:
-    from virnucpro.chunking import chunk_records
-    from virnucpro.fasta import read_fasta
-    from virnucpro.outputs import atomic_write
+    from virnucpro.prep.chunking import chunk_records
+    from virnucpro.io.fasta import read_fasta
+    from virnucpro.io.outputs import atomic_write
     records = read_fasta(args.input, args.duplicate_ids)
     n = 0
     with atomic_write(args.output) as fh:
@@ -181,9 +180,9 @@ def _add_translate(sub) -> None:
 
 
 def cmd_translate(args) -> int:
-    from virnucpro.fasta import read_fasta
-    from virnucpro.outputs import atomic_write
-    from virnucpro.pipeline import chunk_and_translate
+    from virnucpro.io.fasta import read_fasta
+    from virnucpro.io.outputs import atomic_write
+    from virnucpro.prep.frames import chunk_and_translate
     records = read_fasta(args.input, args.duplicate_ids)
     chunks, frames = chunk_and_translate(records, args.chunk_length, args.chunking)
     nuc = Path(f"{args.prefix}_nucleotide.fa")
@@ -229,7 +228,7 @@ def cmd_classify(args) -> int:
           f"{s['viral_chunks']:,} of {s['chunks_with_frames']:,} chunks viral, in {s['wall_s']:.2f} s")
     print(f"outputs: {args.outdir}/prediction_results.txt, {args.outdir}/prediction_results_highestscore.csv")
     if s["synthetic"]:
-        from virnucpro.outputs import SYNTHETIC_WARNING
+        from virnucpro.io.outputs import SYNTHETIC_WARNING
         print(f"WARNING: {SYNTHETIC_WARNING}")
     return 0
 
@@ -318,7 +317,7 @@ def _prestart_workers(argv: list[str]) -> None:
         known, _ = p.parse_known_args(argv[1:])
     except (SystemExit, ValueError):
         return
-    from virnucpro import parallel
+    from virnucpro.run import parallel
     if parallel.likely_worker_processes(known.engine, known.device, known.gpus, known.workers,
                                         known.skip_failing_units):
         parallel.prestart_workers()
@@ -348,7 +347,7 @@ def run() -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         _prestart_workers(sys.argv[1:] if argv is None else list(map(str, argv)))
-        from virnucpro.telemetry import setup_logging
+        from virnucpro.core.telemetry import setup_logging
         setup_logging(None)  # warnings before a run's log exists still read "virnucpro: WARNING: ..."
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -388,3 +387,24 @@ def _log_traceback_to_files() -> None:
             pass
     if not files and os.environ.get("VIRNUCPRO_DEBUG"):
         sys.stderr.write(text)
+
+
+def _add_scaling_args(p) -> None:
+    """predict's options for workers, GPUs and checkpoints (virnucpro.run)."""
+    g = p.add_argument_group("scaling and checkpoints (fast engine)")
+    g.add_argument("--gpus", default=None, metavar="all|N|0,2,...",
+                   help="GPUs to use: all visible (the default with a CUDA device), the first N, or a list")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes in all, spread over the GPUs (default: one per GPU; with "
+                   "--device cpu, 1). Two on one GPU share it")
+    g.add_argument("--resume", action="store_true",
+                   help="continue a killed or stopped run in the same OUTDIR: finished work units are "
+                   "kept, only the rest is computed; refused if input, models or settings differ")
+    g.add_argument("--skip-failing-units", action="store_true",
+                   help="a work unit that kills its worker 3 times is skipped instead of stopping the run: "
+                   "its reads are listed in skipped_reads.tsv and labelled 'skipped' in read_summary.tsv")
+    g.add_argument("--batches-per-unit", type=int, default=None, metavar="K",
+                   help="packed ESM-2 batches per work unit (the unit of claiming and checkpointing; default 8)")
+    g.add_argument("--segment-reads", type=int, default=None, metavar="N",
+                   help="reads chunked, translated and planned at a time while the GPUs already embed the "
+                   "planned units (default 65536); part of a checkpoint's identity")

@@ -8,8 +8,8 @@ empty output directory starts embedding the first reads while the rest of the in
 rest turns out bad, the run stops and removes everything it wrote.) Frames are embedded and classified in
 blocks, so memory stays bounded whatever the input size: only two scores per frame are kept.
 
-The fast engine works through checkpointed work units (``virnucpro.fastrun`` drives
-``virnucpro.parallel``; docs/multi-gpu.md): in this process for one worker, in spawned worker
+The fast engine works through checkpointed work units (``virnucpro.run.fastrun`` drives
+``virnucpro.run.parallel``; docs/multi-gpu.md): in this process for one worker, in spawned worker
 processes for several GPUs/workers, or as one rank under torchrun; the outputs are merged from the
 unit files, so ``--resume`` continues a killed run and every layout gives byte-identical outputs.
 """
@@ -29,18 +29,20 @@ from typing import Any
 import numpy as np
 
 from virnucpro import __version__
-from virnucpro import outputs, parallel
-from virnucpro.background import GIL_SWITCH_S
-from virnucpro.chunking import chunk_records
+from virnucpro.io import outputs
+from virnucpro.run import parallel
+from virnucpro.core.background import GIL_SWITCH_S
 from virnucpro.errors import InputError
-from virnucpro.fasta import RecordStream
+from virnucpro.io.fasta import RecordStream
 from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
-from virnucpro.telemetry import GpuSampler, Telemetry, peak_gpu_mem_gib, setup_logging
-from virnucpro.translate import translate_chunks
+from virnucpro.core.progress import progress_bar
+from virnucpro.core.telemetry import GpuSampler, Telemetry, gpu_indices, peak_gpu_mem_gib, setup_logging
+from virnucpro.io.paths import LOG_NAME
+from virnucpro.run.result import Scored
+from virnucpro.prep.frames import chunk_and_translate
 
 log = logging.getLogger(__name__)
-LOG_NAME = "virnucpro.log"
 
 
 @dataclass
@@ -86,52 +88,6 @@ def resolve_device(device: str) -> str:
 
 
 @dataclass
-class Chunk:
-    id: str
-    read_index: int
-    seq: str
-
-
-def chunk_and_translate(records, chunk_length: int, mode: str, batch: int = 65536, read_offset: int = 0,
-                        chunk_offset: int = 0):
-    """All chunks, and the kept frames as (frame_id, chunk index, nucleotide, protein). For a
-    segment of a larger input: ``read_offset`` is its first read's index, ``chunk_offset`` the
-    number of chunks before it (indices come out global)."""
-    chunks = [Chunk(cid, ri + read_offset, s) for cid, ri, s in chunk_records(records, chunk_length, mode)]
-    frames: list[tuple[str, int, str, str]] = []
-    for b in range(0, len(chunks), batch):
-        part = chunks[b:b + batch]
-        for k in translate_chunks([c.seq for c in part]):
-            ci = b + k.chunk_index
-            frames.append((chunks[ci].id + k.tag, ci + chunk_offset, k.nucleotide, k.protein))
-    return chunks, frames
-
-
-def _progress(enabled: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), disable=not enabled, transient=False)
-
-
-@dataclass
-class Scored:
-    """What an engine path hands to the output stage: scores [N, 2] and the figures of the summary."""
-    scores: np.ndarray
-    totals: dict
-    embed_wall: float
-    precision: str
-    n_gpus: int
-    gpu_util_mean: float | None
-    packing_efficiency: float | None = None
-    mfu_esm: float | None = None
-    peak_gpu_mem_gib: float | None = None
-    extra: dict = field(default_factory=dict)
-    rows: "outputs.OutputRows | None" = None    # output rows made during embedding (fast engine)
-
-
-@dataclass
 class _Setup:
     """What ``predict`` decided before reading the input."""
     t_start: float
@@ -173,11 +129,11 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
             log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
     streaming = streams_input(opts, engine_name, dist)   # decided before early workers may write there
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, GIL_SWITCH_S))   # virnucpro.background: why
+    sys.setswitchinterval(min(switch, GIL_SWITCH_S))   # virnucpro.core.background: why
     early = None
     try:
         if engine_name == "fast":
-            from virnucpro import fastrun
+            from virnucpro.run import fastrun
             if fastrun.wants_early_load(opts, devices, dist):
                 early = fastrun.EarlyLoad(opts, models, devices[0])   # the models load while the input is read
             elif fastrun.wants_early_workers(opts, devices, dist):   # the workers start loading now
@@ -209,7 +165,7 @@ def _reading_pause(early) -> dict:
     loading = getattr(early, "loading", None)
     if loading is None:
         return {}
-    from virnucpro.engines.planner import SEGMENT_READS
+    from virnucpro.plan.planner import SEGMENT_READS
     return {"pause_while": lambda: not loading.done(), "pause_after": 2 * SEGMENT_READS}
 
 
@@ -278,7 +234,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
              streaming_input=streaming, host=socket.gethostname(), python=sys.version.split()[0])
 
     if engine_name == "fast":   # (it clears an earlier run's embeddings parts with its checkpoints)
-        from virnucpro.fastrun import score_fast
+        from virnucpro.run.fastrun import score_fast
         res = score_fast(opts, stream, models, clf, devices, tel, dist, early)
         if res is None:       # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
             return {"rank": rank, "outdir": str(outdir)}
@@ -355,7 +311,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
 
 def _score_reference(opts, records, models, clf, device, tel) -> tuple[list, list, Scored]:
     """The reference engine, in this process: models load while the host chunks and translates."""
-    from virnucpro.background import Background
+    from virnucpro.core.background import Background
     from virnucpro.engines import make_engine
 
     def load():
@@ -370,8 +326,8 @@ def _score_reference(opts, records, models, clf, device, tel) -> tuple[list, lis
     if device.startswith("cuda"):
         import torch
         torch.cuda.reset_peak_memory_stats(torch.device(device))
-    sampler = GpuSampler(tel, _gpu_indices([device])).start()
-    with _progress(opts.progress) as prog:
+    sampler = GpuSampler(tel, gpu_indices([device])).start()
+    with progress_bar(opts.progress) as prog:
         task = prog.add_task("embedding frames", total=len(frames), rate="")
         t_embed = time.perf_counter()
 
@@ -407,19 +363,6 @@ def _n_gpus(device: str) -> int:
     return 1 if device.startswith("cuda") else 0
 
 
-def _gpu_indices(devices: list[str]) -> list[int]:
-    """Distinct GPU indices of the devices (for the NVML sampler)."""
-    out: list[int] = []
-    for device in devices:
-        if not device.startswith("cuda"):
-            continue
-        import torch
-        i = torch.device(device).index if ":" in device else torch.cuda.current_device()
-        if i not in out:
-            out.append(i or 0)
-    return out
-
-
 def _gpu_name(device: str) -> str | None:
     """The GPU's name for the manifest. Through NVML where this process has not initialised CUDA
     (a coordinator of worker processes): initialising it only to read a name cost the end of the
@@ -431,7 +374,7 @@ def _gpu_name(device: str) -> str | None:
         try:
             import pynvml
 
-            from virnucpro.telemetry import nvml_handle
+            from virnucpro.core.telemetry import nvml_handle
             pynvml.nvmlInit()
             handle = nvml_handle(pynvml, torch.device(device).index or 0)
             if handle is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro.errors import InputError
-from virnucpro.outputs import MANIFEST, embedding_features, read_embedding_index, write_manifest, write_predictions
+from virnucpro.io.outputs import MANIFEST, embedding_features, read_embedding_index, write_manifest, write_predictions
 
 
 def read_run(source: Path) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from virnucpro.outputs import CONSENSUS, PREDICTIONS, READ_SUMMARY, SYNTHETIC_WARNING
+from virnucpro.io.outputs import CONSENSUS, PREDICTIONS, READ_SUMMARY, SYNTHETIC_WARNING
 
 
 def _fmt(v: Any, unit: str = "", pct: bool = False) -> str:

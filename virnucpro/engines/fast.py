@@ -14,7 +14,7 @@ Only two scores per frame leave the GPU. Per batch we record the GPU time (CUDA 
 time the loop waited for the batch (I/O wait) and how many batches were ready (queue depth).
 
 ``run`` takes the units from a lazy source that the DataLoader's sampler consumes a few batches
-ahead of the GPU: ``virnucpro.parallel`` passes one that claims units through files, so several
+ahead of the GPU: ``virnucpro.run.parallel`` passes one that claims units through files, so several
 workers share a plan dynamically without the GPU loop ever waiting on a claim. A CUDA out-of-memory
 error on a batch re-packs its sequences at half the token budget and retries (recursively).
 """
@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from virnucpro.background import Background
-from virnucpro.engines.packing import pack_ffd
-from virnucpro.engines.planner import Prepared
+from virnucpro.core.background import Background
+from virnucpro.plan.packing import pack_ffd
+from virnucpro.plan.planner import Prepared
 from virnucpro.errors import InputError
 from virnucpro.models import dnabert
 from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
-from virnucpro.telemetry import nvml_handle
+from virnucpro.core.telemetry import nvml_handle
 
 log = logging.getLogger(__name__)
 

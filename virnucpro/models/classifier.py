@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from virnucpro.errors import ModelError
+from virnucpro.io.outputs import LABELS
 from virnucpro.models.layout import atomic_torch_save, quick_fingerprint
 
 INPUT_DIM = 768 + 2560
 HIDDEN_DIM = 512
-LABELS = ("others", "virus")
 
 
 class MLPClassifier(nn.Module):

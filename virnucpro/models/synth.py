@@ -43,15 +43,15 @@ def _training_dna(seed: int) -> list[str]:
             return seqs
     except Exception as exc:  # genome packages are optional
         log.info("genome packages unavailable (%s); training the tokenizer on the sample reads", exc)
-    from virnucpro.fasta import iter_fasta
+    from virnucpro.io.fasta import iter_fasta
     from virnucpro.workloads import sample_fasta_path
     return [r.seq.upper() for r in iter_fasta(sample_fasta_path())]
 
 
 def _calibration_features(out_dir: Path, chunk_length: int, n_frames: int, device: str) -> np.ndarray:
     """Reference-engine features [n, 3328] of the sample's first kept frames."""
-    from virnucpro.fasta import read_fasta
-    from virnucpro.pipeline import chunk_and_translate
+    from virnucpro.io.fasta import read_fasta
+    from virnucpro.prep.frames import chunk_and_translate
     from virnucpro.workloads import sample_fasta_path
     _, frames = chunk_and_translate(read_fasta(sample_fasta_path()), chunk_length, "original")
     frames = frames[:n_frames]

@@ -35,7 +35,7 @@ record id (up to the first space) is plain so that chunk/frame suffixes stay par
 is the 0-based forward-strand position in the genome and ``edits`` counts injected errors.
 
 Kept frames (spec §3: a frame is kept when its translation of the chunk has no stop codon),
-measured with ``virnucpro.translate`` (``reads synth --stats``), respiratory profile:
+measured with ``virnucpro.prep.translate`` (``reads synth --stats``), respiratory profile:
 
     defaults (viral 0.60, host 0.35, bacteria 0.05), 200,000 reads, seeds 11 and 12, chunk 300:
         0.82 kept frames per read; 59.3 % of reads have >= 1 (chunk 500 gives the same: no read
@@ -400,8 +400,8 @@ class KeptFrameStats:
 
     def add(self, sequences: list[str]) -> None:
         """Chunk and six-frame translate ``sequences`` (one batch) and count kept frames."""
-        from virnucpro.chunking import chunk_sequence
-        from virnucpro.translate import translate_chunks
+        from virnucpro.prep.chunking import chunk_sequence
+        from virnucpro.prep.translate import translate_chunks
 
         chunks: list[str] = []
         owner: list[int] = []

@@ -2,7 +2,7 @@
 
 Every telemetry record is one log line whose message is ``TELEMETRY <json>``::
 
-    2026-11-29 16:55:00,123 INFO virnucpro.telemetry: TELEMETRY {"event": "stage", "stage": "embed_esm", ...}
+    2026-11-29 16:55:00,123 INFO virnucpro.core.telemetry: TELEMETRY {"event": "stage", "stage": "embed_esm", ...}
 
 so the log stays readable for a person and ``read_telemetry`` (used by perf_tests/) can parse it.
 Events (fields beyond ``event`` and ``t`` = seconds since the run started):
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 PREFIX = "TELEMETRY "
-log = logging.getLogger("virnucpro.telemetry")
+log = logging.getLogger("virnucpro.core.telemetry")
 
 
 class Telemetry:
@@ -196,3 +196,16 @@ class GpuSampler:
         vals = [s["util_pct"] for s in self.samples
                 if (t_from is None or s["t"] >= t_from) and (t_to is None or s["t"] <= t_to)]
         return sum(vals) / len(vals) if vals else None
+
+
+def gpu_indices(devices: list[str]) -> list[int]:
+    """Distinct GPU indices of the devices (for the NVML sampler)."""
+    out: list[int] = []
+    for device in devices:
+        if not device.startswith("cuda"):
+            continue
+        import torch
+        i = torch.device(device).index if ":" in device else torch.cuda.current_device()
+        if i not in out:
+            out.append(i or 0)
+    return out

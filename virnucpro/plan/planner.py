@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from virnucpro.engines.packing import Plan, WorkUnit, pack_ffd, padded_batches
+from virnucpro.plan.packing import Plan, WorkUnit, pack_ffd, padded_batches
 
 SEGMENT_READS = 65536
 # The way units are cut from the input: part of a run's checkpoint identity (a unit index means
@@ -276,7 +276,7 @@ def produce(records, chunk_length: int, chunking: str, builder: PlanBuilder, chu
     process meanwhile: loading and compiling need the interpreter lock this work would take).
     ``publish(k, nucleotides, proteins, last, dna_lengths)``: called with each segment before it is added
     (worker processes build their plan from what it publishes)."""
-    from virnucpro.pipeline import chunk_and_translate
+    from virnucpro.prep.frames import chunk_and_translate
     try:
         for k, (a, part, last) in enumerate(segments(records, segment_reads, stop)):
             while k == 1 and hold is not None and not hold.wait(0.2):

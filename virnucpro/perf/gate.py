@@ -8,7 +8,7 @@ inputs. Documented for users in docs/perf-gate.md.
   wall-time limits per million reads, GPU utilisation and packing floors, scaling and speedup
   ratios, correctness bounds. Unknown keys are an error, so a typo cannot switch a criterion off.
 - A *run* is one finished ``virnucpro predict`` output directory: prediction files, run.json and
-  the telemetry in virnucpro.log (see virnucpro.telemetry). ``load_run`` refuses a broken one.
+  the telemetry in virnucpro.log (see virnucpro.core.telemetry). ``load_run`` refuses a broken one.
 - A *check* is one criterion on one configuration: passed or not, target and measurement as text
   (for the assertion message and the report) and the raw numbers.
 
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virnucpro.compare import CONSENSUS_FILE, FRAME_FILE, CompareResult, compare_dirs, fmt_pct
+from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, CompareResult, compare_dirs, fmt_pct
 from virnucpro.errors import VirnucproError
-from virnucpro.telemetry import read_telemetry
+from virnucpro.core.telemetry import read_telemetry
 
 MILLION = 1_000_000
 LOG_FILE = "virnucpro.log"
@@ -595,7 +595,7 @@ def restrict_outputs(run_dir: Path, read_ids: set[str], out_dir: Path) -> Path:
     """
     import pandas as pd
 
-    from virnucpro.compare import read_consensus, read_frames
+    from virnucpro.perf.compare import read_consensus, read_frames
 
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = read_frames(run_dir / FRAME_FILE)
@@ -611,7 +611,7 @@ def restrict_outputs(run_dir: Path, read_ids: set[str], out_dir: Path) -> Path:
 
 def head_fasta(src: Path, dst: Path, n: int) -> list[str]:
     """Write the first ``n`` records of ``src`` (plain or gzip) to ``dst``; return their ids."""
-    from virnucpro.fasta import iter_fasta
+    from virnucpro.io.fasta import iter_fasta
 
     ids = []
     tmp = dst.with_name(f".{dst.name}.tmp")
@@ -626,7 +626,7 @@ def head_fasta(src: Path, dst: Path, n: int) -> list[str]:
 
 
 def fasta_ids(path: Path) -> list[str]:
-    from virnucpro.fasta import iter_fasta
+    from virnucpro.io.fasta import iter_fasta
 
     return [r.id for r in iter_fasta(path)]
 

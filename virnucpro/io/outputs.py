@@ -31,7 +31,7 @@ from typing import IO, Iterator, Sequence
 
 import numpy as np
 
-from virnucpro.models.classifier import LABELS
+LABELS = ("others", "virus")     # the classifier's outputs: index 0 is score1, index 1 score2
 
 PREDICTIONS = "prediction_results.txt"
 EMBEDDINGS = "embeddings"

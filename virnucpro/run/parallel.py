@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from virnucpro.errors import InputError, VirnucproError
-from virnucpro.telemetry import Telemetry, cuda_visible_devices, peak_gpu_mem_gib
+from virnucpro.core.telemetry import Telemetry, cuda_visible_devices, peak_gpu_mem_gib
 
 log = logging.getLogger(__name__)
 
@@ -466,7 +466,7 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
                     import errno
                     raise OSError(errno.ENOSPC, "No space left on device", str(rd.unit_path(u)))
                 if features is not None:   # --save-embeddings: the part before the unit (its commit point)
-                    from virnucpro.outputs import save_embedding_part
+                    from virnucpro.io.outputs import save_embedding_part
                     save_embedding_part(rd.outdir, u, frames, features)
                 rd.save_unit(u, frames, scores)
                 for s in list(sources):
@@ -602,7 +602,7 @@ class WorkerSpec:
 # Not torch._inductor: importing it initialised CUDA in the fork server on an H200 (H200-15), and a
 # child forked after that cannot use CUDA; a worker that finds itself so exits BAD_FORK_EXIT and the
 # coordinator starts its replacement with spawn.
-PRELOAD = ["virnucpro.parallel", "virnucpro.engines.fast", "virnucpro.models.classifier", "esm"]
+PRELOAD = ["virnucpro.run.parallel", "virnucpro.engines.fast", "virnucpro.models.classifier", "esm"]
 
 
 def start_method() -> str:
@@ -695,7 +695,7 @@ def worker_main(spec: WorkerSpec) -> None:
     process.current_process()._config.pop("tempdir", None)
     if "fork" in mp.get_all_start_methods():   # a spawned child defaults to spawn: loader workers
         mp.set_start_method("fork", force=True)  # would re-import torch (seconds) on every pass
-    from virnucpro.background import GIL_SWITCH_S
+    from virnucpro.core.background import GIL_SWITCH_S
     sys.setswitchinterval(GIL_SWITCH_S)      # the GPU loop gets the interpreter lock back at once
     log_ready = DeferredLog(spec.log_file)   # until the coordinator has checked the input and made OUTDIR
     stop = threading.Event()
@@ -741,7 +741,7 @@ class DeferredLog:
 
     def open(self) -> None:
         """The log file may be written now: set it up and hand it the records kept so far."""
-        from virnucpro.telemetry import setup_logging
+        from virnucpro.core.telemetry import setup_logging
         kept, self.buffer.buffer = list(self.buffer.buffer), []
         setup_logging(self.log_file, False)
         root = logging.getLogger("virnucpro")
@@ -755,7 +755,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
     import torch
     from virnucpro.engines import make_engine
     from virnucpro.models.classifier import load_classifier
-    from virnucpro.engines.planner import PlanBuilder
+    from virnucpro.plan.planner import PlanBuilder
     if spec.threads:
         torch.set_num_threads(spec.threads)
     tel = WorkerTelemetry(spec.owner, spec.run_epoch)
@@ -778,7 +778,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
     threading.Thread(target=rd.follow_segments, args=(plans, stop), name="segment-follower", daemon=True).start()
     tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3),
              entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))
-    from virnucpro.background import gc_paused
+    from virnucpro.core.background import gc_paused
     with gc_paused():   # the segments' sequences are many small objects: no collector passes over them
         totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid)
     return finish_worker(rd, spec.owner, spec.device, engine, totals, tel)
@@ -974,26 +974,3 @@ def scaling_line(summary: dict) -> str:
             f"{per or 0:,.0f} per worker while busy; parallel efficiency "
             f"{'n/a' if eff is None else f'{eff:.0%}'}; load imbalance {summary.get('load_imbalance')}; "
             f"units {summary.get('units_computed')} computed, {summary.get('units_skipped')} resumed")
-
-
-# ------------------------------------------------------------------------------ CLI options
-
-def add_predict_args(p) -> None:
-    """The predict options of this module (wired into ``virnucpro predict``)."""
-    g = p.add_argument_group("scaling and checkpoints (fast engine)")
-    g.add_argument("--gpus", default=None, metavar="all|N|0,2,...",
-                   help="GPUs to use: all visible (the default with a CUDA device), the first N, or a list")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes in all, spread over the GPUs (default: one per GPU; with "
-                   "--device cpu, 1). Two on one GPU share it")
-    g.add_argument("--resume", action="store_true",
-                   help="continue a killed or stopped run in the same OUTDIR: finished work units are "
-                   "kept, only the rest is computed; refused if input, models or settings differ")
-    g.add_argument("--skip-failing-units", action="store_true",
-                   help="a work unit that kills its worker 3 times is skipped instead of stopping the run: "
-                   "its reads are listed in skipped_reads.tsv and labelled 'skipped' in read_summary.tsv")
-    g.add_argument("--batches-per-unit", type=int, default=None, metavar="K",
-                   help="packed ESM-2 batches per work unit (the unit of claiming and checkpointing; default 8)")
-    g.add_argument("--segment-reads", type=int, default=None, metavar="N",
-                   help="reads chunked, translated and planned at a time while the GPUs already embed the "
-                   "planned units (default 65536); part of a checkpoint's identity")

@@ -54,8 +54,8 @@ def ensure_workload(name: str, out: Path) -> Path:
 
 
 def run_bench(args) -> dict:
-    from virnucpro.compare import compare_dirs
-    from virnucpro.gate import head_fasta
+    from virnucpro.perf.compare import compare_dirs
+    from virnucpro.perf.gate import head_fasta
     from virnucpro.pipeline import PredictOptions, predict, resolve_device
 
     out = Path(args.out)

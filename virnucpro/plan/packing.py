@@ -7,7 +7,7 @@ each taking as many as fit, which is exactly what the vectorised allocation does
 
 Packing efficiency = real tokens / (batches x budget): it cannot exceed 100%.
 
-A plan (``WorkUnit``s, built by ``virnucpro.engines.planner``) cuts the packed ESM-2 batches, in
+A plan (``WorkUnit``s, built by ``virnucpro.plan.planner``) cuts the packed ESM-2 batches, in
 order, into work units: a unit is what one GPU worker claims, embeds (both models), classifies and
 checkpoints at once.
 """

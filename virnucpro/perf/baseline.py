@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from virnucpro.compare import CONSENSUS_FILE, FRAME_FILE
+from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE
 from virnucpro.errors import InputError
 
 MANIFEST = "manifest.json"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from virnucpro.background import gc_paused
+from virnucpro.core.background import gc_paused
 from virnucpro.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 (one worker), in spawned worker processes (several GPUs or workers), or as one torchrun rank.
 
 ``pipeline.predict`` calls ``score_fast`` between chunk/translate and the output stage; the claiming,
-checkpoint and worker machinery it drives lives in ``virnucpro.parallel``.
+checkpoint and worker machinery it drives lives in ``virnucpro.run.parallel``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from virnucpro import __version__, outputs, parallel
-from virnucpro.background import Background, gc_paused
+from virnucpro import __version__
+from virnucpro.io import outputs
+from virnucpro.run import parallel
+from virnucpro.core.background import Background, gc_paused
 from virnucpro.errors import VirnucproError
-from virnucpro.fasta import RecordStream
-from virnucpro.engines.planner import SEGMENT_READS, PlanBuilder, emit_plan, produce
-from virnucpro.pipeline import LOG_NAME, Scored, _gpu_indices, _progress
-from virnucpro.telemetry import GpuSampler
+from virnucpro.io.fasta import RecordStream
+from virnucpro.plan.planner import SEGMENT_READS, PlanBuilder, emit_plan, produce
+from virnucpro.core.progress import progress_bar
+from virnucpro.core.telemetry import GpuSampler, gpu_indices
+from virnucpro.io.paths import LOG_NAME
+from virnucpro.run.result import Scored
 
 log = logging.getLogger("virnucpro.pipeline")
 
@@ -120,7 +124,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     rank = dist[0] if dist else 0
     rd = parallel.RunDir(opts.outdir)
     eo, bpu, segment_reads, given_budget = _split_opts(opts)
-    from virnucpro.engines.planner import PLAN_VERSION, dna_batching
+    from virnucpro.plan.planner import PLAN_VERSION, dna_batching
     dna_batches, dna_budget = dna_batching()
     input_fp = Background(parallel.input_fingerprint, opts.input, name="sha256")   # overlaps the host work
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
@@ -216,7 +220,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         row_maker.start()
 
     restore = parallel.install_stop_handlers(stop)
-    sampler = GpuSampler(tel, _gpu_indices(devices)).start()
+    sampler = GpuSampler(tel, gpu_indices(devices)).start()
 
     def expected_frames() -> int:
         """All frames once planned; before, the frames so far scaled to all reads (for the ETA)."""
@@ -229,7 +233,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         return sum(len(units_now[u].frames) for u in units if u < len(units_now))
 
     try:
-        with _progress(opts.progress and rank == 0) as prog, gc_paused():
+        with progress_bar(opts.progress and rank == 0) as prog, gc_paused():
             task = prog.add_task("embedding frames", total=expected_frames(), completed=frames_of(done_before),
                                  rate="")
             t_embed, t_from = time.perf_counter(), tel.now()

@@ -1,0 +1,3 @@
+"""Names of the files a run writes in its output directory."""
+
+LOG_NAME = "virnucpro.log"
