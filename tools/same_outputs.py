@@ -133,9 +133,9 @@ def first_difference(a: bytes, b: bytes) -> str:
     for i, (x, y) in enumerate(zip(la, lb), start=1):
         if x != y:
             return f"line {i}: before {_clip(x)!r} | after {_clip(y)!r}"
-    shorter, longer = ("before", la) if len(la) > len(lb) else ("after", lb)
+    who, lines = ("before", la) if len(la) > len(lb) else ("after", lb)
     n = min(len(la), len(lb)) + 1
-    return f"line {n}: only {shorter} has it: {_clip(longer[n - 1])!r}"
+    return f"line {n}: only {who} has it: {_clip(lines[n - 1])!r}"
 
 
 def compare_file(name: str, before: Path, after: Path) -> FileRow:
