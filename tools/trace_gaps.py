@@ -1,9 +1,13 @@
-"""Where the GPU sat idle in a torch.profiler trace (``VIRNUCPRO_TORCH_PROFILE``'s .json.gz), e.g.
+"""Where the GPU sat idle in a torch.profiler trace: the share of the traced span with a kernel,
+memcpy or memset running, the idle time by gap size, and the largest gaps with the innermost host
+operation that spanned each (what the GPU waited for).
 
-    python scripts/trace_gaps.py docs/benchmarks-raw/h200-issue3-cudnn-2026-11-30/units.cuda0-1719.json.gz
+The trace is what ``VIRNUCPRO_TORCH_PROFILE=FILE:START:COUNT`` makes of a run's GPU loop (a gzipped
+Chrome trace, ``FILE`` with ``.cudaN-PID.json.gz`` added). It found cuDNN's per-shape attention plans
+(docs/benchmarks.md#exp-cudnn-attention), e.g.
 
-Prints the share of the traced span with a kernel, memcpy or memset running, the idle time by gap
-size, and the largest gaps with the host operations that spanned them (what the GPU waited for).
+    VIRNUCPRO_TORCH_PROFILE=/tmp/units.json:20:30 virnucpro predict reads.fa -o /tmp/p --models /tmp/models
+    python tools/trace_gaps.py /tmp/units.cuda0-*.json.gz
 """
 
 import argparse
@@ -11,11 +15,11 @@ import gzip
 import json
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("trace")
-    ap.add_argument("--top", type=int, default=8)
-    a = ap.parse_args()
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("trace", help="torch.profiler Chrome trace (.json.gz)")
+    ap.add_argument("--top", type=int, default=8, help="how many of the largest gaps to list (default 8)")
+    a = ap.parse_args(argv)
     events = json.load(gzip.open(a.trace))["traceEvents"]
     gpu_cats = ("kernel", "gpu_memcpy", "gpu_memset")
     gpu = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in gpu_cats), key=lambda e: e["ts"])

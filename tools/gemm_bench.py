@@ -1,14 +1,16 @@
-"""ESM-2 3B's four GEMM shapes at a 65,536-token batch, timed several ways on one GPU (issue 3: is
-there headroom in the GEMMs themselves?). Prints TFLOP/s per shape and variant:
+"""ESM-2 3B's four GEMM shapes (QKV, out_proj, fc1, fc2) at one packed batch, timed several ways on
+one GPU: is there headroom in how the GEMMs are called? Prints TFLOP/s per shape and variant:
 
-    linear      F.linear(x, W, b), W [out, in] as stored (what esm2_fast runs; cuBLAS "TN")
+    linear      F.linear(x, W, b), W [out, in] as stored (what the fast engine runs; cuBLAS "TN")
     nn          torch.addmm(b, x, Wt) with Wt = W.t().contiguous() (the weight pre-transposed)
     gelu_ep     fc1 only: torch._addmm_activation(b, x, W.t(), use_gelu=True) (the GELU epilogue)
     tunable     F.linear under TunableOp (torch.cuda.tunable: every registered implementation of
                 the GEMM benchmarked for the shape, the fastest kept)
-and the 8192^3 reference the engine's MFU divides by.
 
-    python3 scripts/gemm_bench.py [--tokens 65536] [--dtype fp16] [--seconds 2]
+and first the 8192^3 product, the kind of reference the engine's MFU divides by. The figures of
+docs/benchmarks.md#h200-esm2 (GEMM headroom) came from
+
+    python tools/gemm_bench.py --seconds 1.5
 """
 
 from __future__ import annotations
@@ -16,11 +18,21 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-import torch.nn.functional as F
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=65536,
+                    help="rows of the activations, i.e. tokens per packed batch (default 65,536, the engine's budget)")
+    ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"], help="matmul dtype (default fp16)")
+    ap.add_argument("--seconds", type=float, default=1.5, help="time each product for about this long (default 1.5)")
+    ap.add_argument("--no-tunable", action="store_true", help="skip the TunableOp variant (it tunes for minutes)")
+    return ap.parse_args(argv)
 
 
 def timed(fn, seconds: float) -> float:
+    """Seconds per call of ``fn`` (after one untimed call), over about ``seconds``."""
+    import torch
+
     fn()
     torch.cuda.synchronize()
     n, t0 = 0, time.perf_counter()
@@ -32,13 +44,10 @@ def timed(fn, seconds: float) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tokens", type=int, default=65536)
-    ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"])
-    ap.add_argument("--seconds", type=float, default=1.5)
-    ap.add_argument("--no-tunable", action="store_true")
-    a = ap.parse_args()
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    import torch
+    import torch.nn.functional as F
     dt = {"fp16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
     dev = torch.device("cuda")
     T, C = a.tokens, 2560

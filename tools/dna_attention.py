@@ -1,12 +1,13 @@
-"""DNABERT-S's attention backends on a GPU, side by side in one process: torch's default choice (cuDNN's
-attention on an H200) vs ``dnabert.sdpa_backends`` (cuDNN left out), through ``dnabert.mean_unpadded``
-as the fast engine runs it, e.g.
+"""DNABERT-S's attention backends on one GPU, side by side in one process: torch's default choice
+(cuDNN's attention on an H200) against ``dnabert.sdpa_backends`` (cuDNN left out, as the fast engine
+runs it), through ``dnabert.mean_unpadded``. For each of --shapes new batch shapes (rows x width, as
+the loader cuts them: widths a multiple of 8, token lengths uniform in 8..width) it prints the first
+call's time (what a new shape costs: cuDNN builds an execution plan per shape) and the median of
+--repeats calls after it; then the largest difference of the two backends' mean embeddings.
 
-    python scripts/dna_attention.py --models /tmp/models       # full synthetic DNABERT-S
+Re-checks docs/benchmarks.md#exp-cudnn-attention (worth redoing after a torch or cuDNN upgrade):
 
-For each of ``--shapes`` new batch shapes (rows x width, as the loader cuts them: widths a multiple of
-8, token lengths uniform in 8..width), the first call's time (what a new shape costs) and the median
-of ``--repeats`` calls after it; then the largest difference of the two backends' means.
+    python tools/dna_attention.py --models /tmp/models       # the full synthetic DNABERT-S
 """
 
 import argparse
@@ -14,13 +15,12 @@ import contextlib
 import statistics
 import time
 
-import numpy as np
-import torch
 
-from virnucpro.models import dnabert as D
+def batch(D, rng, rows: int, width: int, device):
+    """One padded batch: token ids [rows, width], lengths [rows], real-token rows (the first row full)."""
+    import numpy as np
+    import torch
 
-
-def batch(rng, rows: int, width: int, device):
     lens = rng.integers(8, width + 1, rows)
     lens[0] = width
     ids = torch.full((rows, width), D.PAD_ID, dtype=torch.long)
@@ -30,7 +30,10 @@ def batch(rng, rows: int, width: int, device):
             torch.from_numpy(D.real_token_rows(lens, width)).to(device))
 
 
-def timed(fn) -> tuple[float, torch.Tensor]:
+def timed(fn):
+    """(seconds, result) of one call of ``fn``, synchronised with the GPU."""
+    import torch
+
     torch.cuda.synchronize()
     t = time.perf_counter()
     out = fn()
@@ -38,12 +41,20 @@ def timed(fn) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - t, out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", required=True, help="a models folder holding DNABERT-S/")
-    ap.add_argument("--shapes", type=int, default=12)
-    ap.add_argument("--repeats", type=int, default=5)
-    a = ap.parse_args()
+    ap.add_argument("--shapes", type=int, default=12, help="new batch shapes to time (default 12)")
+    ap.add_argument("--repeats", type=int, default=5, help="steady-state calls per shape after the first (default 5)")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    import numpy as np
+    import torch
+
+    from virnucpro.models import dnabert as D
     dev = torch.device("cuda")
     model, _, _ = D.load_dnabert(f"{a.models}/DNABERT-S", dev, torch.float16, use_sdpa=True)
     rng = np.random.default_rng(0)
@@ -54,11 +65,11 @@ def main() -> None:
     backends = {"no-cudnn": lambda: D.sdpa_backends(dev), "default": contextlib.nullcontext}
     means = {}
     with torch.inference_mode():
-        D.mean_unpadded(model, *batch(rng, 64, 32, dev))   # load the dense kernels before timing
+        D.mean_unpadded(model, *batch(D, rng, 64, 32, dev))   # load the dense kernels before timing
         for name, ctx in backends.items():
             first, steady, total = [], [], 0.0
             for k, (rows, width) in enumerate(shapes):
-                args = batch(np.random.default_rng(k), rows, width, dev)
+                args = batch(D, np.random.default_rng(k), rows, width, dev)
                 with ctx():
                     t1, out = timed(lambda: D.mean_unpadded(model, *args))
                     ts = [timed(lambda: D.mean_unpadded(model, *args))[0] for _ in range(a.repeats)]
