@@ -9,6 +9,7 @@ import gzip
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,23 @@ def test_help_describes_the_tool(name):
     assert r.stdout.startswith("usage:")
     assert words(doc.splitlines()[0]) in words(r.stdout), f"--help of {name} lacks its description"
     assert "docs/benchmarks.md#" in doc, f"tools/{name}.py does not say which figure it re-checks"
+
+
+def test_every_cited_benchmarks_section_exists():
+    """Tools, docs and source comments point at sections of docs/benchmarks.md (not at run ids): each one
+    cited, and every in-page link of benchmarks.md, must exist."""
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    ids = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', doc))
+    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "tools").glob("*.py"),
+             *(ROOT / "virnucpro").rglob("*.py"), *(ROOT / "tests").glob("*.py"), *(ROOT / "perf_tests").rglob("*.py")]
+    missing = [f"{f.relative_to(ROOT)}: #{anchor}" for f in files
+               for anchor in re.findall(r"benchmarks\.md#([\w-]+)", f.read_text())
+               if anchor not in ids]
+    missing += [f"docs/benchmarks.md: #{anchor}" for anchor in re.findall(r"\]\(#([^)]+)\)", doc)
+                if anchor not in ids]
+    assert not missing, f"links to sections docs/benchmarks.md does not have: {missing}"
+    for name in TOOLS:
+        assert re.search(r"docs/benchmarks\.md#[a-z0-9-]+", (ROOT / "tools" / f"{name}.py").read_text()), name
 
 
 def virnucpro_uses(path: Path) -> list[tuple[str, str]]:
