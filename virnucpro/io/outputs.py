@@ -23,13 +23,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
+
+from virnucpro.core.files import atomic_write
 
 LABELS = ("others", "virus")     # the classifier's outputs: index 0 is score1, index 1 score2
 
@@ -45,31 +44,6 @@ SYNTHETIC_WARNING = ("produced with SYNTHETIC random-weight models: the labels a
                      "only a test of the software")
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-@contextmanager
-def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
-    """Write to a temp file beside ``path`` and rename it into place only on success."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8", newline=None if "b" in mode else "\n") as fh:
-            yield fh
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def embedding_part_path(outdir: str | Path, k: int) -> Path:
     return Path(outdir) / EMBEDDINGS / f"part-{k:05d}.npz"
 
@@ -79,10 +53,8 @@ def save_embedding_part(outdir: str | Path, k: int, frames: np.ndarray, features
     disk (fsync) before the caller checkpoints the unit, so a checkpointed unit has its part."""
     path = embedding_part_path(outdir, k)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
+    with atomic_write(path, "wb", fsync=True) as fh:
         np.savez(fh, frame=np.asarray(frames, dtype=np.int64), features=np.asarray(features, dtype=np.float32))
-        fh.flush()
-        os.fsync(fh.fileno())
     return path
 
 

@@ -18,7 +18,6 @@ week. A user's own real v1.0 output directory (no manifest) can be given to the 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE
+from virnucpro.core.files import sha256_file
 from virnucpro.errors import InputError
 
 MANIFEST = "manifest.json"
@@ -45,14 +45,6 @@ class Baseline:
     @property
     def name(self) -> str:
         return self.path.name
-
-
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_baseline(path: str | Path) -> Baseline:

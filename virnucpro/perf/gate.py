@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, CompareResult, compare_dirs, fmt_pct
+from virnucpro.core.files import atomic_write
 from virnucpro.errors import VirnucproError
 from virnucpro.core.telemetry import read_telemetry
 
@@ -614,14 +615,12 @@ def head_fasta(src: Path, dst: Path, n: int) -> list[str]:
     from virnucpro.io.fasta import iter_fasta
 
     ids = []
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(dst) as fh:
         for rec in iter_fasta(src):
             if len(ids) >= n:
                 break
             fh.write(f">{rec.id}\n{rec.seq}\n")
             ids.append(rec.id)
-    tmp.replace(dst)
     return ids
 
 
