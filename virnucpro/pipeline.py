@@ -371,15 +371,8 @@ def _gpu_name(device: str) -> str | None:
         return None
     import torch
     if not torch.cuda.is_initialized():
-        try:
-            import pynvml
-
-            from virnucpro.core.telemetry import nvml_handle
-            pynvml.nvmlInit()
-            handle = nvml_handle(pynvml, torch.device(device).index or 0)
-            if handle is not None:
-                name = pynvml.nvmlDeviceGetName(handle)
-                return name.decode() if isinstance(name, bytes) else str(name)
-        except Exception:  # noqa: BLE001 - no NVML: ask CUDA
-            pass
-    return torch.cuda.get_device_name(torch.device(device))
+        from virnucpro.core.nvml import gpu_name
+        name = gpu_name(torch.device(device).index or 0)
+        if name is not None:
+            return name
+    return torch.cuda.get_device_name(torch.device(device))   # no NVML: ask CUDA

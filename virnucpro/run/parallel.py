@@ -43,7 +43,8 @@ import numpy as np
 
 from virnucpro.errors import InputError, VirnucproError
 from virnucpro.core.files import atomic_bytes, sha256_file
-from virnucpro.core.telemetry import Telemetry, cuda_visible_devices, peak_gpu_mem_gib
+from virnucpro.core.nvml import cuda_visible_devices, gpu_count
+from virnucpro.core.telemetry import Telemetry, peak_gpu_mem_gib
 
 log = logging.getLogger(__name__)
 
@@ -633,15 +634,7 @@ def visible_gpu_count() -> int:
     visible = cuda_visible_devices()
     if visible is not None:
         return len(visible)
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no NVML, no driver: no GPU to count
-        return 0
+    return gpu_count() or 0   # None: no NVML, no driver: no GPU to count
 
 
 def likely_worker_processes(engine: str, device: str, gpus: str | None, workers: int | None,
