@@ -12,10 +12,8 @@ inputs. Documented for users in docs/perf-gate.md.
 - A *check* is one criterion on one configuration: passed or not, target and measurement as text
   (for the assertion message and the report) and the raw numbers.
 
-Wall-time projection (how a limit "per million reads" applies to a smaller workload):
-    fixed     = process start-up (subprocess wall - the run's own wall_s) + the load_models stage
-    projected = fixed + (wall - fixed) * 1,000,000 / reads
-Everything but start-up and model loading is taken to grow linearly with the number of reads.
+A limit "per million reads" applies to a smaller workload through ``virnucpro.perf.projection``
+(start-up and model loading once, the rest scaled by the read ratio).
 """
 
 from __future__ import annotations
@@ -29,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, CompareResult, compare_dirs, fmt_pct
+from virnucpro.perf.projection import MILLION, fixed_time_s, project_wall_s
 from virnucpro.core.files import atomic_write
 from virnucpro.errors import VirnucproError
 from virnucpro.core.telemetry import read_telemetry
 
-MILLION = 1_000_000
 LOG_FILE = "virnucpro.log"
 RUN_JSON = "run.json"
 CPU_CONFIG = "cpu"
@@ -253,13 +251,11 @@ class RunRecord:
     @property
     def fixed_s(self) -> float:
         """Start-up + model loading: the part of the wall time that does not grow with reads."""
-        startup = max(0.0, self.wall_s - float(self.summary["wall_s"]))
-        return startup + float(self.stages.get("load_models", 0.0))
+        return fixed_time_s(self.wall_s, float(self.summary["wall_s"]), float(self.stages.get("load_models", 0.0)))
 
     def projected_wall_s(self, reads: float) -> float:
-        """Wall time projected to ``reads`` reads (see the module docstring)."""
-        fixed = min(self.fixed_s, self.wall_s)
-        return fixed + (self.wall_s - fixed) * reads / max(self.reads, 1)
+        """Wall time projected to ``reads`` reads (``virnucpro.perf.projection``)."""
+        return project_wall_s(self.wall_s, self.fixed_s, self.reads, reads)
 
     def gpu_util_per_gpu(self) -> dict[int, float]:
         """Mean NVML utilisation per GPU over the embedding window (first to last ``batch``
