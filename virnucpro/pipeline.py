@@ -38,7 +38,7 @@ from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
 from virnucpro.core.progress import progress_bar
 from virnucpro.core.telemetry import GpuSampler, Telemetry, gpu_indices, peak_gpu_mem_gib, setup_logging
-from virnucpro.io.paths import LOG_NAME
+from virnucpro.io.paths import Paths
 from virnucpro.run.result import Scored
 from virnucpro.prep.frames import chunk_and_translate
 
@@ -220,7 +220,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
     outdir = Path(opts.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rank = dist[0] if dist else 0
-    setup_logging(outdir / (LOG_NAME if rank == 0 else f"virnucpro.rank{rank}.log"), opts.verbose)
+    setup_logging(Paths(outdir).rank_log(rank), opts.verbose)
     tel = Telemetry()
     tel.t0 -= time.perf_counter() - t_start  # the run's clock starts at the command's start
     if synthetic:

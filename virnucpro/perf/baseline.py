@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE
 from virnucpro.core.files import sha256_file
 from virnucpro.errors import InputError
+from virnucpro.io.paths import CONSENSUS, PREDICTIONS, RUN_JSON
 
 MANIFEST = "manifest.json"
 FORMAT = "virnucpro-baseline/1"
@@ -52,7 +52,7 @@ def load_baseline(path: str | Path) -> Baseline:
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"baseline directory not found: {path}")
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         if not (path / name).is_file():
             raise InputError(f"baseline {path} has no {name}")
     man = path / MANIFEST
@@ -194,9 +194,9 @@ def make_baseline(out: Path, workload: Path, models: Path, chunk_length: int, de
                      "--models", str(models), "--engine", "reference", "--device", device,
                      "--no-progress", *(extra_args or []))
     wall = _run(cmd, "the reference run")
-    run_manifest = json.loads((work / "run.json").read_text())
+    run_manifest = json.loads((work / RUN_JSON).read_text())
     out.mkdir(parents=True, exist_ok=True)
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         shutil.copyfile(work / name, out / name)
     models_info = dict(run_manifest.get("models") or {})
     synth = run_manifest.get("synthetic")

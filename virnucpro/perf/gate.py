@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, CompareResult, compare_dirs, fmt_pct
-from virnucpro.perf.projection import MILLION, fixed_time_s, project_wall_s
 from virnucpro.core.files import atomic_write
+from virnucpro.io.paths import CONSENSUS, LOG_NAME, PREDICTIONS, RUN_JSON
+from virnucpro.perf.compare import CompareResult, compare_dirs, fmt_pct
+from virnucpro.perf.projection import MILLION, fixed_time_s, project_wall_s
 from virnucpro.errors import VirnucproError
 from virnucpro.core.telemetry import read_telemetry
 
-LOG_FILE = "virnucpro.log"
-RUN_JSON = "run.json"
 CPU_CONFIG = "cpu"
 
 
@@ -282,13 +281,13 @@ def load_run(outdir: str | Path, config: str = CPU_CONFIG, n_gpus: int = 0,
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise GateError(f"run output directory not found: {outdir}")
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         p = outdir / name
         if not p.is_file():
             raise GateError(f"{config}: the run wrote no {name} ({p})")
         if p.stat().st_size == 0:
             raise GateError(f"{config}: {p} is empty (not even a header)")
-    log = outdir / LOG_FILE
+    log = outdir / LOG_NAME
     if not log.is_file():
         raise GateError(f"{config}: the run wrote no log file {log}, so there is no telemetry")
     try:
@@ -356,7 +355,7 @@ def _need(profile: Profile, section: str, key: str) -> Any:
 def _worker_trouble(run: RunRecord) -> list[str]:
     """Worker processes that died and were replaced: the run completed, slower (say why)."""
     lost = int(run.summary.get("workers_lost") or 0)
-    return [f"{lost} worker process(es) died and were replaced; see {run.outdir}/virnucpro.log"] if lost else []
+    return [f"{lost} worker process(es) died and were replaced; see {run.outdir / LOG_NAME}"] if lost else []
 
 
 def check_wall_time(run: RunRecord, profile: Profile) -> Check:
@@ -595,14 +594,14 @@ def restrict_outputs(run_dir: Path, read_ids: set[str], out_dir: Path) -> Path:
     from virnucpro.perf.compare import read_consensus, read_frames
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames = read_frames(run_dir / FRAME_FILE)
+    frames = read_frames(run_dir / PREDICTIONS)
     keep = frames["id"].str.rsplit("_chunk_", n=1).str[0].isin(read_ids)
-    raw = pd.read_csv(run_dir / FRAME_FILE, sep="\t", dtype=str, na_filter=False, quoting=3)
-    raw.loc[keep.to_numpy()].to_csv(out_dir / FRAME_FILE, sep="\t", index=False, quoting=3)
-    cons = read_consensus(run_dir / CONSENSUS_FILE)
+    raw = pd.read_csv(run_dir / PREDICTIONS, sep="\t", dtype=str, na_filter=False, quoting=3)
+    raw.loc[keep.to_numpy()].to_csv(out_dir / PREDICTIONS, sep="\t", index=False, quoting=3)
+    cons = read_consensus(run_dir / CONSENSUS)
     keep_c = cons["id"].str.rsplit("_chunk_", n=1).str[0].isin(read_ids)
-    rawc = pd.read_csv(run_dir / CONSENSUS_FILE, sep="\t", dtype=str, na_filter=False, quoting=3)
-    rawc.loc[keep_c.to_numpy()].to_csv(out_dir / CONSENSUS_FILE, sep="\t", index=False, quoting=3)
+    rawc = pd.read_csv(run_dir / CONSENSUS, sep="\t", dtype=str, na_filter=False, quoting=3)
+    rawc.loc[keep_c.to_numpy()].to_csv(out_dir / CONSENSUS, sep="\t", index=False, quoting=3)
     return out_dir
 
 

@@ -45,10 +45,10 @@ from virnucpro.errors import InputError, VirnucproError
 from virnucpro.core.files import atomic_bytes, sha256_file
 from virnucpro.core.nvml import cuda_visible_devices, gpu_count
 from virnucpro.core.telemetry import Telemetry, peak_gpu_mem_gib
+from virnucpro.io.paths import RUN_DIRNAME
 
 log = logging.getLogger(__name__)
 
-RUN_DIRNAME = ".virnucpro-run"
 STOPPED_EXIT = 3            # a worker that stopped on SIGTERM/SIGINT, leaving a resumable state
 BAD_FORK_EXIT = 4           # a worker forked from a process that had initialised CUDA: restart it with spawn
 STORAGE_EXIT = 5            # a worker's write was refused (disk full, read-only, no permission): not retried
