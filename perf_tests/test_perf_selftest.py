@@ -16,7 +16,8 @@ import pytest
 
 from gate_harness import Case, GateSession
 from virnucpro.perf import gate
-from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, compare_dirs
+from virnucpro.io.paths import CONSENSUS, LOG_NAME, PREDICTIONS
+from virnucpro.perf.compare import compare_dirs
 from virnucpro.errors import InputError
 from virnucpro.perf.gate import GateError, RunRecord
 
@@ -52,13 +53,13 @@ def test_the_real_smoke_run_is_sound(smoke_run: RunRecord) -> None:
 
 
 def test_missing_prediction_file_fails(broken: Path) -> None:
-    (broken / FRAME_FILE).unlink()
+    (broken / PREDICTIONS).unlink()
     with pytest.raises(GateError, match=r"cpu: the run wrote no prediction_results\.txt"):
         gate.load_run(broken, "cpu", 0)
 
 
 def test_telemetry_without_summary_fails(broken: Path) -> None:
-    log = broken / gate.LOG_FILE
+    log = broken / LOG_NAME
     lines = log.read_text().splitlines(keepends=True)
     kept = [ln for ln in lines if '"event": "summary"' not in ln]
     assert len(kept) < len(lines), "the real log must hold a summary event to remove"
@@ -68,13 +69,13 @@ def test_telemetry_without_summary_fails(broken: Path) -> None:
 
 
 def test_missing_log_fails(broken: Path) -> None:
-    (broken / gate.LOG_FILE).unlink()
+    (broken / LOG_NAME).unlink()
     with pytest.raises(GateError, match=r"wrote no log file"):
         gate.load_run(broken, "cpu", 0)
 
 
 def test_corrupted_scores_are_refused(smoke_run: RunRecord, broken: Path) -> None:
-    p = broken / FRAME_FILE
+    p = broken / PREDICTIONS
     lines = p.read_text().splitlines()
     fields = lines[1].split("\t")
     lines[1] = "\t".join(fields[:3] + ["not-a-score"])
@@ -85,8 +86,8 @@ def test_corrupted_scores_are_refused(smoke_run: RunRecord, broken: Path) -> Non
 
 def test_wrong_labels_fail_correctness(smoke_run: RunRecord, broken: Path, hw_profile) -> None:
     """Flip every 10th frame label and chunk consensus: agreement ~90% < the profile's floor."""
-    for name, col, flip in ((FRAME_FILE, 1, {"virus": "others", "others": "virus"}),
-                            (CONSENSUS_FILE, 1, {"True": "False", "False": "True"})):
+    for name, col, flip in ((PREDICTIONS, 1, {"virus": "others", "others": "virus"}),
+                            (CONSENSUS, 1, {"True": "False", "False": "True"})):
         p = broken / name
         lines = p.read_text().splitlines()
         for i in range(1, len(lines), 10):
@@ -101,7 +102,7 @@ def test_wrong_labels_fail_correctness(smoke_run: RunRecord, broken: Path, hw_pr
 
 
 def test_dropped_rows_fail_correctness(smoke_run: RunRecord, broken: Path, hw_profile) -> None:
-    p = broken / FRAME_FILE
+    p = broken / PREDICTIONS
     lines = p.read_text().splitlines()
     p.write_text("\n".join(lines[:-1]) + "\n")
     check = gate.check_correctness(compare_dirs(smoke_run.outdir, broken), "cpu", hw_profile)
@@ -109,7 +110,7 @@ def test_dropped_rows_fail_correctness(smoke_run: RunRecord, broken: Path, hw_pr
 
 
 def _rewrite_summary(broken: Path, **changes) -> None:
-    log = broken / gate.LOG_FILE
+    log = broken / LOG_NAME
     out = []
     for ln in log.read_text().splitlines(keepends=True):
         if '"event": "summary"' in ln:
@@ -148,7 +149,7 @@ def test_baseline_of_other_chunk_length_is_refused(smoke_run: RunRecord, tmp_pat
 
     b = tmp_path / "b500"
     b.mkdir()
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         shutil.copyfile(smoke_run.outdir / name, b / name)
     manifest = {"format": bl.FORMAT, "chunk_length": 500, "chunking": "original",
                 "models": {"fingerprints": bl.run_fingerprints(smoke_run.manifest)}}

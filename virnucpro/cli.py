@@ -154,7 +154,7 @@ def _add_chunk(sub) -> None:
 def cmd_chunk(args) -> int:
     from virnucpro.prep.chunking import chunk_records
     from virnucpro.io.fasta import read_fasta
-    from virnucpro.io.outputs import atomic_write
+    from virnucpro.core.files import atomic_write
     records = read_fasta(args.input, args.duplicate_ids)
     n = 0
     with atomic_write(args.output) as fh:
@@ -181,7 +181,7 @@ def _add_translate(sub) -> None:
 
 def cmd_translate(args) -> int:
     from virnucpro.io.fasta import read_fasta
-    from virnucpro.io.outputs import atomic_write
+    from virnucpro.core.files import atomic_write
     from virnucpro.prep.frames import chunk_and_translate
     records = read_fasta(args.input, args.duplicate_ids)
     chunks, frames = chunk_and_translate(records, args.chunk_length, args.chunking)

@@ -38,7 +38,7 @@ from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
 from virnucpro.core.progress import progress_bar
 from virnucpro.core.telemetry import GpuSampler, Telemetry, gpu_indices, peak_gpu_mem_gib, setup_logging
-from virnucpro.io.paths import LOG_NAME
+from virnucpro.io.paths import Paths
 from virnucpro.run.result import Scored
 from virnucpro.prep.frames import chunk_and_translate
 
@@ -220,7 +220,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
     outdir = Path(opts.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     rank = dist[0] if dist else 0
-    setup_logging(outdir / (LOG_NAME if rank == 0 else f"virnucpro.rank{rank}.log"), opts.verbose)
+    setup_logging(Paths(outdir).rank_log(rank), opts.verbose)
     tel = Telemetry()
     tel.t0 -= time.perf_counter() - t_start  # the run's clock starts at the command's start
     if synthetic:
@@ -371,15 +371,8 @@ def _gpu_name(device: str) -> str | None:
         return None
     import torch
     if not torch.cuda.is_initialized():
-        try:
-            import pynvml
-
-            from virnucpro.core.telemetry import nvml_handle
-            pynvml.nvmlInit()
-            handle = nvml_handle(pynvml, torch.device(device).index or 0)
-            if handle is not None:
-                name = pynvml.nvmlDeviceGetName(handle)
-                return name.decode() if isinstance(name, bytes) else str(name)
-        except Exception:  # noqa: BLE001 - no NVML: ask CUDA
-            pass
-    return torch.cuda.get_device_name(torch.device(device))
+        from virnucpro.core.nvml import gpu_name
+        name = gpu_name(torch.device(device).index or 0)
+        if name is not None:
+            return name
+    return torch.cuda.get_device_name(torch.device(device))   # no NVML: ask CUDA

@@ -38,7 +38,7 @@ from virnucpro.plan.planner import Prepared
 from virnucpro.errors import InputError
 from virnucpro.models import dnabert
 from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
-from virnucpro.core.telemetry import nvml_handle
+from virnucpro.core.nvml import nvml_handle, nvml_session
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +144,13 @@ def free_gpu_memory(dev: torch.device) -> int:
     this process it asks NVML (creating one would cost the coordinator of a multi-GPU run about a
     second and GPU 0 some memory) and subtracts what the context will take; else the CUDA runtime."""
     if not torch.cuda.is_initialized():
-        try:
-            import pynvml
-            pynvml.nvmlInit()
+        with nvml_session() as nv:
             try:
-                h = nvml_handle(pynvml, dev.index if dev.index is not None else 0)
+                h = nvml_handle(nv, dev.index if dev.index is not None else 0) if nv is not None else None
                 if h is not None:
-                    return max(0, int(pynvml.nvmlDeviceGetMemoryInfo(h).free) - CUDA_CONTEXT_BYTES)
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception:   # no NVML: the CUDA runtime answers
-            pass
+                    return max(0, int(nv.nvmlDeviceGetMemoryInfo(h).free) - CUDA_CONTEXT_BYTES)
+            except Exception:   # no NVML: the CUDA runtime answers
+                pass
     free, _ = torch.cuda.mem_get_info(dev)
     return free
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from virnucpro.core.files import atomic_path
 from virnucpro.errors import ModelError
 from virnucpro.io.outputs import LABELS
 from virnucpro.models.layout import atomic_torch_save, quick_fingerprint
@@ -176,9 +177,8 @@ def save_classifier_safetensors(model: MLPClassifier, path: str | Path, chunk_le
     if synthetic is not None:
         meta["virnucpro_synthetic"] = json.dumps(synthetic)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from virnucpro.core.files import atomic_path
 from virnucpro.errors import ModelError
 
 ENV_VAR = "VIRNUCPRO_MODELS"
@@ -39,11 +40,12 @@ def models_dir(cli_value: str | Path | None) -> Path:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp name beside ``path``, then rename: a checkpoint is whole or absent."""
+    """torch.save to a temp name beside ``path``, then rename: a checkpoint is whole or absent. To a
+    path, not a handle: torch.save names the archive inside after the file (a handle gives
+    ``archive/``), and the files of a synthetic model set must stay byte-identical."""
     import torch
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def quick_fingerprint(path: Path, n_hex: int = 16) -> str:

@@ -18,7 +18,6 @@ week. A user's own real v1.0 output directory (no manifest) can be given to the 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import shutil
@@ -30,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE
+from virnucpro.core.files import sha256_file
 from virnucpro.errors import InputError
+from virnucpro.io.paths import CONSENSUS, PREDICTIONS, RUN_JSON
 
 MANIFEST = "manifest.json"
 FORMAT = "virnucpro-baseline/1"
@@ -47,20 +47,12 @@ class Baseline:
         return self.path.name
 
 
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_baseline(path: str | Path) -> Baseline:
     """Open a baseline (or a plain v1.0 output directory); InputError if the outputs are absent."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"baseline directory not found: {path}")
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         if not (path / name).is_file():
             raise InputError(f"baseline {path} has no {name}")
     man = path / MANIFEST
@@ -202,9 +194,9 @@ def make_baseline(out: Path, workload: Path, models: Path, chunk_length: int, de
                      "--models", str(models), "--engine", "reference", "--device", device,
                      "--no-progress", *(extra_args or []))
     wall = _run(cmd, "the reference run")
-    run_manifest = json.loads((work / "run.json").read_text())
+    run_manifest = json.loads((work / RUN_JSON).read_text())
     out.mkdir(parents=True, exist_ok=True)
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         shutil.copyfile(work / name, out / name)
     models_info = dict(run_manifest.get("models") or {})
     synth = run_manifest.get("synthetic")

@@ -28,7 +28,6 @@ older than ``stale_s`` is taken over instead. Rank 0 writes the manifest and the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -43,11 +42,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from virnucpro.errors import InputError, VirnucproError
-from virnucpro.core.telemetry import Telemetry, cuda_visible_devices, peak_gpu_mem_gib
+from virnucpro.core.files import atomic_bytes, sha256_file
+from virnucpro.core.nvml import cuda_visible_devices, gpu_count
+from virnucpro.core.telemetry import Telemetry, peak_gpu_mem_gib
+from virnucpro.io.paths import RUN_DIRNAME
 
 log = logging.getLogger(__name__)
 
-RUN_DIRNAME = ".virnucpro-run"
 STOPPED_EXIT = 3            # a worker that stopped on SIGTERM/SIGINT, leaving a resumable state
 BAD_FORK_EXIT = 4           # a worker forked from a process that had initialised CUDA: restart it with spawn
 STORAGE_EXIT = 5            # a worker's write was refused (disk full, read-only, no permission): not retried
@@ -66,11 +67,7 @@ IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprint
 
 def input_fingerprint(path: str | Path) -> dict:
     """Size and sha256 of the input file (its content, not its name)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+    return {"size": os.path.getsize(path), "sha256": sha256_file(path)}
 
 
 def parse_devices(gpus: str | None, workers: int | None, device: str) -> list[str]:
@@ -136,7 +133,7 @@ class RunDir:
             raise InputError(f"{self.manifest_path} is damaged; rerun without --resume to start over") from None
 
     def write_manifest(self, manifest: dict) -> None:
-        _atomic_bytes(self.manifest_path, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
+        atomic_bytes(self.manifest_path, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
 
     def check(self, manifest: dict | None, expected: dict, keys=IDENTITY) -> None:
         """Refuse to resume from checkpoints made from anything else: InputError naming the differences."""
@@ -173,8 +170,8 @@ class RunDir:
     def save_segment(self, k: int, nuc: list[str], prot: list[str], last: bool, dna_len=None) -> None:
         """Segment ``k``: its frames' sequences and DNABERT-S token counts (computed once, here)."""
         import pickle
-        _atomic_bytes(self.segment_path(k), pickle.dumps((nuc, prot, last, dna_len),
-                                                         protocol=pickle.HIGHEST_PROTOCOL), sync=False)
+        atomic_bytes(self.segment_path(k), pickle.dumps((nuc, prot, last, dna_len),
+                                                        protocol=pickle.HIGHEST_PROTOCOL), fsync=False)
 
     def follow_segments(self, plans, stop: threading.Event) -> None:
         """Build ``plans`` from the segments the coordinator publishes, in order, until the last
@@ -220,7 +217,7 @@ class RunDir:
 
     def skip_unit(self, u: int, why: str) -> None:
         """Give up on a unit (only with --skip-failing-units): its frames get no score."""
-        _atomic_bytes(self.skipped_path(u), (why + "\n").encode())
+        atomic_bytes(self.skipped_path(u), (why + "\n").encode())
 
     def skipped_units(self) -> set[int]:
         return {int(p.name[5:11]) for p in self.units.glob("unit_*.skipped")}
@@ -289,7 +286,7 @@ class RunDir:
         import io
         buf = io.BytesIO()
         np.savez(buf, frames=np.asarray(frames, dtype=np.int64), scores=np.asarray(scores, dtype=np.float32))
-        _atomic_bytes(self.unit_path(u), buf.getvalue())
+        atomic_bytes(self.unit_path(u), buf.getvalue())
 
     def load_scores(self, plan, n_frames: int) -> np.ndarray:
         """Merge: the scores [N, 2] of every frame from the unit files, checking each unit holds
@@ -309,16 +306,6 @@ class RunDir:
         if missing:
             raise VirnucproError(f"{missing} frames have no score after merging the units (a bug; please report)")
         return scores
-
-
-def _atomic_bytes(path: Path, data: bytes, sync: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        if sync:
-            fh.flush()
-            os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _short(v: Any) -> str:
@@ -647,15 +634,7 @@ def visible_gpu_count() -> int:
     visible = cuda_visible_devices()
     if visible is not None:
         return len(visible)
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no NVML, no driver: no GPU to count
-        return 0
+    return gpu_count() or 0   # None: no NVML, no driver: no GPU to count
 
 
 def likely_worker_processes(engine: str, device: str, gpus: str | None, workers: int | None,
@@ -811,7 +790,7 @@ def finish_worker(rd: RunDir, owner: str, device: str, engine, totals: dict, tel
     tel.emit("worker_summary", busy_s=round(busy, 4), units=totals.get("units", 0),
              tokens_per_s=round(totals.get("esm_tokens", 0) / busy, 1) if busy else None,
              esm_tokens=totals.get("esm_tokens", 0), device=device)
-    _atomic_bytes(rd.workers / f"{owner}.json", json.dumps(stats, default=str).encode())
+    atomic_bytes(rd.workers / f"{owner}.json", json.dumps(stats, default=str).encode())
     return stats
 
 

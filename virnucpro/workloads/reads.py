@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
-import os
 import re
 import sys
 from collections import Counter
@@ -66,6 +65,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from virnucpro.core.files import atomic_write
 from virnucpro.errors import InputError
 from virnucpro.workloads.genomes import load_genomes
 
@@ -471,7 +471,7 @@ def write_reads_fasta(path: str | Path, n: int, seed: int, length_profile: str =
                       stats_chunk_length: int | None = None) -> WorkloadSummary:
     """Write ``n`` simulated reads to ``path`` (gzip when it ends with .gz), atomically.
 
-    The file appears complete or not at all (temp file + os.replace). gzip output carries no
+    The file appears complete or not at all (``core.files.atomic_write``). gzip output carries no
     name or time stamp, so it too is byte-identical for a seed. With ``stats_chunk_length`` the
     summary also holds the kept-frame statistics at that chunk length."""
     path = Path(path)
@@ -485,22 +485,16 @@ def write_reads_fasta(path: str | Path, n: int, seed: int, length_profile: str =
         raise InputError(f"output directory does not exist: {parent}")
     if path.is_dir():
         raise InputError(f"output path is a directory: {path}")
-    tmp = parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as raw:
-            out = (gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0)
-                   if path.name.endswith(".gz") else raw)
-            try:
-                for batch in batches:
-                    out.write(batch.fasta().encode("ascii"))
-                    _tally(summary, batch)
-            finally:
-                if out is not raw:
-                    out.close()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as raw:
+        out = (gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0)
+               if path.name.endswith(".gz") else raw)
+        try:
+            for batch in batches:
+                out.write(batch.fasta().encode("ascii"))
+                _tally(summary, batch)
+        finally:
+            if out is not raw:
+                out.close()
     return summary
 
 
@@ -533,10 +527,8 @@ def sample_fasta_text() -> str:
 
 def write_sample_fasta(path: str | Path) -> None:
     """(Re)write the demo sample (``virnucpro/data/sample.fa``) atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(sample_fasta_text())
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        fh.write(sample_fasta_text())
 
 
 # --------------------------------------------------------------------------- CLI
