@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from virnucpro import __version__
-from virnucpro.io import outputs
+from virnucpro.io import outputs, paths
 from virnucpro.run import parallel
 from virnucpro.core.background import GIL_SWITCH_S
 from virnucpro.errors import InputError
@@ -259,7 +259,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
         counts = rows.write(outdir, records, chunks, frames, scored.scores, bool(synthetic))
         if counts["skipped_reads"]:
             log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
-                      "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), outputs.SKIPPED_READS)
+                      "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), paths.SKIPPED_READS)
         if synthetic:
             outputs.write_synthetic_note(outdir, {"models": models.describe(), "synthetic": synthetic})
         st.update(items=counts["frames"], rows_made_ahead=ahead)
