@@ -50,14 +50,15 @@ def quick_fingerprint(path: Path, n_hex: int = 16) -> str:
     """Content fingerprint that stays fast on multi-GB checkpoints: sha256 over the file size and
     its first and last 4 MiB (whole file when smaller than 8 MiB); for safetensors also over the
     header in canonical key order, whose metadata order the library does not keep stable."""
+    from virnucpro.models.safeload import safetensors_header
     size = path.stat().st_size
     h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as fh:
         start = 0
         if path.suffix == ".safetensors":  # header JSON in canonical order (safetensors shuffles metadata)
-            n = int.from_bytes(fh.read(8), "little")
-            h.update(json.dumps(json.loads(fh.read(n)), sort_keys=True).encode())
-            start = 8 + n
+            header = safetensors_header(path)   # checked first: garbage is a ModelError naming the file
+            h.update(json.dumps(header, sort_keys=True).encode())
+            start = 8 + int.from_bytes(fh.read(8), "little")
         body = size - start
         fh.seek(start)
         if body <= 8 << 20:
