@@ -58,13 +58,15 @@ def read_checkpoint(path: str | Path, mmap: bool = False, regression: bool = Tru
             or not all(hasattr(cfg, a) for a in ("encoder_layers", "encoder_embed_dim", "encoder_attention_heads"))):
         raise ModelError(f"{path} is not a fair-esm ESM-2 checkpoint (no 'model' state dict and 'cfg' "
                          "model arguments); is it a complete fair-esm .pt file?")
-    reg = None
-    if regression:
-        rp = regression_path(path)
-        reg = load_pickled(rp, ESM_GLOBALS, what="ESM-2 contact-regression file")
-        if not isinstance(reg, dict) or not isinstance(reg.get("model"), dict):
-            raise ModelError(f"{rp} is not a fair-esm contact-regression file (no 'model' state dict)")
-    return data, reg
+    return data, read_regression(regression_path(path)) if regression else None
+
+
+def read_regression(path: str | Path) -> dict:
+    """A fair-esm contact-regression file, read weights-only; ModelError names it when it is not one."""
+    reg = load_pickled(path, ESM_GLOBALS, what="ESM-2 contact-regression file")
+    if not isinstance(reg, dict) or not isinstance(reg.get("model"), dict):
+        raise ModelError(f"{path} is not a fair-esm contact-regression file (no 'model' state dict)")
+    return reg
 
 
 def load_esm2(path: str | Path, device: str | torch.device = "cpu"):

@@ -11,7 +11,9 @@
 The directory is ``--models DIR``, else ``$VIRNUCPRO_MODELS``, else ``~/.cache/virnucpro/models``.
 A torch-hub cache (``hub/checkpoints/esm2_*.pt``) and a HuggingFace cache
 (``models--zhihan1996--DNABERT-S/snapshots/*/``) inside that directory are found too, and
-``--esm``, ``--dnabert``, ``--classifier`` override single files.
+``--esm``, ``--dnabert``, ``--classifier`` override single files. Nothing here reaches the network:
+``virnucpro models download`` (download.py) fills such a directory and records each file's sha256
+in ``virnucpro-models.json``, which ``virnucpro models check`` (verify.py) compares.
 """
 
 from __future__ import annotations

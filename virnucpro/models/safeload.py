@@ -116,7 +116,7 @@ def safetensors_header(path: str | Path, what: str = "model file") -> dict:
     or padded file fails). ModelError names the file otherwise."""
     path = Path(path)
     size = path.stat().st_size
-    bad = f"{what} {path} is not a valid safetensors file"
+    bad = f"cannot read {what} {path}: not a valid safetensors file"
     if size < 8:
         raise ModelError(f"{bad}: {size} bytes (empty or cut short)")
     with open(path, "rb") as fh:
