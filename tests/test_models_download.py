@@ -190,6 +190,16 @@ def test_a_server_that_ignores_range_is_read_from_the_start(mirror, tmp_path):
     assert got.sha256 == _sha(mirror.root / ESM) and (to / ESM).read_bytes() == (mirror.root / ESM).read_bytes()
 
 
+def test_a_whole_part_file_is_checked_and_renamed_without_a_transfer(mirror, tmp_path):
+    """Killed after the last byte but before the rename: the server answers 416 to the Range request."""
+    to = tmp_path / "models"
+    to.mkdir()
+    shutil.copy(mirror.root / ESM, to / (ESM + ".part"))
+    got = fetch.fetch(f"{mirror.url}/{ESM}", to / ESM, sha256=_sha(mirror.root / ESM))
+    assert got.resumed_from == got.size and (to / ESM).read_bytes() == (mirror.root / ESM).read_bytes()
+    assert not (to / (ESM + ".part")).exists()
+
+
 def test_wrong_hash_is_refused_and_not_left_in_place(mirror, tmp_path, run_cli, monkeypatch):
     wrong = [download.Remote(r.group, r.rel, r.url, "0" * 64 if r.rel == "300_model.pth" else r.sha256)
              for r in download.catalogue()]
