@@ -234,8 +234,9 @@ def cmd_classify(args) -> int:
 
 
 def _add_models(sub) -> None:
-    p = sub.add_parser("models", formatter_class=_Formatter, help="write synthetic models; check a model dir")
-    msub = p.add_subparsers(dest="models_cmd", metavar="{synth,check}", parser_class=_Parser)
+    p = sub.add_parser("models", formatter_class=_Formatter,
+                       help="download the real models; check a model dir; write synthetic models")
+    msub = p.add_subparsers(dest="models_cmd", metavar="{download,check,synth}", parser_class=_Parser)
     s = msub.add_parser("synth", formatter_class=_Formatter, help="write a seeded random-weight model set",
                         description="Write seeded random weights in exactly the real formats (fair-esm "
                         "checkpoint, DNABERT-S HF folder with a BPE tokenizer, classifier .pth in the original "
@@ -247,11 +248,66 @@ def _add_models(sub) -> None:
     s.add_argument("--device", default="auto", help="device for calibrating the classifier on the sample")
     s.add_argument("--calibration-frames", type=int, default=256)
     s.set_defaults(func=cmd_models_synth)
-    c = msub.add_parser("check", formatter_class=_Formatter, help="find and load the models; print fingerprints")
+    c = msub.add_parser("check", formatter_class=_Formatter, help="read every model file in full, load each; print fingerprints",
+                        description="Find the model set, read every file in full (its sha256, compared with the "
+                        "hash `models download` recorded, where there is one) and load each as a run does "
+                        "(zip records' CRCs, weights-only unpickling, tokenizer, classifier for the chunk "
+                        "length). Exit 0 when all are sound; exit 2 naming each damaged or missing file.")
     c.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
     _add_model_args(c)
     c.set_defaults(func=cmd_models_check)
+    d = msub.add_parser("download", formatter_class=_Formatter, help="download the real models (~6.2 GB), checked",
+                        description="Download the real models into DIR, in the layout --models DIR reads:\n"
+                        "  esm2_t36_3B_UR50D.pt + -contact-regression.pt  fair-esm's URLs            ~5.7 GB\n"
+                        "  DNABERT-S/ (config.json, pytorch_model.bin, tokenizer.json)\n"
+                        "                                 Hugging Face zhihan1996/DNABERT-S         ~470 MB\n"
+                        "  300_model.pth, 500_model.pth   GitHub Li-Jing-1997/VirNucPro (a commit)  ~7 MB each\n\n"
+                        "Partial downloads resume (run the command again); every file is size-checked, "
+                        "sha256-checked where the publisher lists one, loaded as a run loads it, renamed into "
+                        "place only when whole and good, and recorded (DIR/virnucpro-models.json) for "
+                        "`virnucpro models check`.\n\n"
+                        "Exit codes: 0 done; 2 a file not found (HTTP 404), of the wrong size or sha256, or "
+                        "that does not load (removed); 3 network trouble (offline, refused, timeout, server "
+                        "error): run again to resume.")
+    d.add_argument("--to", metavar="DIR", type=Path, default=None,
+                   help="where to put them (default: $VIRNUCPRO_MODELS, else ~/.cache/virnucpro/models, "
+                   "which predict reads without --models)")
+    d.add_argument("--base-url", metavar="URL", help="fetch every file from URL/<its path in DIR> instead "
+                   "(an institutional mirror with the same layout)")
+    d.add_argument("--only", action="append", choices=("esm2", "dnabert", "classifiers"),
+                   help="only this group (repeatable; default: all three)")
+    d.add_argument("--timeout", type=float, default=60, help="seconds without an answer before a transfer "
+                   "counts as broken off")
+    g = d.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    d.set_defaults(func=cmd_models_download)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def cmd_models_download(args) -> int:
+    import contextlib
+    from virnucpro.models import download, layout
+    to = layout.models_dir(args.to)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    with contextlib.ExitStack() as stack:
+        bar = None
+        if show:
+            from rich.console import Console
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+            prog = stack.enter_context(Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                                TransferSpeedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                                console=Console(stderr=True)))
+
+            def bar(name, total):
+                task = prog.add_task(name, total=total)
+                return lambda done, tot: prog.update(task, completed=done, total=tot)
+        download.download(to, args.base_url, tuple(args.only or download.GROUPS), bar=bar, timeout=args.timeout,
+                          say=lambda line: print(line, flush=True))
+    print(f"models in {to}: `virnucpro predict READS -o OUT --models {to}`"
+          f"{'' if args.to else ' (or without --models)'}; recheck with `virnucpro models check --models {to}`")
+    return 0
 
 
 def cmd_models_synth(args) -> int:
@@ -265,10 +321,17 @@ def cmd_models_synth(args) -> int:
 
 
 def cmd_models_check(args) -> int:
-    from virnucpro.models import layout
-    from virnucpro.models.classifier import load_classifier
-    ms = layout.resolve(args.models, args.chunk_length, args.esm, args.dnabert, args.classifier)
-    load_classifier(ms.classifier, args.chunk_length, args.allow_classifier_mismatch)
+    from virnucpro.models import layout, verify
+
+    def show(fc) -> None:
+        how = "matches the download record" if fc.recorded else "read in full and loaded"
+        state = "ok " if not fc.problem else "BAD"
+        print(f"{state} {fc.path}  {fc.size:,} bytes  sha256 {fc.sha256[:16]}  "
+              f"{fc.problem if fc.problem else how}", flush=True)
+
+    ms = layout.resolve(args.models, args.chunk_length, args.esm, args.dnabert, args.classifier, fingerprint=False)
+    verify.require_sound(verify.check_model_set(ms, args.chunk_length, args.allow_classifier_mismatch, show))
+    ms.fingerprints = layout.fingerprints(ms)
     for k, v in ms.describe().items():
         print(f"{k:12s} {v}")
     return 0

@@ -39,6 +39,7 @@ from torch import nn
 
 from virnucpro.errors import InputError, ModelError
 from virnucpro.models.layout import quick_fingerprint
+from virnucpro.models.safeload import load_pickled, load_safetensors
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -401,15 +402,12 @@ def load_state_dict_checked(model: DnaBert, state: Mapping[str, torch.Tensor], a
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors or torch (weights_only) state dict; ModelError when unreadable."""
-    try:
-        if path.name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated or unsafe file
-        raise ModelError(f"cannot read DNABERT weights {path}: {type(exc).__name__}: {exc}") from None
+    """Read a safetensors or torch state dict (weights-only, virnucpro.models.safeload); ModelError
+    when unreadable, damaged or holding anything but tensors."""
+    if path.name.endswith(".safetensors"):
+        state, _ = load_safetensors(path, what="DNABERT weights")
+    else:
+        state = load_pickled(path, what="DNABERT weights")
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"DNABERT weights {path} are not a plain state dict of tensors")
     return dict(state)

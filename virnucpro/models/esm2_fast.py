@@ -290,22 +290,13 @@ class PackedESM2(nn.Module):
         the whole model in host memory). Returns (model in eval mode, fair-esm alphabet); with
         ``phases``, adds the seconds spent opening the checkpoint (``esm_open``) to it;
         ``on_open(embed_dim, heads)`` is called before the weights are copied."""
-        import argparse
         import re
         import time
         import esm
-        from virnucpro.errors import ModelError
+        from virnucpro.models.esm2 import read_checkpoint
         t_open = time.perf_counter()
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            try:
-                try:
-                    data = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-                except RuntimeError:  # legacy (non-zip) checkpoints cannot be memory-mapped
-                    data = torch.load(str(path), map_location="cpu", weights_only=True)
-                cfg = data["cfg"]["model"]
-            except Exception as exc:   # truncated, corrupt, not a fair-esm checkpoint
-                raise ModelError(f"cannot read the ESM-2 checkpoint {path} ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:160]}); is it a complete fair-esm .pt file?") from None
+        data, _ = read_checkpoint(path, mmap=True)   # weights-only whatever the environment says (+ contact regression)
+        cfg = data["cfg"]["model"]
         if phases is not None:   # the rest of from_checkpoint is the copy to the device
             phases["esm_open"] = time.perf_counter() - t_open
         if on_open is not None:
