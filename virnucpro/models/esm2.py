@@ -1,4 +1,11 @@
-"""ESM-2 from a fair-esm checkpoint: loading, the reference embedding, synthetic checkpoints.
+"""The reference ESM-2: fair-esm's own model from a fair-esm checkpoint, the original's embedding,
+synthetic checkpoints.
+
+What it reproduces: fair-esm's arithmetic. The model is fair-esm's ``ESM2`` module itself, loaded
+by fair-esm's loader and run in fp32 (its attention, GELU, rotary embedding and LayerNorms, padded
+batches), so the reference engine's ESM-2 embeddings are those of the original VirNucPro.
+``esm2_fast`` re-implements the network for the fast engine (packed sequences, half precision,
+fused kernels) and is tested against this module.
 
 The checkpoint format is fair-esm's: ``{"model": state dict with "encoder.sentence_encoder." /
 "encoder." prefixes, "cfg": {"model": argparse.Namespace(encoder_layers, encoder_embed_dim,
@@ -18,7 +25,6 @@ Proteins here are at most C/3 residues (<= 166), so that truncation never bites.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,7 +36,6 @@ from virnucpro.errors import ModelError
 from virnucpro.models.layout import atomic_torch_save
 from virnucpro.models.safeload import load_pickled
 
-log = logging.getLogger(__name__)
 TRUNCATION = 1024
 
 # name -> (layers, embed dim, heads)
@@ -197,11 +202,3 @@ def write_synthetic_esm2(out_dir: str | Path, preset: str, seed: int, synthetic:
     import json
     (out_dir / f"{name}.synthetic.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     return ckpt
-
-
-def esm2_flops_per_token(layers: int, dim: int, seq_len: float) -> float:
-    """Forward FLOPs per token: 2 x (params in matmuls) + attention (QK^T and AV: 4 * L * d per token)."""
-    matmul_params = layers * (4 * dim * dim + 2 * dim * 4 * dim)
-    return 2 * matmul_params + layers * 4 * seq_len * dim
-
-
