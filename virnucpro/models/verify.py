@@ -107,7 +107,7 @@ def _file_checks(ms: ModelSet, chunk_length: int, allow_mismatch: bool) -> list[
         if path.name == dnabert.TORCH_FILE:
             from virnucpro.models.safeload import check_zip_records
             check_zip_records(path, "DNABERT weights")
-        state = dnabert._read_weights(path)
+        state = dnabert.read_weights(path)
         try:
             config = read_config(ms.dnabert / dnabert.CONFIG_FILE)
         except ModelError:

@@ -19,6 +19,7 @@ from virnucpro.errors import InputError, ModelError
 from virnucpro.models.dnabert.network import INIT_STD, PRESETS, DnaBert, DnaBertConfig
 from virnucpro.models.dnabert.tokenizer import TOKENIZER_FILE, load_dna_tokenizer, train_dna_tokenizer
 from virnucpro.models.layout import quick_fingerprint
+from virnucpro.models.safeload import load_pickled, load_safetensors
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -52,16 +53,13 @@ def load_state_dict_checked(model: DnaBert, state: Mapping[str, torch.Tensor], a
     return sorted(key for key in state if renamed[key] not in expected)
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Read a safetensors or torch (weights_only) state dict; ModelError when unreadable."""
-    try:
-        if path.name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated or unsafe file
-        raise ModelError(f"cannot read DNABERT weights {path}: {type(exc).__name__}: {exc}") from None
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors or torch state dict (weights-only, virnucpro.models.safeload); ModelError
+    when unreadable, damaged or holding anything but tensors."""
+    if path.name.endswith(".safetensors"):
+        state, _ = load_safetensors(path, what="DNABERT weights")
+    else:
+        state = load_pickled(path, what="DNABERT weights")
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"DNABERT weights {path} are not a plain state dict of tensors")
     return dict(state)
@@ -104,7 +102,7 @@ def load_dnabert(
 
     with torch.device("meta"):   # no random initialisation (a second on a slow CPU): the file's tensors are used
         model = DnaBert(config, use_sdpa=use_sdpa)
-    ignored = load_state_dict_checked(model, _read_weights(weights_path), assign=True)
+    ignored = load_state_dict_checked(model, read_weights(weights_path), assign=True)
     model = model.to(device=device, dtype=dtype).eval()
     synthetic = raw_config.get(SYNTHETIC_KEY)
     info = {
