@@ -96,7 +96,7 @@ def test_sha256_file_matches_hashlib(tmp_path, size) -> None:
 
 
 def test_input_fingerprint_is_size_and_sha256(tmp_path) -> None:
-    from virnucpro.run.parallel import input_fingerprint
+    from virnucpro.run.rundir import input_fingerprint
     path = tmp_path / "reads.fa"
     path.write_bytes(b">r1\nACGT\n")
     assert input_fingerprint(path) == {"size": 9, "sha256": hashlib.sha256(b">r1\nACGT\n").hexdigest()}

@@ -28,8 +28,8 @@ def test_paths_names_the_documented_files(tmp_path) -> None:
 
 def test_the_other_layers_use_the_same_names() -> None:
     from virnucpro.perf import baseline, compare, gate
-    from virnucpro.run import parallel
-    assert parallel.RUN_DIRNAME is paths.RUN_DIRNAME
+    from virnucpro.run import rundir
+    assert rundir.RUN_DIRNAME is paths.RUN_DIRNAME
     assert gate.LOG_NAME is paths.LOG_NAME and gate.RUN_JSON is paths.RUN_JSON
     assert compare.PREDICTIONS is paths.PREDICTIONS and compare.CONSENSUS is paths.CONSENSUS
     assert baseline.MANIFEST == "manifest.json" != paths.RUN_JSON, "a baseline's own manifest is another file"

@@ -127,7 +127,7 @@ def cmd_predict(args) -> int:
         block_frames=args.block_frames, allow_classifier_mismatch=args.allow_classifier_mismatch,
         progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose,
         gpus=args.gpus, workers=args.workers, resume=args.resume, batches_per_unit=args.batches_per_unit,
-        skip_failing_units=args.skip_failing_units, save_embeddings=args.save_embeddings,
+        skip_failing_units=args.skip_failing_units, save_embeddings=args.save_embeddings, faults=args.faults,
         engine_opts={k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
                                        ("compile", False if args.no_compile else None),
                                        ("segment_reads", args.segment_reads)) if v is not None})
@@ -380,19 +380,20 @@ def _prestart_workers(argv: list[str]) -> None:
         known, _ = p.parse_known_args(argv[1:])
     except (SystemExit, ValueError):
         return
-    from virnucpro.run import parallel
-    if parallel.likely_worker_processes(known.engine, known.device, known.gpus, known.workers,
-                                        known.skip_failing_units):
-        parallel.prestart_workers()
+    from virnucpro.run.devices import likely_worker_processes
+    from virnucpro.run.spawn import prestart_workers
+    if likely_worker_processes(known.engine, known.device, known.gpus, known.workers, known.skip_failing_units):
+        prestart_workers()
 
 
-def run() -> None:
+def run(argv: list[str] | None = None, faults=None) -> None:
     """The ``virnucpro`` command (console script and ``python -m virnucpro``): ``main``, then exit at
     once. A run's outputs are written and closed by then; what is skipped is the interpreter's
     teardown of the run's objects and of torch (0.76-0.81 s after a 650,000-read run, docs/benchmarks.md
     CPU-5), not any work:
-    worker processes are joined and multiprocessing's temp directory removed first."""
-    code = main()
+    worker processes are joined and multiprocessing's temp directory removed first. ``faults``: a
+    ``virnucpro.run.faults.FaultPlan`` for ``predict`` (tests/fault_launcher.py)."""
+    code = main(argv, faults)
     try:
         import multiprocessing.util
         multiprocessing.util._exit_function()   # join children, remove the temp dir (what atexit would do)
@@ -407,7 +408,7 @@ def run() -> None:
     os._exit(code)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, faults=None) -> int:
     try:
         _prestart_workers(sys.argv[1:] if argv is None else list(map(str, argv)))
         from virnucpro.core.telemetry import setup_logging
@@ -417,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        args.faults = faults
         return int(args.func(args) or 0)
     except VirnucproError as exc:
         print(f"virnucpro: error: {exc}", file=sys.stderr)

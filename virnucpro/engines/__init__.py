@@ -3,7 +3,7 @@
 Both embed kept frames with DNABERT-S and ESM-2 and classify them. The reference engine scores a
 list of frames block by block (``ReferenceEngine.score``); the fast engine runs the packed work units
 that ``virnucpro.plan.planner`` plans, as a source hands them (``FastEngine.run``), which is how
-``virnucpro.run.fastrun``/``virnucpro.run.parallel`` checkpoint and share them. ``make_engine`` picks one.
+the run layer (``virnucpro.run``) checkpoints and shares them. ``make_engine`` picks one.
 """
 
 from __future__ import annotations

@@ -95,11 +95,10 @@ class _UnitSampler(Sampler):
             yield from range(int(self.first[u]), int(self.first[u] + self.count[u]))
 
 
-def _maybe_fake_oom(tokens: int, model: str) -> None:
-    """Test hook: VIRNUCPRO_FAKE_OOM_TOKENS=N makes any batch of more than N tokens raise CUDA OOM,
-    so the back-off path can be exercised on a CPU."""
-    limit = os.environ.get("VIRNUCPRO_FAKE_OOM_TOKENS")
-    if limit and model == "esm" and tokens > int(limit):
+def _maybe_fake_oom(limit: int | None, tokens: int, model: str) -> None:
+    """Test hook (``FastEngine(fake_oom_tokens=N)``, from a test's FaultPlan): any ESM-2 batch of more
+    than N tokens raises CUDA OOM, so the back-off path can be exercised on a CPU."""
+    if limit and model == "esm" and tokens > limit:
         raise torch.OutOfMemoryError(f"fake CUDA out of memory ({tokens} > {limit} tokens)")
 
 
@@ -358,7 +357,8 @@ class FastEngine:
 
     def __init__(self, models, device: str = "cuda", precision: str = "fp16", token_budget: int | None = None,
                  gpu_memory_gib: float | None = None, loader_workers: int = 2, batches_per_unit: int = 8,
-                 measure_peak: bool = True, compile: bool | None = None, keep_features: bool = False):
+                 measure_peak: bool = True, compile: bool | None = None, keep_features: bool = False,
+                 fake_oom_tokens: int | None = None):
         """``keep_features``: hand each unit's classifier input (DNABERT-S 768 + ESM-2 values per
         frame, float32) to ``on_unit`` as ``info["features"]`` (``--save-embeddings``)."""
         if precision not in DTYPES:
@@ -426,6 +426,7 @@ class FastEngine:
         self.loader_workers = loader_workers
         self.batches_per_unit = batches_per_unit
         self.keep_features = keep_features
+        self.fake_oom_tokens = fake_oom_tokens   # a test's injected fault (virnucpro.run.faults)
         self.peak_tflops = (matmul_peak_tflops(self.device) if measure_peak and self.device.type == "cuda" else None)
         phases["matmul_peak"], t = time.perf_counter() - t, time.perf_counter()
         self.flops_per_token = flops_per_token(self.esm.num_layers, self.esm.embed_dim)
@@ -671,7 +672,7 @@ class FastEngine:
                   unit: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         """``lens_host``: ``lens`` on the host (the real tokens' positions are computed there)."""
         try:
-            _maybe_fake_oom(int(lens.shape[0]) * ids.shape[1], "dna")
+            _maybe_fake_oom(self.fake_oom_tokens, int(lens.shape[0]) * ids.shape[1], "dna")
             with dnabert.sdpa_backends(self.device):
                 if self.dna.layer_fn is None:   # the dense layers on the real tokens only
                     if rows is None:
@@ -695,7 +696,7 @@ class FastEngine:
         batch's proteins are re-packed at half the token budget and each part retried so."""
         n_real = len(item["idx"])
         try:
-            _maybe_fake_oom(int(item["cu"][n_real]), "esm")
+            _maybe_fake_oom(self.fake_oom_tokens, int(item["cu"][n_real]), "esm")
             tok = item["tokens"].to(self.device, non_blocking=True).long()
             cu = item["cu"].to(self.device, non_blocking=True)
             pos = item["pos"].to(self.device, non_blocking=True).long()
@@ -719,7 +720,7 @@ class FastEngine:
             tok, cu, pos, max_len = tokenize(self.alphabet, [prep.prot[j] for j in sub],
                                              pad_to=budget if self.compiled else None)
             try:
-                _maybe_fake_oom(int(cu[len(sub)]), "esm")
+                _maybe_fake_oom(self.fake_oom_tokens, int(cu[len(sub)]), "esm")
                 cu_t = torch.from_numpy(cu).to(self.device)
                 hid = self.esm(torch.from_numpy(tok).long().to(self.device), cu_t,
                                torch.from_numpy(pos).long().to(self.device), max_len)
