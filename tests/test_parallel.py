@@ -3,18 +3,17 @@ after kill -9 and SIGTERM, a dead worker's units re-queued, refused mismatched r
 out-of-memory back-off. Faults are injected with a ``FaultPlan``: in this process through
 ``run_cli(..., faults=...)``, in a subprocess through ``tests/fault_launcher.py``.
 
-A small token budget and 2 batches per unit cut ~460 kept frames into ~12 units, so that every
-worker gets several units. Outputs are compared byte for byte with a one-worker run.
+A small token budget and 2 batches per unit cut ~460 kept frames into ~14 units, so that every
+worker gets several units (tests/run_helpers.py). Outputs are compared byte for byte with a
+one-worker run. Processes, signals and damaged checkpoints: tests/test_lifecycle.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,16 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from virnucpro.errors import InputError
+from run_helpers import (FAST, assert_same_outputs, done_units, env_with, last_run, n_units, predict_cmd, start_run,
+                         wait_for_units)
 from virnucpro.core.telemetry import read_telemetry
+from virnucpro.errors import InputError
 from virnucpro.run.devices import parse_devices
 from virnucpro.run.faults import FaultPlan
 from virnucpro.run.rundir import RUN_DIRNAME, Released, RunDir
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER = Path(__file__).resolve().parent / "fault_launcher.py"
-OUTPUT_FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "read_summary.tsv")
-FAST = ["--engine", "fast", "--device", "cpu", "--no-progress", "--token-budget", "1024", "--batches-per-unit", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -46,51 +42,6 @@ def base(reads, tiny_models, tmp_path_factory, run_cli) -> Path:
     res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST)
     assert res.code == 0, str(res)
     return out
-
-
-def predict_cmd(reads: Path, out: Path, models: Path, *extra: str, faults: dict | None = None) -> list[str]:
-    """``python -m virnucpro predict ...``; with ``faults`` (FaultPlan fields), through the fault launcher."""
-    command = [sys.executable, str(LAUNCHER), json.dumps(faults)] if faults else [sys.executable, "-m", "virnucpro"]
-    return [*command, "predict", str(reads), "-o", str(out), "--models", str(models), *FAST, *extra]
-
-
-def env_with(**extra: str) -> dict:
-    env = {**os.environ, **extra}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def last_run(outdir: Path) -> list[dict]:
-    """Telemetry events of the latest invocation in outdir (the log is appended to)."""
-    ev = read_telemetry(outdir / "virnucpro.log")
-    starts = [i for i, e in enumerate(ev) if e["event"] == "run_start"]
-    return ev[starts[-1]:]
-
-
-def assert_same_outputs(a: Path, b: Path) -> None:
-    for name in OUTPUT_FILES:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), f"{name} of {b} differs from the one-worker run"
-
-
-def n_units(outdir: Path) -> int:
-    return next(e for e in last_run(outdir) if e["event"] == "plan")["units"]
-
-
-def done_units(outdir: Path) -> set[int]:
-    return RunDir(outdir).done_units() if (outdir / RUN_DIRNAME / "units").is_dir() else set()
-
-
-def start_run(cmd: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def wait_for_units(outdir: Path, proc: subprocess.Popen, k: int, timeout: float = 60) -> None:
-    t0 = time.time()
-    while len(done_units(outdir)) < k:
-        assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before {k} units were done"
-        assert time.time() - t0 < timeout, f"fewer than {k} units done after {timeout} s"
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------------------------- units

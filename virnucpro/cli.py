@@ -392,7 +392,11 @@ def run(argv: list[str] | None = None, faults=None) -> None:
     teardown of the run's objects and of torch (0.76-0.81 s after a 650,000-read run, docs/benchmarks.md
     CPU-5), not any work:
     worker processes are joined and multiprocessing's temp directory removed first. ``faults``: a
-    ``virnucpro.run.faults.FaultPlan`` for ``predict`` (tests/fault_launcher.py)."""
+    ``virnucpro.run.faults.FaultPlan`` for ``predict`` (tests/fault_launcher.py). SIGTERM (docker
+    stop, systemd, Slurm) ends the command as Ctrl-C does (exit 130); a run's embedding stops after
+    its current batch on either (virnucpro.run.worker.install_stop_handlers)."""
+    import signal
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     code = main(argv, faults)
     try:
         import multiprocessing.util
@@ -423,8 +427,8 @@ def main(argv: list[str] | None = None, faults=None) -> int:
     except VirnucproError as exc:
         print(f"virnucpro: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("virnucpro: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:   # a stopped run says how far it got (virnucpro.run.fast.stopped_line)
+        print(f"virnucpro: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: short message here, the full traceback in the run's log
         if is_environment_error(exc):   # the machine's, not a bug

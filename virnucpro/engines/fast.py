@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
+from functools import partial
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -294,11 +296,17 @@ def dnabert_compiled() -> bool:
     return value == "1"
 
 
-def _loader_worker_init(_worker_id: int) -> None:
+def _loader_worker_init(_worker_id: int, parent: int | None = None) -> None:
     """In a loader process, an exception in a helper thread of multiprocessing goes to the log, not as
     a traceback to the user's terminal: the resource sharer that hands tensors' file descriptors to
     the worker reports "connection reset" through ``sys.excepthook`` when that worker has just died
-    (e.g. killed with its unit, which the worker's coordinator reports in one line)."""
+    (e.g. killed with its unit, which the worker's coordinator reports in one line). The loader dies
+    with ``parent`` (the process of the GPU loop), and SIGTERM/SIGINT to it ask that process to stop
+    instead of killing the loader under it (``virnucpro.core.lifeline``)."""
+    if parent is not None:
+        from virnucpro.core.lifeline import die_with_parent, stop_parent_on_signal
+        die_with_parent(signal.SIGKILL, parent)
+        stop_parent_on_signal(parent)
     def thread_hook(args) -> None:
         log.debug("loader thread %s: %s: %s", getattr(args.thread, "name", "?"), args.exc_type.__name__, args.exc_value)
 
@@ -528,7 +536,7 @@ class FastEngine:
                                    batch_size=1, sampler=_UnitSampler(source, prep.first, prep.count),
                                    num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
                                    prefetch_factor=4 if workers else None, persistent_workers=False,
-                                   worker_init_fn=_loader_worker_init if workers else None))
+                                   worker_init_fn=partial(_loader_worker_init, parent=os.getpid()) if workers else None))
         dim_dna, dim_esm = self.dna.config.hidden_size, self.esm.embed_dim
         bufs: dict[int, dict] = {}
         pending: list[tuple] = []          # (item dict meta, start event, end event, wait s, depth)

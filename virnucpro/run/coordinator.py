@@ -3,6 +3,9 @@ per device string, watches them, releases the claims of a dead one and starts a 
 (bounded), restarts a worker from a bad fork with spawn, stops the run at once when a worker's
 writes are refused, and gives up on a unit that killed its workers ``max_unit_retries`` times,
 naming it and its reads (or, with --skip-failing-units, skips it).
+
+Each worker holds the reader end of a lifeline whose writer only this process has: the workers
+exit the moment this process is gone (kill -9 included), and a stop is asked through it.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from virnucpro.core.lifeline import Lifeline
 from virnucpro.core.telemetry import Telemetry
 from virnucpro.errors import VirnucproError
 from virnucpro.run.claims import all_done
@@ -40,6 +43,7 @@ class Coordinator:
     max_restarts: int | None = None     # replacements of dead workers in all (default 2 x workers)
     on_poll: Callable[[set[int]], None] | None = None
     procs: dict[str, Any] = field(default_factory=dict)    # owner -> (process, device) of live workers
+    lifelines: dict[str, Lifeline] = field(default_factory=dict)   # owner -> its lifeline (live workers)
     started: list[str] = field(default_factory=list)
     start_method: str | None = None     # None: start_method(); "spawn" after a worker came from a bad fork
     restarts: int = 0
@@ -49,11 +53,16 @@ class Coordinator:
     def _spawn(self, owner: str, device: str) -> None:
         method = self.start_method or start_method()
         ctx = worker_context(method)
+        line = Lifeline(ctx)
         spec = dataclasses.replace(self.base, owner=owner, device=device, env=dict(os.environ), cwd=os.getcwd(),
-                                   start_method=method)
+                                   start_method=method, coordinator_pid=os.getpid(), lifeline=line.reader)
         p = ctx.Process(target=worker_main, args=(spec,), name=f"virnucpro-{owner}", daemon=False)
-        p.start()
+        try:
+            p.start()
+        finally:
+            line.close_reader()
         self.procs[owner] = (p, device)
+        self.lifelines[owner] = line
         self.started.append(owner)
 
     def start(self) -> None:
@@ -82,14 +91,14 @@ class Coordinator:
                 if self.on_poll:
                     self.on_poll(done)
                 if stop.is_set() and not forwarded:
-                    for p, _ in self.procs.values():
-                        if p.is_alive():
-                            os.kill(p.pid, signal.SIGTERM)
+                    for owner in self.procs:
+                        self.lifelines[owner].ask_stop()
                     forwarded = True
                 for owner, (p, dev) in list(self.procs.items()):
                     if not p.is_alive():
                         p.join()
                         del self.procs[owner]
+                        self.lifelines.pop(owner).close()
                         self._exited(owner, dev, p.exitcode, stop, plans)
                 plans.check()
                 if all_done_at is None and all_done(self.rd, plans):

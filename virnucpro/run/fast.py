@@ -11,6 +11,7 @@ so --resume continues a killed run and every layout gives byte-identical outputs
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from typing import Any
@@ -27,7 +28,7 @@ from virnucpro.plan.planner import PlanBuilder, emit_plan, produce
 from virnucpro.run.executor import Executor, Job, RunSettings, decide_budget, wait_for_rank0_manifest
 from virnucpro.run.result import Scored, summarize_workers
 from virnucpro.run.rundir import RunDir, input_fingerprint
-from virnucpro.run.worker import add_totals, install_stop_handlers
+from virnucpro.run.worker import Stop, add_totals, install_stop_handlers
 
 log = logging.getLogger("virnucpro.pipeline")
 
@@ -82,7 +83,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
                         token_counter(models.dnabert) if dna_batches == "tokens" else None)
     chunks: list = []
     frames: list = []
-    stop = threading.Event()
+    stop = Stop()
     try:
         executor.start(budget, time.time() - tel.now(), tel)
         producer = threading.Thread(
@@ -133,13 +134,23 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         write_manifest(n_units=n_units, n_frames=len(frames))
     left = n_units - len(rd.done_units()) if plans.complete else 1
     if left:
-        log.warning("stopped with %d of %d work units unfinished; rerun the same command with --resume", left, n_units)
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt(stopped_line(stop, left if plans.complete else None, n_units))
     scores = rd.load_scores(prep.plan, len(frames))
     if executor.leads:
         rd.remove_segments()
     return _scored(opts, executor, devices, tel, stats, (t_from, t_to), sampler, prep, chunks, frames, scores,
                    rows, n_units, len(done_before))
+
+
+def stopped_line(stop: Stop, left: int | None, n_units: int) -> str:
+    """The one line a stopped run ends with (the command prints it, exit 130), also in the log."""
+    by = f" by {signal.Signals(stop.signum).name}" if stop.signum else ""
+    what = (f"{left} of {n_units} work units unfinished" if left is not None
+            else "before the whole input was planned")
+    line = (f"stopped{by} with {what}; the finished units are kept: rerun the same command with --resume "
+            "to continue")
+    log.info(line)
+    return line
 
 
 def _prepare_run_dir(rd: RunDir, opts) -> None:

@@ -16,7 +16,9 @@ import os
 from virnucpro.run.faults import FaultPlan
 
 # What the fork server imports before it forks workers (worker_process holds the workers' entry point).
-PRELOAD = ["virnucpro.run.worker_process", "virnucpro.engines.fast", "virnucpro.models.classifier", "esm"]
+# forkserver_init first: the server dies with its coordinator from then on (it imports torch next).
+PRELOAD = ["virnucpro.run.forkserver_init", "virnucpro.run.worker_process", "virnucpro.engines.fast",
+           "virnucpro.models.classifier", "esm"]
 
 
 def start_method() -> str:

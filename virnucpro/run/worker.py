@@ -53,7 +53,7 @@ def load_fast_engine(models, device: str, precision: str, engine_opts: dict, fau
 
 def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop: threading.Event,
          stale_s: float | None = None, on_progress: Callable[[int, int], None] | None = None,
-         parent_pid: int | None = None, faults: FaultPlan | None = None) -> dict:
+         faults: FaultPlan | None = None) -> dict:
     """A worker's whole job: passes of the engine's loop over claimed units until every unit is done
     (or ``stop``). ``plans``: a PlanBuilder (the plan may still be growing: a pass runs the units known
     when it starts, and goes on with the units planned meanwhile without pausing the GPU). Between
@@ -70,9 +70,6 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
         while not beat_stop.wait(HEARTBEAT_S):
             for s in sources:
                 s.touch()
-            if parent_pid is not None and os.getppid() != parent_pid:   # the coordinator is gone
-                log.warning("worker %s: the coordinating process died; stopping", owner)
-                stop.set()
 
     beat = threading.Thread(target=heartbeat, name="claim-heartbeat", daemon=True)
     beat.start()
@@ -160,18 +157,43 @@ def add_totals(acc: dict, t: dict) -> None:
             acc[k] = acc.get(k, 0) + v
 
 
-def install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
+class Stop(threading.Event):
+    """A run's (or a worker's) stop; ``signum``: the signal that asked for it first (None: the run
+    stopped itself, or its coordinator asked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signum: int | None = None
+
+
+def install_stop_handlers(stop: threading.Event, forward_to: int | None = None) -> Callable[[], None]:
     """SIGTERM/SIGINT set ``stop`` (finish the current batch, leave a resumable state); a second
-    SIGINT interrupts at once. Returns a function restoring the previous handlers."""
+    SIGINT (Ctrl-C) interrupts at once. ``forward_to``: a worker process's coordinator, sent SIGTERM
+    once, so that a signal to any process of a run stops the whole run (the coordinator's own stop
+    request comes through the worker's lifeline, not as a signal, and is not sent back). The note
+    goes to the log file only: the command ends with one line naming the signal. Returns a
+    function restoring the previous handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    seen: list[int] = []
 
     def handler(signum, frame):
-        if stop.is_set() and signum == signal.SIGINT:
+        seen.append(signum)
+        if signum == signal.SIGINT and seen.count(signal.SIGINT) > 1:
             raise KeyboardInterrupt
-        log.warning("signal %d: stopping after the current batch (rerun with --resume to continue)", signum)
+        if len(seen) > 1:   # e.g. the group's SIGTERM, then a loader's or a worker's forwarded one
+            return
+        if isinstance(stop, Stop) and stop.signum is None:
+            stop.signum = signum
+        log.info("signal %s: stopping after the current batch (rerun with --resume to continue)",
+                 signal.Signals(signum).name)
         stop.set()
+        if forward_to is not None:
+            try:
+                os.kill(forward_to, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     for s in old:
         signal.signal(s, handler)

@@ -4,12 +4,18 @@ exit codes, which tell the coordinator what happened.
 A worker starts before the coordinator has read the input: it loads its models, waits for the
 manifest that carries its run's token (its log records wait in memory meanwhile), plans from the
 segments the coordinator publishes, and runs ``virnucpro.run.worker.work``.
+
+A worker lives only as long as its coordinator: its lifeline (``virnucpro.core.lifeline``) reads
+end-of-file the moment the coordinator is gone (kill -9 included) and the worker exits at once,
+what it had in flight redone by --resume; its loaders die with it (parent-death signal). SIGTERM or
+SIGINT to a worker or to one of its loaders stops the whole run cleanly (the coordinator is told).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -17,16 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from virnucpro.core.lifeline import die_with_parent, watch_lifeline
 from virnucpro.run.faults import FaultPlan
 from virnucpro.run.rundir import RunDir
 from virnucpro.run.spawn import in_bad_fork
-from virnucpro.run.worker import WorkerTelemetry, finish_worker, install_stop_handlers, load_fast_engine, work
+from virnucpro.run.worker import Stop, WorkerTelemetry, finish_worker, install_stop_handlers, load_fast_engine, work
 
 log = logging.getLogger(__name__)
 
 STOPPED_EXIT = 3            # a worker that stopped on SIGTERM/SIGINT, leaving a resumable state
 BAD_FORK_EXIT = 4           # a worker forked from a process that had initialised CUDA: restart it with spawn
 STORAGE_EXIT = 5            # a worker's write was refused (disk full, read-only, no permission): not retried
+ORPHAN_EXIT = 6             # the coordinator is gone: nobody would collect the work (no one sees this code)
 
 
 @dataclass
@@ -50,6 +58,8 @@ class WorkerSpec:
     run_token: str | None = None        # the manifest of this run carries it (an older one in OUTDIR does not)
     start_method: str | None = None     # how the coordinator started it (forkserver | spawn)
     faults: FaultPlan | None = None     # what a test injects (None in a real run)
+    coordinator_pid: int | None = None  # told when a signal stops this worker
+    lifeline: Any = None                # the reader end of this worker's lifeline (a multiprocessing Connection)
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -59,6 +69,12 @@ def worker_main(spec: WorkerSpec) -> None:
         os.environ.update(spec.env)
     if spec.cwd is not None:
         os.chdir(spec.cwd)
+    stop = Stop()
+    install_stop_handlers(stop, forward_to=spec.coordinator_pid)
+    if spec.lifeline is not None:
+        watch_lifeline(spec.lifeline, stop.set, _orphaned)
+    if spec.start_method == "spawn":   # its parent is the coordinator (a fork server's child has the server)
+        die_with_parent(signal.SIGKILL, spec.coordinator_pid)
     if in_bad_fork(spec.start_method, spec.faults):   # the coordinator says so (once) and restarts it with spawn
         os._exit(BAD_FORK_EXIT)
     import multiprocessing as mp
@@ -72,11 +88,11 @@ def worker_main(spec: WorkerSpec) -> None:
     from virnucpro.core.background import GIL_SWITCH_S
     sys.setswitchinterval(GIL_SWITCH_S)      # the GPU loop gets the interpreter lock back at once
     log_ready = DeferredLog(spec.log_file)   # until the coordinator has checked the input and made OUTDIR
-    stop = threading.Event()
-    install_stop_handlers(stop)
-    parent = os.getppid()
     try:
-        totals = run_worker(spec, stop, parent, log_ready)
+        totals = run_worker(spec, stop, log_ready)
+    except KeyboardInterrupt:   # a second Ctrl-C: the coordinator got it too and ends the run
+        logging.shutdown()
+        os._exit(STOPPED_EXIT)
     except BaseException as exc:  # noqa: BLE001 - the coordinator needs an exit code; the log the traceback
         from virnucpro.errors import is_environment_error
         if is_environment_error(exc):   # retrying cannot help: the coordinator stops the run with one line
@@ -124,8 +140,16 @@ class DeferredLog:
         self.done = True
 
 
-def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None = None,
-               log_ready: DeferredLog | None = None) -> dict:
+def _orphaned() -> None:
+    """The coordinator is gone (its end of the lifeline closed): end now. The checkpoints written
+    are whole (temp file + rename); the units in flight are redone by --resume."""
+    try:
+        log.info("the coordinating process is gone; this worker exits")
+    finally:
+        os._exit(ORPHAN_EXIT)
+
+
+def run_worker(spec: WorkerSpec, stop: threading.Event, log_ready: DeferredLog | None = None) -> dict:
     import torch
     from virnucpro.models.classifier import load_classifier
     from virnucpro.plan.planner import PlanBuilder
@@ -152,15 +176,13 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
              entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))
     from virnucpro.core.background import gc_paused
     with gc_paused():   # the segments' sequences are many small objects: no collector passes over them
-        totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid,
-                      faults=spec.faults)
+        totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, faults=spec.faults)
     return finish_worker(rd, spec.owner, spec.device, engine, totals, tel)
 
 
 def wait_for_own_manifest(rd: RunDir, stop: threading.Event, token: str | None,
                           timeout: float = 3600.0) -> dict | None:
     """The coordinator writes the manifest (identity and token budget) before planning; this run's
-    carries ``token`` (a manifest left in OUTDIR by an earlier run does not). None: stop, timeout,
-    or the coordinator is gone."""
-    parent = os.getppid()
-    return rd.wait_for_manifest(token, timeout, give_up=lambda: stop.is_set() or os.getppid() != parent)
+    carries ``token`` (a manifest left in OUTDIR by an earlier run does not). None: stop or timeout
+    (a worker whose coordinator is gone has exited through its lifeline)."""
+    return rd.wait_for_manifest(token, timeout, give_up=stop.is_set)
