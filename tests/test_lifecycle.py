@@ -5,6 +5,8 @@
 - SIGTERM to the whole process group (docker stop, systemd, Slurm), SIGINT to the coordinator,
   SIGTERM to one loader process: exit 130, one line, no process left, and --resume finishes with
   the outputs of an uninterrupted run;
+- a damaged unit checkpoint (empty, truncated, altered) is computed again on --resume, and a run
+  killed before its manifest existed resumes as a fresh run.
 
 The runs are tiny-model CPU runs slowed by a FaultPlan's ``unit_delay`` (tests/run_helpers.py).
 """
@@ -12,6 +14,7 @@ The runs are tiny-model CPU runs slowed by a FaultPlan's ``unit_delay`` (tests/r
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,7 +24,7 @@ import pytest
 
 from run_helpers import (FAST, assert_same_outputs, children_of, done_units, env_with, last_run, n_units, predict_cmd,
                          session_processes, start_run, wait_for_units)
-from virnucpro.run.rundir import RunDir
+from virnucpro.run.rundir import RUN_DIRNAME, RunDir
 
 OUTLIVE_S = 5.0   # how long a process of the run may outlive its end
 
@@ -147,3 +150,48 @@ def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(base, reads, tiny
     assert_same_outputs(base, out)
     ran = {e["unit"] for e in last_run(out) if e["event"] == "unit_done"}
     assert ran == set(range(n_units(out))) - before
+
+
+# ------------------------------------------------------------------------------- resume from damage
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(data[:len(data) // 2])
+    else:   # one bit of the scores' bytes flipped (the zip's CRC-32 tells)
+        i = data.index(b"scores.npy") + 200
+        path.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1:])
+
+
+def test_a_damaged_checkpoint_is_computed_again(base, reads, tiny_models, tmp_path, run_cli):
+    """An empty, a truncated and an altered unit checkpoint: --resume recomputes exactly those
+    three with one warning naming them (it used to die with "internal error: EOFError / BadZipFile")."""
+    out = tmp_path / "damaged"
+    shutil.copytree(base, out)
+    rd = RunDir(out)
+    for u, how in [(0, "empty"), (3, "truncated"), (5, "altered")]:
+        _damage(rd.unit_path(u), how)
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume")
+    assert res.code == 0, str(res)
+    warnings = [line for line in res.err_lines() if "damaged" in line]
+    assert len(warnings) == 1 and "0, 3, 5" in warnings[0], res.err
+    assert_same_outputs(base, out)
+    assert sorted(e["unit"] for e in last_run(out) if e["event"] == "unit_done") == [0, 3, 5]
+
+
+@pytest.mark.parametrize("left", ["nothing", "run-dir-without-manifest"])
+def test_resume_of_a_run_killed_before_its_manifest_starts_afresh(base, reads, tiny_models, tmp_path, run_cli, left):
+    """A run killed before its manifest existed leaves no checkpoint (or an empty run directory
+    and a log): --resume runs afresh with a note (it used to refuse: "no checkpoint to resume from")."""
+    out = tmp_path / "early"
+    if left != "nothing":
+        RunDir(out).reset()
+        (out / "virnucpro.log").write_text("killed before the manifest\n")
+        assert not (out / RUN_DIRNAME / "manifest.json").exists()
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume")
+    assert res.code == 0, str(res)
+    assert "starting afresh" in res.err, res.err
+    assert_same_outputs(base, out)
+    assert len({e["unit"] for e in last_run(out) if e["event"] == "unit_done"}) == n_units(out)

@@ -363,11 +363,6 @@ def test_a_mismatched_resume_is_refused(base, reads, tiny_models, tmp_path, run_
     assert (out / "prediction_results.txt").read_bytes() == (base / "prediction_results.txt").read_bytes()
 
 
-def test_resume_without_checkpoints_is_refused(reads, tiny_models, tmp_path, run_cli):
-    res = run_cli("predict", reads, "-o", tmp_path / "empty", "--models", tiny_models, *FAST, "--resume")
-    assert res.code == 2 and "no checkpoint" in res.err, str(res)
-
-
 def test_out_of_memory_halves_the_batch_and_retries(reads, tiny_models, tmp_path, run_cli):
     """fp32 so that re-packed batches give the same numbers up to rounding (fp16 would not)."""
     fp32 = [*FAST, "--precision", "fp32"]

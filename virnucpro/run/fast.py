@@ -55,7 +55,11 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         manifest = wait_for_rank0_manifest(rd, executor.token)
     else:
         manifest = rd.read_manifest() if opts.resume else None
-    if manifest is not None or opts.resume:
+    resuming = manifest is not None
+    if opts.resume and manifest is None and executor.leads:
+        log.warning("--resume: %s holds no checkpoint (the earlier run stopped before recording one); "
+                    "starting afresh", opts.outdir)
+    if resuming:
         identity["input"] = input_fp.result()
         rd.check(manifest, identity)
         budget = settings.given_budget or manifest["token_budget"]
@@ -72,7 +76,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     if executor.leads:
-        _prepare_run_dir(rd, opts)
+        _prepare_run_dir(rd, opts, resuming)
         identity["input"] = input_fp.result()
         write_manifest()
 
@@ -98,7 +102,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         raise
     done_before = rd.done_units()
     if executor.leads:
-        tel.emit("units", already_done=len(done_before), resume=opts.resume)
+        tel.emit("units", already_done=len(done_before), resume=resuming)
     rows, rows_done = outputs.OutputRows(), threading.Event()   # the output rows, made as units finish
     row_maker = threading.Thread(target=_make_rows, name="output-rows", daemon=True,
                                  args=(rows, rd, plans, records, chunks, frames, rows_done))
@@ -153,20 +157,28 @@ def stopped_line(stop: Stop, left: int | None, n_units: int) -> str:
     return line
 
 
-def _prepare_run_dir(rd: RunDir, opts) -> None:
+def _prepare_run_dir(rd: RunDir, opts, resuming: bool) -> None:
     """A fresh run: an earlier run's checkpoints and embeddings parts go (not this run's frames).
-    --resume: the killed run's claims and segments are void; with --save-embeddings a finished unit
-    whose part is missing or unreadable (deleted, lost with a machine crash) is computed again
-    instead of failing at the end."""
-    if not opts.resume:
+    Resuming: the killed run's claims and segments are void; a checkpoint that does not read back
+    whole (empty, truncated, altered: a disk or a copy gone wrong) is computed again, as is, with
+    --save-embeddings, a finished unit whose part is missing or unreadable (deleted, lost with a
+    machine crash), instead of failing at the end."""
+    if not resuming:
         rd.reset()
         outputs.clear_embeddings(opts.outdir)
         return
     rd.make_dirs()
     rd.clear_claims()
     outputs.clear_embeddings(opts.outdir, resume=True)
+    finished = sorted(rd.done_units() - rd.skipped_units())
+    damaged = [u for u in finished if not rd.unit_whole(u)]
+    if damaged:
+        log.warning("--resume: %d checkpoint(s) damaged (empty, truncated or altered): computing unit(s) %s again",
+                    len(damaged), ", ".join(map(str, damaged[:10])) + (", ..." if len(damaged) > 10 else ""))
+        for u in damaged:
+            rd.unit_path(u).unlink(missing_ok=True)
     if opts.save_embeddings:
-        for u in sorted(rd.done_units() - rd.skipped_units()):
+        for u in sorted(set(finished) - set(damaged)):
             if not outputs.embedding_part_readable(rd.outdir, u):
                 log.warning("unit %d is checkpointed but its embeddings part is missing or damaged: "
                             "computing it again", u)

@@ -260,6 +260,18 @@ class RunDir:
         np.savez(buf, frames=np.asarray(frames, dtype=np.int64), scores=np.asarray(scores, dtype=np.float32))
         atomic_bytes(self.unit_path(u), buf.getvalue())
 
+    def unit_whole(self, u: int) -> bool:
+        """The checkpoint of unit ``u`` reads back whole: the zip's directory (its arrays' sizes) is
+        there and each array matches the CRC-32 recorded with it, frames [n] beside scores [n, 2].
+        False for an empty, truncated or altered file (the bytes are read; ~16 per frame)."""
+        import zipfile
+        try:
+            with np.load(self.unit_path(u)) as z:
+                frames, scores = z["frames"], z["scores"]
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
+            return False
+        return frames.ndim == 1 and scores.shape == (len(frames), 2)
+
     def load_scores(self, plan, n_frames: int) -> np.ndarray:
         """Merge: the scores [N, 2] of every frame from the unit files, checking each unit holds
         exactly the frames the plan gives it."""
