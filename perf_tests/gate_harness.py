@@ -88,7 +88,8 @@ class GateSession:
         self.out = Path(options["gate_out"]).resolve()
         self.cache = Path(options["gate_cache"]).expanduser().resolve()
         self.cases = gate.configurations(profile, detected)
-        self.selected: list[Case] = []   # configurations with criterion tests in this session
+        self.selected: list[Case] = []   # configurations with gate tests in this session
+        self.criteria_selected = False   # any criterion test (not only the benchmark recorder) selected
         self.runs: dict[str, RunOutcome] = {}
         self.results: list[dict[str, Any]] = []     # one per gate test: criterion, config, outcome...
         self.notes: list[str] = []

@@ -41,6 +41,9 @@ def verdict(gs: GateSession, moves: list[res.Move]) -> Verdict:
     unmeasured = sorted({f"{r['criterion']} [{r['config']}]" for r in rows if r["outcome"] == "not measured"})
     skipped = sorted({f"{r['criterion']} [{r['config']}]" for r in rows if r["outcome"] == "skipped"})
     extra = []
+    if not gs.criteria_selected and not rows:
+        return Verdict("NO CRITERIA", "NO CRITERIA — no criterion test was selected (-m/-k): nothing was judged",
+                       True)
     if any(o in ("failed", "error") for o in outcomes):
         word, ok = "FAIL", False
         bad = sorted({f"{r['criterion']} [{r['config']}]" for r in rows if r["outcome"] in ("failed", "error")})

@@ -479,7 +479,7 @@ def _crafted_session(tmp_path: Path, **options) -> GateSession:
     profiles = gate.profiles_in(ROOT / "baselines" / "profiles")
     opts = {"gate_out": str(tmp_path / "out"), "gate_cache": str(tmp_path / "cache"), **options}
     gs = GateSession(profiles["rtx4090"], "test", opts, tmp_path, detected=2, gpu_name="NVIDIA GeForce RTX 4090")
-    gs.selected = list(gs.cases)
+    gs.selected, gs.criteria_selected = list(gs.cases), True
     one, two = _crafted_gpu_run(tmp_path, "1gpu", 1, 100.0), _crafted_gpu_run(tmp_path, "2gpu", 2, 52.0)
     gs.runs = {"1gpu": RunOutcome(one, start=1000.0, end=1100.0, command=["virnucpro", "predict", "x"]),
                "2gpu": RunOutcome(two, start=1100.0, end=1152.0, command=["virnucpro", "predict", "y"])}
@@ -527,7 +527,10 @@ def test_verdict_not_run_incomplete_and_allowed_partial(tmp_path: Path) -> None:
     from gate_report import verdict
 
     gs = _crafted_session(tmp_path)
-    gs.detected = 1
+    gs.criteria_selected = False
+    v = verdict(gs, [])
+    assert v.ok and v.word == "NO CRITERIA", "only the benchmark recorder selected: nothing to judge"
+    gs.criteria_selected = True
     gs.results = [_row("wall_time", "1gpu", "skipped"), _row("wall_time", "2gpu", "skipped")]
     gs.detected = 0
     v = verdict(gs, [])
