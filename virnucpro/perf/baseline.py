@@ -384,7 +384,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     "prediction_results.txt, prediction_results_highestscore.csv and manifest.json "
                     "(workload, model fingerprints, engine, chunk length, date, machine, wall time) "
                     "in OUT_ROOT/NAME.")
-    m.add_argument("name", metavar="NAME", help="baseline name, e.g. smoke-tiny-c300")
+    m.add_argument("name", metavar="NAME", help="baseline name, e.g. synthetic-tiny-c300")
     m.add_argument("--out-root", type=Path, default=Path("baselines"), help="where baselines live")
     m.add_argument("--models", type=Path, required=True,
                    help="model directory (with --synth-preset: created there if absent)")
