@@ -9,6 +9,8 @@ own NVML sampler (virnucpro.perf.sampler) over the embedding window read from th
 telemetry timestamps; packing from the per-batch telemetry events, OOM retries included; CPU
 time of the run's process tree. The pipeline's own figures are shown beside, and a disagreement
 beyond a stated tolerance is reported (and fails the criterion when large).
+
+One cohesive module (~490 lines): each criterion and the harness figures it reads, side by side.
 """
 
 from __future__ import annotations

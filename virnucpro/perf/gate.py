@@ -1,4 +1,5 @@
-"""The performance gate's logic: hardware profiles, finished runs, and one check per criterion.
+"""The performance gate's logic: hardware profiles, configurations, finished runs, the Check
+record and the wall-time criterion (the other criteria: virnucpro.perf.criteria).
 
 perf_tests/ runs the real pipeline and asserts on what these functions return; keeping the logic
 here (no pytest, no GPU) lets tests/test_gate.py exercise every pass and fail path on crafted
@@ -9,8 +10,10 @@ inputs. Documented for users in docs/perf-gate.md.
   ratios, correctness bounds. Unknown keys are an error, so a typo cannot switch a criterion off.
 - A *run* is one finished ``virnucpro predict`` output directory: prediction files, run.json and
   the telemetry in virnucpro.log (see virnucpro.core.telemetry). ``load_run`` refuses a broken one.
-- A *check* is one criterion on one configuration: passed or not, target and measurement as text
-  (for the assertion message and the report) and the raw numbers.
+- A *configuration* is a GPU count (or the CPU) and a precision; ``cannot_run`` says why this
+  machine cannot judge one (too few GPUs, another GPU model than the profile's).
+- A *check* is one criterion on one configuration: passed, failed or not measured, target and
+  measurement as text (for the assertion message and the report) and the raw numbers.
 
 Wall-time projection (how a limit "per million reads" applies to a smaller workload):
     fixed     = process start-up (subprocess wall - the run's own wall_s) + the load_models stage
