@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from gate_harness import Case, GateSession
+from gate_harness import Case, GateSession, RunClock
 from virnucpro.perf import criteria, gate
 from virnucpro.perf.gate import Check, GateError, RunRecord
 
@@ -27,24 +27,6 @@ def _judge(check: Check) -> None:
     if check.not_measured:
         pytest.skip(check.message)
     assert check.passed, check.message
-
-
-class _RunClock:
-    """pytest-benchmark's timer for one pedantic round: 0 before the target, then the wall time
-    the harness measured for the configuration's run. So the history holds the run alone —
-    whichever test happened to launch it (the run is shared), and never the warm-up."""
-
-    __name__ = "gate-harness-wall-clock"   # as pytest-benchmark names a timer in its history
-
-    def __init__(self, gs: GateSession, case: Case):
-        self.gs, self.case, self.calls = gs, case, 0
-
-    def __call__(self) -> float:
-        self.calls += 1
-        if self.calls == 1:
-            return 0.0
-        o = self.gs.runs.get(self.case.config)
-        return float(o.record.wall_s) if o is not None and o.record is not None else float("nan")
 
 
 def test_benchmark_wall_time(gate_session: GateSession, gate_case: Case, benchmark) -> None:
@@ -63,7 +45,7 @@ def test_benchmark_wall_time(gate_session: GateSession, gate_case: Case, benchma
     if not hasattr(benchmark, "_timer"):
         pytest.fail("this pytest-benchmark keeps its timer elsewhere; the gate cannot feed it the run's "
                     "wall time", pytrace=False)
-    benchmark._timer = _RunClock(gate_session, gate_case)
+    benchmark._timer = RunClock(gate_session, gate_case)
     benchmark.group = f"virnucpro predict ({gate_session.profile.name})"
     run = _fail_on_gate_error(lambda: benchmark.pedantic(gate_session.run, args=(gate_case,), setup=setup,
                                                          rounds=1, iterations=1))

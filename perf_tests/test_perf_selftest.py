@@ -86,6 +86,22 @@ def test_the_real_smoke_run_is_sound(smoke_run: RunRecord) -> None:
     assert cpu is not None and cpu > 0, f"no CPU seconds in the processing window: {why}"
 
 
+def test_benchmark_records_the_run_alone_whoever_launched_it(gate_session: GateSession, smoke_case: Case,
+                                                             smoke_run: RunRecord) -> None:
+    """The benchmark test's timer reports the harness's wall clock of the configuration's run:
+    the same figure when the run was launched earlier by another test (as here: the smoke_run
+    fixture), and the warm-up (pedantic's setup) never in it."""
+    from gate_harness import RunClock
+
+    clock = RunClock(gate_session, smoke_case)
+    start, end = clock(), clock()
+    assert (start, end) == (0.0, smoke_run.wall_s), (start, end, smoke_run.wall_s)
+    o = gate_session.runs[smoke_case.config]
+    assert abs(smoke_run.wall_s - (o.end - o.start)) < 1.0, "the subprocess's own wall clock, not a session's span"
+    warm = gate_session.runs.get("warmup")
+    assert warm is None or warm.end <= o.start, "the warm-up ran inside the timed run"
+
+
 def test_gate_names_one_criterion_once() -> None:
     """Test, profile section and report row of a criterion are one name (no duplicate rows)."""
     from gate_harness import CRITERIA

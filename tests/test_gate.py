@@ -489,6 +489,35 @@ def test_harness_sampler_measures_a_child_process_tree() -> None:
     assert tree_cpu_s(proc.pid) is None, "a reaped process has no /proc entry"
 
 
+def test_harness_sampler_reads_nvml_for_the_run_gpus(monkeypatch) -> None:
+    """The NVML branch, with a stand-in pynvml (no GPU here): each sample is (epoch, GPU, util),
+    NVML is shut down at the end, and an NVML that cannot start is said, not faked."""
+    import subprocess
+    import sys
+    import time
+    import types
+
+    calls: list[str] = []
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: calls.append("init"), nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetName=lambda h: "Fake GPU",
+        nvmlDeviceGetHandleByIndex=lambda i: f"h{i}",
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu={"h0": 71, "h1": 93}[h]))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6)"])
+    t0 = time.time()
+    sampler = HarnessSampler(proc.pid, [0, 1], interval=0.02, gpu_every=2).start()
+    proc.wait()
+    s = sampler.stop()
+    assert s.gpu_note is None and calls == ["init", "shutdown"], (s.gpu_note, calls)
+    assert {g for _, g, _ in s.gpu} == {0, 1} and {u for _, g, u in s.gpu if g == 1} == {93.0}, s.gpu[:4]
+    assert all(t0 - 1 <= t <= time.time() for t, _, _ in s.gpu)
+    fake.nvmlInit = lambda: (_ for _ in ()).throw(RuntimeError("Driver Not Loaded"))
+    broken = HarnessSampler(proc.pid, [0], interval=0.02).start().stop()
+    assert not broken.gpu and "NVML unavailable to the harness: Driver Not Loaded" in broken.gpu_note
+
+
 # ----------------------------------------------------------------------------- baseline import
 
 def _reads(d: Path, lengths: dict[str, int]) -> Path:
