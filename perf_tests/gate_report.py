@@ -174,8 +174,8 @@ def _table(gs: GateSession) -> list[str]:
             if r is None:
                 row.append("—")
             else:
-                row.append(f"**{ICON.get(r['outcome'], r['outcome'])}** "
-                           + _esc(r.get("measured") or r.get("reason") or ""))
+                text = str(r.get("measured") or r.get("reason") or "").removeprefix("not measured: ")
+                row.append(f"**{ICON.get(r['outcome'], r['outcome'])}** " + _esc(text))
         out.append(f"| {c} | " + " | ".join(row) + " |")
     return out
 
