@@ -12,7 +12,7 @@ records, every ``interval`` seconds, on the wall clock (``time.time()``, seconds
 Where either is unavailable the :class:`Samples` say why (``gpu_note`` / ``cpu_note``) instead of
 holding numbers, so a criterion built on them reports "not measured", never a pass.
 The criteria that read them (utilisation over the embedding window, CPU seconds of the
-processing window) are in virnucpro.perf.gate.
+processing window) are in virnucpro.perf.criteria.
 """
 
 from __future__ import annotations
