@@ -205,7 +205,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the report; a verdict other than a pass fails the session even when every test
     passed or skipped (a sign-off must not be green when its configurations did not run)."""
     gs = session.config.stash.get(GATE, None)
-    if gs is None or os.environ.get("PYTEST_XDIST_WORKER") or not (gs.selected or gs.results):
+    if gs is None or os.environ.get("PYTEST_XDIST_WORKER") or session.config.option.collectonly \
+            or not (gs.selected or gs.results):
         return
     from gate_report import write_report
 
