@@ -253,7 +253,7 @@ def test_half_residual_switch(tiny_models, monkeypatch):
 
 def test_every_dnabert_batch_runs_under_the_engines_attention_backends(cpu_engine, monkeypatch):
     """The loop's DNABERT-S batches run inside ``dnabert.sdpa_backends(engine device)`` (on a GPU:
-    no cuDNN attention, whose per-shape plans idled the GPU ~45 ms each, H200-29), and the ESM-2
+    no cuDNN attention, whose per-shape plans idled the GPU ~45 ms each, docs/benchmarks.md#exp-cudnn-attention), and the ESM-2
     batches do not need it."""
     import contextlib
     from virnucpro.plan.planner import PlanBuilder

@@ -390,7 +390,7 @@ def run(argv: list[str] | None = None, faults=None) -> None:
     """The ``virnucpro`` command (console script and ``python -m virnucpro``): ``main``, then exit at
     once. A run's outputs are written and closed by then; what is skipped is the interpreter's
     teardown of the run's objects and of torch (0.76-0.81 s after a 650,000-read run, docs/benchmarks.md
-    CPU-5), not any work:
+    #cpu-exit), not any work:
     worker processes are joined and multiprocessing's temp directory removed first. ``faults``: a
     ``virnucpro.run.faults.FaultPlan`` for ``predict`` (tests/fault_launcher.py)."""
     code = main(argv, faults)
