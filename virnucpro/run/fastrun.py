@@ -34,14 +34,15 @@ log = logging.getLogger("virnucpro.pipeline")
 
 
 def _split_opts(opts) -> tuple[dict, int, int, int | None]:
-    """(engine options, batches per unit, segment reads, --token-budget or None)."""
-    eo = dict(opts.engine_opts)
+    """(make_engine's arguments: the EngineConfig and the run's, batches per unit, segment reads,
+    --token-budget or None)."""
+    eo = {"config": opts.engine_config}
     if opts.save_embeddings:
         eo["keep_features"] = True
-    bpu = opts.batches_per_unit or eo.pop("batches_per_unit", None) or 8
-    eo.pop("batches_per_unit", None)
-    segment_reads = int(eo.pop("segment_reads", None) or SEGMENT_READS)
-    return eo, bpu, segment_reads, eo.pop("token_budget", None)
+    if os.environ.get("VIRNUCPRO_FAKE_OOM_TOKENS"):   # test hook (the engine's fake_oom_tokens)
+        eo["fake_oom_tokens"] = int(os.environ["VIRNUCPRO_FAKE_OOM_TOKENS"])
+    bpu = opts.batches_per_unit or 8
+    return eo, bpu, int(opts.segment_reads or SEGMENT_READS), opts.token_budget
 
 
 def _redo_units_without_parts(rd: "parallel.RunDir") -> None:
@@ -56,7 +57,7 @@ def _redo_units_without_parts(rd: "parallel.RunDir") -> None:
 def _decide_budget(opts, models, devices: list[str], eo: dict) -> int:
     from virnucpro.engines.fast import default_token_budget
     return default_token_budget(devices[0], models.esm, precision=opts.precision,
-                                gpu_memory_gib=eo.get("gpu_memory_gib"),
+                                gpu_memory_gib=opts.engine_config.gpu_memory_gib,
                                 sharing=max(devices.count(d) for d in devices))
 
 
@@ -80,7 +81,7 @@ class EarlyLoad(_EarlyStart):
 
     def __init__(self, opts, models, device: str):
         super().__init__(opts, models, [device])
-        self.loading = Background(_load_fast, models, device, opts.precision, self.engine_opts, name="load-models")
+        self.loading = Background(_load_fast, models, device, self.engine_opts, name="load-models")
 
     def result(self):
         return self.loading.result()
@@ -124,14 +125,14 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     rank = dist[0] if dist else 0
     rd = parallel.RunDir(opts.outdir)
     eo, bpu, segment_reads, given_budget = _split_opts(opts)
-    from virnucpro.plan.planner import PLAN_VERSION, dna_batching
-    dna_batches, dna_budget = dna_batching()
+    from virnucpro.plan.planner import DNA_NT_BUDGET, PLAN_VERSION
+    dna_batches, dna_budget = "nucleotides", DNA_NT_BUDGET
     input_fp = Background(parallel.input_fingerprint, opts.input, name="sha256")   # overlaps the host work
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_batches": dna_batches, "dna_budget": dna_budget,
                 "segment_reads": segment_reads, "plan_version": PLAN_VERSION,
-                "save_embeddings": opts.save_embeddings}
+                "save_embeddings": opts.save_embeddings, "engine_config": opts.engine_config.identity()}
     token = _run_token() if dist else early.token if isinstance(early, EarlyWorkers) else _new_token()
     if rank != 0:
         manifest = _wait_for_manifest(rd, token)
@@ -174,8 +175,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         identity["input"] = input_fp.result()
         write_manifest()
     # the host chunks, translates and plans segment by segment while the GPUs embed the first units
-    from virnucpro.models.dnabert import token_counter
-    plans = PlanBuilder(budget, bpu, dna_budget, token_counter(models.dnabert) if dna_batches == "tokens" else None)
+    plans = PlanBuilder(budget, bpu, dna_budget)
     chunks: list = []
     frames: list = []
     stop = threading.Event()
@@ -184,7 +184,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     try:
         if in_process:
             loading = early if early is not None else \
-                Background(_load_fast, models, devices[0], opts.precision, engine_opts, name="load-models")
+                Background(_load_fast, models, devices[0], engine_opts, name="load-models")
         else:
             if isinstance(early, EarlyWorkers):   # started before the input was read
                 coordinator = early.coordinator
@@ -345,10 +345,10 @@ def _produce_timed(records, opts, plans, chunks, frames, segment_reads, stop, te
         emit_plan(tel, plans.prep, len(frames))
 
 
-def _load_fast(models, device: str, precision: str, engine_opts: dict):
+def _load_fast(models, device: str, engine_opts: dict):
     from virnucpro.engines import make_engine
     t = time.perf_counter()
-    return make_engine("fast", models, device, precision=precision, **engine_opts), time.perf_counter() - t
+    return make_engine("fast", models, device, **engine_opts), time.perf_counter() - t
 
 
 def _start_coordinator(opts, models, devices, engine_opts, rd, tel, run_epoch: float, token: str) -> "parallel.Coordinator":

@@ -62,7 +62,8 @@ IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprint
             "batches_per_unit": "batches per unit", "dna_batches": "DNABERT-S batches cut by",
             "dna_budget": "DNABERT-S batch budget",
             "segment_reads": "reads per planning segment", "plan_version": "work-plan version (virnucpro release)",
-            "save_embeddings": "--save-embeddings"}
+            "save_embeddings": "--save-embeddings",
+            "engine_config": "engine configuration (precision, ESM-2 kernels, GELU, DNABERT-S compile)"}
 
 
 def input_fingerprint(path: str | Path) -> dict:
@@ -742,7 +743,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
     eo = spec.engine_opts
     # the models load with this process to themselves (the interpreter lock too): the coordinator
     # reads, chunks and translates the input and publishes it segment by segment
-    engine = make_engine("fast", spec.models, spec.device, spec.precision, **spec.engine_opts)
+    engine = make_engine("fast", spec.models, spec.device, **spec.engine_opts)   # with its EngineConfig
     engine_s = time.perf_counter() - t0
     clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
     rd = RunDir(spec.outdir)
