@@ -246,3 +246,28 @@ def test_every_dnabert_batch_runs_under_the_engines_attention_backends(cpu_engin
     eng.run(prep, clf, Telemetry(), iter(range(len(prep.plan.units))), lambda *a: None)
     n_dna = sum(1 for item in prep.items if item[1] == "dna")
     assert entered == ["cpu"] * n_dna, f"expected {n_dna} DNABERT-S batches under sdpa_backends('cpu'), saw {entered}"
+
+
+def test_loader_batches_are_pinned_by_the_dataloaders_pinning(monkeypatch):
+    """Batches travel as DnaBatch/EsmBatch dataclasses; the DataLoader's pinning thread (torch's
+    ``pin_memory``) must pin each of their tensors, as it pinned the dict values before, or the loop's
+    non-blocking copies would wait for the GPU. Pinning is simulated (a CPU build cannot pin)."""
+    import torch
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    from virnucpro.engines.fast.loader import DnaBatch, EsmBatch
+    pinned: list[int] = []
+
+    def fake_pin(self):
+        pinned.append(id(self))
+        return self.clone()
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    t = lambda *v: torch.tensor(v)   # noqa: E731
+    for batch in (DnaBatch(3, t(1, 2), t(5, 6), t(2, 2), t(0, 1)), EsmBatch(4, t(1), t(0, 5, 2), t(0, 3), t(0, 1, 2), 3)):
+        tensors = {k: v for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}
+        got = pin_memory(batch)
+        assert type(got) is type(batch) and got.unit == batch.unit and got.kind == batch.kind
+        assert {id(v) for v in tensors.values()} <= set(pinned), f"{type(batch).__name__}: a tensor was not pinned"
+        for k, v in tensors.items():
+            assert getattr(got, k) is not v and torch.equal(getattr(got, k), v), k
+    assert EsmBatch(0, t(1), t(1), t(1), t(1), 7).pin_memory().max_len == 7
