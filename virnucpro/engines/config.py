@@ -60,9 +60,9 @@ class EngineConfig:
     esm_kernels: str = "auto"            # ESM-2's element-wise work between its GEMMs (KERNEL_CHOICES)
     # fc1 + GELU as one cuBLASLt GEMM with its tanh-GELU epilogue, in fp16/bf16 on a GPU only (fp32 and
     # CPUs: the exact GELU always): ESM-2 3.8% faster at 99.94% frame / 99.93% chunk label agreement
-    # with the reference engine (docs/benchmarks.md, GELU epilogue)
+    # with the reference engine (docs/benchmarks.md#h200-gelu-epilogue)
     gelu: str = "tanh-epilogue"
-    # DNABERT-S 11% faster but 1-3 s more start-up per process (docs/benchmarks.md, compiled DNABERT-S)
+    # DNABERT-S 11% faster but 1-3 s more start-up per process (docs/benchmarks.md#exp-dnabert-compile)
     dnabert_compile: bool = False
     gpu_memory_gib: float | None = None  # behave as a GPU of this size: token budget and allocation cap
     loader_workers: int = 2              # DataLoader processes tokenising ahead of the GPU loop

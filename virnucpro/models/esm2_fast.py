@@ -102,7 +102,7 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
 
-# Per layer the element-wise work is grouped as measured fastest (docs/benchmarks.md, ESM-2 kernels):
+# Per layer the element-wise work is grouped as measured fastest (docs/benchmarks.md#h200-esm2):
 # v goes to attention as a strided view of the QKV output (no contiguous copy), and the post-attention
 # work of layer i runs with the pre-attention work of layer i+1 (``post_pre``), so that the residual add
 # after fc2 shares a pass with the next layer's LayerNorm.
@@ -112,7 +112,6 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 # approximation: a model instance uses it only when its ``gelu`` says so (the fast engine, in
 # fp16/bf16 on a GPU: virnucpro.engines.config).
 GELU_CHOICES = ("exact", "tanh-epilogue")
-RESIDUAL_DTYPE = torch.float32   # the residual stream stays fp32 whatever the matmul dtype
 
 
 @torch.library.custom_op("virnucpro::linear_gelu_tanh", mutates_args=())
@@ -239,6 +238,10 @@ class PackedESM2(nn.Module):
         self.emb_layer_norm_after = nn.LayerNorm(embed_dim)
         self.rotary = RotaryTable(embed_dim // attention_heads)
         self.force_padded_attention = False
+        # the residual stream stays fp32 whatever the matmul dtype (in the matmul dtype it was 1.4-1.5%
+        # faster but moved 0.06% of frame labels: docs/benchmarks.md#exp-esm-residual-half; only
+        # tools/precision_study.py --halfres changes it)
+        self.residual_dtype = torch.float32
         self.set_kernels(kernels, gelu)
 
     def set_kernels(self, kernels: str | None = None, gelu: str | None = None) -> "PackedESM2":
@@ -314,7 +317,7 @@ class PackedESM2(nn.Module):
         x = x.masked_fill(is_mask[:, None], 0.0)
         masked_share = torch.zeros(lengths.numel(), device=x.device).index_add_(0, seq, is_mask.float()) / lengths
         scale = (1 - TOKEN_DROPOUT_TRAIN_RATIO) / (1 - masked_share)                # [N]
-        x = x.to(RESIDUAL_DTYPE) * scale[seq][:, None].to(RESIDUAL_DTYPE)
+        x = x.to(self.residual_dtype) * scale[seq][:, None].to(self.residual_dtype)
         cos = self.rotary.cos[positions][:, None, :]                                # [T, 1, D/2] fp32
         sin = self.rotary.sin[positions][:, None, :]
         layers = self.layers if n_layers is None else self.layers[:n_layers]

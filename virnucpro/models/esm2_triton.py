@@ -9,7 +9,7 @@ Between its GEMMs a packed ESM-2 layer does two kinds of memory-bound work (virn
 
 torch.compile fuses the same work into the same passes, but every process pays for it at start-up:
 importing its compiler and tracing the functions took ~4-5 s of each worker's start, for the same
-speed (docs/benchmarks.md, ESM-2 kernels), on the critical path of every run. These kernels need `import triton` and a cached compile
+speed (docs/benchmarks.md#exp-esm-compile), on the critical path of every run. These kernels need `import triton` and a cached compile
 (the first run on a machine compiles them, ~1-2 s, into Triton's cache). Rows are independent and each
 row is reduced in a fixed order: results do not depend on the batch or the GPU count.
 

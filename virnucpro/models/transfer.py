@@ -3,7 +3,7 @@
 A plain ``t.to("cuda")`` of a memory-mapped tensor is one thread doing everything in turn: faulting
 the file's pages in, copying them into the driver's small staging buffer, waiting for each piece
 to cross the bus. ESM-2 3B's 5.7 GB took ~1.0 s that way on an H200 host when nothing else ran,
-2.5-4.5 s beside other start-up work (docs/benchmarks.md, start-up: the weight copy).
+2.5-4.5 s beside other start-up work (docs/benchmarks.md#h200-startup).
 
 ``copy_to_device`` splits the tensors over a few threads; each copies its pieces into two pinned
 buffers of its own, in turn, and hands each filled buffer to its own CUDA stream, so page faults,
@@ -12,8 +12,7 @@ by the caller (on its stream), so the caching allocator keeps them with the stre
 
 ``PackedESM2.from_checkpoint`` copies this way to every CUDA device; a CPU destination (the tests)
 runs the same steps synchronously. One ``copy_`` per tensor took 2.0-2.2 s for ESM-2 3B where this
-copy took 1.8-2.2 s, beside the rest of a worker's start-up on an H200 (docs/benchmarks.md, start-up:
-the weight copy).
+copy took 1.8-2.2 s, beside the rest of a worker's start-up on an H200 (docs/benchmarks.md#exp-weight-copy).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ CARRY_FILL = 0.97
 # nucleotides (batch size x longest) each. Sorted by DNABERT-S token count (at most DNA_TOKEN_BUDGET
 # padded tokens, [CLS]/[SEP] included) 72.8% of the padded tokens were real instead of 65.4%, but on an
 # H200 the token counting (host work beside the GPU loop) cost more than the padding it saved: DNABERT-S
-# 4.16 s vs 3.98 s, utilisation 95.4% vs 97.5% on 100,000 reads (docs/benchmarks.md, DNABERT-S batches).
+# 4.16 s vs 3.98 s, utilisation 95.4% vs 97.5% on 100,000 reads (docs/benchmarks.md#exp-dna-batches-tokens).
 DNA_TOKEN_BUDGET = 81920
 DNA_NT_BUDGET = 262144
 

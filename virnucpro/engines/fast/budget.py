@@ -12,7 +12,7 @@ import torch
 
 from virnucpro.core.nvml import nvml_handle, nvml_session
 
-# Measured on an H200 (docs/benchmarks.md): peak bytes of activations per packed ESM-2 3B token.
+# Measured on an H200 (docs/benchmarks.md#h200-memory): peak bytes of activations per packed ESM-2 3B token.
 ESM_BYTES_PER_TOKEN = {2560: 120_000}
 DEFAULT_MAX_BUDGET = 65536
 CUDA_CONTEXT_BYTES = 600 * 2**20   # what a process's CUDA context takes of the GPU (H200, torch 2.11)

@@ -228,7 +228,7 @@ def _with_eager_fallback(compiled, eager):
 def release_compile_workers() -> Background | None:
     """torch.compile starts a pool of compile processes on its first use (even when every kernel
     comes from its cache); after the warm-up the shapes are compiled, so shut the pool down in the
-    background (at exit it cost ~1.2 s on an H200, docs/benchmarks.md). A later compile starts a new
+    background (at exit it cost ~1.2 s on an H200, docs/benchmarks.md#h200-startup). A later compile starts a new
     one. Returns the call (waited for at the end of ``run``) or None when torch has no such pool."""
     try:
         from torch._inductor.async_compile import shutdown_compile_workers

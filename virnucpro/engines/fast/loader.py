@@ -32,7 +32,7 @@ log = logging.getLogger("virnucpro.engines.fast")
 # DNABERT-S batches are padded to their longest sequence rounded up to this many tokens. 8 keeps every
 # row of the [B, heads, T, T] ALiBi bias 16-byte aligned, as SDPA's memory-efficient kernel needs (an
 # unaligned bias is padded into a copy by every layer's call); steps of 4 would leave 77.5% of the
-# padded tokens real instead of 72.8% (docs/benchmarks.md, DNABERT-S padding).
+# padded tokens real instead of 72.8% (docs/benchmarks.md#cpu-dna-padding).
 DNA_WIDTH_STEP = 8
 
 

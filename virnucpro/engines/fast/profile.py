@@ -1,6 +1,6 @@
 """A torch.profiler trace of a window of the GPU loop's batches (EngineConfig.profile): host calls and
 GPU kernels, Chrome trace format, gzipped, for finding where the GPU waits (e.g. the utilisation dips
-at unit starts in docs/benchmarks.md). It slows the profiled batches: never in a timed run."""
+at unit starts, docs/benchmarks.md#exp-cudnn-attention). It slows the profiled batches: never in a timed run."""
 
 from __future__ import annotations
 
