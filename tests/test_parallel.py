@@ -470,28 +470,3 @@ def test_a_stale_claim_is_taken_over(tmp_path):
     os.utime(rd.claim_path(0), (old, old))
     assert wait_for_claimable(rd, plans, plans.n_units, threading.Event(), stale_s=30) is True
     assert set(rd.claimed()) == {1}, "the stale claim should be gone, the fresh one kept"
-
-
-def test_dnabert_batches_by_tokens_on_two_workers_give_the_same_labels(base, reads, tiny_models, tmp_path):
-    """VIRNUCPRO_DNA_BATCHES=tokens: the coordinator tokenises for the plan and publishes the counts
-    with the segments; workers plan alike from them, and the labels are those of the default
-    (nucleotide-length) batches."""
-    out = tmp_path / "tok"
-    res = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"), capture_output=True, text=True,
-                         env=env_with(VIRNUCPRO_DNA_BATCHES="tokens"), timeout=600)
-    assert res.returncode == 0, res.stderr
-    manifest = RunDir(out).read_manifest()
-    assert (manifest["dna_batches"], manifest["dna_budget"]) == ("tokens", 81920), manifest
-    assert RunDir(base).read_manifest()["dna_batches"] == "nucleotides"
-    want = pd.read_csv(base / "prediction_results.txt", sep="\t")
-    got = pd.read_csv(out / "prediction_results.txt", sep="\t")
-    assert list(got["Sequence_ID"]) == list(want["Sequence_ID"])
-    assert (got["Prediction"] == want["Prediction"]).all(), "labels changed with the DNABERT-S batching"
-    assert np.abs(got["score2"] - want["score2"]).max() < 1e-4
-
-
-def test_an_unknown_dna_batching_is_an_input_error(monkeypatch):
-    from virnucpro.plan.planner import dna_batching
-    monkeypatch.setenv("VIRNUCPRO_DNA_BATCHES", "bases")
-    with pytest.raises(InputError, match="nucleotides .* or tokens"):
-        dna_batching()

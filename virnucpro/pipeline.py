@@ -31,6 +31,7 @@ import numpy as np
 from virnucpro import __version__
 from virnucpro.io import outputs, paths
 from virnucpro.core.background import GIL_SWITCH_S
+from virnucpro.engines.config import EngineConfig
 from virnucpro.errors import InputError
 from virnucpro.io.fasta import RecordStream
 from virnucpro.models import layout
@@ -57,14 +58,15 @@ class PredictOptions:
     classifier: str | None = None
     engine: str = "auto"            # auto = fast on a GPU, reference on CPU
     device: str = "auto"            # auto = cuda if available else cpu
-    precision: str = "fp16"         # fast engine only; the reference engine is fp32
     chunking: str = "original"
     duplicate_ids: str = "error"
     block_frames: int = 20000
     allow_classifier_mismatch: bool = False
     progress: bool = True
     verbose: bool = False
-    engine_opts: dict = field(default_factory=dict)
+    engine_config: EngineConfig = field(default_factory=EngineConfig)   # fast engine only
+    token_budget: int | None = None  # fast engine: ESM-2 tokens per batch (default: from free GPU memory)
+    segment_reads: int | None = None  # fast engine: reads per planning segment (default planner.SEGMENT_READS)
     gpus: str | None = None         # fast engine: all | N | 0,2,... (default: all visible on CUDA)
     workers: int | None = None      # worker processes in all (default one per GPU; 1 on a CPU)
     resume: bool = False            # continue from OUTDIR/.virnucpro-run checkpoints
@@ -73,6 +75,11 @@ class PredictOptions:
     stale_s: float = 120.0          # torchrun: a claim without heartbeat for this long is taken over
     save_embeddings: bool = False   # also write each kept frame's features to OUTDIR/embeddings/
     faults: FaultPlan | None = None # faults a test injects (virnucpro.run.faults); None in a real run
+
+    @property
+    def precision(self) -> str:
+        """The fast engine's precision (the reference engine is fp32)."""
+        return self.engine_config.precision
 
 
 def resolve_device(device: str) -> str:
@@ -296,7 +303,9 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
     if engine_name == "fast":
         log.info(scaling_line(summary))
     manifest = {"virnucpro_version": __version__, "command": sys.argv, "options": _options(opts),
-                "engine": engine_name, "precision": summary["precision"], "chunk_length": opts.chunk_length,
+                "engine": engine_name, "precision": summary["precision"],
+                "engine_config": opts.engine_config.to_json() if engine_name == "fast" else None,
+                "chunk_length": opts.chunk_length,
                 "chunking": opts.chunking, "models": models.describe(), "synthetic": synthetic,
                 "classifier": {**clf_info, "chunk_length_mismatch": clf_info.get("chunk_length") not in
                                (None, opts.chunk_length)},

@@ -24,7 +24,7 @@ from virnucpro.core.telemetry import GpuSampler, gpu_indices
 from virnucpro.io import outputs
 from virnucpro.io.fasta import RecordStream
 from virnucpro.plan.planner import PlanBuilder, emit_plan, produce
-from virnucpro.run.executor import Executor, Job, RunSettings, decide_budget, wait_for_rank0_manifest
+from virnucpro.run.executor import Executor, Job, decide_budget, wait_for_rank0_manifest
 from virnucpro.run.result import Scored, summarize_workers
 from virnucpro.run.rundir import RunDir, input_fingerprint
 from virnucpro.run.worker import add_totals, install_stop_handlers
@@ -40,14 +40,15 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     writes the outputs)."""
     rd = RunDir(opts.outdir)
     settings = executor.settings
-    from virnucpro.plan.planner import PLAN_VERSION, dna_batching
-    dna_batches, dna_budget = dna_batching()
+    from virnucpro.plan.planner import DNA_NT_BUDGET, PLAN_VERSION
+    dna_batches, dna_budget = "nucleotides", DNA_NT_BUDGET
     input_fp = Background(input_fingerprint, opts.input, name="sha256")   # overlaps the host work
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": settings.batches_per_unit,
                 "dna_batches": dna_batches, "dna_budget": dna_budget, "segment_reads": settings.segment_reads,
-                "plan_version": PLAN_VERSION, "save_embeddings": opts.save_embeddings}
+                "plan_version": PLAN_VERSION, "save_embeddings": opts.save_embeddings,
+                "engine_config": opts.engine_config.identity()}
 
     # 1. The token budget: the checkpoints' (--resume, or rank 0's manifest), else decided now.
     if not executor.leads:
@@ -77,9 +78,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
 
     # 3. The executor starts (if it did not before the input was read); the host chunks, translates
     # and plans segment by segment while the GPUs embed the first units.
-    from virnucpro.models.dnabert import token_counter
-    plans = PlanBuilder(budget, settings.batches_per_unit, dna_budget,
-                        token_counter(models.dnabert) if dna_batches == "tokens" else None)
+    plans = PlanBuilder(budget, settings.batches_per_unit, dna_budget)
     chunks: list = []
     frames: list = []
     stop = threading.Event()

@@ -37,7 +37,8 @@ IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprint
             "batches_per_unit": "batches per unit", "dna_batches": "DNABERT-S batches cut by",
             "dna_budget": "DNABERT-S batch budget",
             "segment_reads": "reads per planning segment", "plan_version": "work-plan version (virnucpro release)",
-            "save_embeddings": "--save-embeddings"}
+            "save_embeddings": "--save-embeddings",
+            "engine_config": "engine configuration (precision, ESM-2 kernels, GELU, DNABERT-S compile)"}
 
 
 def input_fingerprint(path: str | Path) -> dict:
