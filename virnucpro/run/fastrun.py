@@ -22,7 +22,7 @@ from virnucpro import __version__
 from virnucpro.io import outputs
 from virnucpro.run import parallel
 from virnucpro.core.background import Background, gc_paused
-from virnucpro.errors import VirnucproError
+from virnucpro.errors import InputError, VirnucproError
 from virnucpro.io.fasta import RecordStream
 from virnucpro.plan.planner import SEGMENT_READS, PlanBuilder, emit_plan, produce
 from virnucpro.core.progress import progress_bar
@@ -126,7 +126,6 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     eo, bpu, segment_reads, given_budget = _split_opts(opts)
     from virnucpro.plan.planner import PLAN_VERSION, dna_batching
     dna_batches, dna_budget = dna_batching()
-    input_fp = Background(parallel.input_fingerprint, opts.input, name="sha256")   # overlaps the host work
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": bpu, "dna_batches": dna_batches, "dna_budget": dna_budget,
@@ -140,7 +139,11 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     else:
         manifest = None
     if manifest is not None or opts.resume:
-        identity["input"] = input_fp.result()
+        identity["input"] = parallel.input_fingerprint(records)   # the input is read whole before a resume
+        if manifest is not None and manifest.get("input", {}) is None:   # see publish() below
+            raise InputError(f"--resume refused: the run in {rd.root} was stopped before its input was read to "
+                             "the end, so its checkpoints cannot be matched to an input. Rerun without --resume "
+                             "to start over.")
         rd.check(manifest, identity)
         budget = given_budget or manifest["token_budget"]
         rd.check(manifest, {"token_budget": budget})
@@ -171,7 +174,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     if rank == 0:   # before planning (workers wait for it); again with the unit count at the end
-        identity["input"] = input_fp.result()
+        identity["input"] = parallel.input_fingerprint(records, wait=False)   # None while still being read
         write_manifest()
     # the host chunks, translates and plans segment by segment while the GPUs embed the first units
     from virnucpro.models.dnabert import token_counter
@@ -193,7 +196,16 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
                                                  token)
             coordinator.tel = tel
             tel.emit("workers_spawned", devices=list(devices), before_input=isinstance(early, EarlyWorkers))
-        publish = rd.save_segment if coordinator is not None else None   # what worker processes plan from
+
+        def publish(k, nuc, prot, last, dna_len) -> None:
+            """Before each segment is planned: worker processes plan from what is published; once the
+            input is read (its last segment), the manifest gets the input's identity (size, sha256 of
+            the bytes read: known only now for a streamed input), so that a killed run resumes."""
+            if last and rank == 0 and identity["input"] is None:
+                identity["input"] = parallel.input_fingerprint(records)
+                write_manifest()
+            if coordinator is not None:
+                rd.save_segment(k, nuc, prot, last, dna_len)
         producer = threading.Thread(target=_produce_timed, name="plan-producer", daemon=True,
                                     args=(records, opts, plans, chunks, frames, segment_reads, stop, tel, loaded,
                                           publish))

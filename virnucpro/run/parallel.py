@@ -64,13 +64,16 @@ IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprint
             "save_embeddings": "--save-embeddings"}
 
 
-def input_fingerprint(path: str | Path) -> dict:
-    """Size and sha256 of the input file (its content, not its name)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+def input_fingerprint(records, wait: bool = True) -> dict | None:
+    """Size and sha256 of the input's bytes (its content, not its name), as its reader hashed them
+    while parsing them (``records``: a ``fasta.RecordStream``; the file is never opened again by
+    name: a standard input or a pipe cannot be, and a file deleted mid-run was an internal error).
+    Waits for the whole input to be read, or with ``wait=False`` gives None until it is. Raises
+    the input's error."""
+    if not wait and not records.done:
+        return None
+    records.result()
+    return dict(records.identity)
 
 
 def parse_devices(gpus: str | None, workers: int | None, device: str) -> list[str]:
