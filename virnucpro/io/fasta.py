@@ -44,14 +44,15 @@ def iter_fasta(path: str | Path) -> Iterator[Record]:
         yield from block
 
 
-def iter_fasta_blocks(path: str | Path | InputSource, progress: Callable[[float], None] | None = None,
-                      flags: FlagCount | None = None) -> Iterator[list[Record]]:
+def iter_fasta_blocks(path: str | Path | InputSource, progress: Callable[[float], None] | None = None
+                      ) -> Iterator[list[Record]]:
     """The records (FASTA or FASTQ, told by the first line) a block of text at a time (lists, in
     input order). ``path``: a path, '-', or an input already opened (``open_source``; the caller
     then closes it). ``progress(fraction)``: after each block, the share of a regular file's bytes
-    read so far (of the compressed bytes for gzip; 0.0 for a stream). ``flags``: counts the reads
-    holding X."""
+    read so far (of the compressed bytes for gzip; 0.0 for a stream). The reads holding X are
+    counted in ``src.flags``."""
     src = path if isinstance(path, InputSource) else open_source(path)
+    flags = src.flags
     fh = None
     try:
         first, line_no = "", 0
@@ -253,10 +254,10 @@ class RecordStream:
         src = None
         try:
             src = open_source(self.path)   # once: a pipe or standard input cannot be read twice
-            self.name = src.name
+            self.name, self.flags = src.name, src.flags
             check = _IdCheck(src.name, self.duplicate_ids)
             with gc_paused():   # millions of small objects and no cycles: the collector's passes cost a quarter of the time
-                for block in iter_fasta_blocks(src, self._progress, self.flags):
+                for block in iter_fasta_blocks(src, self._progress):
                     block = check.block(block)
                     with self._cond:
                         self.records.extend(block)

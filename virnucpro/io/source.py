@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from virnucpro.errors import InputError
+from virnucpro.io.records import FlagCount
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class InputSource(io.RawIOBase):
         self._expect = start.st_size - os.lseek(fh.fileno(), 0, os.SEEK_CUR) if start is not None else None
         self._hash = hashlib.sha256()
         self.size = 0                    # bytes read so far
+        self.flags = FlagCount()         # the parser's count of reads holding X
         self._head = self._read_exactly(2)
         self.gzipped = self._head == b"\x1f\x8b"
 
