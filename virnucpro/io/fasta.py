@@ -39,7 +39,7 @@ _BLOCK_CHARS = 1 << 24   # text parsed per block (16 Mi characters): bounded mem
 
 
 def iter_fasta(path: str | Path) -> Iterator[Record]:
-    """Yield records lazily. Raises InputError for a file that is not FASTA."""
+    """Yield records lazily (FASTA or FASTQ). Raises InputError for an input that is neither."""
     for block in iter_fasta_blocks(path):
         yield from block
 

@@ -36,10 +36,10 @@ class InputSource(io.RawIOBase):
     as they are read; ``text()`` is the decoded text (decompressed first if gzip); ``finish()`` reads
     what is left, checks that a regular file did not change, and gives the identity."""
 
-    def __init__(self, name: str, fh, start: os.stat_result | None):
+    def __init__(self, name: str, fh, start: os.stat_result | None, owned: bool = True):
         super().__init__()
         self.name = name                 # for messages: the path, or "standard input"
-        self._fh = fh
+        self._fh, self._owned = fh, owned   # owned: closed by release()
         self._start = start              # a regular file's stat at the start; None for a stream
         # the bytes a regular file should give: all from where it is read (0, unless stdin is a
         # file something already read from)
@@ -85,14 +85,11 @@ class InputSource(io.RawIOBase):
 
     def release(self) -> None:
         """Close the input (standard input's descriptor stays open)."""
-        self._fh.close()
+        if self._owned:
+            self._fh.close()
         super().close()
 
     # what the reader uses ---------------------------------------------------------------------
-    @property
-    def regular(self) -> bool:
-        return self._start is not None
-
     def text(self) -> io.TextIOBase:
         """The input as text (UTF-8, undecodable bytes replaced, any line ending read as '\\n')."""
         buf: io.BufferedIOBase = io.BufferedReader(self, _READ_BYTES)
@@ -106,7 +103,7 @@ class InputSource(io.RawIOBase):
 
     def changed(self) -> str | None:
         """Why a regular file is not what it was at the start (size or mtime), or None."""
-        if self._start is None or self._fh.closed:
+        if self._start is None or self.closed:
             return None
         a, b = self._start, os.fstat(self._fh.fileno())
         if (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns) and self.size <= self._expect:
@@ -175,13 +172,13 @@ def _open_stdin() -> InputSource:
         if stdin.isatty():
             raise InputError("input '-' is standard input, but it is a terminal: pipe the reads in "
                              "(e.g. zcat reads.fq.gz | virnucpro predict - -o OUTDIR)")
-        fh = open(stdin.fileno(), "rb", buffering=0, closefd=False)
+        fh, owned = open(stdin.fileno(), "rb", buffering=0, closefd=False), True
     except (AttributeError, OSError, ValueError):   # replaced by an object without a descriptor
-        fh = getattr(stdin, "buffer", stdin)
+        fh, owned = getattr(stdin, "buffer", stdin), False
         if not hasattr(fh, "readinto"):
             raise InputError("input '-': standard input cannot be read") from None
     st = os.fstat(fh.fileno()) if _has_fileno(fh) else None
-    return InputSource("standard input", fh, st if st is not None and stat.S_ISREG(st.st_mode) else None)
+    return InputSource("standard input", fh, st if st is not None and stat.S_ISREG(st.st_mode) else None, owned)
 
 
 def _has_fileno(fh) -> bool:
