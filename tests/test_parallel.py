@@ -161,10 +161,10 @@ def test_a_bad_input_with_workers_is_one_error_line_and_leaves_no_process(tiny_m
     """The workers start before the input is read; a bad input must still end the command at once
     with one error line, and none of them may outlive it."""
     bad = tmp_path / "bad.fa"
-    bad.write_text("@r1\nACGT\n+\nIIII\n")
+    bad.write_text("hello world\n")   # neither FASTA nor FASTQ
     proc = start_run(predict_cmd(bad, tmp_path / "out", tiny_models, "--workers", "2"), env_with())
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, f"expected exit 2 for a FASTQ input, got {proc.returncode}: {err}"
+    assert proc.returncode == 2, f"expected exit 2 for a text input, got {proc.returncode}: {err}"
     assert "not a FASTA" in err and "Traceback" not in err, err
     deadline = time.time() + 10
     while True:   # the run's session: the coordinator is gone; workers and their fork server must be too

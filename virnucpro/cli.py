@@ -71,7 +71,8 @@ def _add_predict(sub) -> None:
                        "Writes to OUTDIR: prediction_results.txt (per kept frame), "
                        "prediction_results_highestscore.csv (per chunk, tab-separated), read_summary.tsv "
                        "(per input read), run.json (manifest) and virnucpro.log (log + telemetry).")
-    p.add_argument("input", nargs="?", type=Path, help="input FASTA (.fa/.fasta/.fna, optionally .gz)")
+    p.add_argument("input", nargs="?", type=Path, help="input reads: FASTA or FASTQ (4-line), plain or gzip, "
+                   "told apart by content; '-' reads standard input (a pipe, a FIFO or <(zcat ...) work too)")
     p.add_argument("--sample", action="store_true", help="use the built-in sample reads as input")
     p.add_argument("-o", "--outdir", type=Path, required=True, help="output directory (created if absent)")
     p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300,

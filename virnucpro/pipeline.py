@@ -17,7 +17,6 @@ the unit files, so ``--resume`` continues a killed run and every layout gives by
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import socket
 import sys
@@ -34,6 +33,7 @@ from virnucpro.core.background import GIL_SWITCH_S
 from virnucpro.engines.config import EngineConfig
 from virnucpro.errors import InputError
 from virnucpro.io.fasta import RecordStream
+from virnucpro.io.source import is_stream
 from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
 from virnucpro.core.progress import progress_bar
@@ -128,6 +128,9 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     device = resolve_device(opts.device)
     engine_name = opts.engine if opts.engine != "auto" else ("fast" if device.startswith("cuda") else "reference")
     rank = rank_env()
+    if rank is not None and is_stream(opts.input):   # every rank reads the input by itself
+        raise InputError(f"input {opts.input}: under torchrun every rank reads the input, so it must be a "
+                         "file, not standard input, a pipe or a FIFO")
     if engine_name == "fast":
         devices = parse_devices(opts.gpus, opts.workers, device) if rank is None else \
             [f"cuda:{rank.local}" if device.startswith("cuda") else "cpu"]
@@ -282,6 +285,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
         "skipped_frames": counts["skipped_frames"], "skipped_reads": len(counts["skipped_reads"]),
         "viral_chunks": counts["viral_chunks"], "chunks_with_frames": counts["chunks_with_frames"],
         "viral_reads": counts["viral_reads"],
+        "reads_with_x": stream.flags.reads,   # accepted, their codons dropped as the original does (io.records)
         "engine": engine_name, "precision": scored.precision, "device": device,
         "n_gpus": scored.n_gpus, "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
         "reads_per_s": round(len(records) / wall, 2) if wall else None,
@@ -309,7 +313,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
                 "chunking": opts.chunking, "models": models.describe(), "synthetic": synthetic,
                 "classifier": {**clf_info, "chunk_length_mismatch": clf_info.get("chunk_length") not in
                                (None, opts.chunk_length)},
-                "input": {"path": str(opts.input), "size": os.path.getsize(opts.input)},
+                "input": {"path": str(opts.input), **stream.identity},   # of the bytes parsed (io.source)
                 "machine": {"host": socket.gethostname(), "platform": platform.platform(), "device": device,
                             "devices": devices, "gpu": _gpu_name(device)},
                 "wall_s": summary["wall_s"], "summary": summary,
