@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from virnucpro.core.files import sha256_file
 from virnucpro.perf import baseline as bl
 from virnucpro.perf import gate
 from virnucpro.perf.criteria import Borderline, borderline_counts
@@ -139,7 +140,7 @@ class GateSession:
 
     def workload_sha256(self) -> str:
         if self._workload_sha is None:
-            self._workload_sha = bl.sha256_file(self.workload())
+            self._workload_sha = sha256_file(self.workload())
         return self._workload_sha
 
     def models(self) -> Path:

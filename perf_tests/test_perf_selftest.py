@@ -25,7 +25,8 @@ from gate_harness import ORIGIN_IMPORTED, Case, GateSession, RunOutcome
 from virnucpro.errors import InputError
 from virnucpro.perf import criteria, gate
 from virnucpro.perf import results as res
-from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, compare_dirs
+from virnucpro.io.paths import CONSENSUS, LOG_NAME, PREDICTIONS, RUN_JSON
+from virnucpro.perf.compare import compare_dirs
 from virnucpro.perf.gate import GateError, RunRecord
 from virnucpro.perf.sampler import Samples
 
@@ -113,13 +114,13 @@ def test_gate_names_one_criterion_once() -> None:
 # ----------------------------------------------------------------------------- broken runs
 
 def test_missing_prediction_file_fails(broken: Path) -> None:
-    (broken / FRAME_FILE).unlink()
+    (broken / PREDICTIONS).unlink()
     with pytest.raises(GateError, match=r"cpu-fp32: the run wrote no prediction_results\.txt"):
         gate.load_run(broken, "cpu-fp32", 0)
 
 
 def test_telemetry_without_summary_fails(broken: Path) -> None:
-    log = broken / gate.LOG_FILE
+    log = broken / LOG_NAME
     lines = log.read_text().splitlines(keepends=True)
     kept = [ln for ln in lines if '"event": "summary"' not in ln]
     assert len(kept) < len(lines), "the real log must hold a summary event to remove"
@@ -129,13 +130,13 @@ def test_telemetry_without_summary_fails(broken: Path) -> None:
 
 
 def test_missing_log_fails(broken: Path) -> None:
-    (broken / gate.LOG_FILE).unlink()
+    (broken / LOG_NAME).unlink()
     with pytest.raises(GateError, match=r"wrote no log file"):
         gate.load_run(broken, "cpu", 0)
 
 
 def test_corrupted_scores_are_refused(smoke_run: RunRecord, broken: Path) -> None:
-    p = broken / FRAME_FILE
+    p = broken / PREDICTIONS
     lines = p.read_text().splitlines()
     fields = lines[1].split("\t")
     lines[1] = "\t".join(fields[:3] + ["not-a-score"])
@@ -147,8 +148,8 @@ def test_corrupted_scores_are_refused(smoke_run: RunRecord, broken: Path) -> Non
 # ----------------------------------------------------------------------------- correctness
 
 def _flip_every(broken: Path, step: int) -> None:
-    for name, col, flip in ((FRAME_FILE, 1, {"virus": "others", "others": "virus"}),
-                            (CONSENSUS_FILE, 1, {"True": "False", "False": "True"})):
+    for name, col, flip in ((PREDICTIONS, 1, {"virus": "others", "others": "virus"}),
+                            (CONSENSUS, 1, {"True": "False", "False": "True"})):
         p = broken / name
         lines = p.read_text().splitlines()
         for i in range(1, len(lines), step):
@@ -175,7 +176,7 @@ def test_one_non_borderline_disagreement_fails_correctness(smoke_run: RunRecord,
                                                            hw_profile) -> None:
     """Agreement stays above 99.5%, but the one flipped frame sits far from 0.5: not borderline,
     beyond the cpu-smoke allowance of none. The same flip on a frame scored ~0.5 is borderline."""
-    p = broken / FRAME_FILE
+    p = broken / PREDICTIONS
     lines = p.read_text().splitlines()
     scores = [(abs(float(ln.split("\t")[3]) - 0.5), i) for i, ln in enumerate(lines[1:], 1)]
     far, near = max(scores)[1], min(scores)[1]
@@ -190,7 +191,7 @@ def test_one_non_borderline_disagreement_fails_correctness(smoke_run: RunRecord,
     assert not check.passed and "frame: 1 disagreement(s) not borderline" in check.message, check.message
     assert "frame disagreements borderline: 0 of 1" in check.measured, check.measured
     # a borderline disagreement (the frame scored closest to 0.5, its score nudged across) passes
-    shutil.copyfile(smoke_run.outdir / FRAME_FILE, p)
+    shutil.copyfile(smoke_run.outdir / PREDICTIONS, p)
     lines = p.read_text().splitlines()
     f = lines[near].split("\t")
     s2 = float(f[3])
@@ -203,7 +204,7 @@ def test_one_non_borderline_disagreement_fails_correctness(smoke_run: RunRecord,
 
 
 def test_dropped_rows_fail_correctness(smoke_run: RunRecord, broken: Path, hw_profile) -> None:
-    p = broken / FRAME_FILE
+    p = broken / PREDICTIONS
     lines = p.read_text().splitlines()
     p.write_text("\n".join(lines[:-1]) + "\n")
     check = criteria.check_correctness(compare_dirs(smoke_run.outdir, broken), "cpu-fp32", hw_profile,
@@ -213,7 +214,7 @@ def test_dropped_rows_fail_correctness(smoke_run: RunRecord, broken: Path, hw_pr
 
 def test_fp32_scores_beyond_1e5_fail_correctness(smoke_run: RunRecord, broken: Path, hw_profile) -> None:
     """fp32 must match the reference to 1e-5: one score moved by 1e-4 fails, labels unchanged."""
-    p = broken / FRAME_FILE
+    p = broken / PREDICTIONS
     lines = p.read_text().splitlines()
     f = lines[1].split("\t")
     s2 = float(f[3])
@@ -229,7 +230,7 @@ def test_fp32_scores_beyond_1e5_fail_correctness(smoke_run: RunRecord, broken: P
 # ----------------------------------------------------------------------------- packing, utilisation
 
 def _rewrite_summary(broken: Path, **changes) -> None:
-    log = broken / gate.LOG_FILE
+    log = broken / LOG_NAME
     out = []
     for ln in log.read_text().splitlines(keepends=True):
         if '"event": "summary"' in ln:
@@ -243,7 +244,7 @@ def _rewrite_summary(broken: Path, **changes) -> None:
 
 def _add_events(broken: Path, events: list[dict]) -> None:
     """Telemetry lines inserted before the summary, stamped like the real ones."""
-    log = broken / gate.LOG_FILE
+    log = broken / LOG_NAME
     lines = log.read_text().splitlines(keepends=True)
     i = next(k for k, ln in enumerate(lines) if '"event": "summary"' in ln)
     stamp = lines[i].split(" INFO ", 1)[0]
@@ -348,7 +349,7 @@ def test_poor_scaling_fails(smoke_run: RunRecord, broken: Path, hw_profile) -> N
 
 def test_inconsistent_gpu_outputs_fail(smoke_run: RunRecord, broken: Path, hw_profile) -> None:
     """A '2-GPU' copy of the real outputs with one score moved by 1e-4 is not identical."""
-    p = broken / FRAME_FILE
+    p = broken / PREDICTIONS
     lines = p.read_text().splitlines()
     f = lines[-1].split("\t")
     f[3] = f"{float(f[3]) + (1e-4 if float(f[3]) < 0.4 else -1e-4):.6f}"
@@ -414,7 +415,7 @@ def test_baseline_of_other_chunk_length_is_refused(smoke_run: RunRecord, tmp_pat
 
     b = tmp_path / "b500"
     b.mkdir()
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         shutil.copyfile(smoke_run.outdir / name, b / name)
     manifest = {"format": bl.FORMAT, "chunk_length": 500, "chunking": "original",
                 "models": {"fingerprints": bl.run_fingerprints(smoke_run.manifest)}}
@@ -436,7 +437,7 @@ def test_imported_v1_outputs_are_the_named_baseline(gate_session: GateSession, s
     m = json.loads((out / "manifest.json").read_text())
     assert m["origin"] == "imported-v1" and m["chunk_length"] == 300, m
     assert m["workload"]["sha256"] == gate_session.workload_sha256()
-    assert set(m["source"]["files"]) == {FRAME_FILE, CONSENSUS_FILE}
+    assert set(m["source"]["files"]) == {PREDICTIONS, CONSENSUS}
     gs = GateSession(gate_session.profile, "test", {**gate_session.options, "baseline": str(out),
                                                     "gate_out": str(tmp_path / "g")},
                      gate_session.root, 0, None)

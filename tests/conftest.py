@@ -6,6 +6,8 @@
   stderr; fast, and lets tests monkeypatch the pipeline.
 - ``run_module``: runs ``python -m virnucpro ...`` as a real subprocess, for the few tests that must
   prove the installed command itself behaves (exit codes, what a user sees on stderr).
+- Faults (a worker that dies, a full disk, ...) are injected with a ``FaultPlan``: ``run_cli(...,
+  faults=FaultPlan(...))`` in this process, ``tests/fault_launcher.py`` in a subprocess.
 
 Logging of the ``virnucpro`` logger is reset after every test: a run installs handlers bound to the
 streams of the moment (pytest's capture objects), which must not leak into the next test.
@@ -85,14 +87,15 @@ def tiny_models(tmp_path_factory) -> Path:
     return out
 
 
-def invoke_cli(*args: str | os.PathLike) -> CliResult:
+def invoke_cli(*args: str | os.PathLike, faults=None) -> CliResult:
     """``virnucpro.cli.main(args)`` with stdout/stderr captured; SystemExit (``--help``) gives its code.
-    Log handlers the run installs bind to the captured stderr, so warnings show up in ``err``."""
+    Log handlers the run installs bind to the captured stderr, so warnings show up in ``err``.
+    ``faults``: a ``virnucpro.run.faults.FaultPlan`` handed to ``predict``."""
     from virnucpro.cli import main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = main([str(a) for a in args])
+            code = main([str(a) for a in args], faults)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         finally:
@@ -102,7 +105,7 @@ def invoke_cli(*args: str | os.PathLike) -> CliResult:
 
 @pytest.fixture(scope="session")
 def run_cli() -> Callable[..., CliResult]:
-    """Run the CLI in this process: ``run_cli("predict", path, "-o", out) -> CliResult``."""
+    """Run the CLI in this process: ``run_cli("predict", path, "-o", out, faults=None) -> CliResult``."""
     return invoke_cli
 
 

@@ -2,6 +2,8 @@
 
 import json
 
+from virnucpro.perf.projection import project_wall_s
+
 
 def test_bench_runs_both_engines_side_by_side_and_projects(tiny_models, tmp_path, run_cli):
     out = tmp_path / "bench"
@@ -14,7 +16,7 @@ def test_bench_runs_both_engines_side_by_side_and_projects(tiny_models, tmp_path
     assert fast["reads"] == 1000 and fast["engine"] == "fast"
     assert 0 < fast["packing_efficiency"] <= 1.0
     load = fast["stages"]["load_models"]
-    expected = load + (fast["wall_s"] - load) * 1e6 / fast["reads"]
+    expected = project_wall_s(fast["wall_s"], load, fast["reads"])
     assert abs(b["projection_1m_reads_s"] - expected) < 0.2, (b["projection_1m_reads_s"], expected)
     side = b["side_by_side"]
     assert side["reference"]["engine"] == "reference" and side["fast"]["engine"] == "fast"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from virnucpro.perf.compare import (CONSENSUS_FILE, FRAME_FILE, compare_dirs, read_frames,
-                               register)
+from virnucpro.io.paths import CONSENSUS, PREDICTIONS
+from virnucpro.perf.compare import compare_dirs, read_frames, register
 from virnucpro.errors import InputError
 
 # (frame id, score2); score1 = 1 - score2, label = virus when score2 > score1
@@ -31,11 +31,11 @@ def write_run(d: Path, frames: list[tuple[str, float]], consensus: dict[str, boo
         label = (labels or {}).get(fid, "virus" if s2 > 1 - s2 else "others")
         rows.append(f"{fid}\t{label}\t{1 - s2:.7g}\t{s2:.7g}")
         best[fid[:-2]] = max(best.get(fid[:-2], 0.0), s2)
-    (d / FRAME_FILE).write_text("\n".join(rows) + "\n")
+    (d / PREDICTIONS).write_text("\n".join(rows) + "\n")
     if consensus is None:
         consensus = {cid: s >= 1 - s for cid, s in best.items()}
     lines = ["Modified_ID\tIs_Virus"] + [f"{c}\t{v}" for c, v in sorted(consensus.items())]
-    (d / CONSENSUS_FILE).write_text("\n".join(lines) + "\n")
+    (d / CONSENSUS).write_text("\n".join(lines) + "\n")
     return d
 
 
@@ -142,7 +142,7 @@ def test_repeated_ids_matched_by_occurrence(tmp_path: Path) -> None:
     ("", "line 1: empty file"),
 ])
 def test_malformed_frame_file_raises_input_error(tmp_path: Path, content: str, where: str) -> None:
-    p = tmp_path / FRAME_FILE
+    p = tmp_path / PREDICTIONS
     p.write_text(content)
     with pytest.raises(InputError) as ei:
         read_frames(p)
@@ -154,10 +154,10 @@ def test_malformed_frame_file_raises_input_error(tmp_path: Path, content: str, w
 def test_malformed_consensus_and_missing_file(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a", FRAMES)
     b = write_run(tmp_path / "b", FRAMES)
-    (b / CONSENSUS_FILE).write_text("Modified_ID\tIs_Virus\nr1_chunk_1\tyes\n")
+    (b / CONSENSUS).write_text("Modified_ID\tIs_Virus\nr1_chunk_1\tyes\n")
     with pytest.raises(InputError, match=r"prediction_results_highestscore.csv: line 2: Is_Virus"):
         compare_dirs(a, b)
-    (b / CONSENSUS_FILE).unlink()
+    (b / CONSENSUS).unlink()
     with pytest.raises(InputError, match="has no prediction_results_highestscore.csv"):
         compare_dirs(a, b)
     assert compare_dirs(a, b, mode="frame").passes(), "frame-only comparison still works"
@@ -168,10 +168,10 @@ def test_malformed_consensus_and_missing_file(tmp_path: Path) -> None:
 def test_single_files_compare_their_own_kind(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a", FRAMES)
     b = write_run(tmp_path / "b", FRAMES)
-    res = compare_dirs(a / CONSENSUS_FILE, b / CONSENSUS_FILE)
+    res = compare_dirs(a / CONSENSUS, b / CONSENSUS)
     assert list(res.modes) == ["consensus"] and res.modes["consensus"].scores is None
     with pytest.raises(InputError, match="different kinds"):
-        compare_dirs(a / FRAME_FILE, b / CONSENSUS_FILE)
+        compare_dirs(a / PREDICTIONS, b / CONSENSUS)
 
 
 def _cli(argv: list[str]) -> argparse.Namespace:
@@ -193,7 +193,7 @@ def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     args = _cli(["compare", str(a), str(c), "--mode", "frame"])
     assert args.func(args) == 1, "a missing id must give exit 1"
     assert "FAIL: frame: ids missing: 1 only in v1" in capsys.readouterr().out
-    (c / FRAME_FILE).write_text("garbage\n")
+    (c / PREDICTIONS).write_text("garbage\n")
     args = _cli(["compare", str(a), str(c)])
     with pytest.raises(InputError) as ei:
         args.func(args)

@@ -226,10 +226,45 @@ def test_unpadded_mean_is_each_sequence_alone(tiny, dna, extra_width):
             _assert_close(got[row], alone, f"sequence {row}: unpadded mean vs the sequence alone")
 
 
+@pytest.mark.parametrize("use_sdpa", [False, True], ids=["explicit", "sdpa"])
+def test_the_three_entry_points_give_the_same_means(use_sdpa):
+    """The padded forward (key mask), the per-layer function (``layer_fn = layer_forward``, what the
+    fast engine may compile) and the unpadded mean (row-wise layers on the real tokens) all run
+    ``attend``: on a random small model (12 heads, as DNABERT-2) they give each sequence's mean
+    embedding to 1e-5 in fp32, and so does the sequence run alone."""
+    torch.manual_seed(4)
+    cfg = D.DnaBertConfig(vocab_size=64, hidden_size=48, num_attention_heads=12, num_hidden_layers=3,
+                          intermediate_size=40)
+    model = D.DnaBert(cfg, use_sdpa=use_sdpa).eval()
+    with torch.no_grad():
+        for p in model.parameters():   # LayerNorms off 1/0 and strong attention, so a mix-up shows
+            p.add_(0.3 * torch.randn_like(p))
+    lens = np.array([29, 6, 17, 1, 23])
+    width = 32
+    ids = torch.randint(5, 64, (len(lens), width))
+    mask = torch.arange(width)[None, :] < torch.from_numpy(lens)[:, None]   # [B, T]
+
+    def masked_mean(states):   # [B, T, H] -> [B, H]
+        return (states * mask[:, :, None]).sum(1) / torch.from_numpy(lens)[:, None].float()
+
+    with torch.no_grad():
+        means = {"padded forward": masked_mean(model(ids, mask))}
+        model.layer_fn = D.layer_forward
+        means["per-layer function"] = masked_mean(model(ids, mask))
+        model.layer_fn = None
+        means["unpadded mean"] = D.mean_unpadded(model, ids, torch.from_numpy(lens),
+                                                 torch.from_numpy(D.real_token_rows(lens, width)))
+        alone = torch.stack([model(ids[i:i + 1, :n])[0].mean(0) for i, n in enumerate(lens)])
+    assert alone.abs().max() > 0.1, "the means should not be trivially small"
+    for name, got in means.items():
+        assert got.dtype == torch.float32 and got.shape == alone.shape, f"{name}: {got.dtype} {tuple(got.shape)}"
+        _assert_close(got, alone, f"{name} vs each sequence alone")
+
+
 def test_gpu_attention_leaves_out_cudnn_and_restores_the_choice():
     """On a GPU, DNABERT-S's SDPA runs without cuDNN's attention (a new execution plan per batch
-    shape, the GPU idle ~45 ms each: H200-29); the process's choice is restored after; a CPU keeps
-    torch's own choice."""
+    shape, the GPU idle ~45 ms each: docs/benchmarks.md, DNABERT-S attention without cuDNN); the
+    process's choice is restored after; a CPU keeps torch's own choice."""
     from torch.backends import cuda as B
     before = (B.cudnn_sdp_enabled(), B.mem_efficient_sdp_enabled(), B.flash_sdp_enabled())
     with D.sdpa_backends(torch.device("cuda", 0)):
@@ -404,11 +439,11 @@ def test_embed_reference_is_mean_over_all_tokens_including_cls_sep(tiny, dna):
 
 
 def test_functional_layer_is_the_module_layer_and_compiles_for_any_shape():
-    """``layer_forward`` (what the fast engine may torch.compile, VIRNUCPRO_DNABERT_COMPILE=1) computes
+    """``layer_forward`` (what the fast engine may torch.compile, EngineConfig.dnabert_compile) computes
     exactly what the layer modules compute; compiled with dynamic shapes it serves a second batch
     size and width without a new compilation and agrees to float rounding."""
     import torch
-    from virnucpro.models.esm2_fast import compile_dynamic
+    from virnucpro.engines.fast.engine import compile_dynamic
     torch.manual_seed(0)
     cfg = D.DnaBertConfig.from_dict(dict(vocab_size=64, **D.PRESETS["tiny"]))
     m = D.DnaBert(cfg, use_sdpa=True).eval()
@@ -418,7 +453,7 @@ def test_functional_layer_is_the_module_layer_and_compiles_for_any_shape():
     with torch.inference_mode():
         want = m(ids, mask)
         m.layer_fn = D.layer_forward
-        assert torch.equal(m(ids, mask), want), "layer_forward differs from the layer modules"
+        assert torch.equal(m(ids, mask), want), "layer_fn = layer_forward differs from the model's loop"
         m.layer_fn = compile_dynamic(D.layer_forward)
         got = m(ids, mask)
         assert (got - want).abs().max().item() < 1e-5

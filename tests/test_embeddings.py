@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from virnucpro.io.outputs import EMBEDDINGS, load_embeddings, save_embedding_part, write_embedding_index
+from virnucpro.io.outputs import load_embeddings, save_embedding_part, write_embedding_index
+from virnucpro.io.paths import EMBEDDINGS
 
 FAST = ["--engine", "fast", "--device", "cpu", "--no-progress", "--precision", "fp32",
         "--token-budget", "1024", "--batches-per-unit", "2"]

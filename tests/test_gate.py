@@ -14,7 +14,8 @@ from virnucpro.perf import baseline as bl
 from virnucpro.perf import criteria, gate
 from virnucpro.perf import results as res
 from virnucpro.perf.sampler import HarnessSampler, Samples, tree_cpu_s
-from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, compare_dirs
+from virnucpro.io.paths import CONSENSUS, LOG_NAME, PREDICTIONS, RUN_JSON
+from virnucpro.perf.compare import compare_dirs
 from virnucpro.errors import InputError
 from virnucpro.perf.gate import GateError
 
@@ -31,9 +32,9 @@ def write_outputs(d: Path, frames=FRAMES) -> None:
     for fid, s2 in frames:
         rows.append(f"{fid}\t{'virus' if s2 > 0.5 else 'others'}\t{1 - s2:.7g}\t{s2:.7g}")
         best[fid[:-2]] = max(best.get(fid[:-2], 0.0), s2)
-    (d / FRAME_FILE).write_text("\n".join(rows) + "\n")
+    (d / PREDICTIONS).write_text("\n".join(rows) + "\n")
     cons = ["Modified_ID\tIs_Virus"] + [f"{c}\t{s >= 1 - s}" for c, s in sorted(best.items())]
-    (d / CONSENSUS_FILE).write_text("\n".join(cons) + "\n")
+    (d / CONSENSUS).write_text("\n".join(cons) + "\n")
 
 
 def make_run(d: Path, *, wall_s: float = 95.0, reads: int = 1000, stages=None, events=(),
@@ -45,11 +46,11 @@ def make_run(d: Path, *, wall_s: float = 95.0, reads: int = 1000, stages=None, e
             "stages": stages, "packing_efficiency": None, "gpu_util_mean": None, "mfu_esm": None, **summary}
     lines = [{"event": "run_start", "t": 0.0, "engine": "fast"}, *events,
              {"event": "stage", "t": 90.0, "stage": "embed_esm", "wall_s": 80.0, "tokens": 40_000}, summ]
-    (d / gate.LOG_FILE).write_text("".join(
+    (d / LOG_NAME).write_text("".join(
         f"2026-11-29 16:55:00,123 INFO virnucpro.core.telemetry: TELEMETRY {json.dumps(e)}\n" for e in lines))
     manifest = {"chunk_length": chunk_length, "chunking": "original",
                 "models": {"fingerprints": fingerprints or {"esm": "e1", "dnabert": "d1", "classifier": "c1"}}}
-    (d / gate.RUN_JSON).write_text(json.dumps(manifest))
+    (d / RUN_JSON).write_text(json.dumps(manifest))
     return d
 
 
@@ -74,15 +75,15 @@ def test_load_run_reads_summary_and_projects(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("breakage, message", [
-    (lambda d: (d / FRAME_FILE).unlink(), "the run wrote no prediction_results.txt"),
-    (lambda d: (d / CONSENSUS_FILE).write_text(""), "prediction_results_highestscore.csv is empty"),
-    (lambda d: (d / gate.LOG_FILE).unlink(), "wrote no log file"),
-    (lambda d: (d / gate.LOG_FILE).write_text("x INFO TELEMETRY {\"event\": \"run_start\"}\n"),
+    (lambda d: (d / PREDICTIONS).unlink(), "the run wrote no prediction_results.txt"),
+    (lambda d: (d / CONSENSUS).write_text(""), "prediction_results_highestscore.csv is empty"),
+    (lambda d: (d / LOG_NAME).unlink(), "wrote no log file"),
+    (lambda d: (d / LOG_NAME).write_text("x INFO TELEMETRY {\"event\": \"run_start\"}\n"),
      "has no 'summary' telemetry event (1 events read)"),
-    (lambda d: (d / gate.LOG_FILE).write_text("x INFO TELEMETRY {\"event\": \"summary\", \"wall_s\": 1}\n"),
+    (lambda d: (d / LOG_NAME).write_text("x INFO TELEMETRY {\"event\": \"summary\", \"wall_s\": 1}\n"),
      "lacks reads, chunks, frames, stages"),
-    (lambda d: (d / gate.LOG_FILE).write_text("x INFO TELEMETRY {not json\n"), "malformed TELEMETRY line"),
-    (lambda d: (d / gate.RUN_JSON).unlink(), "wrote no manifest"),
+    (lambda d: (d / LOG_NAME).write_text("x INFO TELEMETRY {not json\n"), "malformed TELEMETRY line"),
+    (lambda d: (d / RUN_JSON).unlink(), "wrote no manifest"),
 ])
 def test_load_run_refuses_broken_runs(tmp_path: Path, breakage, message: str) -> None:
     d = make_run(tmp_path / "r")
@@ -331,9 +332,9 @@ def test_consistency(tmp_path: Path) -> None:
 def test_restrict_outputs_keeps_only_given_reads(tmp_path: Path) -> None:
     write_outputs(tmp_path / "run")
     out = gate.restrict_outputs(tmp_path / "run", {"r1", "r3"}, tmp_path / "sub")
-    frames = (out / FRAME_FILE).read_text().splitlines()
+    frames = (out / PREDICTIONS).read_text().splitlines()
     assert [ln.split("\t")[0] for ln in frames[1:]] == ["r1_chunk_1F1", "r1_chunk_1R2", "r3_chunk_1F1"]
-    cons = (out / CONSENSUS_FILE).read_text().splitlines()
+    cons = (out / CONSENSUS).read_text().splitlines()
     assert [ln.split("\t")[0] for ln in cons[1:]] == ["r1_chunk_1", "r3_chunk_1"]
 
 
@@ -414,11 +415,11 @@ def test_baseline_compatibility(tmp_path: Path) -> None:
                 "workload": {"sha256": "ab" * 32}}
     (tmp_path / "b" / bl.MANIFEST).write_text(json.dumps(manifest))
     b = bl.load_baseline(tmp_path / "b")
-    run = json.loads((make_run(tmp_path / "r") / gate.RUN_JSON).read_text())
+    run = json.loads((make_run(tmp_path / "r") / RUN_JSON).read_text())
     assert bl.incompatibilities(b, run, "ab" * 32) == []
     other = json.loads((make_run(tmp_path / "r5", chunk_length=500,
                                  fingerprints={"esm": "e1", "dnabert": "d1", "classifier": "c5"})
-                        / gate.RUN_JSON).read_text())
+                        / RUN_JSON).read_text())
     with pytest.raises(InputError) as ei:
         bl.check_compatible(b, other, "cd" * 32)
     msg = str(ei.value)
@@ -433,7 +434,7 @@ def test_user_v1_outputs_without_manifest_load(tmp_path: Path) -> None:
     write_outputs(tmp_path / "v1")
     b = bl.load_baseline(tmp_path / "v1")
     assert b.manifest is None and bl.incompatibilities(b, {}) == []
-    (tmp_path / "v1" / FRAME_FILE).unlink()
+    (tmp_path / "v1" / PREDICTIONS).unlink()
     with pytest.raises(InputError, match="has no prediction_results.txt"):
         bl.load_baseline(tmp_path / "v1")
 
@@ -540,8 +541,8 @@ def test_baseline_import_records_and_tells_the_chunk_length(tmp_path: Path) -> N
     m = b.manifest
     assert m["origin"] == bl.ORIGIN_IMPORTED and m["chunk_length"] == 300, "told from the ids: 2 chunks of 450 nt"
     assert m["workload"]["sha256"] == bl.sha256_file(reads) and m["workload"]["reads"] == 13
-    assert m["source"]["files"][FRAME_FILE]["sha256"] == bl.sha256_file(v1 / FRAME_FILE)
-    assert (tmp_path / "b" / CONSENSUS_FILE).read_bytes() == (v1 / CONSENSUS_FILE).read_bytes()
+    assert m["source"]["files"][PREDICTIONS]["sha256"] == bl.sha256_file(v1 / PREDICTIONS)
+    assert (tmp_path / "b" / CONSENSUS).read_bytes() == (v1 / CONSENSUS).read_bytes()
     assert bl.origin(bl.load_baseline(tmp_path / "b")) == bl.ORIGIN_IMPORTED
     # the gate's compatibility: chunk length and input must match; fingerprints are not asked for
     run = {"chunk_length": 300, "chunking": "original", "models": {"fingerprints": {"esm": "e1"}}}
@@ -567,10 +568,10 @@ def test_baseline_import_refuses_another_chunk_length(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("breakage, message", [
-    (lambda d: (d / FRAME_FILE).write_text("id\tlabel\n"), "line 1: expected header"),
-    (lambda d: (d / CONSENSUS_FILE).write_text("Modified_ID\tIs_Virus\nr0_chunk_1\tmaybe\n"),
+    (lambda d: (d / PREDICTIONS).write_text("id\tlabel\n"), "line 1: expected header"),
+    (lambda d: (d / CONSENSUS).write_text("Modified_ID\tIs_Virus\nr0_chunk_1\tmaybe\n"),
      "Is_Virus must be True or False"),
-    (lambda d: (d / CONSENSUS_FILE).write_text("Modified_ID\tIs_Virus\nr0_chunk_1\tTrue\n"),
+    (lambda d: (d / CONSENSUS).write_text("Modified_ID\tIs_Virus\nr0_chunk_1\tTrue\n"),
      "the two files disagree"),
     (lambda d: write_outputs(d, [("stranger_chunk_1F1", 0.7)]), "read 'stranger' (chunk stranger_chunk_1), which is not in the input"),
     (lambda d: write_outputs(d, [("r0_piece_1F1", 0.7)]), "is not READ_chunk_K + F1..R3"),

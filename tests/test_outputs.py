@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from virnucpro.io.outputs import CONSENSUS, PREDICTIONS, READ_SUMMARY, SKIPPED_READS, OutputRows
+from virnucpro.io.outputs import OutputRows
+from virnucpro.io.paths import CONSENSUS, PREDICTIONS, READ_SUMMARY, SKIPPED_READS
 
 
 def plain_files(records, chunks, frames, scores, synthetic=False) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Scaling and surviving on CPU: several worker processes claiming work units, checkpoints, resume
 after kill -9 and SIGTERM, a dead worker's units re-queued, refused mismatched resumes, and the
-out-of-memory back-off (a fake OOM injected through VIRNUCPRO_FAKE_OOM_TOKENS).
+out-of-memory back-off. Faults are injected with a ``FaultPlan``: in this process through
+``run_cli(..., faults=...)``, in a subprocess through ``tests/fault_launcher.py``.
 
 A small token budget and 2 batches per unit cut ~460 kept frames into ~12 units, so that every
 worker gets several units. Outputs are compared byte for byte with a one-worker run.
@@ -8,6 +9,7 @@ worker gets several units. Outputs are compared byte for byte with a one-worker 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,10 +23,13 @@ import pandas as pd
 import pytest
 
 from virnucpro.errors import InputError
-from virnucpro.run.parallel import RUN_DIRNAME, RunDir, parse_devices
 from virnucpro.core.telemetry import read_telemetry
+from virnucpro.run.devices import parse_devices
+from virnucpro.run.faults import FaultPlan
+from virnucpro.run.rundir import RUN_DIRNAME, Released, RunDir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+LAUNCHER = Path(__file__).resolve().parent / "fault_launcher.py"
 OUTPUT_FILES = ("prediction_results.txt", "prediction_results_highestscore.csv", "read_summary.tsv")
 FAST = ["--engine", "fast", "--device", "cpu", "--no-progress", "--token-budget", "1024", "--batches-per-unit", "2"]
 
@@ -43,9 +48,10 @@ def base(reads, tiny_models, tmp_path_factory, run_cli) -> Path:
     return out
 
 
-def predict_cmd(reads: Path, out: Path, models: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "virnucpro", "predict", str(reads), "-o", str(out), "--models", str(models),
-            *FAST, *extra]
+def predict_cmd(reads: Path, out: Path, models: Path, *extra: str, faults: dict | None = None) -> list[str]:
+    """``python -m virnucpro predict ...``; with ``faults`` (FaultPlan fields), through the fault launcher."""
+    command = [sys.executable, str(LAUNCHER), json.dumps(faults)] if faults else [sys.executable, "-m", "virnucpro"]
+    return [*command, "predict", str(reads), "-o", str(out), "--models", str(models), *FAST, *extra]
 
 
 def env_with(**extra: str) -> dict:
@@ -111,7 +117,7 @@ def test_cpu_devices_and_worker_count():
 ])
 def test_worker_processes_are_foreseen_before_torch_is_imported(monkeypatch, engine, device, gpus, workers,
                                                                  skip, visible, expected):
-    from virnucpro.run.parallel import likely_worker_processes
+    from virnucpro.run.devices import likely_worker_processes
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     got = likely_worker_processes(engine, device, gpus, workers, skip)
@@ -138,16 +144,16 @@ def test_a_worker_waits_for_the_manifest_of_its_own_run(tmp_path):
     """Workers start before the coordinator has read the input, i.e. while OUTDIR may still hold an
     earlier run's manifest: only the manifest with their run token lets them start."""
     import threading
-    from virnucpro.run.parallel import _wait_for_file_manifest
+    from virnucpro.run.worker_process import wait_for_own_manifest
     rd = RunDir(tmp_path)
     rd.reset()
     rd.write_manifest({"run_token": "earlier-run", "token_budget": 1024})
     t0 = time.time()
-    assert _wait_for_file_manifest(rd, threading.Event(), "this-run", timeout=0.3) is None, \
+    assert wait_for_own_manifest(rd, threading.Event(), "this-run", timeout=0.3) is None, \
         "a worker took an earlier run's manifest for its own"
     assert time.time() - t0 >= 0.3
     rd.write_manifest({"run_token": "this-run", "token_budget": 2048})
-    m = _wait_for_file_manifest(rd, threading.Event(), "this-run", timeout=5)
+    m = wait_for_own_manifest(rd, threading.Event(), "this-run", timeout=5)
     assert m is not None and m["token_budget"] == 2048
 
 
@@ -155,10 +161,10 @@ def test_a_bad_input_with_workers_is_one_error_line_and_leaves_no_process(tiny_m
     """The workers start before the input is read; a bad input must still end the command at once
     with one error line, and none of them may outlive it."""
     bad = tmp_path / "bad.fa"
-    bad.write_text("@r1\nACGT\n+\nIIII\n")
+    bad.write_text("hello world\n")   # neither FASTA nor FASTQ
     proc = start_run(predict_cmd(bad, tmp_path / "out", tiny_models, "--workers", "2"), env_with())
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, f"expected exit 2 for a FASTQ input, got {proc.returncode}: {err}"
+    assert proc.returncode == 2, f"expected exit 2 for a text input, got {proc.returncode}: {err}"
     assert "not a FASTA" in err and "Traceback" not in err, err
     deadline = time.time() + 10
     while True:   # the run's session: the coordinator is gone; workers and their fork server must be too
@@ -182,7 +188,7 @@ def test_a_claim_is_exclusive_and_released_with_its_owner(tmp_path):
     rd.claim(7, "w0")           # computed, its checkpoint not yet written when its worker died
     rd.mark_started(7)
     rd.mark_computed(7)
-    assert rd.release_owner("w0") == ([3, 6, 7], [6]), \
+    assert rd.release_owner("w0") == Released(lost=[3, 6, 7], started=[6]), \
         "released: the dead worker's unfinished units, and of them the one it had started and not computed"
     assert set(rd.claimed()) == {5}
     assert rd.done_units() == {4}
@@ -243,8 +249,8 @@ def test_workers_from_a_fork_server_that_initialised_cuda_are_restarted_with_spa
     imported torch._inductor). Such a worker exits BAD_FORK_EXIT at once; the coordinator starts it
     again with spawn, without counting a death, and the run completes with the same outputs."""
     out = tmp_path / "badfork"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),
-                          env=env_with(VIRNUCPRO_TEST_BAD_FORK="1", VIRNUCPRO_START_METHOD="forkserver"),
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"bad_fork": True}),
+                          env=env_with(VIRNUCPRO_START_METHOD="forkserver"),
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert_same_outputs(base, out)
@@ -257,8 +263,9 @@ def test_workers_from_a_fork_server_that_initialised_cuda_are_restarted_with_spa
 
 def test_a_dead_worker_units_are_requeued(base, reads, tiny_models, tmp_path):
     out = tmp_path / "dead"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),
-                          env=env_with(VIRNUCPRO_TEST_DIE="w1:1"), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2",
+                                      faults={"die_owner": "w1", "die_after": 1}),
+                          env=env_with(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert_same_outputs(base, out)
     ids = pd.read_csv(out / "prediction_results.txt", sep="\t").Sequence_ID
@@ -276,8 +283,8 @@ def test_a_full_disk_in_a_worker_stops_the_run_with_one_line(reads, tiny_models,
     """A worker whose writes are refused (disk full) is not restarted again and again: the run stops
     at once with one line saying what to do, exit 1, no "internal error"."""
     out = tmp_path / "full"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),
-                          env=env_with(VIRNUCPRO_TEST_DISK_FULL="w1"), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"disk_full_owner": "w1"}),
+                          env=env_with(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("virnucpro: error")]
     assert len(errors) == 1 and "worker w1" in errors[0] and "--resume" in errors[0], proc.stderr
@@ -288,8 +295,8 @@ def test_a_full_disk_in_a_worker_stops_the_run_with_one_line(reads, tiny_models,
 
 def test_a_unit_that_keeps_killing_workers_stops_the_run_naming_it(reads, tiny_models, tmp_path):
     out = tmp_path / "poison"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"),
-                          env=env_with(VIRNUCPRO_TEST_POISON_UNIT="1"), capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"poison_unit": 1}),
+                          env=env_with(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stderr}"
     assert "unit 1 was lost with its worker 3 times" in proc.stderr and "read(s): read" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -301,8 +308,8 @@ def test_skip_failing_units_leaves_out_and_reports_only_the_poison_unit(base, re
     """With the explicit option, one worker process (even on one device) re-tries the poison unit,
     gives up on it after 3 deaths, finishes everything else and names the reads it could not score."""
     out = tmp_path / "skip"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--skip-failing-units"),
-                          env=env_with(VIRNUCPRO_TEST_POISON_UNIT="1"), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--skip-failing-units", faults={"poison_unit": 1}),
+                          env=env_with(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr}"
     assert "unit 1 was lost with its worker 3 times; skipped" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -327,7 +334,7 @@ def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_m
     """Killed with -9 and resumed with the same layout: with worker processes, the killed run's
     published segments and claims are void and the resumed run publishes its own."""
     out = tmp_path / "killed"
-    proc = start_run(predict_cmd(reads, out, tiny_models, *workers), env_with(VIRNUCPRO_TEST_UNIT_DELAY="0.3"))
+    proc = start_run(predict_cmd(reads, out, tiny_models, *workers, faults={"unit_delay": 0.3}), env_with())
     try:
         wait_for_units(out, proc, 3)
     finally:
@@ -351,7 +358,7 @@ def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_m
 
 def test_sigterm_stops_cleanly_and_leaves_a_resumable_state(base, reads, tiny_models, tmp_path, run_cli):
     out = tmp_path / "term"
-    proc = start_run(predict_cmd(reads, out, tiny_models, "--workers", "2"), env_with(VIRNUCPRO_TEST_UNIT_DELAY="0.3"))
+    proc = start_run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"unit_delay": 0.3}), env_with())
     wait_for_units(out, proc, 2)
     proc.send_signal(signal.SIGTERM)
     try:
@@ -410,14 +417,14 @@ def test_resume_without_checkpoints_is_refused(reads, tiny_models, tmp_path, run
     assert res.code == 2 and "no checkpoint" in res.err, str(res)
 
 
-def test_out_of_memory_halves_the_batch_and_retries(reads, tiny_models, tmp_path, run_cli, monkeypatch):
+def test_out_of_memory_halves_the_batch_and_retries(reads, tiny_models, tmp_path, run_cli):
     """fp32 so that re-packed batches give the same numbers up to rounding (fp16 would not)."""
     fp32 = [*FAST, "--precision", "fp32"]
     ref = tmp_path / "ref"
     assert run_cli("predict", reads, "-o", ref, "--models", tiny_models, *fp32).code == 0
-    monkeypatch.setenv("VIRNUCPRO_FAKE_OOM_TOKENS", "600")
+    assert not [e for e in last_run(ref) if e["event"] == "oom"], "an out-of-memory retry without a fault"
     out = tmp_path / "oom"
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *fp32)
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *fp32, faults=FaultPlan(fake_oom_tokens=600))
     assert res.code == 0, str(res)
     ev = last_run(out)
     ooms = [e for e in ev if e["event"] == "oom"]
@@ -452,7 +459,7 @@ def test_a_stale_claim_is_taken_over(tmp_path):
     """Across hosts nobody sees a worker die: a claim without heartbeat for stale_s is released."""
     import threading
     from virnucpro.plan.planner import PlanBuilder
-    from virnucpro.run.parallel import _wait_for_claimable
+    from virnucpro.run.claims import wait_for_claimable
     plans = PlanBuilder.of([("f", 0, "ATG" * 10, "M" * 10)] * 40, budget=64, batches_per_unit=1)
     assert plans.n_units >= 2
     rd = RunDir(tmp_path)
@@ -461,30 +468,5 @@ def test_a_stale_claim_is_taken_over(tmp_path):
     rd.claim(1, "r2")
     old = time.time() - 100
     os.utime(rd.claim_path(0), (old, old))
-    assert _wait_for_claimable(rd, plans, plans.n_units, threading.Event(), stale_s=30) is True
+    assert wait_for_claimable(rd, plans, plans.n_units, threading.Event(), stale_s=30) is True
     assert set(rd.claimed()) == {1}, "the stale claim should be gone, the fresh one kept"
-
-
-def test_dnabert_batches_by_tokens_on_two_workers_give_the_same_labels(base, reads, tiny_models, tmp_path):
-    """VIRNUCPRO_DNA_BATCHES=tokens: the coordinator tokenises for the plan and publishes the counts
-    with the segments; workers plan alike from them, and the labels are those of the default
-    (nucleotide-length) batches."""
-    out = tmp_path / "tok"
-    res = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2"), capture_output=True, text=True,
-                         env=env_with(VIRNUCPRO_DNA_BATCHES="tokens"), timeout=600)
-    assert res.returncode == 0, res.stderr
-    manifest = RunDir(out).read_manifest()
-    assert (manifest["dna_batches"], manifest["dna_budget"]) == ("tokens", 81920), manifest
-    assert RunDir(base).read_manifest()["dna_batches"] == "nucleotides"
-    want = pd.read_csv(base / "prediction_results.txt", sep="\t")
-    got = pd.read_csv(out / "prediction_results.txt", sep="\t")
-    assert list(got["Sequence_ID"]) == list(want["Sequence_ID"])
-    assert (got["Prediction"] == want["Prediction"]).all(), "labels changed with the DNABERT-S batching"
-    assert np.abs(got["score2"] - want["score2"]).max() < 1e-4
-
-
-def test_an_unknown_dna_batching_is_an_input_error(monkeypatch):
-    from virnucpro.plan.planner import dna_batching
-    monkeypatch.setenv("VIRNUCPRO_DNA_BATCHES", "bases")
-    with pytest.raises(InputError, match="nucleotides .* or tokens"):
-        dna_batching()

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from virnucpro.io import outputs
+from virnucpro.io.paths import Paths
 from virnucpro.prep.translate import six_frame_kept_naive
 
 from spec_oracle import spec_chunks  # the original's chunking, transcribed literally
@@ -258,7 +259,7 @@ def test_run_manifest_and_synthetic_labelling(runs):
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["chunk_length"] == 300 and manifest["engine"] == "reference", manifest
     assert manifest["synthetic"], "run.json must record that the models were synthetic"
-    note = out / outputs.SYNTHETIC_NOTE
+    note = Paths(out).synthetic_note
     assert note.is_file() and "SYNTHETIC" in note.read_text(), "SYNTHETIC_MODELS.txt sidecar missing"
     first = (out / SUMMARY).read_text().split("\n", 1)[0]
     assert first.startswith("#") and "SYNTHETIC" in first, f"read_summary.tsv first line {first!r}"
@@ -294,7 +295,7 @@ def test_predict_restores_the_thread_switch_interval(edge, tiny_models, run_cli,
                    "--no-progress").code == 0
     assert sys.getswitchinterval() == before, "a run left the process with another switch interval"
     bad = tmp_path / "bad.fa"
-    bad.write_text("@r1\nACGT\n+\nIIII\n")
+    bad.write_text("hello world\n")   # neither FASTA nor FASTQ
     assert run_cli("predict", bad, "-o", tmp_path / "bad", "--models", tiny_models, "--device", "cpu").code == 2
     assert sys.getswitchinterval() == before, "a failed run left the process with another switch interval"
 

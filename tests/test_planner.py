@@ -4,7 +4,7 @@ pass, deterministic, and the pipeline's outputs independent of the segment size.
 import numpy as np
 import pytest
 
-from virnucpro.plan.planner import PlanBuilder, plan_frames
+from virnucpro.plan.planner import PlanBuilder
 
 
 def frames_of(n, seed):
@@ -39,7 +39,7 @@ def test_every_frame_is_planned_exactly_once(seg):
 
 def test_segments_pack_as_tightly_as_one_pass():
     frames = frames_of(6000, seed=2)
-    one = plan_frames(frames, 2048, 3, 4096).plan.packing_efficiency
+    one = PlanBuilder.of(frames, 2048, 3, 4096).prep.plan.packing_efficiency
     seg = build(frames, 300).prep.plan.packing_efficiency
     assert seg >= one - 0.01, f"segmented packing {seg:.4f} vs one pass {one:.4f}"
     assert one > 0.97
@@ -47,7 +47,7 @@ def test_segments_pack_as_tightly_as_one_pass():
 
 def test_one_segment_is_the_one_pass_plan():
     frames = frames_of(500, seed=3)
-    a = plan_frames(frames, 2048, 3, 4096)
+    a = PlanBuilder.of(frames, 2048, 3, 4096).prep
     b = build(frames, 10_000).prep
     assert [u.frames.tolist() for u in a.plan.units] == [u.frames.tolist() for u in b.plan.units]
 
@@ -70,6 +70,21 @@ def test_snapshot_and_wait_see_a_growing_plan():
     assert len(s1.plan.units) < b.n_units
 
 
+def test_the_default_dnabert_budget_is_production_s():
+    """A PlanBuilder made without a DNABERT-S budget batches as a production run does (by nucleotide
+    length, DNA_NT_BUDGET: what virnucpro.run.fast plans with), not by another figure."""
+    import inspect
+
+    from virnucpro.plan.planner import DNA_NT_BUDGET
+    from virnucpro.run import fast
+    assert "DNA_NT_BUDGET" in inspect.getsource(fast.score_fast), "production plans with DNA_NT_BUDGET"
+    frames = frames_of(600, seed=8)
+    default, production = PlanBuilder.of(frames, 2048, 3), PlanBuilder.of(frames, 2048, 3, DNA_NT_BUDGET)
+    assert default.dna_budget == DNA_NT_BUDGET, f"default DNABERT-S budget {default.dna_budget}"
+    assert [(i[0], i[1], i[2].tolist()) for i in default.prep.items] == \
+        [(i[0], i[1], i[2].tolist()) for i in production.prep.items]
+
+
 def test_a_failed_producer_reaches_the_consumers():
     b = PlanBuilder(2048)
     b.fail(ValueError("bad read"))
@@ -80,7 +95,8 @@ def test_a_failed_producer_reaches_the_consumers():
 @pytest.mark.parametrize("n_frames", [3000, 2830], ids=["last-segment-of-300", "last-segment-of-30"])
 def test_the_plan_ends_in_single_batch_units(n_frames):
     """Workers claim units in order: ending on 2 x batches_per_unit one-batch units bounds the load
-    imbalance by one batch -- also when the last segment brings fewer batches than that (H200-31)."""
+    imbalance by one batch -- also when the last segment brings fewer batches than that (measured on
+    two H200s: docs/benchmarks.md, the gate on 1 and 2 GPUs, 600,000 reads)."""
     p = build(frames_of(n_frames, seed=6), 700, bpu=4).prep
     sizes = [len(u.esm_batches) for u in p.plan.units]
     assert sizes[-8:] == [1] * 8, f"the last 8 units should be of one batch each; last unit sizes {sizes[-12:]}"
@@ -91,7 +107,7 @@ def test_plan_units_partition_the_batches():
     rng = np.random.default_rng(9)
     lengths = rng.integers(20, 170, size=5000)        # ESM-2 tokens incl. BOS/EOS
     frames = [(f"f{i}", i, "ACG", "M" * int(L - 2)) for i, L in enumerate(lengths)]
-    plan = plan_frames(frames, 4096, batches_per_unit=3).plan
+    plan = PlanBuilder.of(frames, 4096, batches_per_unit=3).prep.plan
     assert sum(len(u.esm_batches) for u in plan.units) == plan.n_batches
     assert all(len(u.esm_batches) <= 3 for u in plan.units)
     got = np.concatenate([u.frames for u in plan.units])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from virnucpro.core.telemetry import nvml_handle
+from virnucpro.core.nvml import nvml_handle
 
 
 class FakeNvml:

@@ -71,7 +71,8 @@ def _add_predict(sub) -> None:
                        "Writes to OUTDIR: prediction_results.txt (per kept frame), "
                        "prediction_results_highestscore.csv (per chunk, tab-separated), read_summary.tsv "
                        "(per input read), run.json (manifest) and virnucpro.log (log + telemetry).")
-    p.add_argument("input", nargs="?", type=Path, help="input FASTA (.fa/.fasta/.fna, optionally .gz)")
+    p.add_argument("input", nargs="?", type=Path, help="input reads: FASTA or FASTQ (4-line), plain or gzip, "
+                   "told apart by content; '-' reads standard input (a pipe, a FIFO or <(zcat ...) work too)")
     p.add_argument("--sample", action="store_true", help="use the built-in sample reads as input")
     p.add_argument("-o", "--outdir", type=Path, required=True, help="output directory (created if absent)")
     p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300,
@@ -103,7 +104,7 @@ def _add_predict(sub) -> None:
                    help="fast engine: behave as if the GPU had this much memory (e.g. 24 for an RTX 4090): "
                    "sizes the token budget and caps each worker's GPU allocations")
     p.add_argument("--no-compile", action="store_true", help="fast engine: plain PyTorch ops between the GEMMs instead of "
-                   "the Triton kernels (or torch.compile with VIRNUCPRO_ESM_KERNELS=compile); slower, for debugging")
+                   "the Triton kernels; slower, for debugging")
     _add_scaling_args(p)   # --gpus, --workers, --resume, --batches-per-unit
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
@@ -123,14 +124,12 @@ def cmd_predict(args) -> int:
     opts = PredictOptions(
         input=args.input, outdir=args.outdir, chunk_length=args.chunk_length, models=args.models, esm=args.esm,
         dnabert=args.dnabert, classifier=args.classifier, engine=args.engine, device=args.device,
-        precision=args.precision, chunking=args.chunking, duplicate_ids=args.duplicate_ids,
+        engine_config=args.engine_config, chunking=args.chunking, duplicate_ids=args.duplicate_ids,
         block_frames=args.block_frames, allow_classifier_mismatch=args.allow_classifier_mismatch,
         progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose,
         gpus=args.gpus, workers=args.workers, resume=args.resume, batches_per_unit=args.batches_per_unit,
-        skip_failing_units=args.skip_failing_units, save_embeddings=args.save_embeddings,
-        engine_opts={k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
-                                       ("compile", False if args.no_compile else None),
-                                       ("segment_reads", args.segment_reads)) if v is not None})
+        skip_failing_units=args.skip_failing_units, save_embeddings=args.save_embeddings, faults=args.faults,
+        token_budget=args.token_budget, segment_reads=args.segment_reads)
     summary = predict(opts)
     if "wall_s" not in summary:  # a torchrun rank other than 0: rank 0 merges and writes the outputs
         print(f"rank {summary.get('rank')}: work units checkpointed in {summary.get('outdir')}; rank 0 writes the outputs")
@@ -154,7 +153,7 @@ def _add_chunk(sub) -> None:
 def cmd_chunk(args) -> int:
     from virnucpro.prep.chunking import chunk_records
     from virnucpro.io.fasta import read_fasta
-    from virnucpro.io.outputs import atomic_write
+    from virnucpro.core.files import atomic_write
     records = read_fasta(args.input, args.duplicate_ids)
     n = 0
     with atomic_write(args.output) as fh:
@@ -181,7 +180,7 @@ def _add_translate(sub) -> None:
 
 def cmd_translate(args) -> int:
     from virnucpro.io.fasta import read_fasta
-    from virnucpro.io.outputs import atomic_write
+    from virnucpro.core.files import atomic_write
     from virnucpro.prep.frames import chunk_and_translate
     records = read_fasta(args.input, args.duplicate_ids)
     chunks, frames = chunk_and_translate(records, args.chunk_length, args.chunking)
@@ -234,8 +233,9 @@ def cmd_classify(args) -> int:
 
 
 def _add_models(sub) -> None:
-    p = sub.add_parser("models", formatter_class=_Formatter, help="write synthetic models; check a model dir")
-    msub = p.add_subparsers(dest="models_cmd", metavar="{synth,check}", parser_class=_Parser)
+    p = sub.add_parser("models", formatter_class=_Formatter,
+                       help="download the real models; check a model dir; write synthetic models")
+    msub = p.add_subparsers(dest="models_cmd", metavar="{download,check,synth}", parser_class=_Parser)
     s = msub.add_parser("synth", formatter_class=_Formatter, help="write a seeded random-weight model set",
                         description="Write seeded random weights in exactly the real formats (fair-esm "
                         "checkpoint, DNABERT-S HF folder with a BPE tokenizer, classifier .pth in the original "
@@ -247,11 +247,66 @@ def _add_models(sub) -> None:
     s.add_argument("--device", default="auto", help="device for calibrating the classifier on the sample")
     s.add_argument("--calibration-frames", type=int, default=256)
     s.set_defaults(func=cmd_models_synth)
-    c = msub.add_parser("check", formatter_class=_Formatter, help="find and load the models; print fingerprints")
+    c = msub.add_parser("check", formatter_class=_Formatter, help="read every model file in full, load each; print fingerprints",
+                        description="Find the model set, read every file in full (its sha256, compared with the "
+                        "hash `models download` recorded, where there is one) and load each as a run does "
+                        "(zip records' CRCs, weights-only unpickling, tokenizer, classifier for the chunk "
+                        "length). Exit 0 when all are sound; exit 2 naming each damaged or missing file.")
     c.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
     _add_model_args(c)
     c.set_defaults(func=cmd_models_check)
+    d = msub.add_parser("download", formatter_class=_Formatter, help="download the real models (~6.2 GB), checked",
+                        description="Download the real models into DIR, in the layout --models DIR reads:\n"
+                        "  esm2_t36_3B_UR50D.pt + -contact-regression.pt  fair-esm's URLs            ~5.7 GB\n"
+                        "  DNABERT-S/ (config.json, pytorch_model.bin, tokenizer.json)\n"
+                        "                                 Hugging Face zhihan1996/DNABERT-S         ~470 MB\n"
+                        "  300_model.pth, 500_model.pth   GitHub Li-Jing-1997/VirNucPro (a commit)  ~7 MB each\n\n"
+                        "Partial downloads resume (run the command again); every file is size-checked, "
+                        "sha256-checked where the publisher lists one, loaded as a run loads it, renamed into "
+                        "place only when whole and good, and recorded (DIR/virnucpro-models.json) for "
+                        "`virnucpro models check`.\n\n"
+                        "Exit codes: 0 done; 2 a file not found (HTTP 404), of the wrong size or sha256, or "
+                        "that does not load (removed); 3 network trouble (offline, refused, timeout, server "
+                        "error): run again to resume.")
+    d.add_argument("--to", metavar="DIR", type=Path, default=None,
+                   help="where to put them (default: $VIRNUCPRO_MODELS, else ~/.cache/virnucpro/models, "
+                   "which predict reads without --models)")
+    d.add_argument("--base-url", metavar="URL", help="fetch every file from URL/<its path in DIR> instead "
+                   "(an institutional mirror with the same layout)")
+    d.add_argument("--only", action="append", choices=("esm2", "dnabert", "classifiers"),
+                   help="only this group (repeatable; default: all three)")
+    d.add_argument("--timeout", type=float, default=60, help="seconds without an answer before a transfer "
+                   "counts as broken off")
+    g = d.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    d.set_defaults(func=cmd_models_download)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def cmd_models_download(args) -> int:
+    import contextlib
+    from virnucpro.models import download, layout
+    to = layout.models_dir(args.to)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    with contextlib.ExitStack() as stack:
+        bar = None
+        if show:
+            from rich.console import Console
+            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                       TransferSpeedColumn)
+            prog = stack.enter_context(Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                                TransferSpeedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                                console=Console(stderr=True)))
+
+            def bar(name, total):
+                task = prog.add_task(name, total=total)
+                return lambda done, tot: prog.update(task, completed=done, total=tot)
+        download.download(to, args.base_url, tuple(args.only or download.GROUPS), bar=bar, timeout=args.timeout,
+                          say=lambda line: print(line, flush=True))
+    print(f"models in {to}: `virnucpro predict READS -o OUT --models {to}`"
+          f"{'' if args.to else ' (or without --models)'}; recheck with `virnucpro models check --models {to}`")
+    return 0
 
 
 def cmd_models_synth(args) -> int:
@@ -265,10 +320,17 @@ def cmd_models_synth(args) -> int:
 
 
 def cmd_models_check(args) -> int:
-    from virnucpro.models import layout
-    from virnucpro.models.classifier import load_classifier
-    ms = layout.resolve(args.models, args.chunk_length, args.esm, args.dnabert, args.classifier)
-    load_classifier(ms.classifier, args.chunk_length, args.allow_classifier_mismatch)
+    from virnucpro.models import layout, verify
+
+    def show(fc) -> None:
+        how = "matches the download record" if fc.recorded else "read in full and loaded"
+        state = "ok " if not fc.problem else "BAD"
+        print(f"{state} {fc.path}  {fc.size:,} bytes  sha256 {fc.sha256[:16]}  "
+              f"{fc.problem if fc.problem else how}", flush=True)
+
+    ms = layout.resolve(args.models, args.chunk_length, args.esm, args.dnabert, args.classifier, fingerprint=False)
+    verify.require_sound(verify.check_model_set(ms, args.chunk_length, args.allow_classifier_mismatch, show))
+    ms.fingerprints = layout.fingerprints(ms)
     for k, v in ms.describe().items():
         print(f"{k:12s} {v}")
     return 0
@@ -317,19 +379,20 @@ def _prestart_workers(argv: list[str]) -> None:
         known, _ = p.parse_known_args(argv[1:])
     except (SystemExit, ValueError):
         return
-    from virnucpro.run import parallel
-    if parallel.likely_worker_processes(known.engine, known.device, known.gpus, known.workers,
-                                        known.skip_failing_units):
-        parallel.prestart_workers()
+    from virnucpro.run.devices import likely_worker_processes
+    from virnucpro.run.spawn import prestart_workers
+    if likely_worker_processes(known.engine, known.device, known.gpus, known.workers, known.skip_failing_units):
+        prestart_workers()
 
 
-def run() -> None:
+def run(argv: list[str] | None = None, faults=None) -> None:
     """The ``virnucpro`` command (console script and ``python -m virnucpro``): ``main``, then exit at
     once. A run's outputs are written and closed by then; what is skipped is the interpreter's
     teardown of the run's objects and of torch (0.76-0.81 s after a 650,000-read run, docs/benchmarks.md
-    CPU-5), not any work:
-    worker processes are joined and multiprocessing's temp directory removed first."""
-    code = main()
+    #cpu-exit), not any work:
+    worker processes are joined and multiprocessing's temp directory removed first. ``faults``: a
+    ``virnucpro.run.faults.FaultPlan`` for ``predict`` (tests/fault_launcher.py)."""
+    code = main(argv, faults)
     try:
         import multiprocessing.util
         multiprocessing.util._exit_function()   # join children, remove the temp dir (what atexit would do)
@@ -344,7 +407,7 @@ def run() -> None:
     os._exit(code)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, faults=None) -> int:
     try:
         _prestart_workers(sys.argv[1:] if argv is None else list(map(str, argv)))
         from virnucpro.core.telemetry import setup_logging
@@ -354,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
+        args.faults = faults
+        if hasattr(args, "precision"):   # the commands that run the fast engine (predict, bench)
+            args.engine_config = engine_config_from_env(args)
         return int(args.func(args) or 0)
     except VirnucproError as exc:
         print(f"virnucpro: error: {exc}", file=sys.stderr)
@@ -371,6 +437,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"virnucpro: internal error: {type(exc).__name__}: {exc} (details in the run's virnucpro.log, or rerun with VIRNUCPRO_DEBUG=1; "
               "please report it)", file=sys.stderr)
         return 1
+
+
+# Experiment switches of the fast engine: environment variables fill these EngineConfig fields, here
+# and nowhere else (never inside virnucpro/models or virnucpro/engines).
+ENGINE_ENV = {
+    "VIRNUCPRO_ESM_GELU": "gelu: exact | tanh-epilogue (the default; fp16/bf16 on a GPU only)",
+    "VIRNUCPRO_DNABERT_COMPILE": "dnabert_compile: 1 | 0 (the default)",
+    "VIRNUCPRO_TORCH_PROFILE": "profile: PATH[:FIRST[:COUNT]], a torch.profiler trace of those batches",
+}
+
+
+def engine_config_from_env(args, environ=None):
+    """The fast engine's EngineConfig from a command's options (--precision, --no-compile,
+    --gpu-memory-gib, --loader-workers where it has them) and the ENGINE_ENV switches of ``environ``
+    (default: this process's environment)."""
+    from virnucpro.engines.config import GELU_CHOICES, EngineConfig, ProfileSpec
+    env = os.environ if environ is None else environ
+    gelu = env.get("VIRNUCPRO_ESM_GELU", "tanh-epilogue")
+    if gelu not in GELU_CHOICES:
+        raise InputError(f"VIRNUCPRO_ESM_GELU={gelu!r}: choose one of {', '.join(GELU_CHOICES)}")
+    dna_compile = env.get("VIRNUCPRO_DNABERT_COMPILE", "0")
+    if dna_compile not in ("0", "1"):
+        raise InputError(f"VIRNUCPRO_DNABERT_COMPILE={dna_compile!r}: 1 (compile) or 0 (the default)")
+    profile = env.get("VIRNUCPRO_TORCH_PROFILE", "")
+    extra = {"loader_workers": args.loader_workers} if getattr(args, "loader_workers", None) is not None else {}
+    return EngineConfig(precision=args.precision, esm_kernels="eager" if getattr(args, "no_compile", False) else "auto",
+                        gelu=gelu, dnabert_compile=dna_compile == "1", gpu_memory_gib=getattr(args, "gpu_memory_gib", None),
+                        profile=ProfileSpec.parse(profile) if profile else None, **extra)
 
 
 def _log_traceback_to_files() -> None:

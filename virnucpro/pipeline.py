@@ -8,16 +8,15 @@ empty output directory starts embedding the first reads while the rest of the in
 rest turns out bad, the run stops and removes everything it wrote.) Frames are embedded and classified in
 blocks, so memory stays bounded whatever the input size: only two scores per frame are kept.
 
-The fast engine works through checkpointed work units (``virnucpro.run.fastrun`` drives
-``virnucpro.run.parallel``; docs/multi-gpu.md): in this process for one worker, in spawned worker
-processes for several GPUs/workers, or as one rank under torchrun; the outputs are merged from the
-unit files, so ``--resume`` continues a killed run and every layout gives byte-identical outputs.
+The fast engine works through checkpointed work units (``virnucpro.run.fast.score_fast`` with an
+executor of ``virnucpro.run.executor``; docs/multi-gpu.md): in this process for one worker, in spawned
+worker processes for several GPUs/workers, or as one rank under torchrun; the outputs are merged from
+the unit files, so ``--resume`` continues a killed run and every layout gives byte-identical outputs.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import socket
 import sys
@@ -29,17 +28,20 @@ from typing import Any
 import numpy as np
 
 from virnucpro import __version__
-from virnucpro.io import outputs
-from virnucpro.run import parallel
+from virnucpro.io import outputs, paths
 from virnucpro.core.background import GIL_SWITCH_S
+from virnucpro.engines.config import EngineConfig
 from virnucpro.errors import InputError
 from virnucpro.io.fasta import RecordStream
+from virnucpro.io.source import is_stream
 from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
 from virnucpro.core.progress import progress_bar
 from virnucpro.core.telemetry import GpuSampler, Telemetry, gpu_indices, peak_gpu_mem_gib, setup_logging
-from virnucpro.io.paths import LOG_NAME
-from virnucpro.run.result import Scored
+from virnucpro.io.paths import Paths
+from virnucpro.run.devices import Rank, parse_devices, rank_env
+from virnucpro.run.faults import FaultPlan
+from virnucpro.run.result import Scored, scaling_line
 from virnucpro.prep.frames import chunk_and_translate
 
 log = logging.getLogger(__name__)
@@ -56,14 +58,15 @@ class PredictOptions:
     classifier: str | None = None
     engine: str = "auto"            # auto = fast on a GPU, reference on CPU
     device: str = "auto"            # auto = cuda if available else cpu
-    precision: str = "fp16"         # fast engine only; the reference engine is fp32
     chunking: str = "original"
     duplicate_ids: str = "error"
     block_frames: int = 20000
     allow_classifier_mismatch: bool = False
     progress: bool = True
     verbose: bool = False
-    engine_opts: dict = field(default_factory=dict)
+    engine_config: EngineConfig = field(default_factory=EngineConfig)   # fast engine only
+    token_budget: int | None = None  # fast engine: ESM-2 tokens per batch (default: from free GPU memory)
+    segment_reads: int | None = None  # fast engine: reads per planning segment (default planner.SEGMENT_READS)
     gpus: str | None = None         # fast engine: all | N | 0,2,... (default: all visible on CUDA)
     workers: int | None = None      # worker processes in all (default one per GPU; 1 on a CPU)
     resume: bool = False            # continue from OUTDIR/.virnucpro-run checkpoints
@@ -71,6 +74,12 @@ class PredictOptions:
     batches_per_unit: int | None = None
     stale_s: float = 120.0          # torchrun: a claim without heartbeat for this long is taken over
     save_embeddings: bool = False   # also write each kept frame's features to OUTDIR/embeddings/
+    faults: FaultPlan | None = None # faults a test injects (virnucpro.run.faults); None in a real run
+
+    @property
+    def precision(self) -> str:
+        """The fast engine's precision (the reference engine is fp32)."""
+        return self.engine_config.precision
 
 
 def resolve_device(device: str) -> str:
@@ -97,8 +106,9 @@ class _Setup:
     device: str
     engine_name: str
     synthetic: Any
-    dist: tuple | None
+    rank: Rank | None                            # this process's rank under torchrun
     devices: list[str]
+    executor: Any                                # the fast engine's (virnucpro.run.executor), else None
     records: RecordStream                        # the input, being read since the early start
     streaming: bool                              # embedding may start before the input is all read
     times: dict = field(default_factory=dict)   # run clock when the early start began, when checks ended
@@ -117,64 +127,63 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
                             fingerprint=False)
     device = resolve_device(opts.device)
     engine_name = opts.engine if opts.engine != "auto" else ("fast" if device.startswith("cuda") else "reference")
-    dist = parallel.rank_env()
+    rank = rank_env()
+    if rank is not None and is_stream(opts.input):   # every rank reads the input by itself
+        raise InputError(f"input {opts.input}: under torchrun every rank reads the input, so it must be a "
+                         "file, not standard input, a pipe or a FIFO")
     if engine_name == "fast":
-        devices = parallel.parse_devices(opts.gpus, opts.workers, device) if dist is None else \
-            [f"cuda:{dist[2]}" if device.startswith("cuda") else "cpu"]
+        devices = parse_devices(opts.gpus, opts.workers, device) if rank is None else \
+            [f"cuda:{rank.local}" if device.startswith("cuda") else "cpu"]
     else:
-        if opts.resume or dist is not None:
+        if opts.resume or rank is not None:
             raise InputError("--resume and multi-process runs need the fast engine (--engine fast)")
         devices = [device]
         if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
             log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
-    streaming = streams_input(opts, engine_name, dist)   # decided before early workers may write there
+    streaming = streams_input(opts, engine_name, rank)   # decided before early workers may write there
     switch = sys.getswitchinterval()
     sys.setswitchinterval(min(switch, GIL_SWITCH_S))   # virnucpro.core.background: why
-    early = None
+    executor = None
     try:
-        if engine_name == "fast":
-            from virnucpro.run import fastrun
-            if fastrun.wants_early_load(opts, devices, dist):
-                early = fastrun.EarlyLoad(opts, models, devices[0])   # the models load while the input is read
-            elif fastrun.wants_early_workers(opts, devices, dist):   # the workers start loading now
-                early = fastrun.EarlyWorkers(opts, models, devices, time.time() - (time.perf_counter() - t_start))
-            elif dist is None and (len(devices) > 1 or opts.skip_failing_units):
-                parallel.prestart_workers()   # worker processes: their fork server imports torch meanwhile
+        if engine_name == "fast":   # a fresh run's models load (or its workers start) while the input is read
+            from virnucpro.run.executor import choose_executor
+            executor = choose_executor(opts, models, devices, rank)
+            executor.start_early(time.time() - (time.perf_counter() - t_start))
         early_t = time.perf_counter() - t_start
         records = RecordStream(opts.input, opts.duplicate_ids,   # read in a thread from now on
-                               **(_reading_pause(early) if streaming else {}))
+                               **(_reading_pause(executor) if streaming else {}))
         models.fingerprints = layout.fingerprints(models)   # for the manifest; the loading does not need them
         clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
         setup = _Setup(t_start, models, clf, clf_info, device, engine_name,
-                       models.synthetic or clf_info.get("synthetic"), dist, devices, records, streaming,
+                       models.synthetic or clf_info.get("synthetic"), rank, devices, executor, records, streaming,
                        {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)})
-        return _predict(opts, setup, early)
+        return _predict(opts, setup)
     except BaseException:
-        if hasattr(early, "abort"):   # early workers (e.g. of a bad input) must not outlive the run
-            early.abort()
+        if executor is not None:   # early workers (e.g. of a bad input) must not outlive the run
+            executor.abort()
         raise
     finally:
         sys.setswitchinterval(switch)
 
 
-def _reading_pause(early) -> dict:
+def _reading_pause(executor) -> dict:
     """While this process loads the models (one worker), the input's reader stops after two
     planning segments: the GPU cannot start before the models anyway, and reading on would take
-    the interpreter lock from the weight copy (H200-27: ESM-2's weights took 5.7 s beside the reading
-    of 660,000 reads, ~4.2 s beside the first segments)."""
-    loading = getattr(early, "loading", None)
+    the interpreter lock from the weight copy (measured on an H200: ESM-2's weights took 5.7 s beside
+    the reading of 660,000 reads, ~4.2 s beside the first segments; docs/benchmarks.md, start-up)."""
+    loading = executor.models_loading() if executor is not None else None
     if loading is None:
         return {}
     from virnucpro.plan.planner import SEGMENT_READS
-    return {"pause_while": lambda: not loading.done(), "pause_after": 2 * SEGMENT_READS}
+    return {"pause_while": loading, "pause_after": 2 * SEGMENT_READS}
 
 
-def streams_input(opts: PredictOptions, engine_name: str, dist) -> bool:
+def streams_input(opts: PredictOptions, engine_name: str, rank: Rank | None) -> bool:
     """Whether the run may embed before the whole input is read: a fresh fast-engine run (not a
     torchrun rank) into a new or empty output directory, so that a bad input found later leaves
     nothing behind once the run removes what it wrote (``_remove_written``)."""
     out = Path(opts.outdir)
-    return (engine_name == "fast" and dist is None and not opts.resume
+    return (engine_name == "fast" and rank is None and not opts.resume
             and (not out.exists() or (out.is_dir() and not any(out.iterdir()))))
 
 
@@ -194,7 +203,7 @@ def _remove_written(outdir: Path, created: bool) -> None:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
 
 
-def _predict(opts: PredictOptions, setup: _Setup, early) -> dict[str, Any]:
+def _predict(opts: PredictOptions, setup: _Setup) -> dict[str, Any]:
     outdir = Path(opts.outdir)
     stream, streaming = setup.records, setup.streaming
     if not streaming:
@@ -205,22 +214,22 @@ def _predict(opts: PredictOptions, setup: _Setup, early) -> dict[str, Any]:
             stream.result()
     created = not outdir.exists()
     try:
-        return _predict_into(opts, setup, early, stream, streaming)
+        return _predict_into(opts, setup, stream, streaming)
     except BaseException:
         if streaming and stream.failed:   # the input was refused after the run began writing
-            if hasattr(early, "abort"):
-                early.abort()             # no worker may write after the clean-up
+            if setup.executor is not None:
+                setup.executor.abort()    # no worker may write after the clean-up
             _remove_written(outdir, created)
         raise
 
 
-def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStream, streaming: bool) -> dict[str, Any]:
+def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, streaming: bool) -> dict[str, Any]:
     t_start, models, clf, clf_info, device = setup.t_start, setup.models, setup.clf, setup.clf_info, setup.device
-    engine_name, synthetic, dist, devices = setup.engine_name, setup.synthetic, setup.dist, setup.devices
+    engine_name, synthetic, devices = setup.engine_name, setup.synthetic, setup.devices
     outdir = Path(opts.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    rank = dist[0] if dist else 0
-    setup_logging(outdir / (LOG_NAME if rank == 0 else f"virnucpro.rank{rank}.log"), opts.verbose)
+    rank = setup.rank.rank if setup.rank else 0
+    setup_logging(Paths(outdir).rank_log(rank), opts.verbose)
     tel = Telemetry()
     tel.t0 -= time.perf_counter() - t_start  # the run's clock starts at the command's start
     if synthetic:
@@ -229,19 +238,20 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
     n_gpus = len({d for d in devices if d.startswith("cuda")})
     tel.emit("run_start", version=__version__, engine=engine_name, precision=opts.precision if engine_name == "fast" else "fp32",
              chunk_length=opts.chunk_length, chunking=opts.chunking, device=device, n_gpus=n_gpus,
-             n_workers=len(devices), devices=devices, resume=opts.resume, rank=dist,
+             n_workers=len(devices), devices=devices, resume=opts.resume,
+             rank=[setup.rank.rank, setup.rank.world, setup.rank.local] if setup.rank else None,
              synthetic=bool(synthetic), models=models.describe(), input=str(opts.input), setup_t=setup.times,
              streaming_input=streaming, host=socket.gethostname(), python=sys.version.split()[0])
 
     if engine_name == "fast":   # (it clears an earlier run's embeddings parts with its checkpoints)
-        from virnucpro.run.fastrun import score_fast
-        res = score_fast(opts, stream, models, clf, devices, tel, dist, early)
-        if res is None:       # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
+        from virnucpro.run.fast import score_fast
+        scored = score_fast(opts, stream, models, clf, devices, tel, setup.executor)
+        if scored is None:    # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
             return {"rank": rank, "outdir": str(outdir)}
-        chunks, frames, scored = res
     else:
         outputs.clear_embeddings(outdir)   # an earlier run's parts would not match these predictions
-        chunks, frames, scored = _score_reference(opts, stream.result(), models, clf, device, tel)
+        scored = _score_reference(opts, stream.result(), models, clf, device, tel)
+    chunks, frames = scored.chunks, scored.frames
     records = stream.result()
     tel.emit("stage", stage="read_input", wall_s=round(stream.read_s or 0.0, 4), items=len(records), overlapped=True)
     tot = scored.totals
@@ -259,7 +269,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
         counts = rows.write(outdir, records, chunks, frames, scored.scores, bool(synthetic))
         if counts["skipped_reads"]:
             log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
-                      "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), outputs.SKIPPED_READS)
+                      "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), paths.SKIPPED_READS)
         if synthetic:
             outputs.write_synthetic_note(outdir, {"models": models.describe(), "synthetic": synthetic})
         st.update(items=counts["frames"], rows_made_ahead=ahead)
@@ -275,6 +285,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
         "skipped_frames": counts["skipped_frames"], "skipped_reads": len(counts["skipped_reads"]),
         "viral_chunks": counts["viral_chunks"], "chunks_with_frames": counts["chunks_with_frames"],
         "viral_reads": counts["viral_reads"],
+        "reads_with_x": stream.flags.reads,   # accepted, their codons dropped as the original does (io.records)
         "engine": engine_name, "precision": scored.precision, "device": device,
         "n_gpus": scored.n_gpus, "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
         "reads_per_s": round(len(records) / wall, 2) if wall else None,
@@ -294,13 +305,15 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
     }
     tel.emit("summary", **summary)
     if engine_name == "fast":
-        log.info(parallel.scaling_line(summary))
-    manifest = {"virnucpro_version": __version__, "command": sys.argv, "options": _jsonable(asdict(opts)),
-                "engine": engine_name, "precision": summary["precision"], "chunk_length": opts.chunk_length,
+        log.info(scaling_line(summary))
+    manifest = {"virnucpro_version": __version__, "command": sys.argv, "options": _options(opts),
+                "engine": engine_name, "precision": summary["precision"],
+                "engine_config": opts.engine_config.to_json() if engine_name == "fast" else None,
+                "chunk_length": opts.chunk_length,
                 "chunking": opts.chunking, "models": models.describe(), "synthetic": synthetic,
                 "classifier": {**clf_info, "chunk_length_mismatch": clf_info.get("chunk_length") not in
                                (None, opts.chunk_length)},
-                "input": {"path": str(opts.input), "size": os.path.getsize(opts.input)},
+                "input": {"path": str(opts.input), **stream.identity},   # of the bytes parsed (io.source)
                 "machine": {"host": socket.gethostname(), "platform": platform.platform(), "device": device,
                             "devices": devices, "gpu": _gpu_name(device)},
                 "wall_s": summary["wall_s"], "summary": summary,
@@ -309,7 +322,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, early, stream: RecordStre
     return summary
 
 
-def _score_reference(opts, records, models, clf, device, tel) -> tuple[list, list, Scored]:
+def _score_reference(opts, records, models, clf, device, tel) -> Scored:
     """The reference engine, in this process: models load while the host chunks and translates."""
     from virnucpro.core.background import Background
     from virnucpro.engines import make_engine
@@ -343,8 +356,8 @@ def _score_reference(opts, records, models, clf, device, tel) -> tuple[list, lis
         scores = engine.score(frames, clf, tel, on_progress, block=opts.block_frames, keep_features=keep)
         t_to = tel.now()
     sampler.stop()
-    return chunks, frames, Scored(scores, engine.totals, t_to - t_from, "fp32", _n_gpus(device),
-                                  sampler.mean_util(t_from, t_to), peak_gpu_mem_gib=peak_gpu_mem_gib(device))
+    return Scored(chunks, frames, scores, engine.totals, t_to - t_from, "fp32", _n_gpus(device),
+                  sampler.mean_util(t_from, t_to), peak_gpu_mem_gib=peak_gpu_mem_gib(device))
 
 
 def _chunk_translate_stage(records, opts, tel):
@@ -355,7 +368,11 @@ def _chunk_translate_stage(records, opts, tel):
     return chunks, frames
 
 
-def _jsonable(d: dict) -> dict:
+def _options(opts: PredictOptions) -> dict:
+    """The options for run.json (``faults`` only where a test injected some)."""
+    d = asdict(opts)
+    if d["faults"] is None:
+        del d["faults"]
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
@@ -371,15 +388,8 @@ def _gpu_name(device: str) -> str | None:
         return None
     import torch
     if not torch.cuda.is_initialized():
-        try:
-            import pynvml
-
-            from virnucpro.core.telemetry import nvml_handle
-            pynvml.nvmlInit()
-            handle = nvml_handle(pynvml, torch.device(device).index or 0)
-            if handle is not None:
-                name = pynvml.nvmlDeviceGetName(handle)
-                return name.decode() if isinstance(name, bytes) else str(name)
-        except Exception:  # noqa: BLE001 - no NVML: ask CUDA
-            pass
-    return torch.cuda.get_device_name(torch.device(device))
+        from virnucpro.core.nvml import gpu_name
+        name = gpu_name(torch.device(device).index or 0)
+        if name is not None:
+            return name
+    return torch.cuda.get_device_name(torch.device(device))   # no NVML: ask CUDA

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro.errors import InputError
-from virnucpro.io.outputs import MANIFEST, embedding_features, read_embedding_index, write_manifest, write_predictions
+from virnucpro.io.outputs import embedding_features, read_embedding_index, write_manifest, write_predictions
+from virnucpro.io.paths import Paths
 
 
 def read_run(source: Path) -> dict:
     """``source``'s run.json ({} without one)."""
-    path = Path(source) / MANIFEST
+    path = Paths(source).run_json
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except (OSError, ValueError):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from virnucpro.io.outputs import CONSENSUS, PREDICTIONS, READ_SUMMARY, SYNTHETIC_WARNING
+from virnucpro.io.outputs import SYNTHETIC_WARNING
+from virnucpro.io.paths import CONSENSUS, EMBEDDING_INDEX, EMBEDDINGS, PREDICTIONS, READ_SUMMARY
 
 
 def _fmt(v: Any, unit: str = "", pct: bool = False) -> str:
@@ -64,7 +65,7 @@ def print_summary(s: dict[str, Any], file=None) -> None:
     console.print(f"outputs: {out}/{PREDICTIONS}, {out}/{CONSENSUS}, {out}/{READ_SUMMARY}")
     if s.get("embeddings"):
         e = s["embeddings"]
-        console.print(f"embeddings: {out}/embeddings/ ({e['frames']:,} frames in {e['parts']:,} parts, "
-                      f"{e['bytes'] / 2**30:.2f} GiB; index.tsv)")
+        console.print(f"embeddings: {out}/{EMBEDDINGS}/ ({e['frames']:,} frames in {e['parts']:,} parts, "
+                      f"{e['bytes'] / 2**30:.2f} GiB; {EMBEDDING_INDEX})")
     if s.get("synthetic"):
         console.print(f"[bold red]WARNING: {SYNTHETIC_WARNING}[/]")

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from virnucpro.core import nvml
+from virnucpro.core.nvml import nvml_handle, nvml_session
 
 PREFIX = "TELEMETRY "
 log = logging.getLogger("virnucpro.core.telemetry")
@@ -119,32 +121,6 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     root.propagate = False
 
 
-def cuda_visible_devices() -> list[str] | None:
-    """The entries of CUDA_VISIBLE_DEVICES (indices, GPU-/MIG- UUIDs), or None when it is unset."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return [x.strip() for x in visible.split(",") if x.strip()] if visible is not None else None
-
-
-def nvml_handle(pynvml, cuda_index: int):
-    """The NVML handle of the GPU this process calls ``cuda:<cuda_index>`` (NVML numbers GPUs by PCI
-    bus; CUDA numbers the visible ones, fastest first), or None when that cannot be told without
-    CUDA (MIG devices, mixed GPU models without CUDA_DEVICE_ORDER=PCI_BUS_ID). pynvml is initialised."""
-    names = cuda_visible_devices()
-    if names is not None and cuda_index >= len(names):
-        return None
-    if names is not None and names[cuda_index].startswith("GPU-"):
-        return pynvml.nvmlDeviceGetHandleByUUID(names[cuda_index])
-    if names is not None and not names[cuda_index].isdigit():
-        return None                                   # MIG-... or another form
-    n = pynvml.nvmlDeviceGetCount()
-    if os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
-        models = {pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(n)}
-        if len(models) > 1:
-            return None                               # "fastest first" may differ from PCI order
-    index = int(names[cuda_index]) if names is not None else cuda_index
-    return pynvml.nvmlDeviceGetHandleByIndex(index) if index < n else None
-
-
 class GpuSampler:
     """Samples NVML utilisation and memory of the given GPUs every ``interval`` seconds in a
     background thread and emits ``gpu_sample`` events. A no-op when NVML or a GPU is absent."""
@@ -155,22 +131,26 @@ class GpuSampler:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._session: ExitStack | None = None    # the NVML session while sampling
         self.samples: list[dict[str, Any]] = []
 
     def start(self) -> "GpuSampler":
         if not self.gpu_indices:
             return self
+        session = ExitStack()   # NVML stays initialised until stop()
+        pynvml = session.enter_context(nvml_session())
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
+            if pynvml is None:
+                raise RuntimeError(nvml.last_error or "no NVML")
             handles = [nvml_handle(pynvml, i) for i in self.gpu_indices]
             if any(h is None for h in handles):
                 raise RuntimeError(f"cannot tell the NVML device of cuda:{self.gpu_indices} "
                                    "(set CUDA_DEVICE_ORDER=PCI_BUS_ID)")
         except Exception as exc:  # no driver / no NVML: telemetry says so, the run goes on
+            session.close()
             log.warning("NVML unavailable, no GPU utilisation samples: %s", exc)
             return self
+        self._session = session
 
         def loop() -> None:
             while not self._stop.wait(self.interval):
@@ -190,6 +170,9 @@ class GpuSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._session is not None and not (self._thread is not None and self._thread.is_alive()):
+            self._session.close()   # (a sampler thread stuck in NVML keeps it initialised)
+            self._session = None
 
     def mean_util(self, t_from: float | None = None, t_to: float | None = None) -> float | None:
         """Mean utilisation % over samples within [t_from, t_to] (all GPUs), None if no samples."""

@@ -23,55 +23,22 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from virnucpro.core.files import atomic_write
+from virnucpro.io.paths import EMBEDDING_INDEX, EMBEDDING_PART_GLOB, EMBEDDINGS, Paths
+
 LABELS = ("others", "virus")     # the classifier's outputs: index 0 is score1, index 1 score2
 
-PREDICTIONS = "prediction_results.txt"
-EMBEDDINGS = "embeddings"
-EMBEDDING_INDEX = "index.tsv"
-CONSENSUS = "prediction_results_highestscore.csv"
-READ_SUMMARY = "read_summary.tsv"
-MANIFEST = "run.json"
-SYNTHETIC_NOTE = "SYNTHETIC_MODELS.txt"
-SKIPPED_READS = "skipped_reads.tsv"
 SYNTHETIC_WARNING = ("produced with SYNTHETIC random-weight models: the labels are NOT biology, "
                      "only a test of the software")
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-@contextmanager
-def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
-    """Write to a temp file beside ``path`` and rename it into place only on success."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8", newline=None if "b" in mode else "\n") as fh:
-            yield fh
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def embedding_part_path(outdir: str | Path, k: int) -> Path:
-    return Path(outdir) / EMBEDDINGS / f"part-{k:05d}.npz"
+    return Paths(outdir).embedding_part(k)
 
 
 def save_embedding_part(outdir: str | Path, k: int, frames: np.ndarray, features: np.ndarray) -> Path:
@@ -79,10 +46,8 @@ def save_embedding_part(outdir: str | Path, k: int, frames: np.ndarray, features
     disk (fsync) before the caller checkpoints the unit, so a checkpointed unit has its part."""
     path = embedding_part_path(outdir, k)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
+    with atomic_write(path, "wb", fsync=True) as fh:
         np.savez(fh, frame=np.asarray(frames, dtype=np.int64), features=np.asarray(features, dtype=np.float32))
-        fh.flush()
-        os.fsync(fh.fileno())
     return path
 
 
@@ -102,14 +67,14 @@ def clear_embeddings(outdir: str | Path, resume: bool = False) -> None:
     """A fresh run: remove the parts and index an earlier run left in ``outdir/embeddings`` (they
     would not match the new predictions); the folder too when nothing else is in it. On ``resume``
     only the temp files of parts a killed run was writing."""
-    folder = Path(outdir) / EMBEDDINGS
+    folder = Paths(outdir).embeddings
     if not folder.is_dir():
         return
-    for p in folder.glob(".part-*.tmp"):
+    for p in folder.glob(f".{EMBEDDING_PART_GLOB}.*.tmp"):   # atomic_write's temp names
         p.unlink(missing_ok=True)
     if resume:
         return
-    for p in [*folder.glob("part-*.npz"), folder / EMBEDDING_INDEX]:
+    for p in [*folder.glob(EMBEDDING_PART_GLOB), folder / EMBEDDING_INDEX]:
         p.unlink(missing_ok=True)
     try:
         folder.rmdir()
@@ -120,11 +85,11 @@ def clear_embeddings(outdir: str | Path, resume: bool = False) -> None:
 def write_embedding_index(outdir: str | Path, frames: Sequence[tuple], keep: np.ndarray) -> dict:
     """``index.tsv`` for the frames ``keep`` (prediction order): where each one's features are.
     Every kept frame must be in exactly one part (else an error naming the first one missing)."""
-    folder = Path(outdir) / EMBEDDINGS
+    folder = Paths(outdir).embeddings
     part_of = np.full(len(frames), -1, dtype=np.int64)
     row_of = np.zeros(len(frames), dtype=np.int64)
     n_bytes = 0
-    parts = sorted(folder.glob("part-*.npz"))
+    parts = sorted(folder.glob(EMBEDDING_PART_GLOB))
     for p in parts:
         with np.load(p) as z:
             f = z["frame"]
@@ -148,7 +113,7 @@ def read_embedding_index(outdir: str | Path) -> tuple[list[str], list[str], np.n
     """(frame ids, part file per frame, row per frame) of ``outdir/embeddings/index.tsv``; InputError
     when there is none or it is not ours."""
     from virnucpro.errors import InputError
-    index = Path(outdir) / EMBEDDINGS / EMBEDDING_INDEX
+    index = Paths(outdir).embedding_index
     if not index.is_file():
         raise InputError(f"{outdir} has no {EMBEDDINGS}/{EMBEDDING_INDEX}: run `virnucpro predict ... "
                          "--save-embeddings` first (only such a run keeps the features)")
@@ -175,7 +140,7 @@ def embedding_features(outdir: str | Path, parts: Sequence[str], rows: np.ndarra
     for k, name in enumerate(parts):
         where.setdefault(name, []).append(k)
     for name, ks in where.items():
-        path = Path(outdir) / EMBEDDINGS / name
+        path = Paths(outdir).embeddings / name
         try:
             with np.load(path) as z:
                 feats = z["features"]
@@ -262,7 +227,7 @@ class OutputRows:
             self.add(frames, missing, scores[missing])
         self.prepare(records, chunks, frames)
         st = self.static
-        with atomic_write(outdir / PREDICTIONS) as fh:
+        with atomic_write(Paths(outdir).predictions) as fh:
             fh.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
             fh.write("".join([self.line[i] for i in keep.tolist()]))
         g = st["group"][keep]
@@ -283,7 +248,7 @@ class OutputRows:
         labels = np.where(is_skipped, "skipped", np.where(kept == 0, "no_kept_frame",
                                                           np.where(read_viral, "virus", "others"))).tolist()
         s2 = self.s2
-        with atomic_write(outdir / READ_SUMMARY) as fh:
+        with atomic_write(Paths(outdir).read_summary) as fh:
             if synthetic:
                 fh.write(f"# {SYNTHETIC_WARNING}\n")
             fh.write("read_id\tlength\tn_chunks\tkept_frames\tmax_virus_score\tlabel\n")
@@ -305,7 +270,7 @@ def write_consensus(outdir: Path, g: np.ndarray, n_groups: int, scores: np.ndarr
     present = np.bincount(g, minlength=n_groups) > 0
     viral = best[:, 1] >= best[:, 0]
     pres, vir = present.tolist(), viral.tolist()
-    with atomic_write(outdir / CONSENSUS) as fh:
+    with atomic_write(Paths(outdir).consensus) as fh:
         fh.write("Modified_ID\tIs_Virus\n")
         fh.write("".join([head[k] + ("True\n" if vir[k] else "False\n") for k in order if pres[k]]))
     return present, viral
@@ -315,7 +280,7 @@ def write_predictions(outdir: Path, ids: Sequence[str], scores: np.ndarray) -> d
     """The original's two files from frame ids (in output order) and their scores [n, 2] alone
     (``virnucpro classify``): prediction_results.txt and the per-chunk consensus."""
     scores = np.asarray(scores, dtype=np.float32)
-    with atomic_write(outdir / PREDICTIONS) as fh:
+    with atomic_write(Paths(outdir).predictions) as fh:
         fh.write("Sequence_ID\tPrediction\tscore1\tscore2\n")
         fh.write("".join([f"{i}\t{LABELS[int(b > a)]}\t{a!s}\t{b!s}\n" for i, a, b in zip(ids, scores[:, 0], scores[:, 1])]))
     keys, g = chunk_groups(ids)
@@ -326,7 +291,7 @@ def write_predictions(outdir: Path, ids: Sequence[str], scores: np.ndarray) -> d
 
 
 def write_manifest(outdir: Path, manifest: dict) -> Path:
-    path = outdir / MANIFEST
+    path = Paths(outdir).run_json
     with atomic_write(path) as fh:
         json.dump(manifest, fh, indent=2, default=str)
         fh.write("\n")
@@ -334,7 +299,7 @@ def write_manifest(outdir: Path, manifest: dict) -> Path:
 
 
 def write_synthetic_note(outdir: Path, details: dict) -> Path:
-    path = outdir / SYNTHETIC_NOTE
+    path = Paths(outdir).synthetic_note
     with atomic_write(path) as fh:
         fh.write(f"WARNING: every file in this directory was {SYNTHETIC_WARNING}.\n")
         fh.write(json.dumps(details, indent=2, default=str) + "\n")
@@ -342,7 +307,7 @@ def write_synthetic_note(outdir: Path, details: dict) -> Path:
 
 
 def write_skipped_reads(outdir: Path, read_ids: list[str]) -> Path:
-    path = outdir / SKIPPED_READS
+    path = Paths(outdir).skipped_reads
     with atomic_write(path) as fh:
         fh.write("read_id\treason\n")
         fh.writelines(f"{rid}\twork unit failed repeatedly (--skip-failing-units)\n" for rid in read_ids)

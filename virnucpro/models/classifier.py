@@ -3,8 +3,8 @@
 The published weights (``300_model.pth`` / ``500_model.pth``) are whole pickled modules of class
 ``__main__.MLPClassifier`` with children ``hidden_layer``, ``bn1``, ``dropout``, ``output_layer``.
 Unpickling such a file the plain way runs whatever code it names. We never do that: the file goes
-through torch's weights-only unpickler with an allow-list of exactly the classes that layout needs
-(the classifier, Linear, BatchNorm1d, Dropout, ReLU, tensors); ``__main__.MLPClassifier`` is bound
+through torch's weights-only unpickler (``virnucpro.models.safeload``: whatever the environment
+says) with an allow-list of exactly the classes that layout needs (the classifier, Linear, BatchNorm1d, Dropout, ReLU, tensors); ``__main__.MLPClassifier`` is bound
 to an inert stand-in class here. Anything else in the file is refused with ``ModelError`` before
 any of it runs. Safetensors files (``{C}_model.safetensors``, metadata ``chunk_length``) load too.
 
@@ -14,7 +14,6 @@ tiny synthetic set), read from the weights. Scores are softmax(logits): score1 =
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
@@ -22,9 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from virnucpro.core.files import atomic_path
 from virnucpro.errors import ModelError
 from virnucpro.io.outputs import LABELS
 from virnucpro.models.layout import atomic_torch_save, quick_fingerprint
+from virnucpro.models.safeload import load_pickled, load_safetensors
 
 INPUT_DIM = 768 + 2560
 HIDDEN_DIM = 512
@@ -62,17 +63,7 @@ def chunk_length_from_name(path: Path) -> int | None:
 
 
 def _load_pickled_state(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    try:
-        with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        m = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", str(exc))
-        what = f"it references {m.group(1)}" if m else "it holds objects outside the allowed layout"
-        raise ModelError(
-            f"refusing to load classifier {path}: {what}, which a VirNucPro classifier never "
-            "contains (nothing from the file was executed)") from None
-    except Exception as exc:
-        raise ModelError(f"cannot read classifier {path}: {type(exc).__name__}: {exc}") from None
+    obj = load_pickled(path, _ALLOWED_GLOBALS, what="classifier")
     synthetic = None
     if isinstance(obj, nn.Module):
         synthetic = obj.__dict__.get("virnucpro_synthetic")
@@ -88,14 +79,7 @@ def _load_pickled_state(path: Path) -> tuple[dict[str, torch.Tensor], dict | Non
 
 
 def _load_safetensors_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), meta
-    except Exception as exc:
-        raise ModelError(f"cannot read classifier {path}: {exc}") from None
+    return load_safetensors(path, what="classifier")
 
 
 def load_classifier(path: str | Path, chunk_length: int | None = None, allow_mismatch: bool = False):
@@ -176,9 +160,8 @@ def save_classifier_safetensors(model: MLPClassifier, path: str | Path, chunk_le
     if synthetic is not None:
         meta["virnucpro_synthetic"] = json.dumps(synthetic)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata=meta)
 
 
 @torch.no_grad()

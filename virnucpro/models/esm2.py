@@ -1,10 +1,19 @@
-"""ESM-2 from a fair-esm checkpoint: loading, the reference embedding, synthetic checkpoints.
+"""The reference ESM-2: fair-esm's own model from a fair-esm checkpoint, the original's embedding,
+synthetic checkpoints.
+
+What it reproduces: fair-esm's arithmetic. The model is fair-esm's ``ESM2`` module itself, loaded
+by fair-esm's loader and run in fp32 (its attention, GELU, rotary embedding and LayerNorms, padded
+batches), so the reference engine's ESM-2 embeddings are those of the original VirNucPro.
+``esm2_fast`` re-implements the network for the fast engine (packed sequences, half precision,
+fused kernels) and is tested against this module.
 
 The checkpoint format is fair-esm's: ``{"model": state dict with "encoder.sentence_encoder." /
 "encoder." prefixes, "cfg": {"model": argparse.Namespace(encoder_layers, encoder_embed_dim,
 encoder_attention_heads, token_dropout)}}`` plus ``<name>-contact-regression.pt`` beside it.
-We load it through fair-esm's own loader; torch >= 2.6 unpickles weights-only by default, so
-``argparse.Namespace`` is allow-listed for that one call (nothing else is).
+Both files are read by our weights-only loader (``virnucpro.models.safeload``; fair-esm's own loader
+calls ``torch.load`` without ``weights_only``, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns into
+plain unpickling) with ``argparse.Namespace`` allowed for fair-esm's arguments and nothing else; the
+model is then built by fair-esm's ``load_model_and_alphabet_core`` from what was read.
 
 Reference embedding (the original's extract_esm): sequences sorted by length into batches of at
 most ``toks_per_batch`` = 2048 tokens counting (longest + 1) x sequences (fair-esm's
@@ -16,7 +25,6 @@ Proteins here are at most C/3 residues (<= 166), so that truncation never bites.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,8 +34,8 @@ import torch
 
 from virnucpro.errors import ModelError
 from virnucpro.models.layout import atomic_torch_save
+from virnucpro.models.safeload import load_pickled
 
-log = logging.getLogger(__name__)
 TRUNCATION = 1024
 
 # name -> (layers, embed dim, heads)
@@ -35,6 +43,35 @@ PRESETS = {
     "full": ("esm2_t36_3B_UR50D", 36, 2560, 40),
     "tiny": ("esm2_t2_tiny_synthetic", 2, 64, 4),
 }
+ESM_GLOBALS = [argparse.Namespace]     # fair-esm pickles its arguments as a Namespace; nothing else
+
+
+def regression_path(path: str | Path) -> Path:
+    """The contact-regression file fair-esm wants beside a checkpoint."""
+    path = Path(path)
+    return path.with_name(path.stem + "-contact-regression.pt")
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False, regression: bool = True) -> tuple[dict, dict | None]:
+    """(checkpoint, contact-regression data) of a fair-esm ESM-2 file, both read weights-only
+    (``mmap``: the checkpoint's tensors map the file). ModelError names a file that is missing,
+    damaged, refused, or not in fair-esm's layout."""
+    data = load_pickled(path, ESM_GLOBALS, what="ESM-2 checkpoint", mmap=mmap)
+    cfg = data.get("cfg") if isinstance(data, dict) else None
+    cfg = cfg.get("model") if isinstance(cfg, dict) else None
+    if (not isinstance(data, dict) or not isinstance(data.get("model"), dict)
+            or not all(hasattr(cfg, a) for a in ("encoder_layers", "encoder_embed_dim", "encoder_attention_heads"))):
+        raise ModelError(f"{path} is not a fair-esm ESM-2 checkpoint (no 'model' state dict and 'cfg' "
+                         "model arguments); is it a complete fair-esm .pt file?")
+    return data, read_regression(regression_path(path)) if regression else None
+
+
+def read_regression(path: str | Path) -> dict:
+    """A fair-esm contact-regression file, read weights-only; ModelError names it when it is not one."""
+    reg = load_pickled(path, ESM_GLOBALS, what="ESM-2 contact-regression file")
+    if not isinstance(reg, dict) or not isinstance(reg.get("model"), dict):
+        raise ModelError(f"{path} is not a fair-esm contact-regression file (no 'model' state dict)")
+    return reg
 
 
 def load_esm2(path: str | Path, device: str | torch.device = "cpu"):
@@ -46,11 +83,9 @@ def load_esm2(path: str | Path, device: str | torch.device = "cpu"):
         raise ModelError(f"ESM-2 checkpoint not found: {path}")
     if not path.stem.startswith("esm2"):
         raise ModelError(f"{path.name}: fair-esm recognises ESM-2 checkpoints by an 'esm2' file-name prefix")
+    data, reg = read_checkpoint(path)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            model, alphabet = esm.pretrained.load_model_and_alphabet_local(str(path))
-    except FileNotFoundError as exc:
-        raise ModelError(f"ESM-2 file missing: {exc.filename or exc}") from None
+        model, alphabet = esm.pretrained.load_model_and_alphabet_core(path.stem, data, reg)
     except Exception as exc:
         raise ModelError(f"cannot load ESM-2 checkpoint {path}: {type(exc).__name__}: {exc}") from None
     synthetic = _read_synthetic_marker(path)
@@ -167,11 +202,3 @@ def write_synthetic_esm2(out_dir: str | Path, preset: str, seed: int, synthetic:
     import json
     (out_dir / f"{name}.synthetic.json").write_text(json.dumps(synthetic, indent=2) + "\n")
     return ckpt
-
-
-def esm2_flops_per_token(layers: int, dim: int, seq_len: float) -> float:
-    """Forward FLOPs per token: 2 x (params in matmuls) + attention (QK^T and AV: 4 * L * d per token)."""
-    matmul_params = layers * (4 * dim * dim + 2 * dim * 4 * dim)
-    return 2 * matmul_params + layers * 4 * seq_len * dim
-
-

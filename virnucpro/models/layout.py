@@ -11,7 +11,9 @@
 The directory is ``--models DIR``, else ``$VIRNUCPRO_MODELS``, else ``~/.cache/virnucpro/models``.
 A torch-hub cache (``hub/checkpoints/esm2_*.pt``) and a HuggingFace cache
 (``models--zhihan1996--DNABERT-S/snapshots/*/``) inside that directory are found too, and
-``--esm``, ``--dnabert``, ``--classifier`` override single files.
+``--esm``, ``--dnabert``, ``--classifier`` override single files. Nothing here reaches the network:
+``virnucpro models download`` (download.py) fills such a directory and records each file's sha256
+in ``virnucpro-models.json``, which ``virnucpro models check`` (verify.py) compares.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from virnucpro.core.files import atomic_path
 from virnucpro.errors import ModelError
 
 ENV_VAR = "VIRNUCPRO_MODELS"
@@ -39,25 +42,27 @@ def models_dir(cli_value: str | Path | None) -> Path:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp name beside ``path``, then rename: a checkpoint is whole or absent."""
+    """torch.save to a temp name beside ``path``, then rename: a checkpoint is whole or absent. To a
+    path, not a handle: torch.save names the archive inside after the file (a handle gives
+    ``archive/``), and the files of a synthetic model set must stay byte-identical."""
     import torch
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def quick_fingerprint(path: Path, n_hex: int = 16) -> str:
     """Content fingerprint that stays fast on multi-GB checkpoints: sha256 over the file size and
     its first and last 4 MiB (whole file when smaller than 8 MiB); for safetensors also over the
     header in canonical key order, whose metadata order the library does not keep stable."""
+    from virnucpro.models.safeload import safetensors_header
     size = path.stat().st_size
     h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as fh:
         start = 0
         if path.suffix == ".safetensors":  # header JSON in canonical order (safetensors shuffles metadata)
-            n = int.from_bytes(fh.read(8), "little")
-            h.update(json.dumps(json.loads(fh.read(n)), sort_keys=True).encode())
-            start = 8 + n
+            header = safetensors_header(path)   # checked first: garbage is a ModelError naming the file
+            h.update(json.dumps(header, sort_keys=True).encode())
+            start = 8 + int.from_bytes(fh.read(8), "little")
         body = size - start
         fh.seek(start)
         if body <= 8 << 20:

@@ -24,7 +24,6 @@ directory without manifest is still accepted by the gate, marked unverifiable.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import shutil
@@ -36,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE
+from virnucpro.core.files import sha256_file
 from virnucpro.errors import InputError
+from virnucpro.io.paths import CONSENSUS, PREDICTIONS, RUN_JSON
 
 MANIFEST = "manifest.json"
 FORMAT = "virnucpro-baseline/1"
@@ -55,20 +55,12 @@ class Baseline:
         return self.path.name
 
 
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_baseline(path: str | Path) -> Baseline:
     """Open a baseline (or a plain v1.0 output directory); InputError if the outputs are absent."""
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"baseline directory not found: {path}")
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         if not (path / name).is_file():
             raise InputError(f"baseline {path} has no {name}")
     man = path / MANIFEST
@@ -220,9 +212,9 @@ def make_baseline(out: Path, workload: Path, models: Path, chunk_length: int, de
                      "--models", str(models), "--engine", "reference", "--device", device,
                      "--no-progress", *(extra_args or []))
     wall = _run(cmd, "the reference run")
-    run_manifest = json.loads((work / "run.json").read_text())
+    run_manifest = json.loads((work / RUN_JSON).read_text())
     out.mkdir(parents=True, exist_ok=True)
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         shutil.copyfile(work / name, out / name)
     models_info = dict(run_manifest.get("models") or {})
     synth = run_manifest.get("synthetic")
@@ -317,11 +309,11 @@ def import_v1(v1_dir: Path, reads: Path, out: Path, chunk_length: int | None = N
         raise InputError(f"--input {reads}: no such file")
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"{out} exists and is not empty (pass --force to replace it)")
-    frames = read_frames(v1_dir / FRAME_FILE)           # header, fields, labels, scores checked
-    cons = read_consensus(v1_dir / CONSENSUS_FILE)
+    frames = read_frames(v1_dir / PREDICTIONS)           # header, fields, labels, scores checked
+    cons = read_consensus(v1_dir / CONSENSUS)
     bad = frames["id"][~frames["id"].str.contains(r"_chunk_\d+[FR][123]$", regex=True)]
     if len(bad):
-        raise InputError(f"{v1_dir / FRAME_FILE}: frame id {bad.iloc[0]!r} is not READ_chunk_K + F1..R3")
+        raise InputError(f"{v1_dir / PREDICTIONS}: frame id {bad.iloc[0]!r} is not READ_chunk_K + F1..R3")
     have = set(chunk_scores(frames).index)
     missing = sorted(set(cons["id"]) ^ have)
     if missing:
@@ -339,7 +331,7 @@ def import_v1(v1_dir: Path, reads: Path, out: Path, chunk_length: int | None = N
                          f"{chunk_length}: {ev['per_length'][str(chunk_length)]['why_not']}")
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         shutil.copyfile(v1_dir / name, out / name)
         files[name] = {"sha256": sha256_file(v1_dir / name), "bytes": (v1_dir / name).stat().st_size}
     manifest = {

@@ -29,12 +29,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from virnucpro.errors import InputError
+from virnucpro.io.paths import CONSENSUS, PREDICTIONS
 
 if TYPE_CHECKING:   # imported where it is used: every `virnucpro` command builds this module's parser
     import pandas as pd
 
-FRAME_FILE = "prediction_results.txt"
-CONSENSUS_FILE = "prediction_results_highestscore.csv"
 FRAME_HEADER = ["Sequence_ID", "Prediction", "score1", "score2"]
 CONSENSUS_HEADER = ["Modified_ID", "Is_Virus"]
 MODES = ("frame", "consensus")
@@ -417,7 +416,7 @@ class _Side:
 def _resolve(arg: str | Path) -> _Side:
     p = Path(arg)
     if p.is_dir():
-        f, c = p / FRAME_FILE, p / CONSENSUS_FILE
+        f, c = p / PREDICTIONS, p / CONSENSUS
         return _Side(frame=f if f.is_file() else None, consensus=c if c.is_file() else None)
     if not p.is_file():
         raise InputError(f"{p}: no such file or directory")
@@ -438,7 +437,7 @@ def _modes_for(mode: str, s1: _Side, s2: _Side, v1: str, v2: str) -> list[str]:
     if mode not in (*MODES, "both"):
         raise InputError(f"unknown mode {mode!r}: use frame, consensus or both")
     wanted = list(MODES) if mode == "both" else [mode]
-    files = {"frame": FRAME_FILE, "consensus": CONSENSUS_FILE}
+    files = {"frame": PREDICTIONS, "consensus": CONSENSUS}
     for m in wanted:
         for side, arg in ((s1, v1), (s2, v2)):
             if getattr(side, m) is None:

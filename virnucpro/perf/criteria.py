@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, CompareResult, compare_dirs, fmt_pct
+from virnucpro.io.paths import CONSENSUS, PREDICTIONS
+from virnucpro.perf.compare import CompareResult, compare_dirs, fmt_pct
 from virnucpro.perf.gate import MILLION, Check, GateError, Profile, RunRecord, _fmt_s, _worker_trouble
 
 
@@ -391,14 +392,14 @@ def borderline_counts(base: Path, run: Path, distance: float, examples: int = 5)
     from virnucpro.perf.compare import chunk_scores, read_consensus, read_frames
 
     out = Borderline(distance)
-    f1, f2 = read_frames(Path(base) / FRAME_FILE), read_frames(Path(run) / FRAME_FILE)
+    f1, f2 = read_frames(Path(base) / PREDICTIONS), read_frames(Path(run) / PREDICTIONS)
     m = f1.drop_duplicates("id").merge(f2.drop_duplicates("id"), on="id", suffixes=("_1", "_2"))
     diff = m[m["virus_1"] != m["virus_2"]]
     near = ((diff["score2_1"] - 0.5).abs() <= distance) & ((diff["score2_2"] - 0.5).abs() <= distance)
     out.frames, out.frames_borderline = len(diff), int(near.sum())
     out.examples += [f"frame {r.id}: score2 {r.score2_1:.6g} -> {r.score2_2:.6g}"
                      for r in diff[~near.to_numpy()].head(examples).itertuples()]
-    c1, c2 = read_consensus(Path(base) / CONSENSUS_FILE), read_consensus(Path(run) / CONSENSUS_FILE)
+    c1, c2 = read_consensus(Path(base) / CONSENSUS), read_consensus(Path(run) / CONSENSUS)
     cm = c1.drop_duplicates("id").merge(c2.drop_duplicates("id"), on="id", suffixes=("_1", "_2"))
     cdiff = cm[cm["virus_1"] != cm["virus_2"]]
     s1 = chunk_scores(f1).reindex(cdiff["id"]).to_numpy()

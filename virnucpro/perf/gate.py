@@ -15,10 +15,8 @@ inputs. Documented for users in docs/perf-gate.md.
 - A *check* is one criterion on one configuration: passed, failed or not measured, target and
   measurement as text (for the assertion message and the report) and the raw numbers.
 
-Wall-time projection (how a limit "per million reads" applies to a smaller workload):
-    fixed     = process start-up (subprocess wall - the run's own wall_s) + the load_models stage
-    projected = fixed + (wall - fixed) * 1,000,000 / reads
-Everything but start-up and model loading is taken to grow linearly with the number of reads.
+A limit "per million reads" applies to a smaller workload through ``virnucpro.perf.projection``
+(start-up and model loading once, the rest scaled by the read ratio).
 """
 
 from __future__ import annotations
@@ -31,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from virnucpro.perf.compare import CONSENSUS_FILE, FRAME_FILE, CompareResult, compare_dirs, fmt_pct
+from virnucpro.core.files import atomic_write
+from virnucpro.io.paths import CONSENSUS, LOG_NAME, PREDICTIONS, RUN_JSON
+from virnucpro.perf.compare import CompareResult, compare_dirs, fmt_pct
+from virnucpro.perf.projection import MILLION, fixed_time_s, project_wall_s
 from virnucpro.errors import VirnucproError
 from virnucpro.core.telemetry import read_telemetry
 
-MILLION = 1_000_000
-LOG_FILE = "virnucpro.log"
-RUN_JSON = "run.json"
 CPU_CONFIG = "cpu"
 
 
@@ -344,13 +342,11 @@ class RunRecord:
     @property
     def fixed_s(self) -> float:
         """Start-up + model loading: the part of the wall time that does not grow with reads."""
-        startup = max(0.0, self.wall_s - float(self.summary["wall_s"]))
-        return startup + float(self.stages.get("load_models", 0.0))
+        return fixed_time_s(self.wall_s, float(self.summary["wall_s"]), float(self.stages.get("load_models", 0.0)))
 
     def projected_wall_s(self, reads: float) -> float:
-        """Wall time projected to ``reads`` reads (see the module docstring)."""
-        fixed = min(self.fixed_s, self.wall_s)
-        return fixed + (self.wall_s - fixed) * reads / max(self.reads, 1)
+        """Wall time projected to ``reads`` reads (``virnucpro.perf.projection``)."""
+        return project_wall_s(self.wall_s, self.fixed_s, self.reads, reads)
 
     def gpu_util_per_gpu(self) -> dict[int, float]:
         """Mean NVML utilisation per GPU over the embedding window (first to last ``batch``
@@ -406,13 +402,13 @@ def load_run(outdir: str | Path, config: str = CPU_CONFIG, n_gpus: int = 0,
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise GateError(f"run output directory not found: {outdir}")
-    for name in (FRAME_FILE, CONSENSUS_FILE):
+    for name in (PREDICTIONS, CONSENSUS):
         p = outdir / name
         if not p.is_file():
             raise GateError(f"{config}: the run wrote no {name} ({p})")
         if p.stat().st_size == 0:
             raise GateError(f"{config}: {p} is empty (not even a header)")
-    log = outdir / LOG_FILE
+    log = outdir / LOG_NAME
     if not log.is_file():
         raise GateError(f"{config}: the run wrote no log file {log}, so there is no telemetry")
     try:
@@ -475,7 +471,7 @@ def _fmt_s(s: float) -> str:
 def _worker_trouble(run: RunRecord) -> list[str]:
     """Worker processes that died and were replaced: the run completed, slower (say why)."""
     lost = int(run.summary.get("workers_lost") or 0)
-    return [f"{lost} worker process(es) died and were replaced; see {run.outdir}/virnucpro.log"] if lost else []
+    return [f"{lost} worker process(es) died and were replaced; see {run.outdir / LOG_NAME}"] if lost else []
 
 
 def check_wall_time(run: RunRecord, profile: Profile) -> Check:
@@ -506,14 +502,14 @@ def restrict_outputs(run_dir: Path, read_ids: set[str], out_dir: Path) -> Path:
     from virnucpro.perf.compare import read_consensus, read_frames
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames = read_frames(run_dir / FRAME_FILE)
+    frames = read_frames(run_dir / PREDICTIONS)
     keep = frames["id"].str.rsplit("_chunk_", n=1).str[0].isin(read_ids)
-    raw = pd.read_csv(run_dir / FRAME_FILE, sep="\t", dtype=str, na_filter=False, quoting=3)
-    raw.loc[keep.to_numpy()].to_csv(out_dir / FRAME_FILE, sep="\t", index=False, quoting=3)
-    cons = read_consensus(run_dir / CONSENSUS_FILE)
+    raw = pd.read_csv(run_dir / PREDICTIONS, sep="\t", dtype=str, na_filter=False, quoting=3)
+    raw.loc[keep.to_numpy()].to_csv(out_dir / PREDICTIONS, sep="\t", index=False, quoting=3)
+    cons = read_consensus(run_dir / CONSENSUS)
     keep_c = cons["id"].str.rsplit("_chunk_", n=1).str[0].isin(read_ids)
-    rawc = pd.read_csv(run_dir / CONSENSUS_FILE, sep="\t", dtype=str, na_filter=False, quoting=3)
-    rawc.loc[keep_c.to_numpy()].to_csv(out_dir / CONSENSUS_FILE, sep="\t", index=False, quoting=3)
+    rawc = pd.read_csv(run_dir / CONSENSUS, sep="\t", dtype=str, na_filter=False, quoting=3)
+    rawc.loc[keep_c.to_numpy()].to_csv(out_dir / CONSENSUS, sep="\t", index=False, quoting=3)
     return out_dir
 
 
@@ -522,14 +518,12 @@ def head_fasta(src: Path, dst: Path, n: int) -> list[str]:
     from virnucpro.io.fasta import iter_fasta
 
     ids = []
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(dst) as fh:
         for rec in iter_fasta(src):
             if len(ids) >= n:
                 break
             fh.write(f">{rec.id}\n{rec.seq}\n")
             ids.append(rec.id)
-    tmp.replace(dst)
     return ids
 
 

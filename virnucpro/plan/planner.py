@@ -20,7 +20,7 @@ item and item count. The GPU loop waits for the unit before at a unit's first ba
 (~0.65 s on an H200) keeps the GPU busy meanwhile where a DNABERT-S batch (~0.1 s) did not. And a
 DNABERT-S batch is many short kernels: queued behind an ESM-2 batch, the host has launched them before
 the GPU gets there; several in a row ran at the pace of the host's launches (NVML utilisation dipped to
-20-40% over them, H200-28).
+20-40% over them on an H200: docs/benchmarks.md, the gate with DNABERT-S unpadded).
 """
 
 from __future__ import annotations
@@ -40,11 +40,10 @@ SEGMENT_READS = 65536
 PLAN_VERSION = 2
 CARRY_FILL = 0.97
 # DNABERT-S batches: cut from a unit's frames sorted by nucleotide length, at most DNA_NT_BUDGET
-# nucleotides (batch size x longest) each -- the default; or (VIRNUCPRO_DNA_BATCHES=tokens) sorted by
-# DNABERT-S token count, at most DNA_TOKEN_BUDGET padded tokens ([CLS]/[SEP] included): 72.8% of the
-# padded tokens real instead of 65.4% (cpu-dev, docs/benchmarks.md CPU-6), but on an H200 the token
-# counting (host work beside the GPU loop) cost more than the padding it saved (H200-25: DNABERT-S
-# 4.16 s vs 3.98 s, utilisation 95.4% vs 97.5%, 100,000 reads).
+# nucleotides (batch size x longest) each. Sorted by DNABERT-S token count (at most DNA_TOKEN_BUDGET
+# padded tokens, [CLS]/[SEP] included) 72.8% of the padded tokens were real instead of 65.4%, but on an
+# H200 the token counting (host work beside the GPU loop) cost more than the padding it saved: DNABERT-S
+# 4.16 s vs 3.98 s, utilisation 95.4% vs 97.5% on 100,000 reads (docs/benchmarks.md#exp-dna-batches-tokens).
 DNA_TOKEN_BUDGET = 81920
 DNA_NT_BUDGET = 262144
 
@@ -56,22 +55,6 @@ def interleave(esm: list, dna: list) -> list:
     for k in range(max(len(esm), len(dna))):
         out.extend(esm[k:k + 1] + dna[k:k + 1])
     return out
-
-
-def dna_batching() -> tuple[str, int]:
-    """How DNABERT-S batches are cut: ("nucleotides", DNA_NT_BUDGET), the default -- a unit's frames
-    sorted by length -- or ("tokens", DNA_TOKEN_BUDGET) with VIRNUCPRO_DNA_BATCHES=tokens (sorted by
-    token count: the coordinator tokenises every frame once for it, host work beside the GPU loop,
-    ~2x that of chunking and translating on cpu-dev, CPU-6; 10% fewer padded tokens, slower on an H200).
-    Decided by the process that reads the input; worker processes take the budget from the run's
-    manifest and the token counts from the published segments (torchrun ranks decide alike, and the
-    manifest check refuses a rank that does not)."""
-    import os
-    from virnucpro.errors import InputError
-    value = os.environ.get("VIRNUCPRO_DNA_BATCHES", "nucleotides").strip().lower()
-    if value not in ("tokens", "nucleotides"):
-        raise InputError(f"VIRNUCPRO_DNA_BATCHES={value!r}: nucleotides (the default) or tokens")
-    return value, DNA_TOKEN_BUDGET if value == "tokens" else DNA_NT_BUDGET
 
 
 @dataclass
@@ -92,12 +75,13 @@ class PlanBuilder:
     """A ``Prepared`` that grows segment by segment (``add``), read from other threads through
     ``snapshot``/``wait``. ``complete`` once the last segment is in."""
 
-    def __init__(self, budget: int, batches_per_unit: int = 8, dna_budget: int = DNA_TOKEN_BUDGET,
+    def __init__(self, budget: int, batches_per_unit: int = 8, dna_budget: int = DNA_NT_BUDGET,
                  dna_lengths: Callable[[list[str]], np.ndarray] | None = None):
         """``dna_lengths(nucleotide sequences)``: their DNABERT-S token counts ([CLS] and [SEP]
         included); DNABERT-S batches are then cut from a unit's frames sorted by token count, each
         at most ``dna_budget`` padded tokens (batch size x longest). Without it (or without
-        ``dna_len`` given to ``add_seqs``), by nucleotide length, ``dna_budget`` in nucleotides."""
+        ``dna_len`` given to ``add_seqs``), by nucleotide length, ``dna_budget`` in nucleotides: the
+        default, production's (``dna_batching()`` without VIRNUCPRO_DNA_BATCHES)."""
         self.budget, self.bpu, self.dna_budget, self.dna_lengths = budget, batches_per_unit, dna_budget, dna_lengths
         empty = np.zeros(0, dtype=np.int64)
         self.prep = Prepared(Plan(budget, [], 1.0, 0), [], [], empty, [], empty, empty, empty)
@@ -143,8 +127,9 @@ class PlanBuilder:
         # the plan's last 2 x batches_per_unit batches are units of one batch: the workers, which
         # claim in order, run out of work within one batch of each other (load balance). A segment
         # that may not be the last holds back that many full batches, so that the tail is as long
-        # however few batches the last segment brings (H200-31: a last segment of 9 batches left an
-        # 8-batch unit for one worker while the other ran out, 1.4 s apart)
+        # however few batches the last segment brings (on two H200s a last segment of 9 batches left an
+        # 8-batch unit for one worker while the other ran out, 1.4 s apart: docs/benchmarks.md,
+        # the gate on 1 and 2 GPUs, 600,000 reads)
         batches = self.held + batches
         keep = min(len(batches), 2 * self.bpu) if not last and self.bpu > 1 else 0
         held, batches = batches[len(batches) - keep:], batches[:len(batches) - keep]
@@ -210,28 +195,13 @@ class PlanBuilder:
             self.check()
             return ok
 
-    def wait_complete(self, timeout: float | None = None) -> Prepared:
-        with self._cond:
-            self._cond.wait_for(lambda: self.complete or self.error is not None, timeout)
-            self.check()
-            return self.prep
-
     @classmethod
     def of(cls, frames: Sequence[tuple], budget: int, batches_per_unit: int = 8,
-           dna_budget: int = DNA_TOKEN_BUDGET, dna_lengths=None) -> "PlanBuilder":
+           dna_budget: int = DNA_NT_BUDGET, dna_lengths=None) -> "PlanBuilder":
+        """The plan of all ``frames`` as one segment (a single FFD pass), complete."""
         b = cls(budget, batches_per_unit, dna_budget, dna_lengths)
         b.add(frames, last=True)
         return b
-
-
-def plan_frames(frames: Sequence[tuple], budget: int, batches_per_unit: int = 8,
-                dna_budget: int = DNA_TOKEN_BUDGET, tel=None, dna_lengths=None) -> Prepared:
-    """The plan of all ``frames`` as one segment: every protein packed FFD into batches of
-    ``budget`` tokens, cut into units, with the loader items of every unit."""
-    prep = PlanBuilder.of(frames, budget, batches_per_unit, dna_budget, dna_lengths).prep
-    if tel is not None:
-        emit_plan(tel, prep, len(frames))
-    return prep
 
 
 def emit_plan(tel, prep: Prepared, n_frames: int) -> None:

@@ -1,0 +1,295 @@
+"""The run directory ``OUTDIR/.virnucpro-run/``: what a run's checkpoints were made from, the
+finished units, the claims on units in progress, the segments worker processes plan from::
+
+    manifest.json            what the checkpoints were made from (input sha256, model fingerprints,
+                             engine, precision, chunking, token budget, units); written before any unit
+    segments/seg_00003.pkl   the coordinator's chunked and translated input, segment by segment (the
+                             frames' nucleotide and protein sequences): worker processes plan from
+                             these instead of reading the input themselves; removed at the end
+    units/unit_00012.npz     a finished unit: its frame indices and scores (temp file + os.replace)
+    claims/unit_00012        a unit being worked on, created with O_CREAT|O_EXCL; holds the owner;
+                             its mtime is the owner's heartbeat
+    workers/<owner>.json     a worker's totals when it stops (for the summary)
+
+A unit is done iff its ``.npz`` (or, given up on with --skip-failing-units, its ``.skipped``) exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from virnucpro.core.files import atomic_bytes
+from virnucpro.errors import InputError, VirnucproError
+from virnucpro.io.paths import RUN_DIRNAME
+
+# Manifest keys that must match for --resume, with the words used when they do not.
+IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprints)", "engine": "engine",
+            "precision": "precision", "chunk_length": "chunk length", "chunking": "chunking mode",
+            "duplicate_ids": "duplicate-id handling", "token_budget": "token budget",
+            "batches_per_unit": "batches per unit", "dna_batches": "DNABERT-S batches cut by",
+            "dna_budget": "DNABERT-S batch budget",
+            "segment_reads": "reads per planning segment", "plan_version": "work-plan version (virnucpro release)",
+            "save_embeddings": "--save-embeddings",
+            "engine_config": "engine configuration (precision, ESM-2 kernels, GELU, DNABERT-S compile)"}
+
+
+def input_fingerprint(records, wait: bool = True) -> dict | None:
+    """Size and sha256 of the input's bytes (its content, not its name), as its reader hashed them
+    while parsing them (``records``: an ``io.fasta.RecordStream``; the file is never opened again by
+    name: a standard input or a pipe cannot be, and a file deleted mid-run was an internal error).
+    Waits for the whole input to be read, or with ``wait=False`` gives None until it is. Raises
+    the input's error."""
+    if not wait and not records.done:
+        return None
+    records.result()
+    return dict(records.identity)
+
+
+
+@dataclass
+class Segment:
+    """What the coordinator publishes of one planning segment: its frames' sequences, whether it is
+    the input's last, and (when DNABERT-S batches are cut by tokens) their DNABERT-S token counts."""
+    nuc: list[str]
+    prot: list[str]
+    last: bool
+    dna_len: np.ndarray | None = None
+
+
+@dataclass
+class Claim:
+    owner: str
+    heartbeat: float            # the claim file's mtime
+
+
+@dataclass
+class Released:
+    """The claims of a dead worker, released: its unfinished units, and those of them it had started
+    and not computed (only these count as attempts that may have killed it)."""
+    lost: list[int]
+    started: list[int]
+
+
+class RunDir:
+    """``OUTDIR/.virnucpro-run``: every file a run's workers share (the module docstring lists them)."""
+
+    def __init__(self, outdir: str | Path):
+        self.outdir = Path(outdir)
+        self.root = Path(outdir) / RUN_DIRNAME
+        self.units, self.claims, self.workers = self.root / "units", self.root / "claims", self.root / "workers"
+        self.segments = self.root / "segments"
+        self.manifest_path = self.root / "manifest.json"
+
+    # manifest ---------------------------------------------------------------------------------
+    def read_manifest(self) -> dict | None:
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            raise InputError(f"{self.manifest_path} is damaged; rerun without --resume to start over") from None
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic_bytes(self.manifest_path, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
+
+    def wait_for_manifest(self, token: str | None, timeout: float = 3600.0, poll: float = 0.05,
+                          give_up: Callable[[], bool] = lambda: False) -> dict | None:
+        """The manifest of the run that carries ``token`` (one left in OUTDIR by an earlier run does
+        not), once its writer has written it; None after ``timeout`` or once ``give_up()``."""
+        t0 = time.time()
+        while time.time() - t0 < timeout and not give_up():
+            if self.manifest_path.exists():
+                try:
+                    m = self.read_manifest()
+                except InputError:   # being replaced
+                    m = None
+                if m is not None and m.get("run_token") == token:
+                    return m
+            time.sleep(poll)
+        return None
+
+    def check(self, manifest: dict | None, expected: dict, keys=IDENTITY) -> None:
+        """Refuse to resume from checkpoints made from anything else: InputError naming the differences."""
+        if manifest is None:
+            raise InputError(f"--resume: no checkpoint to resume from in {self.root} (run without --resume)")
+        diffs = [f"{words} (checkpoint: {_short(manifest.get(k))}; now: {_short(expected.get(k))})"
+                 for k, words in keys.items() if k in expected and manifest.get(k) != expected[k]]
+        if diffs:
+            raise InputError(f"--resume refused: the checkpoints in {self.root} were made with a different "
+                             + "; ".join(diffs) + ". Rerun without --resume to start over.")
+
+    def reset(self) -> None:
+        """A fresh run: drop every checkpoint of an earlier run in this output directory."""
+        import shutil
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.make_dirs()
+
+    def make_dirs(self) -> None:
+        for d in (self.units, self.claims, self.workers, self.segments):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def clear_claims(self) -> None:
+        """On --resume on one host: claims, segments and temp files left by the killed run are void."""
+        for d in (self.claims, self.units, self.workers, self.segments):
+            for p in d.iterdir():
+                if d is not self.units or p.name.startswith("."):
+                    p.unlink(missing_ok=True)
+
+    # segments ----------------------------------------------------------------------------------
+    def segment_path(self, k: int) -> Path:
+        return self.segments / f"seg_{k:05d}.pkl"
+
+    def save_segment(self, k: int, nuc: list[str], prot: list[str], last: bool, dna_len=None) -> None:
+        """Segment ``k``: its frames' sequences and DNABERT-S token counts (computed once, here)."""
+        import pickle
+        atomic_bytes(self.segment_path(k), pickle.dumps(Segment(nuc, prot, last, dna_len),
+                                                         protocol=pickle.HIGHEST_PROTOCOL), fsync=False)
+
+    def follow_segments(self, plans, stop: threading.Event) -> None:
+        """Build ``plans`` from the segments the coordinator publishes, in order, until the last
+        (a worker's planning thread). Errors go to ``plans.fail``."""
+        import pickle
+        k = 0
+        try:
+            while not stop.is_set():
+                path = self.segment_path(k)
+                if not path.exists():
+                    time.sleep(0.02)
+                    continue
+                with open(path, "rb") as fh:
+                    seg: Segment = pickle.load(fh)   # our own file, written by this run's coordinator
+                plans.add_seqs(seg.nuc, seg.prot, seg.last, seg.dna_len)
+                if seg.last:
+                    return
+                k += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which re-raises it
+            plans.fail(exc)
+
+    def remove_segments(self) -> None:
+        import shutil
+        shutil.rmtree(self.segments, ignore_errors=True)
+
+    # units and claims ---------------------------------------------------------------------------
+    def unit_path(self, u: int) -> Path:
+        return self.units / f"unit_{u:06d}.npz"
+
+    def claim_path(self, u: int) -> Path:
+        return self.claims / f"unit_{u:06d}"
+
+    def is_done(self, u: int) -> bool:
+        """Finished: scored, or given up on with --skip-failing-units."""
+        return self.unit_path(u).exists() or self.skipped_path(u).exists()
+
+    def done_units(self) -> set[int]:
+        return {int(p.name[5:11]) for p in self.units.iterdir()
+                if p.name.startswith("unit_") and p.suffix in (".npz", ".skipped")}
+
+    def skipped_path(self, u: int) -> Path:
+        return self.units / f"unit_{u:06d}.skipped"
+
+    def skip_unit(self, u: int, why: str) -> None:
+        """Give up on a unit (only with --skip-failing-units): its frames get no score."""
+        atomic_bytes(self.skipped_path(u), (why + "\n").encode())
+
+    def skipped_units(self) -> set[int]:
+        return {int(p.name[5:11]) for p in self.units.glob("unit_*.skipped")}
+
+    def claim(self, u: int, owner: str) -> bool:
+        try:
+            fd = os.open(self.claim_path(u), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(owner)
+        return True
+
+    def claimed(self) -> dict[int, Claim]:
+        """unit -> its claim, for every current claim."""
+        out = {}
+        for p in self.claims.iterdir():
+            if not p.name.startswith("unit_") or "." in p.name:
+                continue
+            try:
+                out[int(p.name[5:])] = Claim(p.read_text().split("\n")[0], p.stat().st_mtime)
+            except (FileNotFoundError, ValueError):
+                continue
+        return out
+
+    def release(self, u: int) -> None:
+        self.claim_path(u).unlink(missing_ok=True)
+
+    def mark_started(self, u: int) -> None:
+        """The owner's GPU loop has begun the unit (claims made ahead are not yet started)."""
+        self._mark(u, "started")
+
+    def mark_computed(self, u: int) -> None:
+        """The unit's scores exist (its checkpoint is being written): should its owner die now, the
+        unit is redone by another, but it did not kill its worker."""
+        self._mark(u, "computed")
+
+    def _mark(self, u: int, what: str) -> None:
+        try:
+            with open(self.claim_path(u), "a") as fh:
+                fh.write("\n" + what)
+        except FileNotFoundError:
+            pass
+
+    def release_owner(self, owner: str) -> Released:
+        """Release every claim of ``owner`` (a dead worker)."""
+        lost, started = [], []
+        for u, claim in self.claimed().items():
+            if claim.owner != owner:
+                continue
+            try:
+                marks = self.claim_path(u).read_text().split("\n")[1:]
+            except FileNotFoundError:
+                marks = []
+            began = "started" in marks and "computed" not in marks
+            self.release(u)
+            if not self.is_done(u):
+                lost.append(u)
+                if began:
+                    started.append(u)
+        return Released(sorted(lost), sorted(started))
+
+    def save_unit(self, u: int, frames: np.ndarray, scores: np.ndarray) -> None:
+        """Checkpoint a finished unit (frame indices [n], scores [n, 2]) atomically."""
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, frames=np.asarray(frames, dtype=np.int64), scores=np.asarray(scores, dtype=np.float32))
+        atomic_bytes(self.unit_path(u), buf.getvalue())
+
+    def load_scores(self, plan, n_frames: int) -> np.ndarray:
+        """Merge: the scores [N, 2] of every frame from the unit files, checking each unit holds
+        exactly the frames the plan gives it."""
+        scores = np.full((n_frames, 2), np.nan, dtype=np.float32)
+        skipped = self.skipped_units()
+        for unit in plan.units:
+            if unit.index in skipped:   # left NaN: the pipeline reports these frames instead
+                continue
+            with np.load(self.unit_path(unit.index)) as z:
+                frames, s = z["frames"], z["scores"]
+            if not np.array_equal(frames, unit.frames):
+                raise VirnucproError(f"checkpoint {self.unit_path(unit.index)} does not hold the frames of unit "
+                                     f"{unit.index}; delete {self.root} and rerun")
+            scores[frames] = s
+        missing = int(np.isnan(scores[:, 0]).sum()) - sum(len(plan.units[u].frames) for u in skipped)
+        if missing:
+            raise VirnucproError(f"{missing} frames have no score after merging the units (a bug; please report)")
+        return scores
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+

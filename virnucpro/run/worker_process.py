@@ -1,0 +1,165 @@
+"""A worker process: its entry point (``worker_main``), what it is handed (``WorkerSpec``), and its
+exit codes, which tell the coordinator what happened.
+
+A worker starts before the coordinator has read the input: it loads its models, waits for the
+manifest that carries its run's token (its log records wait in memory meanwhile), plans from the
+segments the coordinator publishes, and runs ``virnucpro.run.worker.work``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from virnucpro.run.faults import FaultPlan
+from virnucpro.run.rundir import RunDir
+from virnucpro.run.spawn import in_bad_fork
+from virnucpro.run.worker import WorkerTelemetry, finish_worker, install_stop_handlers, load_fast_engine, work
+
+log = logging.getLogger(__name__)
+
+STOPPED_EXIT = 3            # a worker that stopped on SIGTERM/SIGINT, leaving a resumable state
+BAD_FORK_EXIT = 4           # a worker forked from a process that had initialised CUDA: restart it with spawn
+STORAGE_EXIT = 5            # a worker's write was refused (disk full, read-only, no permission): not retried
+
+
+@dataclass
+class WorkerSpec:
+    """What a spawned worker needs (picklable): it loads its models, then plans with the run's budget
+    from the segments the coordinator publishes in the run directory (the input's frames)."""
+    owner: str
+    device: str
+    chunk_length: int                   # (which classifier)
+    models: Any                         # layout.ModelSet
+    allow_classifier_mismatch: bool
+    engine_opts: dict                   # make_engine's arguments: the EngineConfig, budget, ...
+    outdir: Path
+    log_file: Path
+    run_epoch: float
+    threads: int | None = None
+    stale_s: float | None = None
+    env: dict | None = None             # the coordinator's environment and working directory when it
+    cwd: str | None = None              # started the worker (a fork server's may be older)
+    run_token: str | None = None        # the manifest of this run carries it (an older one in OUTDIR does not)
+    start_method: str | None = None     # how the coordinator started it (forkserver | spawn)
+    faults: FaultPlan | None = None     # what a test injects (None in a real run)
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """Entry point of a spawned worker process; exits 0 (all done), STOPPED_EXIT, or 1 (error)."""
+    if spec.env is not None:
+        os.environ.clear()
+        os.environ.update(spec.env)
+    if spec.cwd is not None:
+        os.chdir(spec.cwd)
+    if in_bad_fork(spec.start_method, spec.faults):   # the coordinator says so (once) and restarts it with spawn
+        os._exit(BAD_FORK_EXIT)
+    import multiprocessing as mp
+    from multiprocessing import process
+    # a fork-server child inherits the coordinator's multiprocessing temp dir (sockets through which
+    # loader workers pass tensors are made there); it is removed when the coordinator exits, while this
+    # worker's children may still clean up: a directory of its own
+    process.current_process()._config.pop("tempdir", None)
+    if "fork" in mp.get_all_start_methods():   # a spawned child defaults to spawn: loader workers
+        mp.set_start_method("fork", force=True)  # would re-import torch (seconds) on every pass
+    from virnucpro.core.background import GIL_SWITCH_S
+    sys.setswitchinterval(GIL_SWITCH_S)      # the GPU loop gets the interpreter lock back at once
+    log_ready = DeferredLog(spec.log_file)   # until the coordinator has checked the input and made OUTDIR
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    parent = os.getppid()
+    try:
+        totals = run_worker(spec, stop, parent, log_ready)
+    except BaseException as exc:  # noqa: BLE001 - the coordinator needs an exit code; the log the traceback
+        from virnucpro.errors import is_environment_error
+        if is_environment_error(exc):   # retrying cannot help: the coordinator stops the run with one line
+            try:   # the traceback to the log file only (INFO): the terminal gets the coordinator's line
+                log.info("worker %s: a write was refused", spec.owner, exc_info=True)
+                logging.shutdown()
+            except OSError:   # the log's disk is the full one
+                pass
+            os._exit(STORAGE_EXIT)
+        log.exception("worker %s failed", spec.owner)
+        # the traceback reaches the run's log once its manifest exists (for a bad input the
+        # coordinator writes none and stops this worker instead)
+        if not log_ready.done and wait_for_own_manifest(RunDir(spec.outdir), threading.Event(),
+                                                        spec.run_token) is not None:
+            log_ready.open()
+        logging.shutdown()
+        os._exit(1)
+    logging.shutdown()
+    os._exit(STOPPED_EXIT if totals.get("stopped") else 0)
+
+
+class DeferredLog:
+    """A worker starts before the coordinator has read the input (and made OUTDIR): its log records
+    wait in memory until the run's manifest exists, then go to the run's log file in order."""
+
+    def __init__(self, log_file: Path):
+        import logging.handlers
+        self.log_file, self.done = log_file, False
+        self.buffer = logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1)
+        root = logging.getLogger("virnucpro")
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.setLevel(logging.INFO)
+        root.addHandler(self.buffer)
+        root.propagate = False
+
+    def open(self) -> None:
+        """The log file may be written now: set it up and hand it the records kept so far."""
+        from virnucpro.core.telemetry import setup_logging
+        kept, self.buffer.buffer = list(self.buffer.buffer), []
+        setup_logging(self.log_file, False)
+        root = logging.getLogger("virnucpro")
+        for record in kept:
+            root.handle(record)
+        self.done = True
+
+
+def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None = None,
+               log_ready: DeferredLog | None = None) -> dict:
+    import torch
+    from virnucpro.models.classifier import load_classifier
+    from virnucpro.plan.planner import PlanBuilder
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    tel = WorkerTelemetry(spec.owner, spec.run_epoch)
+    t0, entered = time.perf_counter(), tel.now()   # entered: seconds after the run's start (spawn + imports)
+    eo = spec.engine_opts
+    # the models load with this process to themselves (the interpreter lock too): the coordinator
+    # reads, chunks and translates the input and publishes it segment by segment
+    engine, engine_s = load_fast_engine(spec.models, spec.device, spec.engine_opts, spec.faults)
+    clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
+    rd = RunDir(spec.outdir)
+    manifest = wait_for_own_manifest(rd, stop, spec.run_token)
+    if manifest is None:
+        return finish_worker(rd, spec.owner, spec.device, engine, {"stopped": True}, tel)
+    if log_ready is not None:
+        log_ready.open()
+    # the coordinator's DNABERT-S batching: its budget in the manifest, the token counts (when it
+    # cuts by tokens) with each segment
+    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), manifest["dna_budget"])
+    threading.Thread(target=rd.follow_segments, args=(plans, stop), name="segment-follower", daemon=True).start()
+    tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3),
+             entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))
+    from virnucpro.core.background import gc_paused
+    with gc_paused():   # the segments' sequences are many small objects: no collector passes over them
+        totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, parent_pid=parent_pid,
+                      faults=spec.faults)
+    return finish_worker(rd, spec.owner, spec.device, engine, totals, tel)
+
+
+def wait_for_own_manifest(rd: RunDir, stop: threading.Event, token: str | None,
+                          timeout: float = 3600.0) -> dict | None:
+    """The coordinator writes the manifest (identity and token budget) before planning; this run's
+    carries ``token`` (a manifest left in OUTDIR by an earlier run does not). None: stop, timeout,
+    or the coordinator is gone."""
+    parent = os.getppid()
+    return rd.wait_for_manifest(token, timeout, give_up=lambda: stop.is_set() or os.getppid() != parent)
