@@ -251,22 +251,22 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
     else:
         outputs.clear_embeddings(outdir)   # an earlier run's parts would not match these predictions
         scored = _score_reference(opts, stream.result(), models, clf, device, tel)
-    chunks, frames = scored.chunks, scored.frames
+    n_frames = scored.n_frames
     records = stream.result()
     tel.emit("stage", stage="read_input", wall_s=round(stream.read_s or 0.0, 4), items=len(records), overlapped=True)
     tot = scored.totals
-    tel.emit("stage", stage="embed_dnabert", wall_s=round(tot["dna_s"], 4), items=tot.get("frames", len(frames)),
+    tel.emit("stage", stage="embed_dnabert", wall_s=round(tot["dna_s"], 4), items=tot.get("frames", n_frames),
              tokens=tot.get("dna_tokens"))
-    tel.emit("stage", stage="embed_esm", wall_s=round(tot["esm_s"], 4), items=tot.get("frames", len(frames)),
+    tel.emit("stage", stage="embed_esm", wall_s=round(tot["esm_s"], 4), items=tot.get("frames", n_frames),
              tokens=tot["esm_tokens"])
-    tel.emit("stage", stage="classify", wall_s=round(tot["cls_s"], 4), items=tot.get("frames", len(frames)))
+    tel.emit("stage", stage="classify", wall_s=round(tot["cls_s"], 4), items=tot.get("frames", n_frames))
     if tot.get("io_wait_s") is not None:
-        tel.emit("stage", stage="io_wait", wall_s=round(tot["io_wait_s"], 4), items=tot.get("frames", len(frames)))
+        tel.emit("stage", stage="io_wait", wall_s=round(tot["io_wait_s"], 4), items=tot.get("frames", n_frames))
     embed_wall = scored.embed_wall
     with tel.stage("write") as st:
-        rows = scored.rows or outputs.OutputRows()   # the fast engine made most of them during embedding
-        ahead = len(rows.line)
-        counts = rows.write(outdir, records, chunks, frames, scored.scores, bool(synthetic))
+        rows = scored.rows   # the fast engine made most of them during embedding (virnucpro.run.rows)
+        ahead = rows.made_ahead
+        counts = rows.write(outdir, records, bool(synthetic))
         if counts["skipped_reads"]:
             log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
                       "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), paths.SKIPPED_READS)
@@ -275,13 +275,12 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
         st.update(items=counts["frames"], rows_made_ahead=ahead)
         embeddings = None
         if opts.save_embeddings:
-            scored_frames = np.flatnonzero(~np.isnan(np.asarray(scored.scores, dtype=np.float32)[:, 0]))
-            embeddings = outputs.write_embedding_index(outdir, frames, scored_frames)
+            embeddings = rows.embedding_index(outdir)
             st.update(embeddings=embeddings)
 
     wall = time.perf_counter() - t_start
     summary = {
-        "wall_s": round(wall, 3), "reads": len(records), "chunks": len(chunks), "frames": counts["frames"],
+        "wall_s": round(wall, 3), "reads": len(records), "chunks": scored.n_chunks, "frames": counts["frames"],
         "skipped_frames": counts["skipped_frames"], "skipped_reads": len(counts["skipped_reads"]),
         "viral_chunks": counts["viral_chunks"], "chunks_with_frames": counts["chunks_with_frames"],
         "viral_reads": counts["viral_reads"],
@@ -289,7 +288,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
         "engine": engine_name, "precision": scored.precision, "device": device,
         "n_gpus": scored.n_gpus, "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
         "reads_per_s": round(len(records) / wall, 2) if wall else None,
-        "frames_per_s": round(tot.get("frames", len(frames)) / embed_wall, 2) if embed_wall else None,
+        "frames_per_s": round(tot.get("frames", n_frames) / embed_wall, 2) if embed_wall else None,
         "esm_tokens_per_s": round(tot["esm_tokens"] / tot["esm_s"], 1) if tot["esm_s"] else None,
         "embed_wall_s": round(embed_wall, 3),
         "packing_efficiency": scored.packing_efficiency,

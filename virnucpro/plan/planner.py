@@ -236,17 +236,20 @@ def segments(records, segment_reads: int = SEGMENT_READS, stop: threading.Event 
         a += seg
 
 
-def produce(records, chunk_length: int, chunking: str, builder: PlanBuilder, chunks: list, frames: list,
-            segment_reads: int = SEGMENT_READS, stop: threading.Event | None = None,
-            hold: threading.Event | None = None, publish=None) -> None:
+def produce(records, chunk_length: int, chunking: str, builder: PlanBuilder, chunks: list | None,
+            frames: list | None, segment_reads: int = SEGMENT_READS, stop: threading.Event | None = None,
+            hold: threading.Event | None = None, publish=None, on_segment=None) -> None:
     """Chunk and translate ``records`` (a list, or a ``fasta.RecordStream`` still being read: see
     ``segments``) segment by segment into ``chunks``/``frames`` (global indices, input order) and
     add each segment to ``builder``. Errors (the input's too) go to ``builder.fail``.
     ``hold``: after the first segment, wait until it is set (the models are loading in this
     process meanwhile: loading and compiling need the interpreter lock this work would take).
     ``publish(k, nucleotides, proteins, last, dna_lengths)``: called with each segment before it is added
-    (worker processes build their plan from what it publishes)."""
+    (worker processes build their plan from what it publishes). ``on_segment(first read, first
+    chunk, records, chunks, frames)``: each segment's own, before it is published (``chunks`` and
+    ``frames`` may then be None: nothing kept here)."""
     from virnucpro.prep.frames import chunk_and_translate
+    n_chunks = 0
     try:
         for k, (a, part, last) in enumerate(segments(records, segment_reads, stop)):
             while k == 1 and hold is not None and not hold.wait(0.2):
@@ -254,10 +257,13 @@ def produce(records, chunk_length: int, chunking: str, builder: PlanBuilder, chu
                     return
             if stop is not None and stop.is_set():
                 return
-            ch, fr = chunk_and_translate(part, chunk_length, chunking, read_offset=a,
-                                         chunk_offset=len(chunks))
-            chunks.extend(ch)
-            frames.extend(fr)
+            ch, fr = chunk_and_translate(part, chunk_length, chunking, read_offset=a, chunk_offset=n_chunks)
+            if on_segment is not None:
+                on_segment(a, n_chunks, part, ch, fr)
+            if chunks is not None:
+                chunks.extend(ch)
+                frames.extend(fr)
+            n_chunks += len(ch)
             nuc, prot = [f[2] for f in fr], [f[3] for f in fr]
             dna_len = builder.segment_dna_lengths(nuc)   # tokenised once, here
             if publish is not None:

@@ -16,7 +16,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
 
 from virnucpro import __version__
 from virnucpro.core.background import gc_paused
@@ -28,6 +27,7 @@ from virnucpro.io.fasta import RecordStream
 from virnucpro.plan.planner import PlanBuilder, emit_plan, produce
 from virnucpro.run.executor import Executor, Job, decide_budget, wait_for_rank0_manifest
 from virnucpro.run.result import Scored, summarize_workers
+from virnucpro.run.rows import MemoryRows, SegmentCount, SpooledRows
 from virnucpro.run.rundir import RunDir, input_fingerprint
 from virnucpro.run.worker import Stop, add_totals, install_stop_handlers
 
@@ -98,14 +98,13 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     # 3. The executor starts (if it did not before the input was read); the host chunks, translates
     # and plans segment by segment while the GPUs embed the first units.
     plans = PlanBuilder(budget, settings.batches_per_unit, dna_budget)
-    chunks: list = []
-    frames: list = []
+    rows = _rows_for(opts, executor, rd, plans, records)   # each segment's reads, chunks and frames go there
     stop = Stop()
     try:
         executor.start(budget, time.time() - tel.now(), tel)
         producer = threading.Thread(
             target=_produce_timed, name="plan-producer", daemon=True,
-            args=(records, opts, plans, chunks, frames, settings.segment_reads, stop, tel,
+            args=(records, opts, plans, rows, settings.segment_reads, stop, tel,
                   getattr(executor, "loaded", None), publish))
         producer.start()
         executor.wait_ready(tel)
@@ -116,9 +115,8 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     done_before = rd.done_units()
     if executor.leads:
         tel.emit("units", already_done=len(done_before), resume=resuming)
-    rows, rows_done = outputs.OutputRows(), threading.Event()   # the output rows, made as units finish
-    row_maker = threading.Thread(target=_make_rows, name="output-rows", daemon=True,
-                                 args=(rows, rd, plans, records, chunks, frames, rows_done))
+    rows_done = threading.Event()   # the output rows, made as units finish
+    row_maker = threading.Thread(target=_make_rows, name="output-rows", daemon=True, args=(rows, rows_done))
     if executor.leads:
         row_maker.start()
 
@@ -127,10 +125,10 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     sampler = GpuSampler(tel, gpu_indices(devices)).start()
     try:
         with progress_bar(opts.progress and executor.leads) as bar, gc_paused():
-            progress = _Progress(bar, plans, records, chunks, frames, done_before)
+            progress = _Progress(bar, plans, records, rows, done_before)
             t_from = tel.now()
             stats = executor.execute(Job(plans, rd, clf, tel, stop, progress,
-                                         lambda u: _describe_unit(u, plans.prep, frames, chunks, records.records)))
+                                         lambda u: rows.describe_unit(u, plans.prep.plan.units[u].frames)))
             if stats is None:
                 return None
             t_to = tel.now()
@@ -148,15 +146,27 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     prep = plans.prep
     n_units = len(prep.plan.units)
     if executor.leads:
-        write_manifest(n_units=n_units, n_frames=len(frames))
+        write_manifest(n_units=n_units, n_frames=rows.n_frames)
     left = n_units - len(rd.done_units()) if plans.complete else 1
     if left:
         raise KeyboardInterrupt(stopped_line(stop, left if plans.complete else None, n_units))
-    scores = rd.load_scores(prep.plan, len(frames))
+    if isinstance(rows, MemoryRows):   # (the spooled rows take the units' scores segment by segment)
+        rows.scores = rd.load_scores(prep.plan, rows.n_frames)
     if executor.leads:
         rd.remove_segments()
-    return _scored(opts, executor, devices, tel, stats, (t_from, t_to), sampler, prep, chunks, frames, scores,
-                   rows, n_units, len(done_before))
+    return _scored(opts, executor, devices, tel, stats, (t_from, t_to), sampler, prep, rows, n_units,
+                   len(done_before))
+
+
+def _rows_for(opts, executor: Executor, rd: RunDir, plans: PlanBuilder, records: RecordStream):
+    """Where the output rows are made: spooled to the run directory segment by segment, so that they
+    do not grow with the input (docs/benchmarks.md, "Memory"); in memory with --save-embeddings
+    (its index needs every frame's id); only counted on a torchrun rank other than 0."""
+    if not executor.leads:
+        return SegmentCount()
+    if opts.save_embeddings:
+        return MemoryRows(rd, plans, records)
+    return SpooledRows.fresh(rd, plans)
 
 
 def stopped_line(stop: Stop, left: int | None, n_units: int) -> str:
@@ -199,8 +209,7 @@ def _prepare_run_dir(rd: RunDir, opts, resuming: bool) -> None:
 
 
 def _scored(opts, executor: Executor, devices: list[str], tel, stats: list[dict], window: tuple[float, float],
-            sampler: GpuSampler, prep, chunks: list, frames: list, scores: np.ndarray, rows, n_units: int,
-            n_done_before: int) -> Scored:
+            sampler: GpuSampler, prep, rows, n_units: int, n_done_before: int) -> Scored:
     """The run's totals and summary figures from its workers' stats."""
     t_from, t_to = window
     totals: dict[str, Any] = {}
@@ -221,7 +230,7 @@ def _scored(opts, executor: Executor, devices: list[str], tel, stats: list[dict]
                  peak_tflops=max((s["peak_tflops"] for s in stats if s.get("peak_tflops")), default=None))
     mfus = [s["mfu_esm"] for s in stats if s.get("mfu_esm")]
     mems = [s["peak_gpu_mem_gib"] for s in stats if s.get("peak_gpu_mem_gib") is not None]
-    return Scored(chunks, frames, scores, totals, embed_wall, opts.precision,
+    return Scored(None, None, None, totals, embed_wall, opts.precision,
                   len({d for d in devices if d.startswith("cuda")}) * executor.world,
                   sampler.mean_util(t_from, t_to), prep.plan.packing_efficiency,
                   sum(mfus) / len(mfus) if mfus else None, max(mems) if mems else None, extra, rows)
@@ -231,17 +240,18 @@ class _Progress:
     """The progress bar's task: frames embedded of the frames expected (all once planned; before,
     the frames so far scaled to all reads, for the ETA)."""
 
-    def __init__(self, bar, plans, records, chunks: list, frames: list, done_before: set[int]):
-        self.bar, self.plans, self.records, self.chunks, self.frames = bar, plans, records, chunks, frames
+    def __init__(self, bar, plans, records, rows, done_before: set[int]):
+        self.bar, self.plans, self.records, self.rows = bar, plans, records, rows   # rows: the counts so far
         self.done_before = done_before     # units a resumed run found done (counted as they are planned)
         self.task = bar.add_task("embedding frames", total=self.expected(), completed=self.frames_of(done_before),
                                  rate="")
         self.t0 = time.perf_counter()
 
     def expected(self) -> int:
-        if self.plans.complete or not self.chunks:
-            return len(self.frames)
-        return int(len(self.frames) * self.records.expected_reads() / max(1, self.chunks[-1].read_index + 1))
+        rows = self.rows
+        if self.plans.complete or not rows.n_reads:
+            return rows.n_frames
+        return int(rows.n_frames * self.records.expected_reads() / rows.n_reads)
 
     def frames_of(self, units) -> int:
         units_now = self.plans.prep.plan.units
@@ -258,21 +268,14 @@ class _Progress:
         self.bar.update(self.task, completed=self.frames_of(done), total=self.expected())
 
 
-def _make_rows(rows, rd, plans, records, chunks, frames, finished: threading.Event) -> None:
-    """A thread beside the embedding: the output rows of every unit as it finishes, and once the
-    plan is complete the score-independent parts, so that the write stage at the end only puts
-    them together. Gives up quietly on an error: the write stage makes what is missing itself."""
-    seen: set[int] = set()
+def _make_rows(rows, finished: threading.Event) -> None:
+    """A thread beside the embedding: the output rows of every unit as it finishes (``rows.catch_up``),
+    so that the write stage at the end only puts them together. Gives up quietly on an error: the
+    write stage makes what is missing itself."""
     try:
         while True:
             last = finished.is_set()
-            for u in sorted(rd.done_units() - seen):
-                seen.add(u)
-                if rd.unit_path(u).exists():        # not a unit given up on
-                    with np.load(rd.unit_path(u)) as z:
-                        rows.add(frames, z["frames"], z["scores"])
-            if plans.complete:   # so the input is read and checked
-                rows.prepare(records.result(), chunks, frames)
+            rows.catch_up()
             if last:
                 return
             finished.wait(0.5)
@@ -280,24 +283,16 @@ def _make_rows(rows, rd, plans, records, chunks, frames, finished: threading.Eve
         log.debug("output rows made ahead stopped: %s", exc)
 
 
-def _produce_timed(records, opts, plans, chunks, frames, segment_reads, stop, tel, hold=None, publish=None) -> None:
-    """The producer thread: chunk, translate and plan; its stage and plan events at the end."""
+def _produce_timed(records, opts, plans, rows, segment_reads, stop, tel, hold=None, publish=None) -> None:
+    """The producer thread: chunk, translate and plan (each segment's reads, chunks and frames to
+    ``rows``); its stage and plan events at the end."""
     t0 = time.perf_counter()
-    produce(records, opts.chunk_length, opts.chunking, plans, chunks, frames, segment_reads, stop, hold, publish)
+    produce(records, opts.chunk_length, opts.chunking, plans, None, None, segment_reads, stop, hold, publish,
+            on_segment=rows.add_segment)
     if plans.error is not None:   # e.g. the rest of the input was refused: the GPUs stop now, not after their units
         stop.set()
     if plans.complete:
-        tel.emit("stage", stage="chunk_translate", wall_s=round(time.perf_counter() - t0, 4), items=len(records.records),
-                 chunks=len(chunks), frames=len(frames), overlapped=True)
-        log.info("%d reads -> %d chunks -> %d kept frames", len(records.records), len(chunks), len(frames))
-        emit_plan(tel, plans.prep, len(frames))
-
-
-def _describe_unit(u: int, prep, frames, chunks, records) -> str:
-    ids = []
-    for i in prep.plan.units[u].frames.tolist():
-        rid = records[chunks[frames[i][1]].read_index].id
-        if not ids or ids[-1] != rid:
-            ids.append(rid)
-    uniq = sorted(set(ids))
-    return f"{len(uniq)} read(s): {', '.join(uniq[:10])}{', ...' if len(uniq) > 10 else ''}"
+        tel.emit("stage", stage="chunk_translate", wall_s=round(time.perf_counter() - t0, 4), items=rows.n_reads,
+                 chunks=rows.n_chunks, frames=rows.n_frames, overlapped=True)
+        log.info("%d reads -> %d chunks -> %d kept frames", rows.n_reads, rows.n_chunks, rows.n_frames)
+        emit_plan(tel, plans.prep, rows.n_frames)

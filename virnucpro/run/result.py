@@ -6,16 +6,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from virnucpro.io import outputs
+from virnucpro.run.rows import MemoryRows, SpooledRows
 
 
 @dataclass
 class Scored:
-    """What an engine path hands to the output stage: the input's chunks and kept frames, their
-    scores [N, 2] and the figures of the summary."""
-    chunks: list
-    frames: list                                # (frame id, chunk index, nucleotides, protein)
-    scores: np.ndarray
+    """What an engine path hands to the output stage: the output rows (``virnucpro.run.rows``: the
+    fast engine's, made as its units finished), or the input's chunks and kept frames with their
+    scores [N, 2] (the reference engine); and the figures of the summary."""
+    chunks: list | None                         # (reference engine; None with ``rows``)
+    frames: list | None                         # (frame id, chunk index, nucleotides, protein)
+    scores: np.ndarray | None
     totals: dict
     embed_wall: float
     precision: str
@@ -25,7 +26,19 @@ class Scored:
     mfu_esm: float | None = None
     peak_gpu_mem_gib: float | None = None
     extra: dict = field(default_factory=dict)
-    rows: "outputs.OutputRows | None" = None    # output rows made during embedding (fast engine)
+    rows: "SpooledRows | MemoryRows | None" = None
+
+    def __post_init__(self) -> None:
+        if self.rows is None:
+            self.rows = MemoryRows.whole(self.chunks, self.frames, self.scores)
+
+    @property
+    def n_chunks(self) -> int:
+        return self.rows.n_chunks
+
+    @property
+    def n_frames(self) -> int:
+        return self.rows.n_frames
 
 
 def summarize_workers(stats: list[dict], embed_wall: float) -> dict:
