@@ -617,3 +617,17 @@ def test_bench_names_the_reads_that_ran_and_prints_figures_not_dicts(tmp_path, t
     assert "frame label agreement with the reference engine: 99.50% (3 of 600 differ)" in res.out, res.out
     assert "{" not in res.out, f"a raw dict printed:\n{res.out}"
     assert json.loads((tmp_path / "b" / "bench.json").read_text())["side_by_side"]["reads"] == 30
+
+
+def test_bench_writes_a_full_set_after_a_yes_on_a_terminal(tmp_path, monkeypatch):
+    from virnucpro.models import synth
+    from virnucpro.perf import bench
+    written = []
+    monkeypatch.setattr(synth, "synth", lambda out, preset, seed, device: written.append((out, preset)))
+    monkeypatch.setattr(bench, "_ask", lambda question: "5.7 GB" in question)
+    bench.ensure_models(tmp_path / "m", "full", 0, "cpu")
+    assert written == [(tmp_path / "m", "full")]
+    monkeypatch.setattr(bench, "_ask", lambda question: False)
+    bench.ensure_models(tmp_path / "t", "tiny", 0, "cpu")   # a tiny set needs no yes
+    bench.ensure_models(tmp_path / "y", "full", 0, "cpu", yes=True)
+    assert [p for _, p in written] == ["full", "tiny", "full"]

@@ -99,7 +99,10 @@ def _add_predict(sub) -> None:
                        description="Run the whole pipeline on a FASTA file (plain or .gz).\n\n"
                        "Writes to OUTDIR: prediction_results.txt (per kept frame), "
                        "prediction_results_highestscore.csv (per chunk, tab-separated), read_summary.tsv "
-                       "(per input read), run.json (manifest) and virnucpro.log (log + telemetry).")
+                       "(per input read), viral_reads.fa (the reads labelled virus), run.json (manifest) and "
+                       "virnucpro.log (log + telemetry).\n\n"
+                       "Exit codes: 0 done; 2 bad input, models or options (one line on stderr); 1 internal "
+                       "error or the machine's (details in OUTDIR/virnucpro.log); 130 interrupted.")
     p.add_argument("input", nargs="?", type=Path, help="input FASTA (.fa/.fasta/.fna, optionally .gz)")
     p.add_argument("--sample", action="store_true", help="use the built-in sample reads as input")
     p.add_argument("-o", "--outdir", type=Path, required=True, help="output directory (created if absent). "
