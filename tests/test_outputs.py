@@ -117,3 +117,16 @@ def test_the_read_label_is_by_chunk_not_by_the_reads_best_scores(tmp_path) -> No
     assert rows[1] == ["r0", "630", "2", "2", "0.6", "0.9", "virus"], rows[1]
     assert rows[2] == ["r1", "300", "1", "1", "0.3", "0.7", "others"], rows[2]
     assert got[VIRAL_READS] == f">r0 max_virus_score=0.6\n{records[0].seq}\n"
+
+
+def test_the_end_of_run_summary_counts_reads_without_a_kept_frame() -> None:
+    import io
+    from virnucpro.report import print_summary
+    s = {"wall_s": 10.0, "engine": "fast", "precision": "fp32", "device": "cpu", "reads": 200, "chunks": 220,
+         "frames": 195, "viral_chunks": 66, "chunks_with_frames": 141, "viral_reads": 62, "no_kept_frame_reads": 70,
+         "reads_per_s": 20.0, "frames_per_s": 50.0, "outdir": "o", "stages": {"embed_esm": 6.0}}
+    buf = io.StringIO()
+    print_summary(s, file=buf)
+    text = " ".join(buf.getvalue().split())
+    assert "reads without a kept frame" in text and "70 of 200 (35%)" in text, text
+    assert "o/viral_reads.fa" in text, text

