@@ -13,6 +13,7 @@ from pathlib import Path
 PREDICTIONS = "prediction_results.txt"                 # per kept frame (the original's format)
 CONSENSUS = "prediction_results_highestscore.csv"      # per chunk (tab-separated despite its name)
 READ_SUMMARY = "read_summary.tsv"                      # per input read
+VIRAL_READS = "viral_reads.fa"                         # the reads labelled virus (FASTA)
 SKIPPED_READS = "skipped_reads.tsv"                    # only after --skip-failing-units gave up on a unit
 RUN_JSON = "run.json"                                  # the run's manifest
 LOG_NAME = "virnucpro.log"                             # log and telemetry (rank 0 / the only process)
@@ -52,6 +53,10 @@ class Paths:
     @property
     def read_summary(self) -> Path:
         return self.outdir / READ_SUMMARY
+
+    @property
+    def viral_reads(self) -> Path:
+        return self.outdir / VIRAL_READS
 
     @property
     def skipped_reads(self) -> Path:
