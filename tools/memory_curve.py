@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -118,21 +119,22 @@ def reads_file(workdir: Path, n: int) -> Path:
     return path
 
 
-def _env() -> dict:
+def _env(tree: Path = REPO) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     return env
 
 
 def measure(args: argparse.Namespace, n: int) -> dict:
     reads = reads_file(args.workdir, n)
     out = args.workdir / f"out_{n}{'_stub' if args.stub else ''}"
+    shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *(["--stub"] if args.stub else []),
            *(["--trace"] if args.trace else []), "--", "predict", str(reads), "-o", str(out), "--models",
            str(args.models), "--engine", "fast", "--device", "cpu", "--precision", "fp32", "--no-progress",
            *args.extra]
     t0 = time.time()
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=None if args.trace else subprocess.PIPE,
+    proc = subprocess.Popen(cmd, env=_env(args.tree), stdout=subprocess.DEVNULL, stderr=None if args.trace else subprocess.PIPE,
                             text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -141,7 +143,7 @@ def measure(args: argparse.Namespace, n: int) -> dict:
         raise SystemExit(f"reads={n}: exit {proc.returncode}\n{err}")
     summary = json.loads((out / "run.json").read_text())["summary"]
     return {"reads": n, "frames": summary["frames"], "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-            "wall_s": round(time.time() - t0, 1), "stub": args.stub}
+            "wall_s": round(time.time() - t0, 1), "stub": args.stub, "tree": str(args.tree)}
 
 
 def main() -> None:
@@ -150,6 +152,10 @@ def main() -> None:
     p.add_argument("--reads", default="2000,20000", help="comma-separated read counts")
     p.add_argument("--workdir", type=Path, default=Path("memory-curve"))
     p.add_argument("--stub", action="store_true", help="stand-in networks (host-side memory only)")
+    p.add_argument("--tree", type=Path, default=REPO, help="the source tree measured (holds virnucpro/; "
+                   "default this one): an older checkout gives the 'before' curve")
+    p.add_argument("--repeat", type=int, default=1, help="runs per point; the lowest peak is kept (the "
+                   "transient peaks of chunking and translating vary from run to run)")
     p.add_argument("--trace", action="store_true", help="tracemalloc's largest holders at the write stage")
     p.add_argument("--trace-frames", type=int, default=1)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -159,7 +165,8 @@ def main() -> None:
         _child(args, args.extra)
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
-    rows = [measure(args, int(n)) for n in args.reads.split(",")]
+    rows = [min((measure(args, int(n)) for _ in range(args.repeat)), key=lambda r: r["peak_rss_mib"])
+            for n in args.reads.split(",")]
     for r in rows:
         print(json.dumps(r))
     if len(rows) > 1:

@@ -7,11 +7,13 @@
     worker.py          work: a worker's loop over claimed units (any executor); stop handlers
     worker_process.py  a worker process: WorkerSpec, worker_main, its exit codes
     spawn.py           how worker processes start (fork server, spawn)
+    forkserver_init.py imported by the fork server only: it dies with its coordinator, ignores SIGTERM
     devices.py         one device per worker; the torchrun rank; worker processes foreseen before torch
     claims.py          ClaimSource, heartbeats, stale claims
     rundir.py          RunDir: manifest, identity, segments, unit checkpoints, claim files
     faults.py          FaultPlan: faults a test injects, handed down explicitly
     result.py          Scored (what the output stage gets), the workers' summary
+    rows.py            the output rows, spooled per planning segment (or in memory), made as units finish
 
 Imports point down this list (fast -> executor -> coordinator -> worker_process -> worker -> ...).
 """

@@ -3,123 +3,81 @@ a time (``SpooledRows``, so that they do not grow the host's memory with the inp
 memory (``MemoryRows``: with --save-embeddings, whose index needs every frame's id at the end; and
 for the reference engine, ``MemoryRows.whole``).
 
-A planning segment holds whole reads, so a read's chunks and kept frames are all in its segment,
-and so is every row of the output files but for the consensus file's order (by chunk id over the
-whole input). ``SpooledRows`` keeps in ``OUTDIR/.virnucpro-run/rows/``::
+A planning segment holds whole reads, so a read's chunks and kept frames are all in its segment, and
+so is every row of the output files; only the consensus file's order (by chunk id) spans the whole
+input. ``SpooledRows`` keeps in ``OUTDIR/.virnucpro-run/rows/``::
 
-    seg_00003.meta     what the rows need of the segment: read ids and lengths, chunk ids, each kept
-                       frame's chunk and tag (no sequence); written by the producer thread
+    seg_00003.meta     what the rows need of the segment: its reads (ids, sequences as read), its
+                       chunks' ids and reads, each kept frame's chunk and tag (no translation);
+                       written by the producer thread
     seg_00003.scores   (frame within the segment, score1, score2) records, appended as units finish
                        (a unit packs frames of any segment still being packed)
-    seg_00003.pred     once every frame of the segment has its score (or its unit was given up on):
-    seg_00003.sum        its lines of prediction_results.txt and of read_summary.tsv,
-    seg_00003.cons       its chunks' consensus lines, sorted by chunk id,
-    seg_00003.json       its counts and its reads left without a full prediction
+    seg_00003/         once every frame of the segment has its score (or its unit was given up on):
+                       the output files of the segment alone, written by ``io.outputs.OutputRows``
 
-and the write stage puts them together: the .pred and .sum files in segment order, the .cons files
-merged (``MERGE_FAN_IN`` at a time). The bytes are ``io.outputs.OutputRows``'s (tests/test_rows.py):
-chunk ids are unique, so grouping frames by chunk is the original's grouping by ``id[:-2]``.
+and the write stage joins the segments' files (``JOIN``): their lines in segment order, the
+consensus files merged by chunk id (``MERGE_FAN_IN`` at a time). Chunk ids are unique, so a chunk's
+frames are grouped alike in a segment and in the whole input: the same bytes (tests/test_rows.py).
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import pickle
 import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from virnucpro.core.files import atomic_write
-from virnucpro.io import outputs
-from virnucpro.io.paths import Paths
+from virnucpro.io import outputs, paths
 
 SCORE_RECORD = np.dtype([("frame", "<i4"), ("s", "<f4", (2,))])   # a .scores file: 12 bytes per frame
 MERGE_FAN_IN = 64                                                # sorted files merged at a time
-HEADERS = {"pred": "Sequence_ID\tPrediction\tscore1\tscore2\n",
-           "cons": "Modified_ID\tIs_Virus\n",
-           "sum": "read_id\tlength\tn_chunks\tkept_frames\tmax_virus_score\tlabel\n"}
+# How a segment's file joins the run's: its header lines (kept once) and how its rows join.
+JOIN = {paths.PREDICTIONS: (1, "append"), paths.READ_SUMMARY: (1, "append"), paths.SKIPPED_READS: (1, "append"),
+        paths.VIRAL_READS: (0, "append"), paths.CONSENSUS: (1, "merge")}
+
+
+class _Read(NamedTuple):
+    id: str
+    seq: str
+
+
+class _Chunk(NamedTuple):
+    id: str
+    read_index: int                 # within the segment
 
 
 @dataclass
 class SegmentMeta:
-    """What the output rows need of one planning segment (~100 bytes per read, no sequence)."""
+    """What the output rows need of one planning segment (no translation)."""
     first_read: int                 # global index of its first read
-    first_frame: int                # global index of its first kept frame
     read_ids: list[str]
-    read_len: np.ndarray            # [R] int64
+    read_seqs: list[str]
     chunk_ids: list[str]
-    chunk_read: np.ndarray          # [C] int64: the chunk's read within the segment
-    frame_chunk: np.ndarray         # [F] int64: the frame's chunk within the segment
-    frame_tag: list[str]            # [F] F1 .. R3: a frame's id is its chunk's id and its tag
+    chunk_read: list[int]           # the chunk's read within the segment
+    frame_chunk: list[int]          # the frame's chunk within the segment
+    frame_tag: list[str]            # F1 .. R3: a frame's id is its chunk's id and its tag
 
     @classmethod
-    def of(cls, first_read: int, first_chunk: int, first_frame: int, records, chunks, frames) -> "SegmentMeta":
-        """From a segment's records, its chunks and kept frames as ``prep.frames`` makes them
-        (global read and chunk indices)."""
-        return cls(first_read, first_frame, [r.id for r in records],
-                   np.fromiter((len(r.seq) for r in records), np.int64, len(records)), [c.id for c in chunks],
-                   np.fromiter((c.read_index - first_read for c in chunks), np.int64, len(chunks)),
-                   np.fromiter((f[1] - first_chunk for f in frames), np.int64, len(frames)),
+    def of(cls, first_read: int, first_chunk: int, records, chunks, frames) -> "SegmentMeta":
+        """From a segment's records, chunks and kept frames as ``prep.frames`` makes them (global
+        read and chunk indices)."""
+        return cls(first_read, [r.id for r in records], [r.seq for r in records], [c.id for c in chunks],
+                   [c.read_index - first_read for c in chunks], [f[1] - first_chunk for f in frames],
                    [f[0][-2:] for f in frames])
 
-    def frame_ids(self) -> list[str]:
+    def rows_input(self) -> tuple[list, list, list]:
+        """(records, chunks, frames) of the segment alone, as ``OutputRows.write`` takes them."""
+        records = [_Read(i, s) for i, s in zip(self.read_ids, self.read_seqs)]
+        chunks = [_Chunk(i, r) for i, r in zip(self.chunk_ids, self.chunk_read)]
         ids = self.chunk_ids
-        return [ids[c] + t for c, t in zip(self.frame_chunk.tolist(), self.frame_tag)]
-
-
-@dataclass
-class SegmentRows:
-    """One segment's rows (``segment_rows``)."""
-    pred: str
-    summary: str
-    consensus: list[str]            # sorted by chunk id
-    counts: dict
-    skipped_reads: list[int]        # global read indices
-
-
-def segment_rows(meta: SegmentMeta, scores: np.ndarray) -> SegmentRows:
-    """The rows of a segment whose frames have ``scores`` [F, 2] (NaN: its unit was given up on), as
-    ``OutputRows.write`` makes them for the whole input."""
-    s = np.asarray(scores, dtype=np.float32)
-    n_reads, n_chunks = len(meta.read_ids), len(meta.chunk_ids)
-    skipped = np.isnan(s[:, 0])
-    keep = np.flatnonzero(~skipped)
-    fids = meta.frame_ids()
-    labels_of = outputs.LABELS
-    pred = "".join([f"{fids[i]}\t{labels_of[int(b > a)]}\t{a!s}\t{b!s}\n"    # a, b: np.float32 -> str()
-                    for i, a, b in zip(keep.tolist(), s[keep, 0], s[keep, 1])])
-    g = meta.frame_chunk[keep]                       # chunk of each scored frame
-    best = outputs.group_max(g, n_chunks, s[keep])
-    present = np.bincount(g, minlength=n_chunks) > 0
-    viral = best[:, 1] >= best[:, 0]
-    vir = viral.tolist()
-    consensus = sorted(meta.chunk_ids[c] + ("\tTrue\n" if vir[c] else "\tFalse\n")
-                       for c in np.flatnonzero(present).tolist())
-    frame_read = meta.chunk_read[meta.frame_chunk]
-    ri = frame_read[keep]
-    kept = np.bincount(ri, minlength=n_reads)
-    by = np.lexsort((s[keep, 1], ri))                # per read, its frames by score2; the last is the best
-    last = np.flatnonzero(np.r_[ri[by][1:] != ri[by][:-1], True]) if len(by) else by
-    best_frame = np.full(n_reads, -1, dtype=np.int64)
-    best_frame[ri[by][last]] = keep[by][last]
-    read_viral = np.bincount(ri, weights=viral[g], minlength=n_reads) > 0
-    skipped_local = np.unique(frame_read[skipped]).tolist() if skipped.any() else []
-    is_skipped = np.zeros(n_reads, dtype=bool)
-    is_skipped[skipped_local] = True
-    labels = np.where(is_skipped, "skipped", np.where(kept == 0, "no_kept_frame",
-                                                      np.where(read_viral, "virus", "others"))).tolist()
-    n_chunks_of = np.bincount(meta.chunk_read, minlength=n_reads).tolist()
-    s2 = s[:, 1]
-    summary = "".join([f"{rid}\t{ln}\t{nc}\t{k}\t{str(s2[b]) if k else ''}\t{lab}\n" for rid, ln, nc, k, b, lab in
-                       zip(meta.read_ids, meta.read_len.tolist(), n_chunks_of, kept.tolist(), best_frame.tolist(),
-                           labels)])
-    counts = {"viral_chunks": int((viral & present).sum()), "chunks_with_frames": int(present.sum()),
-              "viral_reads": labels.count("virus"), "skipped_frames": int(skipped.sum()), "frames": len(keep)}
-    return SegmentRows(pred, summary, consensus, counts, [meta.first_read + r for r in skipped_local])
+        frames = [(ids[c] + t, c) for c, t in zip(self.frame_chunk, self.frame_tag)]
+        return records, chunks, frames
 
 
 @dataclass
@@ -163,7 +121,7 @@ class SpooledRows:
     # -- the producer's side --------------------------------------------------------------------
     def add_segment(self, first_read: int, first_chunk: int, records, chunks, frames) -> None:
         """A segment chunked and translated (before the plan sees its frames)."""
-        meta = SegmentMeta.of(first_read, first_chunk, self.n_frames, records, chunks, frames)
+        meta = SegmentMeta.of(first_read, first_chunk, records, chunks, frames)
         k = len(self.firsts)
         with open(self.path(k, "meta"), "wb") as fh:
             pickle.dump(meta, fh, protocol=pickle.HIGHEST_PROTOCOL)
@@ -221,10 +179,13 @@ class SpooledRows:
             if path.exists():
                 rec = np.fromfile(path, dtype=SCORE_RECORD)
                 scores[rec["frame"]] = rec["s"]
-            rows = segment_rows(self._meta(k), scores)
-            for kind, text in (("pred", rows.pred), ("sum", rows.summary), ("cons", "".join(rows.consensus))):
-                self.path(k, kind).write_text(text, encoding="utf-8")
-            self.path(k, "json").write_text(json.dumps({"counts": rows.counts, "skipped_reads": rows.skipped_reads}))
+            meta = self._meta(k)
+            folder = self.path(k, "rows")
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            counts = outputs.OutputRows().write(folder, *meta.rows_input(), scores, synthetic=False)
+            counts["skipped_reads"] = [meta.first_read + r for r in counts["skipped_reads"]]
+            (folder / "counts.pkl").write_bytes(pickle.dumps(counts))
             path.unlink(missing_ok=True)
             self.made_ahead += o.n_frames
             with self._lock:
@@ -238,15 +199,14 @@ class SpooledRows:
         ids: set[str] = set()
         for k in np.unique(seg).tolist():
             meta = self._meta(k)
-            local = unit_frames[seg == k] - firsts[k]
-            ids.update(meta.read_ids[r] for r in meta.chunk_read[meta.frame_chunk[local]].tolist())
+            ids.update(meta.read_ids[meta.chunk_read[meta.frame_chunk[f]]] for f in (unit_frames[seg == k] - firsts[k]).tolist())
         return _describe(ids)
 
     # -- the write stage ------------------------------------------------------------------------
     def write(self, outdir: Path, records, synthetic: bool) -> dict:
-        """The output files in ``outdir`` (the segments still open are made now), as
-        ``OutputRows.write`` makes them and with its counts; then the spool goes. ``records``:
-        unused (the segments hold what the files need of them)."""
+        """The output files in ``outdir`` (the segments still open are made now), the segments'
+        files joined (``JOIN``), with ``OutputRows.write``'s counts; then the spool goes.
+        ``records``: unused (the segments hold what the files need of them)."""
         made_ahead = self.made_ahead
         self.catch_up()
         self.made_ahead = made_ahead
@@ -255,34 +215,31 @@ class SpooledRows:
             k, o = next(iter(self.open.items()))
             raise VirnucproError(f"{o.n_frames - o.filled} frames of segment {k} have no score after merging the "
                                  "units (a bug; please report)")
-        paths = Paths(outdir)
-        segs = range(len(self.firsts))
-        with atomic_write(paths.predictions) as fh:
-            fh.write(HEADERS["pred"])
-            _concat(fh, [self.path(k, "pred") for k in segs])
-        with atomic_write(paths.consensus) as fh:
-            fh.write(HEADERS["cons"])
-            merge_sorted(fh, [self.path(k, "cons") for k in segs], self.folder)
-        with atomic_write(paths.read_summary) as fh:
-            if synthetic:
-                fh.write(f"# {outputs.SYNTHETIC_WARNING}\n")
-            fh.write(HEADERS["sum"])
-            _concat(fh, [self.path(k, "sum") for k in segs])
-        counts = {"viral_chunks": 0, "chunks_with_frames": 0, "viral_reads": 0, "skipped_frames": 0, "frames": 0}
-        skipped: list[int] = []
-        skipped_ids: list[str] = []
-        for k in segs:
-            seg = json.loads(self.path(k, "json").read_text())
-            for key, v in seg["counts"].items():
-                counts[key] += v
-            if seg["skipped_reads"]:
-                meta = self._meta(k)
-                skipped += seg["skipped_reads"]
-                skipped_ids += [meta.read_ids[i - meta.first_read] for i in seg["skipped_reads"]]
-        if skipped:
-            outputs.write_skipped_reads(outdir, skipped_ids)
+        folders = [self.path(k, "rows") for k in range(len(self.firsts))]
+        if not folders:   # (no segment: an input without records is refused before)
+            return outputs.OutputRows().write(outdir, [], [], [], np.zeros((0, 2), np.float32), synthetic)
+        names = sorted({p.name for f in folders for p in f.iterdir()} - {"counts.pkl"})
+        unknown = sorted(set(names) - set(JOIN))
+        if unknown:
+            raise NotImplementedError(f"run/rows.py does not know how to join the segments' {unknown}")
+        for name in names:
+            header, how = JOIN[name]
+            parts = [f / name for f in folders if (f / name).exists()]
+            with atomic_write(outdir / name) as fh:
+                if name == paths.READ_SUMMARY and synthetic:
+                    fh.write(f"# {outputs.SYNTHETIC_WARNING}\n")
+                with open(parts[0], encoding="utf-8") as first:
+                    fh.writelines(first.readline() for _ in range(header))
+                if how == "merge":
+                    merge_sorted(fh, parts, header, self.folder)
+                else:
+                    _concat(fh, parts, header)
+        counts: dict = {}
+        for f in folders:
+            for key, v in pickle.loads((f / "counts.pkl").read_bytes()).items():
+                counts[key] = counts.get(key, [] if isinstance(v, list) else 0) + v
         shutil.rmtree(self.folder, ignore_errors=True)
-        return {**counts, "skipped_reads": skipped}
+        return counts
 
     def embedding_index(self, outdir: Path) -> dict:
         raise NotImplementedError("--save-embeddings keeps its rows in memory (MemoryRows)")
@@ -374,9 +331,12 @@ def _runs(keys: np.ndarray):
         yield int(keys[a]), a, b
 
 
-def _concat(out, paths: list[Path]) -> None:
-    for p in paths:
+def _concat(out, files: list[Path], skip: int) -> None:
+    """The lines of ``files`` after their first ``skip`` (headers), in order."""
+    for p in files:
         with open(p, encoding="utf-8") as fh:
+            for _ in range(skip):
+                fh.readline()
             shutil.copyfileobj(fh, out, 1 << 20)
 
 
@@ -384,26 +344,29 @@ def _key(line: str) -> str:
     return line.split("\t", 1)[0]
 
 
-def merge_sorted(out, paths: list[Path], scratch: Path) -> None:
-    """Write the lines of ``paths`` (each sorted by the text before its first tab) merged into one
-    sorted sequence, at most ``MERGE_FAN_IN`` files open at a time (merged in rounds through
-    ``scratch``)."""
+def merge_sorted(out, files: list[Path], skip: int, scratch: Path) -> None:
+    """The lines of ``files`` (after their first ``skip``; each sorted by the text before its first
+    tab) merged into one sorted sequence, at most ``MERGE_FAN_IN`` files open at a time (merged in
+    rounds through ``scratch``)."""
     level = 0
-    while len(paths) > MERGE_FAN_IN:
+    while len(files) > MERGE_FAN_IN:
         merged = []
-        for j in range(0, len(paths), MERGE_FAN_IN):
-            dest = scratch / f"merge_{level}_{j // MERGE_FAN_IN:05d}.cons"
+        for j in range(0, len(files), MERGE_FAN_IN):
+            dest = scratch / f"merge_{level}_{j // MERGE_FAN_IN:05d}"
             with open(dest, "w", encoding="utf-8") as fh:
-                _merge_into(fh, paths[j:j + MERGE_FAN_IN])
+                _merge_into(fh, files[j:j + MERGE_FAN_IN], skip)
             merged.append(dest)
-        paths, level = merged, level + 1
-    _merge_into(out, paths)
+        files, skip, level = merged, 0, level + 1
+    _merge_into(out, files, skip)
 
 
-def _merge_into(out, paths: list[Path]) -> None:
-    files = [open(p, encoding="utf-8") for p in paths]
+def _merge_into(out, files: list[Path], skip: int) -> None:
+    handles = [open(p, encoding="utf-8") for p in files]
     try:
-        out.writelines(heapq.merge(*files, key=_key))
+        for fh in handles:
+            for _ in range(skip):
+                fh.readline()
+        out.writelines(heapq.merge(*handles, key=_key))
     finally:
-        for fh in files:
+        for fh in handles:
             fh.close()
