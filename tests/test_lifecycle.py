@@ -152,6 +152,35 @@ def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(base, reads, tiny
     assert ran == set(range(n_units(out))) - before
 
 
+def _catches(pid: int, sig: int) -> bool:
+    """Process ``pid`` has a handler for ``sig`` (/proc/PID/status SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_sigterm_before_the_embedding_ends_the_command_as_ctrl_c(tiny_models, tmp_path):
+    """A run still waiting for its input (standard input, nothing written yet) gets SIGTERM: exit
+    130, "virnucpro: interrupted", nothing left running (SIGTERM used to kill it silently, 143)."""
+    proc = start_run([*predict_cmd(Path("-"), tmp_path / "out", tiny_models)], env_with(), stdin=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not _catches(proc.pid, signal.SIGTERM):
+            assert proc.poll() is None and time.time() < deadline, "the command never took SIGTERM over"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, f"exit {proc.returncode}: {err}"
+    assert [line for line in err.splitlines() if line.strip()] == ["virnucpro: interrupted"], err
+    assert_nothing_left(proc.pid)
+
+
 # ------------------------------------------------------------------------------- resume from damage
 
 def _damage(path: Path, how: str) -> None:

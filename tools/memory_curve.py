@@ -1,5 +1,5 @@
 """Peak memory (RSS) of ``virnucpro predict`` against the number of reads: the curve of
-docs/benchmarks.md, "Memory".
+docs/benchmarks.md#memory.
 
     python tools/memory_curve.py --models models/tiny --reads 2000,20000           # the real run
     python tools/memory_curve.py --models models/tiny --reads 100000,1000000 --stub # host side only

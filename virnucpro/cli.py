@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None, faults=None) -> int:
         print(f"virnucpro: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:   # a stopped run says how far it got (virnucpro.run.fast.stopped_line)
-        print(f"virnucpro: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"virnucpro: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: short message here, the full traceback in the run's log
         if is_environment_error(exc):   # the machine's, not a bug

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)   # slots: 48 bytes a record instead of ~190 with its __dict__
-class Record:                          # (a run keeps every one: docs/benchmarks.md, "Memory")
+class Record:                          # (a run keeps every one: docs/benchmarks.md#memory)
     id: str     # the header up to its first whitespace
     seq: str
 

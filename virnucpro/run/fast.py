@@ -160,7 +160,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
 
 def _rows_for(opts, executor: Executor, rd: RunDir, plans: PlanBuilder, records: RecordStream):
     """Where the output rows are made: spooled to the run directory segment by segment, so that they
-    do not grow with the input (docs/benchmarks.md, "Memory"); in memory with --save-embeddings
+    do not grow with the input (docs/benchmarks.md#memory); in memory with --save-embeddings
     (its index needs every frame's id); only counted on a torchrun rank other than 0."""
     if not executor.leads:
         return SegmentCount()
