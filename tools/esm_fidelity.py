@@ -24,7 +24,7 @@ The proteins are the kept frames (300- and 500-nt chunks, six frames, no stop co
 
     python tools/esm_fidelity.py --n-reads 400 --json esm-fidelity.json
 
-Figures measured with it: docs/benchmarks.md#esm2-precision-on-trained-weights-t6-8m.
+Figures measured with it: docs/benchmarks.md#esm2-trained-t6.
 """
 
 from __future__ import annotations
