@@ -41,11 +41,13 @@ from virnucpro.models.safeload import load_pickled
 
 TRUNCATION = 1024
 
-# name -> (layers, embed dim, heads)
+# name -> (file name, layers, embed dim, heads)
 PRESETS = {
     "full": ("esm2_t36_3B_UR50D", 36, 2560, 40),
     "tiny": ("esm2_t2_tiny_synthetic", 2, 64, 4),
 }
+# the same architectures with outlier channels and heavy-tailed weight rows planted (esm2_outliers.py)
+OUTLIER_PRESETS = {"full-outliers": "full", "tiny-outliers": "tiny"}
 ESM_GLOBALS = [argparse.Namespace]     # fair-esm pickles its arguments as a Namespace; nothing else
 
 
@@ -178,8 +180,11 @@ def write_synthetic_esm2(out_dir: str | Path, preset: str, seed: int, synthetic:
     Weights ~ N(0, 0.02), biases 0, LayerNorm 1/0, rotary ``inv_freq`` exact. Random numbers come
     from a CPU generator per tensor (seed, tensor index), so a preset+seed gives the same bytes on
     every machine. ``full`` is the real esm2_t36_3B_UR50D architecture (~2.8 G parameters, stored
-    as fp16 like the published file, ~5.7 GB)."""
-    name, layers, dim, heads = PRESETS[preset]
+    as fp16 like the published file, ~5.7 GB). ``full-outliers`` / ``tiny-outliers``: the same, with
+    massive residual channels and heavy-tailed weight rows planted (``esm2_outliers``; what was
+    planted is recorded in the file's marker)."""
+    base = OUTLIER_PRESETS.get(preset, preset)
+    name, layers, dim, heads = PRESETS[base]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shapes = _state_shapes(layers, dim, heads)
@@ -199,12 +204,16 @@ def write_synthetic_esm2(out_dir: str | Path, preset: str, seed: int, synthetic:
 
     items = sorted(shapes.items())
     jobs = [(ti, key, shape) for ti, (key, (shape, _)) in enumerate(items)]
-    if preset == "full":  # 2.8 G values: tensors are independent, fill them on all cores
+    if base == "full":  # 2.8 G values: tensors are independent, fill them on all cores
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
             tensors = list(pool.map(lambda j: make(*j), jobs))
     else:  # (threads would leave OpenMP pools spinning and slow the small CPU work that follows)
         tensors = [make(*j) for j in jobs]
+    if preset in OUTLIER_PRESETS:
+        from virnucpro.models.esm2_outliers import OutlierSpec, plant
+        planted = plant(dict(zip((k for k, _ in items), tensors)), layers, OutlierSpec(), seed)   # in place
+        synthetic = {**synthetic, "outliers": planted}
     for (key, _), t in zip(items, tensors):
         if key.startswith("contact_head."):
             regression[key] = t

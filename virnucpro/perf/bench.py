@@ -43,7 +43,7 @@ def ensure_models(models: Path, preset: str, seed: int, device: str, yes: bool =
     is written only with ``yes`` or after a yes on a terminal; else InputError saying how."""
     from virnucpro.models import synth
     if not (models / "SYNTHETIC.json").is_file() and not any(models.glob("esm2_*.pt")):
-        if preset == "full" and not yes and not _ask(f"no models in {models}: write a synthetic full set there "
+        if preset.startswith("full") and not yes and not _ask(f"no models in {models}: write a synthetic full set there "
                                                      f"(~{FULL_SET_GB} GB)? [y/N] "):
             raise InputError(f"no models in {models}: writing a synthetic full set there takes ~{FULL_SET_GB} GB of "
                              "disk; add --yes to write it, --preset tiny for a small set, or --models DIR of a set "
@@ -151,9 +151,9 @@ def register(subparsers) -> None:
     p.add_argument("--models", default=str(Path.home() / ".cache" / "virnucpro" / "synthetic-full"),
                    help="model directory; a synthetic set is written there when it holds none "
                    "(default: ~/.cache/virnucpro/synthetic-full)")
-    p.add_argument("--preset", choices=("full", "tiny"), default="full",
+    p.add_argument("--preset", choices=("full", "tiny", "full-outliers", "tiny-outliers"), default="full",
                    help=f"preset of a synthetic set to write (default: full, ~{FULL_SET_GB} GB: asked on a "
-                   "terminal, else needs --yes)")
+                   "terminal, else needs --yes; full-outliers: with trained transformers' outlier channels)")
     p.add_argument("--yes", action="store_true", help=f"write a synthetic full set (~{FULL_SET_GB} GB) without asking")
     p.add_argument("--seed", type=int, default=0, help="seed of a synthetic set to write (default: 0)")
     p.add_argument("-o", "--outdir", default="bench-out", metavar="DIR",
