@@ -399,3 +399,18 @@ def test_models_check_reads_a_hf_folder(tiny_models, tmp_path):
     with open(folder / "model.safetensors", "r+b") as fh:
         fh.truncate(1000)
     assert "model.safetensors" in (verify.check_model_set(ms, 300)[0].problem or "")
+
+
+def test_the_token_budget_counts_a_hf_folders_weight_file(tmp_path, monkeypatch):
+    """The budget subtracts the weights' bytes: a folder's are its weight file's, not the directory entry's."""
+    from virnucpro.engines.fast import budget
+    monkeypatch.setattr(budget, "free_gpu_memory", lambda dev: 3 * 2**30)
+    folder = write_hf(fair_state(), tmp_path / "m")
+    big = folder / "model.safetensors"
+    with open(big, "r+b") as fh:   # a 512 MiB weight file (sparse), as the real ones are large
+        fh.truncate(512 * 2**20)
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    as_file = budget.default_token_budget("cuda", big, embed_dim=2560)
+    assert as_file < budget.default_token_budget("cuda", empty, embed_dim=2560)   # the weights' bytes count
+    assert budget.default_token_budget("cuda", folder, embed_dim=2560) == as_file
