@@ -329,8 +329,9 @@ def _add_models(sub) -> None:
                         "checkpoint, DNABERT-S HF folder with a BPE tokenizer, classifier .pth in the original "
                         "pickle layout + .safetensors). tiny: CPU-test size; full: the real architectures "
                         "(ESM-2 3B: ~5.7 GB fp16). Outputs made with them are always labelled SYNTHETIC.")
-    s.add_argument("--preset", choices=("tiny", "full"), default="tiny",
-                   help="tiny: CPU-test size (a few MB); full: the real architectures (~5.7 GB)")
+    s.add_argument("--preset", choices=("tiny", "full", "tiny-outliers", "full-outliers"), default="tiny",
+                   help="tiny: CPU-test size (a few MB); full: the real architectures (~5.7 GB); *-outliers: "
+                   "the same with trained transformers' outlier channels planted in ESM-2 (virnucpro/models/esm2_outliers.py)")
     s.add_argument("--seed", type=int, default=0, help="random seed: the same preset and seed give the same files")
     s.add_argument("-o", "--outdir", "--out", dest="outdir", type=Path, required=True, metavar="DIR",
                    help="directory to write the model set into (created if absent)")
