@@ -281,6 +281,12 @@ def load_run(outdir: str | Path, config: str = CPU_CONFIG, n_gpus: int = 0,
     outdir = Path(outdir)
     if not outdir.is_dir():
         raise GateError(f"run output directory not found: {outdir}")
+    from virnucpro.errors import InputError
+    from virnucpro.io.outset import require_complete
+    try:
+        require_complete(outdir)   # never read a set its run did not commit (virnucpro.io.outset)
+    except InputError as exc:
+        raise GateError(f"{config}: {exc}") from None
     for name in (PREDICTIONS, CONSENSUS):
         p = outdir / name
         if not p.is_file():
