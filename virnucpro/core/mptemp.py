@@ -5,9 +5,12 @@ coordinator, for the fork server's socket; each worker process, for the sockets 
 DataLoader workers pass tensors) and removes it at a clean exit only: a kill -9 of a two-worker run
 left three. Here every such folder of a run is made inside one folder of its own,
 ``TMPDIR/virnucpro-mp-<pid>-XXXXXXXX/`` (short, so that socket paths stay under the 108-byte limit),
-whose ``.held`` file the coordinator keeps locked (flock) while it lives. At its end the coordinator
-removes the folder; and every run first sweeps the folders whose lock it can take: their coordinator
-is dead, since the kernel dropped its lock (also across containers sharing TMPDIR, unlike a pid test).
+whose ``.held`` file the coordinator keeps locked (flock) while it lives (and so do the DataLoader
+workers it forks itself). At the end of a run that succeeded the coordinator removes the folder; a
+failed run leaves it (``keep_for_sweep``: killed workers' DataLoader children may still be exiting
+and unlinking their sockets in there), and every run first sweeps the folders whose lock it can take:
+their coordinator is dead, since the kernel dropped its lock (also across containers sharing TMPDIR,
+unlike a pid test).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ HELD = ".held"
 
 _root: Path | None = None
 _held_fd: int | None = None
+_keep = False
 
 
 def use_run_tempdir() -> Path | None:
@@ -44,6 +48,12 @@ def use_run_tempdir() -> Path | None:
     cfg["tempdir"] = tempfile.mkdtemp(prefix="pymp-", dir=root)
     util.Finalize(None, _remove_root, args=(shutil.rmtree, root), exitpriority=-100)   # as multiprocessing's own
     return root
+
+
+def keep_for_sweep() -> None:
+    """The run failed: leave its folder to the next run's sweep instead of removing it at exit."""
+    global _keep
+    _keep = True
 
 
 def worker_tempdir() -> None:
@@ -84,7 +94,8 @@ def _root_of(tempdir: str) -> Path | None:
 
 def _remove_root(rmtree, root: Path) -> None:
     global _root, _held_fd
-    rmtree(root, ignore_errors=True)
+    if not _keep:
+        rmtree(root, ignore_errors=True)
     if _held_fd is not None:
         os.close(_held_fd)
     _root, _held_fd = None, None
