@@ -154,6 +154,7 @@ def test_a_model_error_in_an_existing_directory_leaves_it_as_it_was(reads, tiny_
 def test_no_multiprocessing_temp_folder_outlives_a_killed_run_past_the_next(reads, tiny_models, tmp_path):
     """A kill -9 of a two-worker run (coordinator, fork server, workers) left three pymp-* folders in
     TMPDIR; now they are all inside one run folder, which the next run removes."""
+    from virnucpro.core.mptemp import PREFIX
     tmp = Path(tempfile.mkdtemp(prefix="vnp-t", dir="/tmp"))   # short: sockets are made in there
     try:
         env = {**os.environ, "TMPDIR": str(tmp)}
@@ -174,8 +175,8 @@ def test_no_multiprocessing_temp_folder_outlives_a_killed_run_past_the_next(read
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        assert left and all(n.startswith("virnucpro-mp-") for n in left), f"outside the run folder: {left}"
-        assert list(tmp.glob("virnucpro-mp-*/pymp-*")), "the run made no multiprocessing folder: the test proves nothing"
+        assert left and all(n.startswith(PREFIX) for n in left), f"outside the run folder: {left}"
+        assert list(tmp.glob(f"{PREFIX}*/w*")), "no worker made a temp folder: the test proves nothing"
         time.sleep(1.0)   # the killed processes' locks are the kernel's to drop
         done = subprocess.run([sys.executable, "-m", "virnucpro", "predict", str(tmp_path / "none.fa"), "-o",
                                str(tmp_path / "o2"), "--models", str(tiny_models), *CPU],
@@ -188,15 +189,15 @@ def test_no_multiprocessing_temp_folder_outlives_a_killed_run_past_the_next(read
 
 def test_a_run_folder_whose_coordinator_lives_is_not_swept(tmp_path):
     from virnucpro.core import mptemp
-    live = tmp_path / f"{mptemp.PREFIX}1-abc"
+    live = tmp_path / f"{mptemp.PREFIX}abc"
     live.mkdir()
     script = (f"import fcntl, os, time; fd = os.open({str(live / mptemp.HELD)!r}, os.O_RDWR | os.O_CREAT); "
               "fcntl.flock(fd, fcntl.LOCK_EX); print('ok', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ok"
-        dead = tmp_path / f"{mptemp.PREFIX}2-def"
-        (dead / "pymp-x").mkdir(parents=True)
+        dead = tmp_path / f"{mptemp.PREFIX}def"
+        (dead / "wx").mkdir(parents=True)
         (dead / mptemp.HELD).write_text("")
         assert mptemp.sweep_stale(tmp_path) == [dead]
         assert live.is_dir() and not dead.exists()

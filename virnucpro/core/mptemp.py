@@ -4,13 +4,13 @@ multiprocessing makes a ``pymp-XXXX`` folder in TMPDIR in each process that need
 coordinator, for the fork server's socket; each worker process, for the sockets through which its
 DataLoader workers pass tensors) and removes it at a clean exit only: a kill -9 of a two-worker run
 left three. Here every such folder of a run is made inside one folder of its own,
-``TMPDIR/virnucpro-mp-<pid>-XXXXXXXX/`` (short, so that socket paths stay under the 108-byte limit),
-whose ``.held`` file the coordinator keeps locked (flock) while it lives (and so do the DataLoader
+``TMPDIR/vnp-mp-XXXXXXXX/`` (``mXXXXXXXX/`` for the coordinator, ``wXXXXXXXX/`` per worker), whose ``.held`` file the coordinator keeps locked (flock) while it lives (and so do the DataLoader
 workers it forks itself). At the end of a run that succeeded the coordinator removes the folder; a
 failed run leaves it (``keep_for_sweep``: killed workers' DataLoader children may still be exiting
 and unlinking their sockets in there), and every run first sweeps the folders whose lock it can take:
 their coordinator is dead, since the kernel dropped its lock (also across containers sharing TMPDIR,
-unlike a pid test).
+unlike a pid test). The names are short because sockets are made in there and a socket path must fit
+in 107 bytes: where TMPDIR is too long even for them, multiprocessing keeps its own folders.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-PREFIX = "virnucpro-mp-"
+PREFIX = "vnp-mp-"
 HELD = ".held"
+SOCKET_PATH_MAX = 107          # sun_path holds 108 bytes with the terminating NUL
+_LISTENER = len("/listener-") + 8   # multiprocessing's socket name in its temp folder
 
 _root: Path | None = None
 _held_fd: int | None = None
@@ -41,11 +43,14 @@ def use_run_tempdir() -> Path | None:
     if cfg.get("tempdir"):
         return None
     sweep_stale()
-    root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+    longest = len(os.path.abspath(tempfile.gettempdir())) + len(f"/{PREFIX}XXXXXXXX/wXXXXXXXX") + _LISTENER
+    if longest > SOCKET_PATH_MAX:
+        return None
+    root = Path(tempfile.mkdtemp(prefix=PREFIX))
     fd = os.open(root / HELD, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     _root, _held_fd = root, fd
-    cfg["tempdir"] = tempfile.mkdtemp(prefix="pymp-", dir=root)
+    cfg["tempdir"] = tempfile.mkdtemp(prefix="m", dir=root)
     util.Finalize(None, _remove_root, args=(shutil.rmtree, root), exitpriority=-100)   # as multiprocessing's own
     return root
 
@@ -65,7 +70,7 @@ def worker_tempdir() -> None:
     inherited = cfg.pop("tempdir", None)
     root = _root_of(inherited) if inherited else None
     if root is not None and root.is_dir():
-        cfg["tempdir"] = tempfile.mkdtemp(prefix="pymp-", dir=root)   # removed with the run folder
+        cfg["tempdir"] = tempfile.mkdtemp(prefix="w", dir=root)   # removed with the run folder
 
 
 def sweep_stale(tmp: str | Path | None = None) -> list[Path]:
