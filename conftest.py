@@ -32,5 +32,19 @@ def pytest_addoption(parser) -> None:
                 help="cache for synthetic models and workloads (env VIRNUCPRO_GATE_CACHE)")
     g.addoption("--baseline", metavar="DIR", default=os.environ.get("VIRNUCPRO_GATE_BASELINE"),
                 help="v1.0 outputs to check correctness against: a baseline made by `virnucpro "
-                     "baseline make`, or your own v1.0 output directory (env VIRNUCPRO_GATE_BASELINE; "
-                     "default: a stored baselines/*/ that fits, else the reference engine on a sub-sample)")
+                     "baseline import` (real v1.0 outputs) or `baseline make`, or your own v1.0 output "
+                     "directory (env VIRNUCPRO_GATE_BASELINE; default: a stored baselines/*/ that fits, "
+                     "else the reference engine run in the session)")
+    g.addoption("--gate-allow-missing", action="store_true",
+                default=os.environ.get("VIRNUCPRO_GATE_ALLOW_MISSING", "") not in ("", "0"),
+                help="accept a partial sign-off: configurations this machine cannot run (too few GPUs, "
+                     "another GPU model) are reported as missing instead of failing the session "
+                     "(env VIRNUCPRO_GATE_ALLOW_MISSING=1); the verdict line says so")
+    g.addoption("--gate-previous", metavar="RESULTS_JSON", default=os.environ.get("VIRNUCPRO_GATE_PREVIOUS"),
+                help="an earlier session's results.json: the report says which criterion moved "
+                     "(env VIRNUCPRO_GATE_PREVIOUS)")
+    g.addoption("--gate-max-regression", metavar="PCT", type=float,
+                default=float(os.environ["VIRNUCPRO_GATE_MAX_REGRESSION"])
+                if os.environ.get("VIRNUCPRO_GATE_MAX_REGRESSION") else None,
+                help="with --gate-previous: fail the session when a criterion's figure moved the wrong "
+                     "way by more than PCT percent (env VIRNUCPRO_GATE_MAX_REGRESSION; default: report only)")

@@ -3,47 +3,36 @@
 - One hardware profile per session (virnucpro.perf.gate.select_profile): --hw-profile, else the
   profile whose marker -m selects, else the detected GPU's, else cpu-smoke.
 - Every criterion test is parametrized over the session's configurations (``gate_case``:
-  ``cpu`` or ``1gpu``, ``2gpu``, ...; derived from the profile and the detected GPUs, see
-  virnucpro.perf.gate.gpu_configs) and carries the profile's marker, plus ``gpu``/``slow`` and
-  ``multigpu`` where they apply; a criterion the profile does not set is not generated.
+  ``cpu-fp32``, ``cpu-fp16`` or ``1gpu``, ``2gpu``, ...; virnucpro.perf.gate.configurations) and
+  carries the profile's marker, plus ``gpu``/``slow`` and ``multigpu`` where they apply; a
+  criterion the profile does not set is not generated.
 - ``pipeline_run`` launches each configuration once per session (shared by all tests) and skips
-  with a reason when the machine has too few GPUs.
-- After the session, ``<gate-out>/report.md`` (+ results.json and PNG plots) is written.
+  with a reason when the machine cannot run it (too few GPUs, another GPU model).
+- After the session, ``<gate-out>/report.md`` (+ results.json and PNG plots) is written, and the
+  session fails when the verdict is not a pass: a configuration the profile requires could not
+  run (unless --gate-allow-missing), nothing ran, a criterion failed, or a figure regressed beyond
+  --gate-max-regression against --gate-previous.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from gate_harness import Case, GateSession, detect_gpus
+from gate_harness import CRITERIA, Case, GateSession, detect_gpus
 from virnucpro.perf import gate
 from virnucpro.perf.gate import Check, GateError, RunRecord
 
 GATE = pytest.StashKey[GateSession]()
 ROOT = Path(__file__).resolve().parent.parent
 
-# test function -> (profile section that must be set for it to exist, needs >= 2 GPUs)
-CRITERIA: dict[str, tuple[str | None, bool]] = {
-    "test_benchmark_wall_time": (None, False),
-    "test_wall_time": ("wall_time", False),
-    "test_gpu_utilisation": ("gpu_util", False),
-    "test_packing_efficiency": ("packing", False),
-    "test_scaling": ("scaling", True),
-    "test_speedup_over_v1": ("speedup", False),
-    "test_correctness": ("correctness", False),
-    "test_mfu_esm": ("mfu", False),
-    "test_consistency_across_gpus": ("consistency", True),
-}
-
-
 def pytest_configure(config: pytest.Config) -> None:
     opts = {k: config.getoption(k) for k in ("workload", "models", "hw_profile", "gate_out",
-                                             "gate_reads", "gate_cache", "baseline")}
+                                             "gate_reads", "gate_cache", "baseline", "gate_allow_missing",
+                                             "gate_previous", "gate_max_regression")}
     detected, gpu_name = detect_gpus()
     try:
         profiles = gate.profiles_in(ROOT / "baselines" / "profiles")
@@ -51,11 +40,12 @@ def pytest_configure(config: pytest.Config) -> None:
                                            config.getoption("markexpr") or "", gpu_name)
     except GateError as exc:
         raise pytest.UsageError(f"performance gate: {exc}") from None
-    gs = GateSession(profile, why, opts, ROOT, detected, gpu_name)
-    patterns = profile.data.get("gpu_name_patterns", [])
-    if gpu_name and patterns and not any(re.search(p, gpu_name, re.IGNORECASE) for p in patterns):
-        gs.notes.append(f"profile {profile.name} is meant for {', '.join(patterns)} GPUs; this "
-                        f"machine has {gpu_name!r} (selected by {why})")
+    explicit = bool(opts["hw_profile"])
+    gs = GateSession(profile, why, opts, ROOT, detected, gpu_name, explicit=explicit)
+    if explicit and gpu_name and profile.device == "cuda" and \
+            gate.cannot_run(profile, 1, detected, gpu_name, False) is not None:
+        gs.notes.append(f"profile {profile.name} is meant for {', '.join(profile.data.get('gpu_name_patterns', []))} "
+                        f"GPUs; this machine has {gpu_name!r} (chosen explicitly by {why})")
     config.stash[GATE] = gs
 
 
@@ -75,7 +65,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     section, multi = CRITERIA[metafunc.function.__name__]
     params = []
     for case in gs.cases:
-        if section and gs.profile.section(section) is None:
+        if section != "benchmark" and gs.profile.section(section) is None:
             continue
         if multi and case.n_gpus < 2:
             continue
@@ -101,6 +91,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which configurations this session's selection (after -m and -k) judges."""
+    gs = session.config.stash.get(GATE, None)
+    if gs is None:
+        return
+    chosen = {}
+    for item in session.items:
+        spec = getattr(item, "callspec", None)
+        case = spec.params.get("gate_case") if spec else None
+        if isinstance(case, Case):
+            chosen[case.config] = case
+            gs.criteria_selected |= CRITERIA[item.originalname][0] != "benchmark"
+    gs.selected = [c for c in gs.cases if c.config in chosen]
 
 
 # ------------------------------------------------------------------------------------ fixtures
@@ -174,14 +179,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         return rep
     check = item.stash.get(_CHECK, None)
     name = item.originalname or item.name
-    row: dict[str, Any] = {"test": name, "config": case.config,
-                           "criterion": check.criterion if check else name.removeprefix("test_"),
-                           "outcome": rep.outcome if rep.when == "call" else
-                           ("skipped" if rep.skipped else "error")}
+    outcome = rep.outcome if rep.when == "call" else ("skipped" if rep.skipped else "error")
+    if outcome == "skipped" and check is not None and check.not_measured:
+        outcome = "not measured"
+    row: dict[str, Any] = {"test": name, "config": case.config, "criterion": CRITERIA[name][0],
+                           "outcome": outcome}
     if check is not None:
         row.update(target=check.target, measured=check.measured, details=check.details,
                    passed=check.passed, values=check.values)
-    if rep.skipped and isinstance(rep.longrepr, tuple):
+    if rep.skipped and isinstance(rep.longrepr, tuple) and check is None:
         row["reason"] = str(rep.longrepr[2]).removeprefix("Skipped: ")
     elif rep.failed and check is None:
         row["reason"] = _one_line(rep)
@@ -196,16 +202,23 @@ def _one_line(rep: pytest.TestReport) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the report; a verdict other than a pass fails the session even when every test
+    passed or skipped (a sign-off must not be green when its configurations did not run)."""
     gs = session.config.stash.get(GATE, None)
-    if gs is None or not gs.results or os.environ.get("PYTEST_XDIST_WORKER"):
+    if gs is None or os.environ.get("PYTEST_XDIST_WORKER") or session.config.option.collectonly \
+            or not (gs.selected or gs.results):
         return
     from gate_report import write_report
 
     gs.report_path = write_report(gs)
+    if not gs.verdict.ok and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     gs = config.stash.get(GATE, None)
     path = getattr(gs, "report_path", None) if gs else None
     if path:
-        terminalreporter.write_sep("=", f"performance gate report: {path}")
+        terminalreporter.write_sep("=", f"performance gate: {gs.verdict.line}", red=not gs.verdict.ok,
+                                   green=gs.verdict.ok)
+        terminalreporter.write_line(f"report: {path}")

@@ -1,64 +1,154 @@
-"""The gate's report: ``<gate-out>/report.md`` with a pass/fail table per criterion and
-configuration, what was run on what, and PNG plots (throughput and GPU utilisation over time,
-per-stage time, scaling against ideal). A plot whose data are absent is skipped and the report
-says why. ``results.json`` beside it holds every number.
+"""The gate's report: ``<gate-out>/report.md`` with the verdict line, what was run on what (system,
+workload, models, baseline, every command with its start and end), a pass/fail table per
+criterion and configuration, the comparison with a previous result (--gate-previous), and PNG
+plots (throughput and GPU utilisation over time, per-stage time, scaling against ideal). A plot
+whose data are absent is skipped and the report says why. ``results.json`` beside it holds every
+number (schema: virnucpro.perf.results).
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gate_harness import REFERENCE, GateSession
+from gate_harness import REFERENCE, WARMUP, GateSession
+from virnucpro.perf import results as res
 from virnucpro.perf.gate import RunRecord
 
-ICON = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
+ICON = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "skip",
+        "not measured": "not measured"}
+
+
+@dataclass
+class Verdict:
+    word: str    # PASS, FAIL, NOT RUN, INCOMPLETE
+    line: str    # the verdict with its reasons and the baseline's origin
+    ok: bool     # the session may exit 0
+
+
+def verdict(gs: GateSession, moves: list[res.Move]) -> Verdict:
+    """PASS only when something ran, nothing failed, every selected configuration ran (or
+    --gate-allow-missing accepts their absence) and no figure regressed beyond the allowance."""
+    rows = _criteria_rows(gs)
+    outcomes = [r["outcome"] for r in rows]
+    missing = gs.unrunnable()
+    allow = bool(gs.options.get("gate_allow_missing"))
+    regressed = [m for m in moves if m.regressed]
+    miss_txt = "; ".join(f"{c}: {why.removeprefix(c + ' ')}" for c, why in missing)
+    unmeasured = sorted({f"{r['criterion']} [{r['config']}]" for r in rows if r["outcome"] == "not measured"})
+    skipped = sorted({f"{r['criterion']} [{r['config']}]" for r in rows if r["outcome"] == "skipped"})
+    extra = []
+    if not gs.criteria_selected and not rows:
+        return Verdict("NO CRITERIA", "NO CRITERIA — no criterion test was selected (-m/-k): nothing was judged",
+                       True)
+    if any(o in ("failed", "error") for o in outcomes):
+        word, ok = "FAIL", False
+        bad = sorted({f"{r['criterion']} [{r['config']}]" for r in rows if r["outcome"] in ("failed", "error")})
+        extra.append("failed: " + ", ".join(bad))
+        if missing:
+            extra.append(f"not run: {miss_txt}")
+    elif "passed" not in outcomes:
+        word, ok = "NOT RUN", False
+        extra.append(f"nothing was measured: {miss_txt}" if missing else "every criterion was skipped")
+    elif missing and not allow:
+        word, ok = "INCOMPLETE", False
+        extra.append(f"not run: {miss_txt} (pass --gate-allow-missing to accept a partial sign-off)")
+    elif regressed:
+        word, ok = "FAIL", False
+        extra.append("regressed against the previous result: " + ", ".join(m.line() for m in regressed))
+    else:
+        word, ok = "PASS", True
+        if missing:
+            extra.append(f"PARTIAL, accepted by --gate-allow-missing: not run: {miss_txt}")
+    if regressed and not any("regressed" in e for e in extra):
+        extra.append("regressed against the previous result: " + ", ".join(m.line() for m in regressed))
+    if unmeasured:
+        extra.append("not measured: " + ", ".join(unmeasured))
+    if skipped and word != "NOT RUN":
+        extra.append("skipped: " + ", ".join(skipped))
+    origin = gs.baseline_origin
+    if origin:
+        extra.append(f"correctness against {origin}")
+    return Verdict(word, word + (" — " + "; ".join(extra) if extra else ""), ok)
 
 
 def write_report(gs: GateSession) -> Path:
     gs.out.mkdir(parents=True, exist_ok=True)
+    ended = time.time()
     runs = {k: o.record for k, o in gs.runs.items() if o.record is not None}
+    system = res.system_info(gs.root, gs.detected, gs.gpu_name)
+    doc = _results_doc(gs, runs, system, ended)
+    moves: list[res.Move] = []
+    prev_note = None
+    if gs.options.get("gate_previous"):
+        try:
+            prev = res.load_results(gs.options["gate_previous"])
+            moves = res.compare_results(prev, doc, gs.options.get("gate_max_regression"))
+            doc["previous"] = {"file": str(gs.options["gate_previous"]), "started": prev.get("started"),
+                               "moves": res.moves_to_dicts(moves)}
+        except (OSError, ValueError) as exc:
+            prev_note = f"--gate-previous {gs.options['gate_previous']}: not compared ({exc})"
+            gs.notes.append(prev_note)
+    gs.verdict = verdict(gs, moves)
+    doc["verdict"] = {"word": gs.verdict.word, "line": gs.verdict.line, "ok": gs.verdict.ok}
+    doc["notes"] = list(dict.fromkeys(gs.notes))
     plots, missing = _plots(gs, runs)
-    lines = _header(gs, runs) + _table(gs) + _details(gs) + _runs_table(gs, runs)
+    lines = _header(gs, runs, system, ended) + _table(gs) + _previous(gs, moves) + _details(gs)
+    lines += _runs_table(gs, runs)
     lines += ["", "## Plots", ""]
     lines += [f"![{title}]({name})\n" for name, title in plots]
     lines += [f"- {title}: not drawn — {why}" for title, why in missing]
     path = gs.out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (gs.out / "results.json").write_text(json.dumps(_results_doc(gs, runs), indent=2, default=str) + "\n")
+    (gs.out / "results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return path
 
 
-def _verdict(gs: GateSession) -> str:
-    outcomes = [r["outcome"] for r in gs.results if r["test"] != "test_benchmark_wall_time"]
-    if any(o in ("failed", "error") for o in outcomes):
-        return "FAIL"
-    if not any(o == "passed" for o in outcomes):
-        return "NOT RUN (every criterion skipped)"
-    return "PASS" if all(o == "passed" for o in outcomes) else "PASS (with skipped criteria)"
+def _when(t: float | None) -> str:
+    return "?" if t is None else time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(t))
 
 
-def _header(gs: GateSession, runs: dict[str, RunRecord]) -> list[str]:
+def _models_identity(gs: GateSession, runs: dict[str, RunRecord]) -> dict[str, Any]:
+    gated = [r for k, r in runs.items() if k not in (REFERENCE, WARMUP)] or list(runs.values())
+    man = gated[0].manifest if gated else {}
+    synth = man.get("synthetic")
+    return {"dir": str(gs._models or gs.options.get("models") or "(not resolved)"),
+            "synthetic": synth if isinstance(synth, dict) else bool(synth) if gated else None,
+            "fingerprints": (man.get("models") or {}).get("fingerprints")}
+
+
+def _header(gs: GateSession, runs: dict[str, RunRecord], system: dict[str, Any], ended: float) -> list[str]:
     w = gs._workload_info or {}
-    models = gs._models or gs.options.get("models") or "(not resolved)"
-    synthetic = next((r.manifest.get("synthetic") for r in runs.values()), None)
-    fps = next(((r.manifest.get("models") or {}).get("fingerprints") for r in runs.values()), None)
-    gpus = f"{gs.detected} x {gs.gpu_name}" if gs.detected else "no CUDA GPU"
+    m = _models_identity(gs, runs)
+    gpus = f"{system['gpu_count']} x {system['gpu_model']}" if system["gpu_count"] else "no CUDA GPU"
+    commit = system["git_commit"] or "unknown commit"
+    if system["git_dirty"]:
+        commit += " (with uncommitted changes)"
+    b = gs._baseline
     lines = [
-        f"# Performance gate report — {_verdict(gs)}", "",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}; host {platform.node()} ({platform.platform()})",
+        f"# Performance gate report — {gs.verdict.line}", "",
+        f"- session: {_when(gs.started)} to {_when(ended)}; host {system['host']}",
         f"- profile: **{gs.profile.name}** ({gs.profile.path.name}, selected by {gs.why}) — "
         f"{gs.profile.data.get('description', '')}",
-        f"- hardware: {gpus}; configurations: {', '.join(c.config for c in gs.cases)}",
+        f"- system: {gpus}; driver {system['driver'] or 'n/a'}; CUDA {system['cuda'] or 'n/a'}; torch "
+        f"{system['torch'] or 'n/a'}; Python {system['python']}; CPU {system['cpu_model'] or '?'} x "
+        f"{system['cpu_count']}; {system['platform']}",
+        f"- software: virnucpro {system['virnucpro_version']} at {commit}",
+        f"- flags: `{' '.join(system['argv'])}`" + (f"; environment {system['env']}" if system["env"] else ""),
+        f"- configurations: {', '.join(c.config for c in gs.cases)} (selected: "
+        f"{', '.join(c.config for c in gs.selected) or 'none'})",
         f"- workload: {w.get('path', '(not resolved)')} ({w.get('source', '?')}"
         + (f", {w.get('reads'):,} reads, seed {w.get('seed')}, {w.get('length_profile')} lengths" if w.get("reads") else "")
-        + ")",
-        f"- models: {models}" + (" — **SYNTHETIC random weights** (labels are not biology)" if synthetic else "")
-        + (f"; fingerprints {fps}" if fps else ""),
-        f"- engine {gs.profile.data['run']['engine']}, chunk length {gs.chunk_length}",
+        + f"); sha256 {gs._workload_sha or '(not computed)'}",
+        f"- models: {m['dir']} — " + ("**SYNTHETIC random weights** (labels are not biology)" if m["synthetic"]
+                                      else "real weights" if m["synthetic"] is False else "(no run)")
+        + (f"; fingerprints {m['fingerprints']}" if m["fingerprints"] else ""),
+        f"- engine {gs.profile.data['run']['engine']}, precisions "
+        f"{', '.join(p or 'default' for p in gs.profile.precisions)}, chunk length {gs.chunk_length}",
+        f"- correctness baseline: " + (f"**{b.origin}** — {b.note}" if b else "(not used)"),
     ]
     lines += [f"- note: {n}" for n in dict.fromkeys(gs.notes)]
     return lines
@@ -67,7 +157,7 @@ def _header(gs: GateSession, runs: dict[str, RunRecord]) -> list[str]:
 def _criteria_rows(gs: GateSession) -> list[dict[str, Any]]:
     """Results of criterion tests; the benchmark recorder shows only when it failed."""
     return [r for r in gs.results
-            if r["test"] != "test_benchmark_wall_time" or r["outcome"] in ("failed", "error")]
+            if r["criterion"] != "benchmark" or r["outcome"] in ("failed", "error")]
 
 
 def _table(gs: GateSession) -> list[str]:
@@ -84,9 +174,21 @@ def _table(gs: GateSession) -> list[str]:
             if r is None:
                 row.append("—")
             else:
-                row.append(f"**{ICON.get(r['outcome'], r['outcome'])}** "
-                           + _esc(r.get("measured") or r.get("reason") or ""))
+                text = str(r.get("measured") or r.get("reason") or "").removeprefix("not measured: ")
+                row.append(f"**{ICON.get(r['outcome'], r['outcome'])}** " + _esc(text))
         out.append(f"| {c} | " + " | ".join(row) + " |")
+    return out
+
+
+def _previous(gs: GateSession, moves: list[res.Move]) -> list[str]:
+    if not gs.options.get("gate_previous"):
+        return []
+    out = ["", f"## Compared with {gs.options['gate_previous']}", ""]
+    if not moves:
+        return out + ["No criterion moved (outcomes equal, headline figures within 1%)."]
+    out += ["| criterion | config | change | regressed |", "|---|---|---|---|"]
+    out += [f"| {m.criterion} | {m.config} | {_esc(m.note)} | {'**yes**' if m.regressed else 'no'} |"
+            for m in moves]
     return out
 
 
@@ -104,31 +206,54 @@ def _details(gs: GateSession) -> list[str]:
 
 
 def _runs_table(gs: GateSession, runs: dict[str, RunRecord]) -> list[str]:
+    from virnucpro.perf.criteria import harness_gpu_util, harness_packing
+
     out = ["", "## Runs", "",
-           "| run | wall s | reads | chunks | frames | ESM-2 tok/s | packing | GPU util | MFU | stages (s) |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| run | start | end | wall s | reads | chunks | frames | ESM-2 tok/s | packing (harness / own) "
+           "| GPU util (harness / own) | MFU | stages (s) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in runs.items():
-        s = r.summary
+        s, o = r.summary, gs.runs[key]
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r.stages.items())
-        out.append(f"| {key} | {r.wall_s:.1f} | {s.get('reads')} | {s.get('chunks')} | {s.get('frames')} | "
-                   f"{_num(s.get('esm_tokens_per_s'))} | {_pct(s.get('packing_efficiency'))} | "
-                   f"{_num(s.get('gpu_util_mean'), '%')} | {_pct(s.get('mfu_esm'))} | {stages} |")
+        hp, _ = harness_packing(r)
+        hu, _ = harness_gpu_util(r)
+        hu_mean = sum(hu.values()) / len(hu) if hu else None
+        out.append(f"| {key} | {_hms(o.start)} | {_hms(o.end)} | {r.wall_s:.1f} | {s.get('reads')} | "
+                   f"{s.get('chunks')} | {s.get('frames')} | {_num(s.get('esm_tokens_per_s'))} | "
+                   f"{_pct(hp)} / {_pct(s.get('packing_efficiency'))} | "
+                   f"{_num(hu_mean, '%')} / {_num(s.get('gpu_util_mean'), '%')} | {_pct(s.get('mfu_esm'))} | {stages} |")
     for key, o in gs.runs.items():
         if o.record is None:
-            out.append(f"| {key} | failed: {_esc(o.error or '')} | | | | | | | | |")
-    cmds = [(k, o.command) for k, o in gs.runs.items() if o.command]
+            out.append(f"| {key} | {_hms(o.start)} | {_hms(o.end)} | failed: {_esc(o.error or '')} | | | | | | | | |")
+    cmds = [(k, o) for k, o in gs.runs.items() if o.command]
     if cmds:
-        out += ["", "Commands (as a user runs them):", ""]
-        out += [f"- {k}: `{' '.join(c)}`" for k, c in cmds]
+        out += ["", "Commands, as run (environment first), with start and end:", ""]
+        out += [f"- {k} ({_when(o.start)} to {_when(o.end)}): `{gs.command_line(k)}`" for k, o in cmds]
     return out
 
 
-def _results_doc(gs: GateSession, runs: dict[str, RunRecord]) -> dict[str, Any]:
-    return {"verdict": _verdict(gs), "profile": gs.profile.name, "profile_data": gs.profile.data,
-            "selected_by": gs.why, "gpus": {"count": gs.detected, "name": gs.gpu_name},
-            "workload": gs._workload_info, "notes": gs.notes, "results": gs.results,
-            "runs": {k: {"wall_s": r.wall_s, "summary": r.summary, "outdir": str(r.outdir)}
-                     for k, r in runs.items()}}
+def _results_doc(gs: GateSession, runs: dict[str, RunRecord], system: dict[str, Any],
+                 ended: float) -> dict[str, Any]:
+    b = gs._baseline
+    return {"schema_version": res.SCHEMA_VERSION, "verdict": None, "started": gs.started, "ended": ended,
+            "system": system, "profile": gs.profile.name, "profile_data": gs.profile.data,
+            "selected_by": gs.why, "configurations": [c.config for c in gs.cases],
+            "selected": [c.config for c in gs.selected], "missing": dict(gs.unrunnable()),
+            "allow_missing": bool(gs.options.get("gate_allow_missing")),
+            "workload": {**(gs._workload_info or {}), "sha256": gs._workload_sha},
+            "models": _models_identity(gs, runs),
+            "baseline": {"origin": b.origin, "path": str(b.path), "note": b.note} if b else None,
+            "notes": gs.notes, "results": gs.results,
+            "runs": {k: {"command": o.command, "start": o.start, "end": o.end, "error": o.error,
+                         **({"wall_s": o.record.wall_s, "summary": o.record.summary, "outdir": str(o.record.outdir),
+                             "harness": o.record.harness.to_dict() if o.record.harness else None}
+                            if o.record is not None else {})}
+                     for k, o in gs.runs.items()},
+            "previous": None}
+
+
+def _hms(t: float | None) -> str:
+    return "" if t is None else time.strftime("%H:%M:%S", time.localtime(t))
 
 
 def _esc(s: str) -> str:
@@ -153,7 +278,7 @@ def _plots(gs: GateSession, runs: dict[str, RunRecord]) -> tuple[list[tuple[str,
         import matplotlib.pyplot as plt
     except ImportError:
         return [], [("all plots", "matplotlib is not installed (pip install 'virnucpro[test]')")]
-    gated = {k: r for k, r in runs.items() if k != REFERENCE}
+    gated = {k: r for k, r in runs.items() if k not in (REFERENCE, WARMUP)}
     drawn, missing = [], []
     for fn, name, title in ((_plot_throughput, "throughput.png", "Throughput over time"),
                             (_plot_gpu_util, "gpu_util.png", "GPU utilisation over time"),
@@ -211,16 +336,20 @@ def _binned_rate(spans: list[tuple[float, float, float]], n_bins: int = 60) -> t
 def _plot_gpu_util(plt, gs, runs, path: Path, title: str) -> str | None:
     lines = {}
     for key, r in runs.items():
+        h = r.harness
+        if h is not None and h.gpu and r.clock_offset is not None:   # the harness's own samples
+            for g in sorted({g for _, g, _ in h.gpu}):
+                lines[f"{key} GPU {g} (harness)"] = ([(t - r.clock_offset, u) for t, gg, u in h.gpu if gg == g], "-")
         samples = [e for e in r.events if e.get("event") == "gpu_sample"]
         for g in sorted({int(e["gpu"]) for e in samples}):
             pts = [(float(e["t"]), float(e["util_pct"])) for e in samples if int(e["gpu"]) == g]
-            lines[f"{key} GPU {g}"] = pts
+            lines[f"{key} GPU {g} (pipeline's own)"] = (pts, ":")
     if not lines:
-        return "no 'gpu_sample' telemetry (a CPU run, or NVML unavailable)"
+        return "no NVML samples, neither the harness's nor the pipeline's (a CPU run, or NVML unavailable)"
     fig, ax = plt.subplots(figsize=(9, 4))
-    for label, pts in lines.items():
-        ax.plot([t for t, _ in pts], [u for _, u in pts], label=label, lw=1)
-    floor = (gs.profile.section("gpu_util") or {}).get("min_pct")
+    for label, (pts, style) in lines.items():
+        ax.plot([t for t, _ in pts], [u for _, u in pts], style, label=label, lw=1)
+    floor = (gs.profile.section("gpu_utilisation") or {}).get("min_pct")
     if floor is not None:
         ax.axhline(float(floor), color="red", ls="--", lw=1, label=f"floor {floor}%")
     ax.set(xlabel="time since start (s)", ylabel="NVML utilisation (%)", ylim=(0, 105), title=title)

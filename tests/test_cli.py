@@ -106,13 +106,14 @@ BAD_INPUTS = {
     "missing": (None, ["not found"]),
     "empty": (b"", ["empty"]),
     "blank_lines_only": (b"\n\n  \n", ["empty"]),
-    "fastq": (b"@r1\nACGT\n+\nIIII\n", ["not a FASTA"]),
+    "fastq_multiline": (b"@r1\nACGT\nACGT\n+\nIIIIIIII\n", ["line 3", "multi-line"]),   # FASTQ is read: 4-line form
     "binary": (bytes(range(256)) * 4, ["not a FASTA"]),
     "text": (b"hello world\n", ["not a FASTA"]),
     "no_sequences": (b">a\n>b desc\n", ["empty sequence"]),
     "empty_header": (b">\nACGT\n", ["header"]),
     "protein_fasta": (b">p1\nMKWVTFISLLLLFSSAYS\n", ["p1", "not nucleotide"]),
-    "gz_of_fastq": (gzip.compress(b"@r1\nACGT\n+\nIIII\n"), ["not a FASTA"]),
+    "gz_of_bad_fastq": (gzip.compress(b"@r1\nACGT\n+\nIIII\n@r2\nACGT\n+\nIII\n"), ["line 8", "r2", "quality"]),
+    "protein_with_x": (b">p1\nMKXWVTFISLLX\n", ["p1", "not nucleotide"]),   # X alone is accepted, protein is not
 }
 
 

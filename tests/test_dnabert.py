@@ -439,11 +439,11 @@ def test_embed_reference_is_mean_over_all_tokens_including_cls_sep(tiny, dna):
 
 
 def test_functional_layer_is_the_module_layer_and_compiles_for_any_shape():
-    """``layer_forward`` (what the fast engine may torch.compile, VIRNUCPRO_DNABERT_COMPILE=1) set as
-    ``layer_fn`` computes exactly what the model's own loop computes; compiled with dynamic shapes it
-    serves a second batch size and width without a new compilation and agrees to float rounding."""
+    """``layer_forward`` (what the fast engine may torch.compile, EngineConfig.dnabert_compile) computes
+    exactly what the layer modules compute; compiled with dynamic shapes it serves a second batch
+    size and width without a new compilation and agrees to float rounding."""
     import torch
-    from virnucpro.models.esm2_fast import compile_dynamic
+    from virnucpro.engines.fast.engine import compile_dynamic
     torch.manual_seed(0)
     cfg = D.DnaBertConfig.from_dict(dict(vocab_size=64, **D.PRESETS["tiny"]))
     m = D.DnaBert(cfg, use_sdpa=True).eval()

@@ -96,27 +96,14 @@ def test_flops_per_token_of_esm2_3b():
     assert abs(flops_per_token(36, 2560) - 5.66e9) / 5.66e9 < 0.01
 
 
-@pytest.mark.parametrize("options", [{"chain": True}, {"v_view": True}, {"chain": True, "v_view": True}])
-def test_kernel_groupings_compute_the_same_forward(esm, options, monkeypatch):
-    """The fusion groupings of esm2_fast.OPTIONS change which ops share a kernel, not the result."""
-    from virnucpro.models import esm2_fast
-    _, alphabet, packed = esm
-    prots = random_proteins(12, seed=5)
-    monkeypatch.setattr(esm2_fast, "OPTIONS", {"chain": False, "v_view": False, "gelu_epilogue": False})
-    want = packed_embed(packed, alphabet, prots)
-    monkeypatch.setattr(esm2_fast, "OPTIONS", {"chain": False, "v_view": False, "gelu_epilogue": False, **options})
-    got = packed_embed(packed, alphabet, prots)
-    err = np.abs(got - want).max()
-    assert err <= 1e-6, f"{options}: embeddings differ from the default grouping by {err:.2e}"
-
-
-def test_gelu_epilogue_option_is_the_tanh_gelu_and_off_outside_the_gpu_engine():
+def test_the_tanh_gelu_is_a_per_call_choice_and_off_by_default(esm):
     """The fc1+GELU epilogue (cuBLASLt on CUDA) computes GELU's tanh approximation; ESM-2's own GELU
-    is exact, so the model's option is off unless the fast engine on a GPU turns it on."""
-    import torch
+    is exact, so a model instance uses the exact one unless told otherwise (the fast engine does, in
+    fp16/bf16 on a GPU)."""
     import torch.nn.functional as F
     from virnucpro.models import esm2_fast
-    assert esm2_fast.OPTIONS["gelu_epilogue"] is False
+    _, _, packed = esm
+    assert packed.gelu == "exact" and PackedESM2(1, 8, 2).gelu == "exact"
     torch.manual_seed(0)
     x, w, b = torch.randn(7, 16), torch.randn(24, 16), torch.randn(24)
     got = esm2_fast.linear_gelu_tanh(x, w, b)
@@ -126,59 +113,74 @@ def test_gelu_epilogue_option_is_the_tanh_gelu_and_off_outside_the_gpu_engine():
     args = (torch.randn(T, C), torch.randn(T, 4, C // 4), torch.randn(C, C), torch.randn(C), torch.ones(C),
             torch.zeros(C), torch.randn(4 * C, C), torch.randn(4 * C), torch.randn(C, 4 * C), torch.randn(C))
     exact = esm2_fast.post_attention(*args)
-    try:
-        esm2_fast.OPTIONS["gelu_epilogue"] = True
-        approx = esm2_fast.post_attention(*args)
-    finally:
-        esm2_fast.OPTIONS["gelu_epilogue"] = False
-    assert 0 < (approx - exact).abs().max() < 1e-2, "the option did not switch the feed-forward's GELU"
+    approx = esm2_fast.post_attention(*args, gelu_tanh=True)
+    assert 0 < (approx - exact).abs().max() < 1e-2, "gelu_tanh did not switch the feed-forward's GELU"
 
 
-@pytest.mark.parametrize("env, precision, device, expected", [
-    (None, "fp16", "cuda", True), (None, "bf16", "cuda", True),   # the default on a GPU
-    (None, "fp32", "cuda", False),    # fp32 must match fair-esm to 1e-4: always the exact GELU
-    (None, "fp16", "cpu", False),     # no fused kernel on a CPU
-    ("exact", "fp16", "cuda", False), ("tanh-epilogue", "bf16", "cuda", True),
-    ("tanh-epilogue", "fp32", "cuda", False),
+def _twin(path, **choices):
+    """Another instance of the tiny ESM-2 in this process, with its own kernel choices."""
+    m, _ = PackedESM2.from_checkpoint(path, "cpu", torch.float32)
+    return m.set_kernels(**choices)
+
+
+def test_two_instances_compute_each_with_its_own_choices(esm, tiny_models, monkeypatch):
+    """Kernels and GELU are per instance (no module state): instances with different choices in one
+    process, called in turn, each keep computing with theirs."""
+    from virnucpro.models import esm2_fast
+    path = next(p for p in tiny_models.glob("esm2_*.pt") if "contact" not in p.name)
+    _, alphabet, _ = esm
+    exact, tanh = _twin(path), _twin(path, gelu="tanh-epilogue")
+    prots = random_proteins(8, seed=7)
+    a1 = packed_embed(exact, alphabet, prots)
+    t1 = packed_embed(tanh, alphabet, prots)
+    a2 = packed_embed(exact, alphabet, prots)
+    assert np.array_equal(a1, a2), "the exact-GELU instance changed after the tanh one ran"
+    assert np.abs(t1 - a1).max() > 1e-6, "the tanh-GELU instance computed the exact GELU"
+    assert np.array_equal(t1, packed_embed(_twin(path, gelu="tanh-epilogue"), alphabet, prots))
+
+    # the Triton kernels need a GPU (or Triton's interpreter): stand-ins that count their calls
+    calls = {"pre": 0, "post": 0, "post_pre": 0}
+
+    def counting(name, fn):
+        def call(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return call
+    fake = esm2_fast.KernelSet(*(counting(n, getattr(esm2_fast.EAGER, n)) for n in ("pre", "post", "post_pre")))
+    monkeypatch.setitem(esm2_fast.KERNEL_SETS, "triton", fake)
+    triton = _twin(path, kernels="triton")
+    got = packed_embed(triton, alphabet, prots)
+    n_layers = len(triton.layers)
+    assert calls == {"pre": 1, "post": 1, "post_pre": n_layers - 1}, calls
+    packed_embed(exact, alphabet, prots)
+    assert calls["pre"] == 1, "the eager instance ran the other instance's kernels"
+    assert np.array_equal(got, a1) and (triton.kernels, exact.kernels) == ("triton", "eager")
+
+
+def test_an_unknown_kernel_or_gelu_choice_is_refused():
+    with pytest.raises(ValueError, match="kernels 'compile'"):
+        PackedESM2(1, 8, 2, kernels="compile")
+    with pytest.raises(ValueError, match="gelu 'tanh'"):
+        PackedESM2(1, 8, 2).set_kernels(gelu="tanh")
+
+
+@pytest.mark.parametrize("gelu, precision, device, expected", [
+    ("tanh-epilogue", "fp16", "cuda", True), ("tanh-epilogue", "bf16", "cuda", True),   # the default on a GPU
+    ("tanh-epilogue", "fp32", "cuda", False),   # fp32 must match fair-esm to 1e-4: always the exact GELU
+    ("tanh-epilogue", "fp16", "cpu", False),    # no fused kernel on a CPU
+    ("exact", "fp16", "cuda", False),
 ])
-def test_which_gelu_the_fast_engine_uses(monkeypatch, env, precision, device, expected):
-    from virnucpro.engines.fast import gelu_epilogue
-    if env is None:
-        monkeypatch.delenv("VIRNUCPRO_ESM_GELU", raising=False)
-    else:
-        monkeypatch.setenv("VIRNUCPRO_ESM_GELU", env)
-    got = gelu_epilogue(precision, device)
-    assert got is expected, f"VIRNUCPRO_ESM_GELU={env} {precision} on {device}: expected {expected}, got {got}"
+def test_which_gelu_the_fast_engine_uses(gelu, precision, device, expected):
+    from virnucpro.engines.config import EngineConfig
+    assert EngineConfig().gelu == "tanh-epilogue"
+    got = EngineConfig(precision=precision, gelu=gelu).gelu_epilogue(device)
+    assert got is expected, f"gelu={gelu} {precision} on {device}: expected {expected}, got {got}"
 
 
-@pytest.mark.parametrize("env, expected", [(None, False), ("1", True), ("0", False)])
-def test_dnabert_is_compiled_only_when_asked(monkeypatch, env, expected):
-    from virnucpro.engines.fast import dnabert_compiled
-    if env is None:
-        monkeypatch.delenv("VIRNUCPRO_DNABERT_COMPILE", raising=False)
-    else:
-        monkeypatch.setenv("VIRNUCPRO_DNABERT_COMPILE", env)
-    assert dnabert_compiled() is expected
-    monkeypatch.setenv("VIRNUCPRO_DNABERT_COMPILE", "yes")
-    from virnucpro.errors import InputError
-    with pytest.raises(InputError, match="VIRNUCPRO_DNABERT_COMPILE"):
-        dnabert_compiled()
-
-
-def test_an_unknown_gelu_choice_is_an_input_error(monkeypatch):
-    from virnucpro.engines.fast import gelu_epilogue
-    from virnucpro.errors import InputError
-    monkeypatch.setenv("VIRNUCPRO_ESM_GELU", "tanh")
-    with pytest.raises(InputError, match="exact, tanh-epilogue"):
-        gelu_epilogue("fp16")
-
-
-@pytest.mark.parametrize("chain", [True, False])
-def test_forward_through_the_first_layers_only(esm, chain, monkeypatch):
+def test_forward_through_the_first_layers_only(esm):
     """``n_layers`` (the engine's warm-up runs two) is the model cut after that many layers: all
     layers when None, and a different result with fewer."""
     from virnucpro.models import esm2_fast
-    monkeypatch.setitem(esm2_fast.OPTIONS, "chain", chain)
     _, alphabet, packed = esm
     tok, cu, pos, max_len = esm2_fast.tokenize(alphabet, random_proteins(3, seed=2))
     args = (torch.from_numpy(tok).long(), torch.from_numpy(cu), torch.from_numpy(pos).long(), max_len)
@@ -220,25 +222,6 @@ def test_staged_fused_state_equals_the_plain_one(tiny_models):
     assert plain.keys() == staged.keys()
     bad = [k for k in plain if not torch.equal(plain[k], staged[k])]
     assert not bad, f"staged copy differs in {bad[:5]}"
-
-
-@pytest.mark.parametrize("env,device,expected", [(None, "cuda", True), ("direct", "cuda", False),
-                                                 ("staged", "cpu", False), (" Staged ", "cuda", True)])
-def test_which_weight_copy_is_used(monkeypatch, env, device, expected):
-    from virnucpro.models.transfer import staged_copy_enabled
-    if env is None:
-        monkeypatch.delenv("VIRNUCPRO_WEIGHT_COPY", raising=False)
-    else:
-        monkeypatch.setenv("VIRNUCPRO_WEIGHT_COPY", env)
-    assert staged_copy_enabled(torch.device(device)) is expected
-
-
-def test_an_unknown_weight_copy_is_an_input_error(monkeypatch):
-    from virnucpro.errors import InputError
-    from virnucpro.models.transfer import staged_copy_enabled
-    monkeypatch.setenv("VIRNUCPRO_WEIGHT_COPY", "fast")
-    with pytest.raises(InputError, match="staged .* or direct"):
-        staged_copy_enabled(torch.device("cuda"))
 
 
 # -- the Triton kernels (the GPU default), run by Triton's interpreter on the CPU ---------------------
@@ -287,54 +270,38 @@ def test_rope_kernel_equals_the_eager_rotary(interpret, T, heads, D):
     assert torch.equal(k, rope(qkv[:, C:2 * C].view(T, heads, D), cos, sin))
 
 
-@pytest.mark.parametrize("chain", [True, False])
-def test_triton_kernels_compute_the_eager_forward(esm, interpret, chain, monkeypatch):
+def test_triton_kernels_compute_the_eager_forward(esm, interpret, tiny_models):
     """The whole packed forward with the Triton kernels (in place residual updates, fused passes)
     against the eager functions, on the tiny model in fp32."""
-    from virnucpro.models import esm2_fast
     _, alphabet, packed = esm
+    path = next(p for p in tiny_models.glob("esm2_*.pt") if "contact" not in p.name)
     proteins = random_proteins(9, seed=3)
-    monkeypatch.setitem(esm2_fast.OPTIONS, "chain", chain)
-    monkeypatch.setattr(esm2_fast, "_KERNELS", dict(esm2_fast._EAGER))
     want = packed_embed(packed, alphabet, proteins)
-    esm2_fast.triton_kernels()
-    assert esm2_fast.kernels_in_use() == "triton"
-    got = packed_embed(packed, alphabet, proteins)
+    triton_model = _twin(path, kernels="triton")
+    got = packed_embed(triton_model, alphabet, proteins)
     err = float(np.abs(np.asarray(got) - np.asarray(want)).max())
     assert err < 1e-4, f"Triton-kernel forward differs from the eager one by {err}"
 
 
-@pytest.mark.parametrize("env,device,compile,triton_ok,expected", [
-    (None, "cuda", None, True, "triton"),        # the GPU default
-    (None, "cuda", None, False, "compile"),      # no Triton installed: torch.compile
-    ("compile", "cuda", None, True, "compile"),
-    ("eager", "cuda", None, True, "eager"),
-    (None, "cuda", False, True, "eager"),        # --no-compile
-    ("triton", "cpu", None, True, "eager"),      # a CPU never runs GPU kernels
-    (None, "cpu", True, True, "compile"),
+@pytest.mark.parametrize("kernels,device,triton_ok,expected", [
+    ("auto", "cuda", True, "triton"),       # the GPU default
+    ("auto", "cuda", False, "eager"),       # no Triton installed
+    ("eager", "cuda", True, "eager"),       # --no-compile
+    ("auto", "cpu", True, "eager"),         # a CPU never runs GPU kernels
 ])
-def test_which_esm_kernels_the_fast_engine_uses(monkeypatch, env, device, compile, triton_ok, expected):
-    from virnucpro.engines.fast import esm_kernels
-    from virnucpro.models import esm2_triton
-    monkeypatch.setattr(esm2_triton, "available", lambda: triton_ok)
-    if env is None:
-        monkeypatch.delenv("VIRNUCPRO_ESM_KERNELS", raising=False)
-    else:
-        monkeypatch.setenv("VIRNUCPRO_ESM_KERNELS", env)
-    got = esm_kernels(device, compile)
-    assert got == expected, f"VIRNUCPRO_ESM_KERNELS={env} on {device}, compile={compile}: expected {expected}, got {got}"
+def test_which_esm_kernels_the_fast_engine_uses(kernels, device, triton_ok, expected):
+    from virnucpro.engines.config import EngineConfig
+    got = EngineConfig(esm_kernels=kernels).kernels_on(device, triton_ok)
+    assert got == expected, f"esm_kernels={kernels} on {device} (Triton: {triton_ok}): expected {expected}, got {got}"
 
 
-@pytest.mark.parametrize("env,triton_ok,match", [("fused", True, "one of triton, compile, eager"),
-                                                 ("triton", False, "Triton is not installed")])
-def test_a_bad_kernel_choice_is_an_input_error(monkeypatch, env, triton_ok, match):
-    from virnucpro.engines.fast import esm_kernels
+@pytest.mark.parametrize("field,value,match", [("esm_kernels", "compile", "ESM-2 kernels 'compile'"),
+                                               ("gelu", "tanh", "GELU 'tanh'"), ("precision", "fp8", "precision")])
+def test_a_bad_engine_setting_is_an_input_error(field, value, match):
+    from virnucpro.engines.config import EngineConfig
     from virnucpro.errors import InputError
-    from virnucpro.models import esm2_triton
-    monkeypatch.setattr(esm2_triton, "available", lambda: triton_ok)
-    monkeypatch.setenv("VIRNUCPRO_ESM_KERNELS", env)
     with pytest.raises(InputError, match=match):
-        esm_kernels("cuda")
+        EngineConfig(**{field: value})
 
 
 def test_warming_the_kernels_runs_both_on_one_row(interpret):

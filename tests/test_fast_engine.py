@@ -1,5 +1,7 @@
 """The fast engine (CPU path) against the reference engine, and its telemetry."""
 
+import argparse
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,16 +87,18 @@ def test_engine_falls_back_to_eager_kernels_when_triton_fails(tiny_models, monke
     """A GPU Triton cannot compile for must still run (eager kernels, a warning), not fail. Simulated
     on the CPU: the engine believes it chose Triton and the warm-up raises."""
     from virnucpro.engines import fast
-    from virnucpro.models import esm2_fast, esm2_triton, layout
-    monkeypatch.setattr(fast, "esm_kernels", lambda device_type, compile=None: "triton")
+    from virnucpro.engines.config import EngineConfig
+    from virnucpro.models import esm2_triton, layout
+    monkeypatch.setattr(EngineConfig, "kernels_on", lambda self, device_type, triton_ok: "triton")
 
     def broken(*a, **k):
         raise RuntimeError("no kernel image for this GPU")
     monkeypatch.setattr(esm2_triton, "warm", broken)
     models = layout.resolve(tiny_models, 300)
     with caplog.at_level("WARNING", logger="virnucpro"):
-        eng = fast.FastEngine(models, device="cpu", precision="fp32", token_budget=1024, measure_peak=False)
-    assert eng.kernels == "eager" and esm2_fast.kernels_in_use() == "eager"
+        eng = fast.FastEngine(models, device="cpu", config=EngineConfig(precision="fp32"), token_budget=1024,
+                              measure_peak=False)
+    assert eng.kernels == "eager" and eng.esm.kernels == "eager"
     assert any("Triton kernels unavailable" in r.message for r in caplog.records), caplog.text
 
 
@@ -102,11 +106,12 @@ def test_engine_falls_back_to_eager_kernels_when_triton_fails(tiny_models, monke
 def cpu_engine(tiny_models):
     """(models, a fast engine on the CPU with a 512-token budget, the 300-nt classifier)."""
     from virnucpro.engines import fast
+    from virnucpro.engines.config import EngineConfig
     from virnucpro.models import layout
     from virnucpro.models.classifier import load_classifier
     models = layout.resolve(tiny_models, 300)
-    eng = fast.FastEngine(models, device="cpu", precision="fp32", token_budget=512, measure_peak=False,
-                          loader_workers=0)
+    eng = fast.FastEngine(models, device="cpu", config=EngineConfig(precision="fp32", loader_workers=0),
+                          token_budget=512, measure_peak=False)
     return models, eng, load_classifier(models.classifier, 300, False)[0]
 
 
@@ -122,11 +127,10 @@ def test_engine_hands_on_units_in_order_each_before_the_next_starts(cpu_engine):
     new unit counts as started only after every earlier unit was handed on (so a worker lost in it
     loses no other), and every batch is accounted once."""
     from virnucpro.plan.planner import PlanBuilder
-    from virnucpro.models.dnabert import token_counter
     from virnucpro.core.telemetry import Telemetry
     models, eng, clf = cpu_engine
     nuc, prot = random_frames(0)
-    plans = PlanBuilder(512, 2, 2048, token_counter(models.dnabert))
+    plans = PlanBuilder(512, 2, 2048)
     plans.add_seqs(nuc, prot, last=True)
     prep = plans.prep
     log: list[tuple[str, int]] = []
@@ -185,10 +189,12 @@ def test_engine_goes_on_with_units_planned_during_the_pass(cpu_engine):
 
 
 def test_a_profile_window_traces_the_chosen_batches(cpu_engine, tmp_path, monkeypatch):
-    """VIRNUCPRO_TORCH_PROFILE=PATH:FIRST:COUNT writes a gzipped Chrome trace of those batches."""
+    """EngineConfig.profile (VIRNUCPRO_TORCH_PROFILE=PATH:FIRST:COUNT) writes a gzipped Chrome trace of
+    those batches."""
     import gzip
     import json
 
+    from virnucpro.cli import engine_config_from_env
     from virnucpro.plan.planner import PlanBuilder
     from virnucpro.core.telemetry import Telemetry
     _, eng, clf = cpu_engine
@@ -196,7 +202,10 @@ def test_a_profile_window_traces_the_chosen_batches(cpu_engine, tmp_path, monkey
     plans = PlanBuilder(512, 2, 2048)
     plans.add_seqs(nuc, prot, last=True)
     assert len(plans.prep.items) >= 4, "the test needs a few batches"
-    monkeypatch.setenv("VIRNUCPRO_TORCH_PROFILE", f"{tmp_path}/trace.json:2:2")
+    args = argparse.Namespace(precision="fp32")
+    config = engine_config_from_env(args, {"VIRNUCPRO_TORCH_PROFILE": f"{tmp_path}/trace.json:2:2"})
+    assert (config.profile.first, config.profile.count) == (2, 2)
+    monkeypatch.setattr(eng, "config", eng.config.replace(profile=config.profile))
     eng.run(plans.prep, clf, Telemetry(), iter(range(plans.n_units)), lambda *a: None)
     written = list(tmp_path.glob("trace.cpu-*.json.gz"))
     assert len(written) == 1, f"expected one trace, found {sorted(p.name for p in tmp_path.iterdir())}"
@@ -204,56 +213,16 @@ def test_a_profile_window_traces_the_chosen_batches(cpu_engine, tmp_path, monkey
     assert any(e.get("name", "").startswith("aten::") for e in events), "no operator in the trace"
 
 
-def test_a_bad_profile_spec_is_an_input_error(monkeypatch):
-    import torch
-
-    from virnucpro.engines.fast import ProfileWindow
+def test_a_bad_profile_spec_is_an_input_error():
+    from virnucpro.cli import engine_config_from_env
     from virnucpro.errors import InputError
-    monkeypatch.setenv("VIRNUCPRO_TORCH_PROFILE", "/tmp/t.json:x:3")
     with pytest.raises(InputError, match="PATH"):
-        ProfileWindow(torch.device("cpu"))
-
-
-def test_half_residual_switch(tiny_models, monkeypatch):
-    """VIRNUCPRO_ESM_RESIDUAL=half runs ESM-2's residual stream in the matmul dtype (an experiment to
-    time on a GPU); fp32 runs and the default keep it fp32; anything else is refused."""
-    import torch
-
-    from virnucpro.engines import fast
-    from virnucpro.errors import InputError
-    from virnucpro.models import layout
-    from virnucpro.models.classifier import load_classifier
-    from virnucpro.plan.planner import PlanBuilder
-    from virnucpro.core.telemetry import Telemetry
-    assert fast.esm_residual("bf16") == torch.float32
-    monkeypatch.setenv("VIRNUCPRO_ESM_RESIDUAL", "half")
-    assert fast.esm_residual("bf16") == torch.bfloat16 and fast.esm_residual("fp32") == torch.float32
-    models = layout.resolve(tiny_models, 300)
-    clf = load_classifier(models.classifier, 300, False)[0]
-    nuc, prot = random_frames(3, 60)
-    plans = PlanBuilder(512, 2, 2048)
-    plans.add_seqs(nuc, prot, last=True)
-    scores = {}
-    for mode in ("half", "fp32"):
-        monkeypatch.setenv("VIRNUCPRO_ESM_RESIDUAL", mode)
-        eng = fast.FastEngine(models, device="cpu", precision="bf16", token_budget=512, measure_peak=False,
-                              loader_workers=0)
-        assert eng.esm.residual_dtype == (torch.bfloat16 if mode == "half" else torch.float32)
-        got = {}
-        eng.run(plans.prep, clf, Telemetry(), iter(range(plans.n_units)),
-                lambda u, frames, s, info: got.update(zip(frames.tolist(), s[:, 1].tolist())))
-        scores[mode] = np.array([got[i] for i in range(len(nuc))])
-    assert np.isfinite(scores["half"]).all()
-    assert not np.array_equal(scores["half"], scores["fp32"]), "the switch changed nothing in the forward"
-    assert np.abs(scores["half"] - scores["fp32"]).mean() < 0.02, "a bf16 residual moved the scores too far"
-    monkeypatch.setenv("VIRNUCPRO_ESM_RESIDUAL", "fp8")
-    with pytest.raises(InputError, match="fp32 .* or half"):
-        fast.esm_residual("fp16")
+        engine_config_from_env(argparse.Namespace(precision="fp16"), {"VIRNUCPRO_TORCH_PROFILE": "/tmp/t.json:x:3"})
 
 
 def test_every_dnabert_batch_runs_under_the_engines_attention_backends(cpu_engine, monkeypatch):
     """The loop's DNABERT-S batches run inside ``dnabert.sdpa_backends(engine device)`` (on a GPU:
-    no cuDNN attention, whose per-shape plans idled the GPU ~45 ms each, H200-29), and the ESM-2
+    no cuDNN attention, whose per-shape plans idled the GPU ~45 ms each, docs/benchmarks.md#exp-cudnn-attention), and the ESM-2
     batches do not need it."""
     import contextlib
     from virnucpro.plan.planner import PlanBuilder
@@ -271,9 +240,34 @@ def test_every_dnabert_batch_runs_under_the_engines_attention_backends(cpu_engin
 
     monkeypatch.setattr(dnabert, "sdpa_backends", recording)
     nuc, prot = random_frames(1, 120)
-    plans = PlanBuilder(512, 2, 2048, dnabert.token_counter(models.dnabert))
+    plans = PlanBuilder(512, 2, 2048)
     plans.add_seqs(nuc, prot, last=True)
     prep = plans.prep
     eng.run(prep, clf, Telemetry(), iter(range(len(prep.plan.units))), lambda *a: None)
     n_dna = sum(1 for item in prep.items if item[1] == "dna")
     assert entered == ["cpu"] * n_dna, f"expected {n_dna} DNABERT-S batches under sdpa_backends('cpu'), saw {entered}"
+
+
+def test_loader_batches_are_pinned_by_the_dataloaders_pinning(monkeypatch):
+    """Batches travel as DnaBatch/EsmBatch dataclasses; the DataLoader's pinning thread (torch's
+    ``pin_memory``) must pin each of their tensors, as it pinned the dict values before, or the loop's
+    non-blocking copies would wait for the GPU. Pinning is simulated (a CPU build cannot pin)."""
+    import torch
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    from virnucpro.engines.fast.loader import DnaBatch, EsmBatch
+    pinned: list[int] = []
+
+    def fake_pin(self):
+        pinned.append(id(self))
+        return self.clone()
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    t = lambda *v: torch.tensor(v)   # noqa: E731
+    for batch in (DnaBatch(3, t(1, 2), t(5, 6), t(2, 2), t(0, 1)), EsmBatch(4, t(1), t(0, 5, 2), t(0, 3), t(0, 1, 2), 3)):
+        tensors = {k: v for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}
+        got = pin_memory(batch)
+        assert type(got) is type(batch) and got.unit == batch.unit and got.kind == batch.kind
+        assert {id(v) for v in tensors.values()} <= set(pinned), f"{type(batch).__name__}: a tensor was not pinned"
+        for k, v in tensors.items():
+            assert getattr(got, k) is not v and torch.equal(getattr(got, k), v), k
+    assert EsmBatch(0, t(1), t(1), t(1), t(1), 7).pin_memory().max_len == 7

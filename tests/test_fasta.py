@@ -40,11 +40,13 @@ def test_gzip_detected_by_content_not_name(tmp_path):
 @pytest.mark.parametrize("content,message", [
     ("", "empty"),
     ("\n\n", "empty"),
-    ("hello world\nACGT\n", "not a FASTA"),
-    ("@read1\nACGT\n+\nIIII\n", "not a FASTA"),
+    ("hello world\nACGT\n", "not a FASTA or FASTQ"),
+    ("@read1\nACGT\nACGT\n+\nIIIIIIII\n", "line 3"),      # multi-line FASTQ
+    ("@read1\nACGT\n+\nIIII\n@read2\nAC\n+\nIII\n", "line 8"),   # qualities != bases
     (">r1\n\n>r2\n", "empty sequence"),
     (">r1\nACGT\n>r1\nGGGG\n", "duplicate record id"),
     (">r1\nACGTQZ\n", "not nucleotide codes"),
+    (">p1\nMKXWVTFISLLX\n", "not nucleotide codes"),   # protein with X: still refused
     (">\nACGT\n", "empty header"),
 ])
 def test_bad_inputs_raise_one_line_input_errors(tmp_path, content, message):

@@ -95,8 +95,11 @@ def test_sha256_file_matches_hashlib(tmp_path, size) -> None:
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
 
 
-def test_input_fingerprint_is_size_and_sha256(tmp_path) -> None:
+def test_input_fingerprint_is_size_and_sha256_of_the_bytes_read(tmp_path) -> None:
+    """The run's input identity is what the reader hashed while parsing (never the file reopened)."""
+    from virnucpro.io.fasta import RecordStream
     from virnucpro.run.rundir import input_fingerprint
     path = tmp_path / "reads.fa"
     path.write_bytes(b">r1\nACGT\n")
-    assert input_fingerprint(path) == {"size": 9, "sha256": hashlib.sha256(b">r1\nACGT\n").hexdigest()}
+    assert input_fingerprint(RecordStream(path, "error")) == \
+        {"size": 9, "sha256": hashlib.sha256(b">r1\nACGT\n").hexdigest()}

@@ -295,7 +295,7 @@ def test_predict_restores_the_thread_switch_interval(edge, tiny_models, run_cli,
                    "--no-progress").code == 0
     assert sys.getswitchinterval() == before, "a run left the process with another switch interval"
     bad = tmp_path / "bad.fa"
-    bad.write_text("@r1\nACGT\n+\nIIII\n")
+    bad.write_text("hello world\n")   # neither FASTA nor FASTQ
     assert run_cli("predict", bad, "-o", tmp_path / "bad", "--models", tiny_models, "--device", "cpu").code == 2
     assert sys.getswitchinterval() == before, "a failed run left the process with another switch interval"
 

@@ -70,14 +70,16 @@ def test_snapshot_and_wait_see_a_growing_plan():
     assert len(s1.plan.units) < b.n_units
 
 
-def test_the_default_dnabert_budget_is_production_s(monkeypatch):
+def test_the_default_dnabert_budget_is_production_s():
     """A PlanBuilder made without a DNABERT-S budget batches as a production run does (by nucleotide
-    length, ``dna_batching()``'s budget), not by another figure."""
-    from virnucpro.plan.planner import DNA_NT_BUDGET, dna_batching
-    monkeypatch.delenv("VIRNUCPRO_DNA_BATCHES", raising=False)
-    assert dna_batching() == ("nucleotides", DNA_NT_BUDGET)
+    length, DNA_NT_BUDGET: what virnucpro.run.fast plans with), not by another figure."""
+    import inspect
+
+    from virnucpro.plan.planner import DNA_NT_BUDGET
+    from virnucpro.run import fast
+    assert "DNA_NT_BUDGET" in inspect.getsource(fast.score_fast), "production plans with DNA_NT_BUDGET"
     frames = frames_of(600, seed=8)
-    default, production = PlanBuilder.of(frames, 2048, 3), PlanBuilder.of(frames, 2048, 3, dna_batching()[1])
+    default, production = PlanBuilder.of(frames, 2048, 3), PlanBuilder.of(frames, 2048, 3, DNA_NT_BUDGET)
     assert default.dna_budget == DNA_NT_BUDGET, f"default DNABERT-S budget {default.dna_budget}"
     assert [(i[0], i[1], i[2].tolist()) for i in default.prep.items] == \
         [(i[0], i[1], i[2].tolist()) for i in production.prep.items]

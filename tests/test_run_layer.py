@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from virnucpro.engines.config import EngineConfig
 from virnucpro.run import executor as ex
 from virnucpro.run.devices import Rank
 from virnucpro.run.faults import FaultPlan
@@ -21,8 +22,10 @@ PKG = Path(__file__).resolve().parents[1] / "virnucpro"
 
 
 def options(**kw) -> SimpleNamespace:
-    base = dict(engine_opts={"token_budget": 1024}, save_embeddings=False, batches_per_unit=None, resume=False,
-                skip_failing_units=False, precision="fp32", stale_s=120.0, outdir=Path("/nonexistent"),
+    config = kw.pop("engine_config", EngineConfig(precision="fp32"))
+    base = dict(engine_config=config, token_budget=1024, segment_reads=None, save_embeddings=False,
+                batches_per_unit=None, resume=False, skip_failing_units=False, precision=config.precision,
+                stale_s=120.0, outdir=Path("/nonexistent"),
                 chunk_length=300, allow_classifier_mismatch=False, faults=None)
     return SimpleNamespace(**{**base, **kw})
 
@@ -78,7 +81,7 @@ def test_torchrun_ranks_share_a_launch_token_and_only_rank_0_leads(monkeypatch):
 def test_a_fresh_run_loads_its_models_before_the_input_is_read_a_resumed_one_does_not(monkeypatch):
     loads = []
 
-    def fake_load(models, device, precision, engine_opts, faults=None):
+    def fake_load(models, device, engine_opts, faults=None):
         loads.append((device, engine_opts["token_budget"], faults))
         return "engine", 0.0
 
@@ -106,10 +109,11 @@ def test_resumed_worker_processes_start_only_their_fork_server_early(monkeypatch
 
 
 def test_run_settings_take_the_scaling_options_out_of_the_engine_options():
-    s = ex.RunSettings.of(options(engine_opts={"token_budget": 2048, "segment_reads": 70, "gpu_memory_gib": 24.0},
+    config = EngineConfig(gpu_memory_gib=24.0)
+    s = ex.RunSettings.of(options(engine_config=config, token_budget=2048, segment_reads=70,
                                   batches_per_unit=2, save_embeddings=True))
     assert (s.given_budget, s.segment_reads, s.batches_per_unit) == (2048, 70, 2)
-    assert s.engine_opts_for(4096) == {"gpu_memory_gib": 24.0, "keep_features": True, "token_budget": 4096,
+    assert s.engine_opts_for(4096) == {"config": config, "keep_features": True, "token_budget": 4096,
                                        "batches_per_unit": 2}
 
 

@@ -8,6 +8,7 @@ plainly and run it); bogus safetensors headers are one line and exit 2, not "int
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import struct
@@ -145,3 +146,38 @@ def test_safetensors_header_check_accepts_real_files(tiny_models):
     assert any(k != "__metadata__" for k in header)
     state, meta = safeload.load_safetensors(tiny_models / "300_model.safetensors")
     assert meta.get("chunk_length") == "300" and "hidden_layer.weight" in state
+
+
+def test_loads_with_different_allow_lists_in_parallel_threads_do_not_disturb_each_other(tmp_path):
+    """torch's allow-list (``safe_globals``) is process-wide: the fast engine loads ESM-2 (allowing
+    argparse.Namespace) in a thread while the main thread loads the classifier (its own classes). Each
+    load must see exactly its own allow-list, whichever thread enters or leaves first (the gate saw an
+    ESM-2 checkpoint refused once)."""
+    import argparse
+    import threading
+
+    import torch
+
+    from virnucpro.models.safeload import load_pickled
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({"args": argparse.Namespace(x=1), "w": torch.zeros(2)}, a)
+    torch.save({"od": collections.OrderedDict(k=torch.ones(1)), "n": argparse.Namespace(y=2)}, b)
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def loop(path, allowed) -> None:
+        start.wait()
+        try:
+            for _ in range(150):
+                load_pickled(path, allowed)
+        except BaseException as exc:   # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(a, [argparse.Namespace])),
+               threading.Thread(target=loop, args=(b, [argparse.Namespace, collections.OrderedDict]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, f"a load was refused while another thread loaded: {errors[0]}"

@@ -13,6 +13,8 @@ import pytest
 from Bio import SeqIO
 
 from virnucpro.errors import InputError
+from virnucpro.workloads import cli as workloads_cli
+from virnucpro.workloads import frame_stats
 from virnucpro.prep.translate import six_frame_kept_naive
 from virnucpro.workloads import genomes, reads, sample_fasta_path
 
@@ -210,18 +212,18 @@ def test_composition_follows_fractions(tmp_path):
 
 def test_kept_frame_stats_match_the_spec_and_components_differ():
     sample = list(reads.simulate_reads(150, seed=13))
-    stats = reads.kept_frame_stats(sample, 300)
+    stats = frame_stats.kept_frame_stats(sample, 300)
     naive = [len(six_frame_kept_naive(s)) for _, s in sample]  # reads <= 300 nt: one chunk each
     assert stats.kept_frames == sum(naive), (stats.kept_frames, sum(naive))
     assert stats.reads_with_kept == sum(k > 0 for k in naive)
     assert stats.chunks == 150
-    host = reads.kept_frame_stats(reads.simulate_reads(2000, 1, viral_fraction=0, host_fraction=1))
-    virus = reads.kept_frame_stats(reads.simulate_reads(2000, 1, viral_fraction=1, host_fraction=0))
+    host = frame_stats.kept_frame_stats(reads.simulate_reads(2000, 1, viral_fraction=0, host_fraction=1))
+    virus = frame_stats.kept_frame_stats(reads.simulate_reads(2000, 1, viral_fraction=1, host_fraction=0))
     assert host.frames_per_read < 0.6 < virus.frames_per_read, (host.line(), virus.line())
 
 
 def test_default_workload_resembles_a_respiratory_sample():
-    stats = reads.kept_frame_stats(reads.simulate_reads(10_000, seed=21), 300)
+    stats = frame_stats.kept_frame_stats(reads.simulate_reads(10_000, seed=21), 300)
     assert 0.72 < stats.frames_per_read < 0.90, stats.line()
     assert 0.54 < stats.fraction_reads_with_kept < 0.65, stats.line()
 
@@ -241,7 +243,7 @@ def test_builtin_sample_exists_parses_and_is_regenerable():
 
 def _cli(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="virnucpro")
-    reads.register(parser.add_subparsers(dest="command"))
+    workloads_cli.register(parser.add_subparsers(dest="command"))
     return parser.parse_args(list(argv))
 
 

@@ -24,7 +24,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--models", required=True, help="a models folder (ESM-2, DNABERT-S, the 300-nt classifier)")
     ap.add_argument("--reads", required=True, help="FASTA of reads; their 300-nt chunks' kept frames are embedded")
     ap.add_argument("--n-reads", type=int, default=3000, help="use the first N reads (default 3,000)")
-    ap.add_argument("--kernels", default="eager", choices=["eager", "triton", "compile"],
+    ap.add_argument("--kernels", default="eager", choices=["eager", "triton"],
                     help="element-wise kernels of the bf16/fp16 ESM-2 embeddings (the engine's on a GPU: triton)")
     ap.add_argument("--gelu-epilogue", action="store_true",
                     help="bf16/fp16 ESM-2: fc1 + tanh GELU in the GEMM's epilogue (the engine's default there)")
@@ -97,7 +97,7 @@ def main(argv=None):
     import torch
 
     from virnucpro.io.fasta import read_fasta
-    from virnucpro.models import dnabert, esm2_fast, layout
+    from virnucpro.models import dnabert, layout
     from virnucpro.models.classifier import load_classifier
     from virnucpro.models.esm2_fast import PackedESM2
     from virnucpro.prep.frames import chunk_and_translate
@@ -117,20 +117,15 @@ def main(argv=None):
         m32.force_padded_attention = True
         esm["fp32"] = esm_embed(m32, alpha, prot)
         del m32
-        # (esm2_fast keeps the kernel choice and the GELU form as process-wide switches today)
-        {"eager": esm2_fast.eager_kernels, "triton": esm2_fast.triton_kernels,
-         "compile": esm2_fast.compile_kernels}[a.kernels]()
-        esm2_fast.OPTIONS["gelu_epilogue"] = a.gelu_epilogue
         print(f"bf16/fp16 embeddings: {a.kernels} kernels, GELU {'tanh epilogue' if a.gelu_epilogue else 'exact'}")
         for name in ("bf16", "fp16"):
             m, _ = PackedESM2.from_checkpoint(ms.esm, "cuda", DT[name])
+            m.set_kernels(a.kernels, "tanh-epilogue" if a.gelu_epilogue else "exact")   # this instance's own
             esm[name] = esm_embed(m, alpha, prot)
             if a.halfres:
                 m.residual_dtype = DT[name]
                 esm[name + "-halfres"] = esm_embed(m, alpha, prot)
             del m
-        esm2_fast.eager_kernels()
-        esm2_fast.OPTIONS["gelu_epilogue"] = False
         dna = {}
         for name in DTYPES:
             m, tk, _ = dnabert.load_dnabert(ms.dnabert, "cuda", DT[name], use_sdpa=True)

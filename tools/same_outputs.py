@@ -263,7 +263,10 @@ class Tree:
     src: Path
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(self.src)}
+        """The tree first on the path; an existing PYTHONPATH (packages installed with --target, as on
+        a machine without a writable site-packages) stays behind it."""
+        rest = os.environ.get("PYTHONPATH")
+        return {**os.environ, "PYTHONPATH": str(self.src) + (os.pathsep + rest if rest else "")}
 
     def check(self) -> None:
         """Fail unless this tree's interpreter imports virnucpro from this tree."""

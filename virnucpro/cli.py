@@ -73,7 +73,8 @@ def _add_predict(sub) -> None:
                        "Writes to OUTDIR: prediction_results.txt (per kept frame), "
                        "prediction_results_highestscore.csv (per chunk, tab-separated), read_summary.tsv "
                        "(per input read), run.json (manifest) and virnucpro.log (log + telemetry).")
-    p.add_argument("input", nargs="?", type=Path, help="input FASTA (.fa/.fasta/.fna, optionally .gz)")
+    p.add_argument("input", nargs="?", type=Path, help="input reads: FASTA or FASTQ (4-line), plain or gzip, "
+                   "told apart by content; '-' reads standard input (a pipe, a FIFO or <(zcat ...) work too)")
     p.add_argument("--sample", action="store_true", help="use the built-in sample reads as input")
     p.add_argument("-o", "--outdir", type=Path, required=True, help="output directory (created if absent)")
     p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300,
@@ -105,7 +106,7 @@ def _add_predict(sub) -> None:
                    help="fast engine: behave as if the GPU had this much memory (e.g. 24 for an RTX 4090): "
                    "sizes the token budget and caps each worker's GPU allocations")
     p.add_argument("--no-compile", action="store_true", help="fast engine: plain PyTorch ops between the GEMMs instead of "
-                   "the Triton kernels (or torch.compile with VIRNUCPRO_ESM_KERNELS=compile); slower, for debugging")
+                   "the Triton kernels; slower, for debugging")
     _add_scaling_args(p)   # --gpus, --workers, --resume, --batches-per-unit
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
@@ -125,14 +126,12 @@ def cmd_predict(args) -> int:
     opts = PredictOptions(
         input=args.input, outdir=args.outdir, chunk_length=args.chunk_length, models=args.models, esm=args.esm,
         dnabert=args.dnabert, classifier=args.classifier, engine=args.engine, device=args.device,
-        precision=args.precision, chunking=args.chunking, duplicate_ids=args.duplicate_ids,
+        engine_config=args.engine_config, chunking=args.chunking, duplicate_ids=args.duplicate_ids,
         block_frames=args.block_frames, allow_classifier_mismatch=args.allow_classifier_mismatch,
         progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose,
         gpus=args.gpus, workers=args.workers, resume=args.resume, batches_per_unit=args.batches_per_unit,
         skip_failing_units=args.skip_failing_units, save_embeddings=args.save_embeddings, faults=args.faults,
-        engine_opts={k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
-                                       ("compile", False if args.no_compile else None),
-                                       ("segment_reads", args.segment_reads)) if v is not None})
+        token_budget=args.token_budget, segment_reads=args.segment_reads)
     summary = predict(opts)
     if "wall_s" not in summary:  # a torchrun rank other than 0: rank 0 merges and writes the outputs
         print(f"rank {summary.get('rank')}: work units checkpointed in {summary.get('outdir')}; rank 0 writes the outputs")
@@ -392,7 +391,7 @@ def run(argv: list[str] | None = None, faults=None) -> None:
     """The ``virnucpro`` command (console script and ``python -m virnucpro``): ``main``, then exit at
     once. A run's outputs are written and closed by then; what is skipped is the interpreter's
     teardown of the run's objects and of torch (0.76-0.81 s after a 650,000-read run, docs/benchmarks.md
-    CPU-5), not any work:
+    #cpu-exit), not any work:
     worker processes are joined and multiprocessing's temp directory removed first. ``faults``: a
     ``virnucpro.run.faults.FaultPlan`` for ``predict`` (tests/fault_launcher.py)."""
     code = main(argv, faults)
@@ -426,6 +425,8 @@ def main(argv: list[str] | None = None, faults=None) -> int:
             parser.print_help()
             return 2
         args.faults = faults
+        if hasattr(args, "precision"):   # the commands that run the fast engine (predict, bench)
+            args.engine_config = engine_config_from_env(args)
         return int(args.func(args) or 0)
     except VirnucproError as exc:
         print(f"virnucpro: error: {exc}", file=sys.stderr)
@@ -450,6 +451,34 @@ def _resumable(args) -> bool:
         return False
     from virnucpro.run.rundir import RunDir
     return RunDir(args.outdir).has_checkpoints()
+
+
+# Experiment switches of the fast engine: environment variables fill these EngineConfig fields, here
+# and nowhere else (never inside virnucpro/models or virnucpro/engines).
+ENGINE_ENV = {
+    "VIRNUCPRO_ESM_GELU": "gelu: exact | tanh-epilogue (the default; fp16/bf16 on a GPU only)",
+    "VIRNUCPRO_DNABERT_COMPILE": "dnabert_compile: 1 | 0 (the default)",
+    "VIRNUCPRO_TORCH_PROFILE": "profile: PATH[:FIRST[:COUNT]], a torch.profiler trace of those batches",
+}
+
+
+def engine_config_from_env(args, environ=None):
+    """The fast engine's EngineConfig from a command's options (--precision, --no-compile,
+    --gpu-memory-gib, --loader-workers where it has them) and the ENGINE_ENV switches of ``environ``
+    (default: this process's environment)."""
+    from virnucpro.engines.config import GELU_CHOICES, EngineConfig, ProfileSpec
+    env = os.environ if environ is None else environ
+    gelu = env.get("VIRNUCPRO_ESM_GELU", "tanh-epilogue")
+    if gelu not in GELU_CHOICES:
+        raise InputError(f"VIRNUCPRO_ESM_GELU={gelu!r}: choose one of {', '.join(GELU_CHOICES)}")
+    dna_compile = env.get("VIRNUCPRO_DNABERT_COMPILE", "0")
+    if dna_compile not in ("0", "1"):
+        raise InputError(f"VIRNUCPRO_DNABERT_COMPILE={dna_compile!r}: 1 (compile) or 0 (the default)")
+    profile = env.get("VIRNUCPRO_TORCH_PROFILE", "")
+    extra = {"loader_workers": args.loader_workers} if getattr(args, "loader_workers", None) is not None else {}
+    return EngineConfig(precision=args.precision, esm_kernels="eager" if getattr(args, "no_compile", False) else "auto",
+                        gelu=gelu, dnabert_compile=dna_compile == "1", gpu_memory_gib=getattr(args, "gpu_memory_gib", None),
+                        profile=ProfileSpec.parse(profile) if profile else None, **extra)
 
 
 def _log_traceback_to_files() -> None:

@@ -22,7 +22,6 @@ the unit files, so ``--resume`` continues a killed run and every layout gives by
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import socket
 import sys
@@ -36,10 +35,12 @@ import numpy as np
 from virnucpro import __version__
 from virnucpro.io import outputs, paths
 from virnucpro.core.background import GIL_SWITCH_S
+from virnucpro.engines.config import EngineConfig
 from virnucpro.errors import InputError, VirnucproError
 from virnucpro.io.fasta import RecordStream
 from virnucpro.io.lock import OutdirLock
 from virnucpro.io.outset import OutputSet
+from virnucpro.io.source import is_stream
 from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
 from virnucpro.core.progress import progress_bar
@@ -64,14 +65,15 @@ class PredictOptions:
     classifier: str | None = None
     engine: str = "auto"            # auto = fast on a GPU, reference on CPU
     device: str = "auto"            # auto = cuda if available else cpu
-    precision: str = "fp16"         # fast engine only; the reference engine is fp32
     chunking: str = "original"
     duplicate_ids: str = "error"
     block_frames: int = 20000
     allow_classifier_mismatch: bool = False
     progress: bool = True
     verbose: bool = False
-    engine_opts: dict = field(default_factory=dict)
+    engine_config: EngineConfig = field(default_factory=EngineConfig)   # fast engine only
+    token_budget: int | None = None  # fast engine: ESM-2 tokens per batch (default: from free GPU memory)
+    segment_reads: int | None = None  # fast engine: reads per planning segment (default planner.SEGMENT_READS)
     gpus: str | None = None         # fast engine: all | N | 0,2,... (default: all visible on CUDA)
     workers: int | None = None      # worker processes in all (default one per GPU; 1 on a CPU)
     resume: bool = False            # continue from OUTDIR/.virnucpro-run checkpoints
@@ -80,6 +82,11 @@ class PredictOptions:
     stale_s: float = 120.0          # torchrun: a claim without heartbeat for this long is taken over
     save_embeddings: bool = False   # also write each kept frame's features to OUTDIR/embeddings/
     faults: FaultPlan | None = None # faults a test injects (virnucpro.run.faults); None in a real run
+
+    @property
+    def precision(self) -> str:
+        """The fast engine's precision (the reference engine is fp32)."""
+        return self.engine_config.precision
 
 
 def resolve_device(device: str) -> str:
@@ -130,6 +137,9 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     device = resolve_device(opts.device)
     engine_name = opts.engine if opts.engine != "auto" else ("fast" if device.startswith("cuda") else "reference")
     rank = rank_env()
+    if rank is not None and is_stream(opts.input):   # every rank reads the input by itself
+        raise InputError(f"input {opts.input}: under torchrun every rank reads the input, so it must be a "
+                         "file, not standard input, a pipe or a FIFO")
     if engine_name == "fast":
         devices = parse_devices(opts.gpus, opts.workers, device) if rank is None else \
             [f"cuda:{rank.local}" if device.startswith("cuda") else "cpu"]
@@ -322,6 +332,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
         "skipped_frames": counts["skipped_frames"], "skipped_reads": len(counts["skipped_reads"]),
         "viral_chunks": counts["viral_chunks"], "chunks_with_frames": counts["chunks_with_frames"],
         "viral_reads": counts["viral_reads"],
+        "reads_with_x": stream.flags.reads,   # accepted, their codons dropped as the original does (io.records)
         "engine": engine_name, "precision": scored.precision, "device": device,
         "n_gpus": scored.n_gpus, "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
         "reads_per_s": round(len(records) / wall, 2) if wall else None,
@@ -343,11 +354,13 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
     if engine_name == "fast":
         log.info(scaling_line(summary))
     manifest = {"virnucpro_version": __version__, "command": sys.argv, "options": _options(opts),
-                "engine": engine_name, "precision": summary["precision"], "chunk_length": opts.chunk_length,
+                "engine": engine_name, "precision": summary["precision"],
+                "engine_config": opts.engine_config.to_json() if engine_name == "fast" else None,
+                "chunk_length": opts.chunk_length,
                 "chunking": opts.chunking, "models": models.describe(), "synthetic": synthetic,
                 "classifier": {**clf_info, "chunk_length_mismatch": clf_info.get("chunk_length") not in
                                (None, opts.chunk_length)},
-                "input": {"path": str(opts.input), "size": os.path.getsize(opts.input)},
+                "input": {"path": str(opts.input), **stream.identity},   # of the bytes parsed (io.source)
                 "machine": {"host": socket.gethostname(), "platform": platform.platform(), "device": device,
                             "devices": devices, "gpu": _gpu_name(device)},
                 "wall_s": summary["wall_s"], "summary": summary,

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 # length of `predict` and in worker processes): a thread that copies weights or waits for the GPU
 # releases the lock in every call into torch and, beside a thread busy in Python (reading, chunking),
 # waited up to 5 ms each time to get it back -- on an H200 host ESM-2's weights took 5.7 s instead of
-# ~1 s while the input was read (docs/benchmarks.md, H200-16; CPU-3: 40x slower, scripts/gil_convoy.py).
+# ~1 s while the input was read (docs/benchmarks.md#h200-startup; on a CPU 40x slower, #cpu-gil).
 GIL_SWITCH_S = 1e-4
 
 

@@ -1,8 +1,11 @@
-"""FASTA reading: Biopython's FASTA rules, parsed a block at a time; record id = header up to the first whitespace.
+"""Reading reads: FASTA (Biopython's rules, parsed a block at a time) or FASTQ (the 4-line form,
+``virnucpro.io.fastq``), told apart by content; record id = header up to the first whitespace.
 
-Handles what real sequencing files throw at us: gzip (by magic bytes, any file name), Windows line
-endings, lowercase, IUPAC codes, empty records. Problems a user must fix raise ``InputError`` with
-one line naming the file and the record; nothing is half-read.
+Handles what real sequencing files throw at us: gzip (by magic bytes, any file name), standard
+input ('-'), pipes, FIFOs and process substitutions, each read once (``virnucpro.io.source``, which
+also hashes the bytes parsed: the input's identity), Windows line endings, lowercase, IUPAC codes
+and X (``virnucpro.io.records``), empty records. Problems a user must fix raise ``InputError`` with
+one line naming the input and the record; nothing is half-read.
 
 Duplicate record ids (paired reads often share one) crashed the original. We refuse them by
 default, naming the first duplicates; ``duplicate_ids="rename"`` keeps every record and renames the
@@ -12,90 +15,87 @@ k-th repeat of ``ID`` to ``ID_dupK`` (K = 2, 3, ...), logging how many were rena
 from __future__ import annotations
 
 import gzip
-import io
 import logging
-import re
 import threading
 import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 from virnucpro.core.background import gc_paused
 from virnucpro.errors import InputError
+from virnucpro.io.fastq import fastq_blocks
+from virnucpro.io.records import ALLOWED as _ALLOWED  # noqa: F401 - the letter rules, for tests
+from virnucpro.io.records import FLAGGED_WORDS, NOT_NUCLEOTIDE as _NOT_NUCLEOTIDE
+from virnucpro.io.records import FlagCount, Record, bad_letters
+from virnucpro.io.source import InputSource, open_source
 
 log = logging.getLogger(__name__)
 
 # What a damaged (often gzip) file raises while being read.
 _READ_ERRORS = (gzip.BadGzipFile, EOFError, OSError, zlib.error)
 
-# Letters a nucleotide FASTA may hold: IUPAC nucleotide codes (any case) plus gap symbols.
-_ALLOWED = frozenset(b"ACGTURYSWKMBDHVNacgturyswkmbdhvn-.*")
-
-
-@dataclass(frozen=True)
-class Record:
-    id: str
-    seq: str
-
-
-def open_text(path: str | Path) -> io.TextIOBase:
-    """Open a plain or gzip-compressed text file (gzip detected by magic bytes)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"input file not found: {p}")
-    if p.is_dir():
-        raise InputError(f"input is a directory, expected a FASTA file: {p}")
-    with open(p, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8", errors="replace", newline=None)
-    return open(p, encoding="utf-8", errors="replace", newline=None)
-
-
 _BLOCK_CHARS = 1 << 24   # text parsed per block (16 Mi characters): bounded memory for any file size
-_NOT_NUCLEOTIDE = re.compile("[^" + re.escape(bytes(sorted(_ALLOWED)).decode()) + "]")
 
 
 def iter_fasta(path: str | Path) -> Iterator[Record]:
-    """Yield records lazily. Raises InputError for a file that is not FASTA."""
+    """Yield records lazily (FASTA or FASTQ). Raises InputError for an input that is neither."""
     for block in iter_fasta_blocks(path):
         yield from block
 
 
-def iter_fasta_blocks(path: str | Path, progress: Callable[[float], None] | None = None) -> Iterator[list[Record]]:
-    """The records a block of text at a time (lists, in file order). ``progress(fraction)``: after
-    each block, the share of the file's bytes read so far (of the compressed bytes for gzip)."""
-    fh = open_text(path)
-    raw = getattr(fh.buffer, "fileobj", None) or fh.buffer   # the gzip file's compressed stream
-    size = max(1, Path(path).stat().st_size)
+def iter_fasta_blocks(path: str | Path | InputSource, progress: Callable[[float], None] | None = None
+                      ) -> Iterator[list[Record]]:
+    """The records (FASTA or FASTQ, told by the first line) a block of text at a time (lists, in
+    input order). ``path``: a path, '-', or an input already opened (``open_source``; the caller
+    then closes it). ``progress(fraction)``: after each block, the share of a regular file's bytes
+    read so far (of the compressed bytes for gzip; 0.0 for a stream). The reads holding X are
+    counted in ``src.flags``."""
+    src = path if isinstance(path, InputSource) else open_source(path)
+    flags = src.flags
+    fh = None
     try:
-        first = ""
+        first, line_no = "", 0
         try:
+            fh = src.text()
             for line in fh:
+                line_no += 1
                 if line.strip():
                     first = line
                     break
         except _READ_ERRORS as exc:
-            raise InputError(_read_error(path, exc)) from None
+            raise InputError(_read_error(src, exc)) from None
         if not first:
-            raise InputError(f"input file is empty: {path}")
-        if not first.startswith(">"):
-            raise InputError(
-                f"not a FASTA file (first line does not start with '>'): {path}: {first.strip()[:60]!r}")
+            raise InputError(f"input is empty: {src}")
+        if first.startswith(">"):
+            blocks = _fasta_blocks(first, fh, src, flags)
+        elif first.startswith("@"):
+            blocks = fastq_blocks(first, fh, line_no, str(src), _BLOCK_CHARS, flags)
+        else:
+            raise InputError(f"not a FASTA or FASTQ file (the first line starts with neither '>' nor '@'): "
+                             f"{src}: {first.strip()[:60]!r}")
         try:
-            for block in _blocks(first, fh):
-                records = _two_line_records(block)
-                if records is None:
-                    records = [_record(rec, path) for rec in block[1:].split("\n>")]
+            for records in blocks:
                 if progress is not None:
-                    progress(min(1.0, raw.tell() / size))
+                    progress(src.fraction())
                 yield records
         except _READ_ERRORS as exc:
-            raise InputError(_read_error(path, exc)) from None
+            raise InputError(_read_error(src, exc)) from None
     finally:
-        fh.close()
+        if fh is not None:
+            fh.close()
+        if src is not path:
+            src.release()
+
+
+def _fasta_blocks(first: str, fh, path, flags: FlagCount | None) -> Iterator[list[Record]]:
+    for block in _blocks(first, fh):
+        records = _two_line_records(block, flags)
+        if records is None:
+            records = [_record(rec, path) for rec in block[1:].split("\n>")]
+            if flags is not None:
+                flags.add(records)
+        yield records
 
 
 def _record(rec: str, path) -> Record:
@@ -105,9 +105,8 @@ def _record(rec: str, path) -> Record:
     if not rid:
         raise InputError(f"{path}: a record has an empty header ('>' with no id)")
     if not nucleotides_only:
-        bad = set(seq.encode("ascii", "replace")) - _ALLOWED
-        shown = "".join(sorted(chr(b) for b in bad))[:10]
-        raise InputError(f"{path}: record {rid!r} holds characters that are not nucleotide codes: {shown!r}")
+        raise InputError(f"{path}: record {rid!r} holds characters that are not nucleotide codes: "
+                         f"{bad_letters(seq)!r}")
     return Record(rid, seq)
 
 
@@ -127,7 +126,7 @@ def _blocks(first: str, fh) -> Iterator[str]:
             return
 
 
-def _two_line_records(block: str) -> list[Record] | None:
+def _two_line_records(block: str, flags: FlagCount | None = None) -> list[Record] | None:
     """The records of a block when every one is a header line and one line of nucleotide codes (the
     common case, checked in bulk); None for anything else, which the record-by-record rules handle."""
     lines = block.split("\n")
@@ -136,12 +135,16 @@ def _two_line_records(block: str) -> list[Record] | None:
     heads, seqs = lines[0::2], lines[1::2]
     if len(heads) != len(seqs) or any(h[:1] != ">" for h in heads) or any(q[:1] == ">" for q in seqs):
         return None
-    if _NOT_NUCLEOTIDE.search("".join(seqs)):
+    joined = "".join(seqs)
+    if _NOT_NUCLEOTIDE.search(joined):
         return None
     titles = [h[1:].rstrip() for h in heads]
     if not all(titles):
         return None
-    return [Record(t.split(None, 1)[0], q) for t, q in zip(titles, seqs)]
+    records = [Record(t.split(None, 1)[0], q) for t, q in zip(titles, seqs)]
+    if flags is not None:
+        flags.add(records, joined)
+    return records
 
 
 def _title_and_seq(rec: str) -> tuple[str, str, bool]:
@@ -158,7 +161,7 @@ def _title_and_seq(rec: str) -> tuple[str, str, bool]:
     return header.rstrip(), seq, not _NOT_NUCLEOTIDE.search(seq)
 
 
-def _read_error(path, exc: Exception) -> str:
+def _read_error(path, exc: Exception) -> str:  # path: a path or an InputSource (its name)
     return f"{path}: corrupt or truncated file, cannot read it ({type(exc).__name__}: {exc}); is the gzip complete?"
 
 
@@ -204,7 +207,7 @@ class _IdCheck:
     def finish(self, records: list[Record]) -> None:
         """The checks that need the whole file."""
         if not records:
-            raise InputError(f"no FASTA records in {self.path}")
+            raise InputError(f"no records in {self.path}")
         if not any(r.seq for r in records):
             raise InputError(f"every record in {self.path} has an empty sequence")
         if self.dups:
@@ -218,7 +221,7 @@ class _IdCheck:
 
 
 class RecordStream:
-    """A FASTA file read by a background thread (``background=False``: in the constructor), so that
+    """A FASTA or FASTQ input read by a background thread (``background=False``: in the constructor), so that
     the records read so far can be worked on while the rest is read. ``records`` grows block by
     block (ids already final: duplicates renamed as they come); ``result()`` waits for the end and
     returns the checked list, or raises the InputError the file earned -- some checks (duplicate ids
@@ -232,7 +235,10 @@ class RecordStream:
             raise InputError(f"duplicate_ids must be 'error' or 'rename', not {duplicate_ids!r}")
         self.path, self.duplicate_ids = path, duplicate_ids
         self.records: list[Record] = []
-        self.fraction = 0.0              # of the file read so far
+        self.fraction = 0.0              # of the file read so far (0.0 until done for a stream)
+        self.name = str(path)            # for messages: the path, or "standard input"
+        self.identity: dict | None = None   # once read: {size, sha256} of the bytes parsed (io.source)
+        self.flags = FlagCount()         # reads holding X
         self.read_s: float | None = None  # once done
         self.error: BaseException | None = None
         self._done = False
@@ -245,10 +251,13 @@ class RecordStream:
 
     def _read(self) -> None:
         t = time.perf_counter()
+        src = None
         try:
-            check = _IdCheck(self.path, self.duplicate_ids)
+            src = open_source(self.path)   # once: a pipe or standard input cannot be read twice
+            self.name, self.flags = src.name, src.flags
+            check = _IdCheck(src.name, self.duplicate_ids)
             with gc_paused():   # millions of small objects and no cycles: the collector's passes cost a quarter of the time
-                for block in iter_fasta_blocks(self.path, self._progress):
+                for block in iter_fasta_blocks(src, self._progress):
                     block = check.block(block)
                     with self._cond:
                         self.records.extend(block)
@@ -256,10 +265,18 @@ class RecordStream:
                     while self._pause_while is not None and len(self.records) >= self._pause_after \
                             and self._pause_while():
                         time.sleep(0.02)
+            self.identity = src.finish()   # refuses a file that changed while it was read
+            self.fraction = 1.0
             check.finish(self.records)
+            if self.flags.reads:
+                log.warning("%d read(s) hold %s, e.g. %s: their codons are dropped, as the original VirNucPro "
+                            "does", self.flags.reads, FLAGGED_WORDS, self.flags.example)
         except BaseException as exc:  # noqa: BLE001 - raised in the consumers' threads by result()
-            self.error = exc
+            changed = src.changed() if src is not None and isinstance(exc, (InputError, *_READ_ERRORS)) else None
+            self.error = InputError(changed) if changed else exc   # a truncated file: that is the cause
         finally:
+            if src is not None:
+                src.release()
             with self._cond:
                 self.read_s = time.perf_counter() - t
                 self._done = True
@@ -284,15 +301,16 @@ class RecordStream:
     def result(self, timeout: float | None = None) -> list[Record]:
         with self._cond:
             if not self._cond.wait_for(lambda: self._done, timeout):
-                raise TimeoutError(f"{self.path}: still reading after {timeout} s")
+                raise TimeoutError(f"{self.name}: still reading after {timeout} s")
         if self.error is not None:
             raise self.error
         return self.records
 
     def expected_reads(self) -> int:
-        """All reads once done; before, the reads so far scaled by the share of the file read."""
+        """All reads once done; before, the reads so far scaled by the share of the file read (the
+        reads so far for a stream of unknown length)."""
         n = len(self.records)
-        if self._done or not n:
+        if self._done or not n or self.fraction <= 0.0:
             return n
         return int(n / max(self.fraction, 1e-9))
 

@@ -7,9 +7,10 @@ Sequences are laid end to end in one 1-D token tensor (no padding) described by 
     positions   [T]          0..len0+1, 0..len1+1, ...         (rotary restarts at every sequence)
 
 Per layer (pre-LayerNorm, as fair-esm's TransformerLayer; the residual stream x stays fp32, the
-matmuls run in the weights' dtype, bf16 by default):
+matmuls run in the weights' dtype: fp32 here by default, fp16 in the fast engine by default):
     x = x + out_proj(attn(rotary(q), rotary(k), v))     q,k,v = split(qkv(LN(x)))   fused QKV
-    x = x + fc2(gelu(fc1(LN(x))))                          exact (erf) GELU
+    x = x + fc2(gelu(fc1(LN(x))))                          exact (erf) GELU, or per instance its
+                                                           tanh form in fc1's GEMM epilogue
 then emb_layer_norm_after. Rotary tables are built and applied in fp32 (fair-esm builds them in the
 weights' dtype). The token-dropout embedding scale is kept: x * 0.88 / (1 - mask share of the
 sequence), i.e. x * 0.88 without <mask> tokens. Attention never crosses sequences:
@@ -21,6 +22,9 @@ at most 1024), exactly as the reference engine (fair-esm's layer-L mean) compute
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -98,14 +102,16 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
 
-# How the element-wise work is grouped into compiled kernels (measured in docs/benchmarks.md):
-#   v_view  hand v to attention as a strided view of the QKV output instead of a contiguous copy
-#   chain   compile "post-attention of layer i + pre-attention of layer i+1" as one function, so the
-#           residual add after fc2 fuses with the next layer's LayerNorm (one pass over x fewer)
-#   gelu_epilogue  fc1 + GELU as one cuBLASLt GEMM with a GELU epilogue (saves a pass over the
-#           [T, 4C] activations) -- GELU's tanh approximation, not the exact GELU of ESM-2: off in the
-#           model; the fast engine turns it on in fp16/bf16 on a GPU (engines/fast.py gelu_epilogue)
-OPTIONS = {"v_view": True, "chain": True, "gelu_epilogue": False}   # v_view, chain: measured fastest (H200-6)
+# Per layer the element-wise work is grouped as measured fastest (docs/benchmarks.md#h200-esm2):
+# v goes to attention as a strided view of the QKV output (no contiguous copy), and the post-attention
+# work of layer i runs with the pre-attention work of layer i+1 (``post_pre``), so that the residual add
+# after fc2 shares a pass with the next layer's LayerNorm.
+#
+# GELU: ESM-2's is the exact (erf) GELU. ``tanh-epilogue`` computes fc1 + GELU as one cuBLASLt GEMM
+# with its GELU epilogue (one pass over the [T, 4C] activations fewer), which is GELU's tanh
+# approximation: a model instance uses it only when its ``gelu`` says so (the fast engine, in
+# fp16/bf16 on a GPU: virnucpro.engines.config).
+GELU_CHOICES = ("exact", "tanh-epilogue")
 
 
 @torch.library.custom_op("virnucpro::linear_gelu_tanh", mutates_args=())
@@ -122,37 +128,33 @@ def _(x, w, b):
     return x.new_empty(x.shape[0], w.shape[0])
 
 
-def _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b):
-    """fc2(GELU(fc1(h))): the exact GELU, or fc1 with the tanh-GELU epilogue when OPTIONS say so."""
-    g = linear_gelu_tanh(h, fc1_w, fc1_b) if OPTIONS["gelu_epilogue"] else F.gelu(F.linear(h, fc1_w, fc1_b))
+def _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh: bool):
+    """fc2(GELU(fc1(h))): the exact GELU, or fc1 with the tanh-GELU epilogue."""
+    g = linear_gelu_tanh(h, fc1_w, fc1_b) if gelu_tanh else F.gelu(F.linear(h, fc1_w, fc1_b))
     return F.linear(g, fc2_w, fc2_b)
 
 
 def pre_attention(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
-    """x [T, C] (residual dtype) -> q, k, v [T, H, D] in the weights' dtype (rotary applied)."""
+    """x [T, C] (fp32 residual stream) -> q, k, v [T, H, D] in the weights' dtype (rotary applied)."""
     T, C = x.shape
     h = F.layer_norm(x, (C,), ln_w.to(x.dtype), ln_b.to(x.dtype), 1e-5).to(qkv_w.dtype)
     q, k, v = F.linear(h, qkv_w, qkv_b).view(T, 3, heads, C // heads).unbind(1)
-    return rope(q, cos, sin), rope(k, cos, sin), (v if OPTIONS["v_view"] else v.contiguous())
+    return rope(q, cos, sin), rope(k, cos, sin), v
 
 
-def post_attention(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
+def post_attention(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh: bool = False):
     """Residual add of the attention output, then the GELU feed-forward block (pre-LN)."""
     T, C = x.shape
     x = x + F.linear(a.reshape(T, C), out_w, out_b).to(x.dtype)
     h = F.layer_norm(x, (C,), ln_w.to(x.dtype), ln_b.to(x.dtype), 1e-5).to(fc1_w.dtype)
-    return x + _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b).to(x.dtype)
+    return x + _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh).to(x.dtype)
 
 
 def post_pre(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, ln1_w, ln1_b, qkv_w, qkv_b,
-             cos, sin, heads: int):
+             cos, sin, heads: int, gelu_tanh: bool = False):
     """post_attention of one layer and pre_attention of the next in one function: x, q, k, v."""
-    x = post_attention(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b)
+    x = post_attention(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh)
     return (x, *pre_attention(x, ln1_w, ln1_b, qkv_w, qkv_b, cos, sin, heads))
-
-
-_EAGER = {"pre": pre_attention, "post": post_attention, "post_pre": post_pre}
-_KERNELS = dict(_EAGER)
 
 
 # The same three functions over the hand-written Triton kernels (virnucpro/models/esm2_triton.py): the
@@ -170,69 +172,34 @@ def pre_attention_triton(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
     return _qkv_rope(add_layernorm(x, None, ln_w, ln_b, qkv_w.dtype), qkv_w, qkv_b, cos, sin, heads)
 
 
-def _post_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
+def _post_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh: bool):
     T, C = x.shape
     h = add_layernorm(x, F.linear(a.reshape(T, C), out_w, out_b), ln_w, ln_b, fc1_w.dtype)   # x += attention
-    return _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b)
+    return _ffn(h, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh)
 
 
-def post_attention_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
-    return x + _post_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b).to(x.dtype)
+def post_attention_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh: bool = False):
+    return x + _post_triton(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh).to(x.dtype)
 
 
 def post_pre_triton(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, ln1_w, ln1_b, qkv_w, qkv_b,
-                    cos, sin, heads: int):
-    f = _post_triton(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b)
+                    cos, sin, heads: int, gelu_tanh: bool = False):
+    f = _post_triton(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh)
     h = add_layernorm(x, f, ln1_w, ln1_b, qkv_w.dtype)                                     # x += feed-forward
     return (x, *_qkv_rope(h, qkv_w, qkv_b, cos, sin, heads))
 
 
-_TRITON = {"pre": pre_attention_triton, "post": post_attention_triton, "post_pre": post_pre_triton}
+@dataclass(frozen=True)
+class KernelSet:
+    """The three functions a layer's element-wise work runs through."""
+    pre: Callable        # x -> q, k, v
+    post: Callable       # x, attention output -> x (the last layer)
+    post_pre: Callable   # x, attention output -> x, and the next layer's q, k, v
 
 
-def triton_kernels() -> None:
-    """The Triton kernels (the fast engine's default on a GPU)."""
-    _KERNELS.update(_TRITON)
-
-
-def kernels_in_use() -> str:
-    return {id(_EAGER["pre"]): "eager", id(_TRITON["pre"]): "triton"}.get(id(_KERNELS["pre"]), "compile")
-
-
-def compile_kernels() -> None:
-    """Fuse the element-wise work around the matmuls (LayerNorm, casts, rotary, GELU, residual
-    adds) with torch.compile. One compilation serves all layers (weights are arguments), and with
-    batches padded to the token budget every batch has the same shape: static-shape kernels."""
-    for key, fn in _EAGER.items():
-        _KERNELS[key] = _with_eager_fallback(torch.compile(fn, dynamic=False), fn)
-
-
-def compile_dynamic(fn):
-    """``fn`` compiled once for all shapes (dynamic sizes), running eager if compiling fails."""
-    return _with_eager_fallback(torch.compile(fn, dynamic=True), fn)
-
-
-def _with_eager_fallback(compiled, eager):
-    """Use the compiled kernel; if compilation fails (no compiler, unsupported GPU), say so once
-    and run eager from then on: slower, same results."""
-    state = {"fn": compiled}
-
-    def call(*args):
-        try:
-            return state["fn"](*args)
-        except Exception as exc:
-            if state["fn"] is eager or isinstance(exc, torch.OutOfMemoryError):   # OOM: the caller backs off
-                raise
-            import logging
-            logging.getLogger(__name__).warning("torch.compile failed (%s: %s); running eager",
-                                                type(exc).__name__, str(exc).splitlines()[0][:200])
-            state["fn"] = eager
-            return eager(*args)
-    return call
-
-
-def eager_kernels() -> None:
-    _KERNELS.update(_EAGER)
+EAGER = KernelSet(pre_attention, post_attention, post_pre)                   # plain PyTorch ops
+TRITON = KernelSet(pre_attention_triton, post_attention_triton, post_pre_triton)
+KERNEL_SETS = {"eager": EAGER, "triton": TRITON}
 
 
 class PackedLayer(nn.Module):
@@ -255,15 +222,14 @@ class PackedLayer(nn.Module):
         return (self.out_proj.weight, self.out_proj.bias, ln2.weight, ln2.bias,
                 self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
 
-    def forward(self, x, cos, sin, cu, max_len: int, force_padded: bool = False):
-        q, k, v = _KERNELS["pre"](x, *self.pre_args(), cos, sin, self.heads)
-        a = varlen_attention(q, k, v, cu, max_len, force_padded)          # [T, H, D]
-        return _KERNELS["post"](x, a, *self.post_args())
-
 
 class PackedESM2(nn.Module):
+    """``kernels`` (eager | triton) and ``gelu`` (exact | tanh-epilogue) are this instance's own:
+    two instances in one process may compute with different ones (``set_kernels``)."""
+
     def __init__(self, num_layers: int, embed_dim: int, attention_heads: int, vocab_size: int = 33,
-                 padding_idx: int = 1, mask_idx: int = 32, cls_idx: int = 0, eos_idx: int = 2):
+                 padding_idx: int = 1, mask_idx: int = 32, cls_idx: int = 0, eos_idx: int = 2,
+                 kernels: str = "eager", gelu: str = "exact"):
         super().__init__()
         self.num_layers, self.embed_dim, self.attention_heads = num_layers, embed_dim, attention_heads
         self.padding_idx, self.mask_idx, self.cls_idx, self.eos_idx = padding_idx, mask_idx, cls_idx, eos_idx
@@ -272,16 +238,22 @@ class PackedESM2(nn.Module):
         self.emb_layer_norm_after = nn.LayerNorm(embed_dim)
         self.rotary = RotaryTable(embed_dim // attention_heads)
         self.force_padded_attention = False
-        self.residual_dtype = torch.float32   # the residual stream stays fp32 whatever the matmul dtype
+        # the residual stream stays fp32 whatever the matmul dtype (in the matmul dtype it was 1.4-1.5%
+        # faster but moved 0.06% of frame labels: docs/benchmarks.md#exp-esm-residual-half; only
+        # tools/precision_study.py --halfres changes it)
+        self.residual_dtype = torch.float32
+        self.set_kernels(kernels, gelu)
 
-    @classmethod
-    def from_fair_esm(cls, model) -> "PackedESM2":
-        """Copy the weights of a loaded fair-esm ESM2 (q/k/v fused into one projection)."""
-        a = model.alphabet
-        m = cls(model.num_layers, model.embed_dim, model.attention_heads, len(a.all_toks), a.padding_idx,
-                a.mask_idx, a.cls_idx, a.eos_idx)
-        m.load_state_dict(fuse_state(model.state_dict(), model.num_layers), strict=True)
-        return m
+    def set_kernels(self, kernels: str | None = None, gelu: str | None = None) -> "PackedESM2":
+        """Choose this instance's element-wise kernels and GELU form (None: keep the current one)."""
+        kernels = kernels if kernels is not None else self.kernels
+        gelu = gelu if gelu is not None else self.gelu
+        if kernels not in KERNEL_SETS:
+            raise ValueError(f"kernels {kernels!r}: one of {', '.join(KERNEL_SETS)}")
+        if gelu not in GELU_CHOICES:
+            raise ValueError(f"gelu {gelu!r}: one of {', '.join(GELU_CHOICES)}")
+        self.kernels, self.gelu = kernels, gelu
+        return self
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu", dtype=torch.float32, phases: dict | None = None,
@@ -307,8 +279,7 @@ class PackedESM2(nn.Module):
         with torch.device("meta"):
             m = cls(cfg.encoder_layers, cfg.encoder_embed_dim, cfg.encoder_attention_heads, len(alphabet.all_toks),
                     alphabet.padding_idx, alphabet.mask_idx, alphabet.cls_idx, alphabet.eos_idx)
-        from virnucpro.models.transfer import staged_copy_enabled
-        if staged_copy_enabled(torch.device(device)):
+        if torch.device(device).type == "cuda":   # threads and pinned buffers (models/transfer.py: why)
             fused = fuse_state_staged(sd, cfg.encoder_layers, torch.device(device), dtype)
         else:
             fused = fuse_state(sd, cfg.encoder_layers, to=lambda t: t.to(device=device, dtype=dtype))   # QKV cat on the device
@@ -327,7 +298,7 @@ class PackedESM2(nn.Module):
     def forward(self, tokens: torch.Tensor, cu: torch.Tensor, positions: torch.Tensor, max_len: int,
                 n_layers: int | None = None) -> torch.Tensor:
         """tokens [T] long, cu [N+1] int32, positions [T] -> final hidden states [T, C]. ``n_layers``:
-        only the first n layers (the warm-up: two layers compile every kernel, and inference holds
+        only the first n layers (the warm-up: two layers load every kernel, and inference holds
         one layer's activations at a time, so their memory peak is the whole model's)."""
         lengths = (cu[1:] - cu[:-1]).long()                                         # [N]
         seq = torch.repeat_interleave(torch.arange(lengths.numel(), device=tokens.device), lengths,
@@ -337,22 +308,19 @@ class PackedESM2(nn.Module):
         x = x.masked_fill(is_mask[:, None], 0.0)
         masked_share = torch.zeros(lengths.numel(), device=x.device).index_add_(0, seq, is_mask.float()) / lengths
         scale = (1 - TOKEN_DROPOUT_TRAIN_RATIO) / (1 - masked_share)                # [N]
-        x = (x.to(self.residual_dtype) * scale[seq][:, None].to(self.residual_dtype))
+        x = x.to(self.residual_dtype) * scale[seq][:, None].to(self.residual_dtype)
         cos = self.rotary.cos[positions][:, None, :]                                # [T, 1, D/2] fp32
         sin = self.rotary.sin[positions][:, None, :]
         layers = self.layers if n_layers is None else self.layers[:n_layers]
-        if OPTIONS["chain"]:
-            q, k, v = _KERNELS["pre"](x, *layers[0].pre_args(), cos, sin, layers[0].heads)
-            for i, layer in enumerate(layers):
-                a = varlen_attention(q, k, v, cu, max_len, self.force_padded_attention)
-                if i + 1 < len(layers):
-                    x, q, k, v = _KERNELS["post_pre"](x, a, *layer.post_args(), *layers[i + 1].pre_args(),
-                                                      cos, sin, layer.heads)
-                else:
-                    x = _KERNELS["post"](x, a, *layer.post_args())
-        else:
-            for layer in layers:
-                x = layer(x, cos, sin, cu, max_len, self.force_padded_attention)
+        ks, tanh = KERNEL_SETS[self.kernels], self.gelu == "tanh-epilogue"
+        q, k, v = ks.pre(x, *layers[0].pre_args(), cos, sin, layers[0].heads)
+        for i, layer in enumerate(layers):
+            a = varlen_attention(q, k, v, cu, max_len, self.force_padded_attention)  # [T, H, D]
+            if i + 1 < len(layers):
+                x, q, k, v = ks.post_pre(x, a, *layer.post_args(), *layers[i + 1].pre_args(), cos, sin,
+                                         layer.heads, gelu_tanh=tanh)
+            else:
+                x = ks.post(x, a, *layer.post_args(), gelu_tanh=tanh)
         ln = self.emb_layer_norm_after
         return F.layer_norm(x, (x.shape[1],), ln.weight.to(x.dtype), ln.bias.to(x.dtype), 1e-5)
 

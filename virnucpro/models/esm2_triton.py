@@ -8,8 +8,8 @@ Between its GEMMs a packed ESM-2 layer does two kinds of memory-bound work (virn
                     written as contiguous [T, H, D] tensors; v stays a strided view of that output
 
 torch.compile fuses the same work into the same passes, but every process pays for it at start-up:
-importing its compiler and tracing the functions took ~4-5 s of each worker's start (docs/benchmarks.md,
-H200-20), on the critical path of every run. These kernels need `import triton` and a cached compile
+importing its compiler and tracing the functions took ~4-5 s of each worker's start, for the same
+speed (docs/benchmarks.md#exp-esm-compile), on the critical path of every run. These kernels need `import triton` and a cached compile
 (the first run on a machine compiles them, ~1-2 s, into Triton's cache). Rows are independent and each
 row is reduced in a fixed order: results do not depend on the batch or the GPU count.
 
@@ -120,15 +120,13 @@ def rope_qk(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int)
     return q, kk
 
 
-def warm(dim: int, heads: int, dtype: torch.dtype, device: torch.device,
-         residual: torch.dtype = torch.float32) -> float:
+def warm(dim: int, heads: int, dtype: torch.dtype, device: torch.device) -> float:
     """Load (or compile) both kernels for a model of this width on ``device``, on one-row inputs:
     Triton specialises on dtypes, strides and alignment, not on the number of rows, so the loop's
-    calls find them ready. ``residual``: the residual stream's dtype. Returns the seconds it took
-    (importing triton included)."""
+    calls find them ready. Returns the seconds it took (importing triton included)."""
     import time
     t = time.perf_counter()
-    x = torch.zeros(1, dim, dtype=residual, device=device)
+    x = torch.zeros(1, dim, dtype=torch.float32, device=device)   # the fp32 residual stream
     w = torch.ones(dim, dtype=torch.float32, device=device)
     add_layernorm(x, torch.zeros(1, dim, dtype=dtype, device=device), w, w, dtype)
     add_layernorm(x, None, w, w, dtype)

@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import re
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,6 +29,12 @@ from typing import Any, Iterable
 from virnucpro.errors import ModelError
 
 SAFETENSORS_MAX_HEADER = 100 << 20     # the safetensors library refuses longer headers too
+# torch keeps the weights-only unpickler's extra allowed globals in one process-wide set that
+# ``safe_globals`` replaces on entry and restores on exit: two loads in two threads (the fast engine
+# loads ESM-2 in a thread while the main thread loads the classifier) took each other's allow-list
+# away mid-read, and a clean checkpoint was refused. One pickled load at a time; the big ones map
+# their file (mmap) instead of reading it, so the wait is short.
+_ALLOW_LIST_LOCK = threading.Lock()
 
 
 def _refusal(what: str, path: Path, exc: Exception) -> ModelError:
@@ -57,7 +64,7 @@ def load_pickled(path: str | Path, allowed: Iterable = (), *, what: str = "model
     if size == 0:
         raise ModelError(f"{what} {path} is empty (0 bytes): download or copy it again")
     try:
-        with torch.serialization.safe_globals(list(allowed)), open(path, "rb") as fh:
+        with _ALLOW_LIST_LOCK, torch.serialization.safe_globals(list(allowed)), open(path, "rb") as fh:
             return _weights_only_read(fh, path, size, mmap)
     except pickle.UnpicklingError as exc:
         if re.search(r"global|GLOBAL|not an allowed|blocked", str(exc)):

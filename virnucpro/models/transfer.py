@@ -3,19 +3,20 @@
 A plain ``t.to("cuda")`` of a memory-mapped tensor is one thread doing everything in turn: faulting
 the file's pages in, copying them into the driver's small staging buffer, waiting for each piece
 to cross the bus. ESM-2 3B's 5.7 GB took ~1.0 s that way on an H200 host when nothing else ran,
-2.5-4.5 s beside other start-up work (docs/benchmarks.md, H200-11/16/19).
+2.5-4.5 s beside other start-up work (docs/benchmarks.md#h200-startup).
 
 ``copy_to_device`` splits the tensors over a few threads; each copies its pieces into two pinned
 buffers of its own, in turn, and hands each filled buffer to its own CUDA stream, so page faults,
 host copies and bus transfers of different pieces overlap. The destination tensors are allocated
 by the caller (on its stream), so the caching allocator keeps them with the stream that uses them.
 
-    VIRNUCPRO_WEIGHT_COPY=direct    one ``copy_`` per tensor instead (the comparison in benchmarks.md)
+``PackedESM2.from_checkpoint`` copies this way to every CUDA device; a CPU destination (the tests)
+runs the same steps synchronously. One ``copy_`` per tensor took 2.0-2.2 s for ESM-2 3B where this
+copy took 1.8-2.2 s, beside the rest of a worker's start-up on an H200 (docs/benchmarks.md#exp-weight-copy).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
@@ -23,14 +24,6 @@ import torch
 
 CHUNK_BYTES = 32 << 20     # per pinned buffer; two per thread
 THREADS = 4
-
-
-def staged_copy_enabled(device: torch.device) -> bool:
-    value = os.environ.get("VIRNUCPRO_WEIGHT_COPY", "staged").strip().lower()
-    if value not in ("staged", "direct"):
-        from virnucpro.errors import InputError
-        raise InputError(f"VIRNUCPRO_WEIGHT_COPY={value!r}: staged (the default) or direct")
-    return value == "staged" and device.type == "cuda"
 
 
 def copy_to_device(pairs: list[tuple[torch.Tensor, torch.Tensor]], threads: int = THREADS,

@@ -12,7 +12,13 @@ A baseline directory (``baselines/<name>/``) holds
 exactly as a user would. The performance gate compares a run with a baseline only when the
 manifest says both used the same models (fingerprints), the same chunk length and the same
 input (sha256) — comparing a 500-nt run against 300-nt outputs is a mistake that once cost a
-week. A user's own real v1.0 output directory (no manifest) can be given to the gate instead.
+week. Such a baseline shares chunking, translation and output code with the engine it judges.
+
+``virnucpro baseline import V1_DIR --input READS.fa`` stores real v1.0 outputs (of the original or
+the previous pipeline) instead: their format checked, their sha256s, the input's sha256 and the
+chunk length (told from, or checked against, the chunk ids: a read of length L has ceil(L/C)
+chunks) in the manifest, whose ``origin`` says which of the two a baseline is. A user's own
+directory without manifest is still accepted by the gate, marked unverifiable.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from virnucpro.io.paths import CONSENSUS, PREDICTIONS, RUN_JSON
 
 MANIFEST = "manifest.json"
 FORMAT = "virnucpro-baseline/1"
+ORIGIN_REFERENCE = "reference-engine"   # `baseline make`: this package's reference engine
+ORIGIN_IMPORTED = "imported-v1"         # `baseline import`: real v1.0 output files
 
 
 @dataclass
@@ -67,6 +75,14 @@ def load_baseline(path: str | Path) -> Baseline:
     return Baseline(path, manifest)
 
 
+def origin(baseline: Baseline) -> str | None:
+    """Where a baseline's outputs come from: ORIGIN_IMPORTED, ORIGIN_REFERENCE, or None (no
+    manifest: a user's own directory, unverifiable)."""
+    if baseline.manifest is None:
+        return None
+    return baseline.manifest.get("origin", ORIGIN_REFERENCE)
+
+
 def run_fingerprints(run_manifest: dict[str, Any]) -> dict[str, str]:
     return dict((run_manifest.get("models") or {}).get("fingerprints") or {})
 
@@ -89,7 +105,9 @@ def incompatibilities(baseline: Baseline, run_manifest: dict[str, Any],
         out.append(f"chunking differs: baseline {b.get('chunking')}, run {run_manifest.get('chunking')}")
     fb = (b.get("models") or {}).get("fingerprints") or {}
     fr = run_fingerprints(run_manifest)
-    if not fb or not fr:
+    if origin(baseline) == ORIGIN_IMPORTED:
+        fb = fr = {}   # real v1.0 outputs carry no fingerprints: the user vouches for the models
+    elif not fb or not fr:
         out.append("model fingerprints missing on one side")
     for k in sorted(set(fb) | set(fr)):
         if fb.get(k) != fr.get(k):
@@ -202,6 +220,7 @@ def make_baseline(out: Path, workload: Path, models: Path, chunk_length: int, de
     synth = run_manifest.get("synthetic")
     manifest = {
         "format": FORMAT,
+        "origin": ORIGIN_REFERENCE,
         "name": out.name,
         "engine": run_manifest.get("engine", "reference"),
         "chunk_length": run_manifest.get("chunk_length", chunk_length),
@@ -225,10 +244,127 @@ def make_baseline(out: Path, workload: Path, models: Path, chunk_length: int, de
     return Baseline(out, manifest)
 
 
+# --------------------------------------------------------------------------------------------
+# Importing real v1.0 outputs
+# --------------------------------------------------------------------------------------------
+
+CHUNK_LENGTHS = (300, 500)
+_MIN_EVIDENCE = 10   # reads with 2+ chunks needed before "none shows a 2nd chunk" is telling
+
+
+def _read_of(chunk_id: str) -> tuple[str, int]:
+    """``{read}_chunk_{k}`` -> (read, k); InputError for anything else."""
+    read, sep, k = chunk_id.rpartition("_chunk_")
+    if not sep or not read or not k.isdigit() or int(k) < 1:
+        raise InputError(f"chunk id {chunk_id!r} is not READ_chunk_K (K >= 1): not VirNucPro's output")
+    return read, int(k)
+
+
+def chunk_evidence(lengths: dict[str, int], chunk_ids: list[str]) -> dict[str, Any]:
+    """What the chunk ids of a set of outputs say about their chunk length.
+
+    The original cuts a read of length L into ceil(L/C) chunks numbered 1..ceil(L/C); the outputs
+    list the chunks that kept a frame. A chunk number above ceil(L/C) rules C out. A longer C
+    leaves no trace this way, so: among the reads that have 2+ chunks under C, if at least
+    _MIN_EVIDENCE are present and none shows a chunk beyond the first, C is ruled out too (with
+    C = 300 most chunks keep a frame; the 300-vs-500 mix-up of the previous rewrite looked so).
+    """
+    top: dict[str, int] = {}
+    for cid in chunk_ids:
+        read, k = _read_of(cid)
+        if read not in lengths:
+            raise InputError(f"the outputs name read {read!r} (chunk {cid}), which is not in the input")
+        top[read] = max(top.get(read, 0), k)
+    out: dict[str, Any] = {"reads_in_outputs": len(top), "reads_in_input": len(lengths),
+                           "max_chunk_index": max(top.values(), default=0), "per_length": {}}
+    for c in CHUNK_LENGTHS:
+        over = [r for r, k in top.items() if k > -(-lengths[r] // c)]
+        multi = [r for r in top if -(-lengths[r] // c) >= 2]
+        seen = sum(1 for r in multi if top[r] >= 2)
+        why = None
+        if over:
+            why = (f"{len(over)} read(s) have more chunks than ceil(L/{c}) allows, e.g. {over[0]} "
+                   f"(length {lengths[over[0]]}, chunk {top[over[0]]})")
+        elif len(multi) >= _MIN_EVIDENCE and seen == 0:
+            why = (f"none of the {len(multi)} reads that have 2+ chunks at {c} nt shows a chunk beyond "
+                   f"the first")
+        out["per_length"][str(c)] = {"consistent": why is None, "why_not": why,
+                                     "reads_with_several_chunks": len(multi), "of_them_seen": seen}
+    out["consistent"] = [c for c in CHUNK_LENGTHS if out["per_length"][str(c)]["consistent"]]
+    return out
+
+
+def import_v1(v1_dir: Path, reads: Path, out: Path, chunk_length: int | None = None,
+              force: bool = False) -> Baseline:
+    """Check a real v1.0 output directory against its input and store it as a baseline in ``out``
+    (the two output files, copied, and a manifest with their sha256s, the input's sha256 and read
+    count, the chunk length and the evidence for it). InputError names any problem."""
+    from virnucpro.io.fasta import iter_fasta
+    from virnucpro.perf.compare import chunk_scores, read_consensus, read_frames
+
+    v1_dir = Path(v1_dir)
+    if not v1_dir.is_dir():
+        raise InputError(f"v1.0 output directory not found: {v1_dir}")
+    if not Path(reads).is_file():
+        raise InputError(f"--input {reads}: no such file")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise InputError(f"{out} exists and is not empty (pass --force to replace it)")
+    frames = read_frames(v1_dir / PREDICTIONS)           # header, fields, labels, scores checked
+    cons = read_consensus(v1_dir / CONSENSUS)
+    bad = frames["id"][~frames["id"].str.contains(r"_chunk_\d+[FR][123]$", regex=True)]
+    if len(bad):
+        raise InputError(f"{v1_dir / PREDICTIONS}: frame id {bad.iloc[0]!r} is not READ_chunk_K + F1..R3")
+    have = set(chunk_scores(frames).index)
+    missing = sorted(set(cons["id"]) ^ have)
+    if missing:
+        raise InputError(f"{v1_dir}: the two files disagree: {len(missing)} chunk id(s) are in one only, "
+                         f"e.g. {missing[0]!r} (the consensus file has one row per chunk with frames)")
+    lengths = {r.id: len(r.seq) for r in iter_fasta(reads)}
+    ev = chunk_evidence(lengths, list(cons["id"]))
+    if chunk_length is None:
+        if len(ev["consistent"]) != 1:
+            raise InputError(f"cannot tell the chunk length from the outputs (consistent with "
+                             f"{ev['consistent'] or 'none of 300, 500'}): pass --chunk-length")
+        chunk_length = ev["consistent"][0]
+    if chunk_length not in ev["consistent"]:
+        raise InputError(f"refusing {v1_dir}: its chunk ids imply another chunk length than "
+                         f"{chunk_length}: {ev['per_length'][str(chunk_length)]['why_not']}")
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name in (PREDICTIONS, CONSENSUS):
+        shutil.copyfile(v1_dir / name, out / name)
+        files[name] = {"sha256": sha256_file(v1_dir / name), "bytes": (v1_dir / name).stat().st_size}
+    manifest = {
+        "format": FORMAT, "origin": ORIGIN_IMPORTED, "name": out.name,
+        "chunk_length": chunk_length, "chunking": "original",
+        "source": {"dir": str(v1_dir.resolve()), "files": files},
+        "workload": {"source": "file", "path": str(Path(reads).resolve()), "sha256": sha256_file(reads),
+                     "reads": len(lengths)},
+        "chunk_evidence": ev,
+        "models": {"fingerprints": {}, "note": "v1.0 outputs carry no model fingerprints: the gate "
+                   "compares them with a run of the models you name (--models)"},
+        "outputs": {"frames": len(frames), "chunks": len(cons)},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info("cpu"),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    return Baseline(out, manifest)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    b = import_v1(args.v1_dir, args.input, args.out, args.chunk_length, args.force)
+    m = b.manifest
+    ev = m["chunk_evidence"]["per_length"][str(m["chunk_length"])]
+    print(f"baseline {b.path}: imported v1.0 outputs of {args.v1_dir} ({m['outputs']['frames']} frames, "
+          f"{m['outputs']['chunks']} chunks of {m['workload']['reads']} reads), chunk length "
+          f"{m['chunk_length']} ({ev['reads_with_several_chunks']} reads with 2+ chunks, "
+          f"{ev['of_them_seen']} showing one)")
+    return 0
+
+
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``virnucpro baseline make`` to the CLI."""
+    """Add ``virnucpro baseline make`` and ``virnucpro baseline import`` to the CLI."""
     p = subparsers.add_parser(
-        "baseline", help="make stored v1.0 baselines for the performance gate",
+        "baseline", help="make or import stored v1.0 baselines for the performance gate",
         description="Stored v1.0 baselines: the reference engine's outputs for a known workload "
                     "and model set, with a manifest the performance gate checks before comparing.")
     sub = p.add_subparsers(dest="baseline_command", metavar="COMMAND", required=True)
@@ -240,7 +376,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     "prediction_results.txt, prediction_results_highestscore.csv and manifest.json "
                     "(workload, model fingerprints, engine, chunk length, date, machine, wall time) "
                     "in OUT_ROOT/NAME.")
-    m.add_argument("name", metavar="NAME", help="baseline name, e.g. smoke-tiny-c300")
+    m.add_argument("name", metavar="NAME", help="baseline name, e.g. synthetic-tiny-c300")
     m.add_argument("--out-root", type=Path, default=Path("baselines"), help="where baselines live")
     m.add_argument("--models", type=Path, required=True,
                    help="model directory (with --synth-preset: created there if absent)")
@@ -258,6 +394,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--device", default="cpu", help="device for the reference run (cpu, cuda)")
     m.add_argument("--force", action="store_true", help="replace an existing baseline")
     m.set_defaults(func=run_make)
+    i = sub.add_parser(
+        "import", help="check real v1.0 outputs against their input and store them as a baseline",
+        description="Take a real v1.0 output directory (prediction_results.txt and "
+                    "prediction_results_highestscore.csv of the original or the previous pipeline), "
+                    "validate its format against the input reads, and store it in OUT with a manifest "
+                    "(sha256 of each file and of the input, read count, chunk length). Refused when "
+                    "its chunk ids imply another chunk length: a read of length L has ceil(L/C) chunks.")
+    i.add_argument("v1_dir", metavar="V1_DIR", type=Path, help="the v1.0 output directory")
+    i.add_argument("--input", type=Path, required=True, metavar="READS.fa",
+                   help="the reads V1_DIR was made from (FASTA, plain or gzip)")
+    i.add_argument("-c", "--chunk-length", type=int, choices=CHUNK_LENGTHS,
+                   help="the chunk length of the v1.0 run (default: told from the chunk ids)")
+    i.add_argument("--out", type=Path, required=True, metavar="DIR", help="the baseline directory to write")
+    i.add_argument("--force", action="store_true", help="replace an existing baseline")
+    i.set_defaults(func=run_import)
     return p
 
 

@@ -65,13 +65,15 @@ def run_bench(args) -> dict:
     device = resolve_device(args.device)
     models = ensure_models(Path(args.models), args.preset, args.seed, device)
     workload = ensure_workload(args.workload, out)
-    engine_opts = {k: v for k, v in (("token_budget", args.token_budget), ("gpu_memory_gib", args.gpu_memory_gib),
-                                     ("loader_workers", args.loader_workers)) if v is not None}
+    from virnucpro.engines.config import EngineConfig
+    # the CLI fills args.engine_config (with the environment's experiment switches)
+    config = getattr(args, "engine_config", None) or EngineConfig(precision=args.precision,
+                                                                  gpu_memory_gib=args.gpu_memory_gib)
 
     def run(inp: Path, sub: str, engine: str) -> dict:
         opts = PredictOptions(input=inp, outdir=out / sub, chunk_length=args.chunk_length, models=str(models),
-                              engine=engine, device=device, precision=args.precision, progress=args.progress,
-                              engine_opts=engine_opts if engine == "fast" else {})
+                              engine=engine, device=device, engine_config=config, progress=args.progress,
+                              token_budget=args.token_budget if engine == "fast" else None)
         return predict(opts)
 
     result: dict = {"workload": str(workload), "device": device, "precision": args.precision,

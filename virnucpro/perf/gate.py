@@ -1,4 +1,5 @@
-"""The performance gate's logic: hardware profiles, finished runs, and one check per criterion.
+"""The performance gate's logic: hardware profiles, configurations, finished runs, the Check
+record and the wall-time criterion (the other criteria: virnucpro.perf.criteria).
 
 perf_tests/ runs the real pipeline and asserts on what these functions return; keeping the logic
 here (no pytest, no GPU) lets tests/test_gate.py exercise every pass and fail path on crafted
@@ -9,8 +10,10 @@ inputs. Documented for users in docs/perf-gate.md.
   ratios, correctness bounds. Unknown keys are an error, so a typo cannot switch a criterion off.
 - A *run* is one finished ``virnucpro predict`` output directory: prediction files, run.json and
   the telemetry in virnucpro.log (see virnucpro.core.telemetry). ``load_run`` refuses a broken one.
-- A *check* is one criterion on one configuration: passed or not, target and measurement as text
-  (for the assertion message and the report) and the raw numbers.
+- A *configuration* is a GPU count (or the CPU) and a precision; ``cannot_run`` says why this
+  machine cannot judge one (too few GPUs, another GPU model than the profile's).
+- A *check* is one criterion on one configuration: passed, failed or not measured, target and
+  measurement as text (for the assertion message and the report) and the raw numbers.
 
 A limit "per million reads" applies to a smaller workload through ``virnucpro.perf.projection``
 (start-up and model loading once, the rest scaled by the read ratio).
@@ -24,7 +27,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virnucpro.core.files import atomic_write
 from virnucpro.io.paths import CONSENSUS, LOG_NAME, PREDICTIONS, RUN_JSON
@@ -45,25 +48,37 @@ class GateError(VirnucproError):
 # --------------------------------------------------------------------------------------------
 
 # section -> allowed keys (top-level keys under ""); anything else in a profile is an error.
+# A criterion's section is named as the criterion (and the report's row). Criterion sections may
+# hold one sub-table per precision of [run] precisions, overriding keys for that configuration:
+#   [correctness]  min_frame_agreement = 0.995     [correctness.fp32]  max_abs_diff = 1e-5
 _SCHEMA: dict[str, set[str]] = {
     "": {"name", "description", "marker", "device", "gpu_name_patterns", "gpu_counts"},
-    "run": {"engine", "precision", "chunk_length", "extra_args", "timeout_factor", "warmup_reads"},
+    "run": {"engine", "precision", "precisions", "chunk_length", "extra_args", "timeout_factor",
+            "warmup_reads", "cpu_threads"},
     "workload": {"reads", "seed", "length_profile"},
     "models": {"preset", "seed"},
-    "reference": {"subsample_reads", "device"},
+    "reference": {"subsample_reads", "side_by_side", "device"},
     "wall_time": {"limit_s_per_million_reads"},
-    "gpu_util": {"min_pct"},
-    "packing": {"min_efficiency"},
+    "gpu_utilisation": {"min_pct", "tolerance_pct", "max_disagreement_pct"},
+    "packing_efficiency": {"min_efficiency", "tolerance", "max_disagreement"},
     "scaling": {"min_efficiency"},
-    "speedup": {"source", "min_ratio", "v1_wall_s", "v1_gpus", "v1_reads", "note"},
+    "speedup_vs_reference": {"min_ratio", "basis", "note"},
+    "speedup_vs_v1": {"min_ratio", "v1_wall_s", "v1_gpus", "v1_reads", "note"},
     "correctness": {"min_frame_agreement", "min_consensus_agreement", "max_mean_abs_diff",
-                    "min_share_within_001", "max_abs_diff"},
-    "mfu": {"min_esm"},
+                    "min_share_within_001", "max_abs_diff", "borderline_distance",
+                    "max_non_borderline_share"},
+    "mfu_esm": {"min_esm"},
     "consistency": {"min_agreement", "max_abs_diff"},
 }
 _REQUIRED = {"": {"name", "marker", "device"}, "run": {"engine", "chunk_length"},
              "workload": {"reads", "seed", "length_profile"}, "models": {"preset", "seed"},
              "wall_time": {"limit_s_per_million_reads"}}
+_NOT_CRITERIA = {"", "run", "workload", "models", "reference"}
+PRECISIONS = ("fp32", "fp16", "bf16")
+# Criteria in report order: the name of each one's test (perf_tests/test_perf_gate.py), profile
+# section and report row are the same word.
+CRITERIA = ("wall_time", "gpu_utilisation", "packing_efficiency", "mfu_esm", "scaling",
+            "speedup_vs_reference", "speedup_vs_v1", "correctness", "consistency")
 
 
 @dataclass
@@ -74,8 +89,24 @@ class Profile:
     path: Path
     data: dict[str, Any]
 
-    def section(self, name: str) -> dict[str, Any] | None:
-        return self.data.get(name)
+    def section(self, name: str, precision: str | None = None) -> dict[str, Any] | None:
+        """A section's keys; with ``precision``, its ``[name.precision]`` sub-table overrides them."""
+        sec = self.data.get(name)
+        if sec is None:
+            return None
+        out = {k: v for k, v in sec.items() if not (k in PRECISIONS and isinstance(v, dict))}
+        if precision and isinstance(sec.get(precision), dict):
+            out.update(sec[precision])
+        return out
+
+    @property
+    def precisions(self) -> list[str | None]:
+        """The precisions the gate runs, one configuration each: [run] precisions, else
+        [run] precision, else the engine's default (None)."""
+        run = self.data["run"]
+        if run.get("precisions"):
+            return [str(p) for p in run["precisions"]]
+        return [str(run["precision"])] if run.get("precision") else [None]
 
     @property
     def marker(self) -> str:
@@ -96,6 +127,7 @@ class Profile:
         it, scaled ideally (limit x m / n); ``cpu`` must be listed.
         """
         table = {str(k): float(v) for k, v in self.data["wall_time"]["limit_s_per_million_reads"].items()}
+        config = config if config in table else config.partition("-")[0]   # "cpu-fp16" -> "cpu"
         if config in table:
             return table[config]
         key = str(n_gpus)
@@ -122,7 +154,12 @@ def load_profile(path: str | Path) -> Profile:
             if key not in _SCHEMA or key == "":
                 raise GateError(f"{path}: unknown section [{key}] (known: "
                                 f"{', '.join(sorted(k for k in _SCHEMA if k))})")
-            unknown = set(value) - _SCHEMA[key]
+            subs = {k for k, v in value.items()
+                    if isinstance(v, dict) and k not in _SCHEMA[key] and key not in _NOT_CRITERIA}
+            unknown = (set(value) - subs) - _SCHEMA[key]
+            unknown |= {f"{k} (a precision sub-table: {', '.join(PRECISIONS)})" for k in subs - set(PRECISIONS)}
+            for k in subs & set(PRECISIONS):
+                unknown |= {f"{k}.{x}" for x in set(value[k]) - _SCHEMA[key]}
             if unknown:
                 raise GateError(f"{path}: unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
         elif key not in _SCHEMA[""]:
@@ -135,14 +172,21 @@ def load_profile(path: str | Path) -> Profile:
             raise GateError(f"{path}: missing {', '.join(sorted(missing))} at {where}")
     if data["device"] not in ("cuda", "cpu"):
         raise GateError(f"{path}: device must be 'cuda' or 'cpu', not {data['device']!r}")
-    sp = data.get("speedup")
-    if sp is not None:
-        if sp.get("source") not in ("known", "measured"):
-            raise GateError(f"{path}: [speedup] source must be 'known' or 'measured'")
-        if sp["source"] == "known" and not {"v1_wall_s", "v1_gpus", "v1_reads"} <= set(sp):
-            raise GateError(f"{path}: [speedup] source 'known' needs v1_wall_s, v1_gpus, v1_reads")
-        if sp["source"] == "measured" and "subsample_reads" not in data.get("reference", {}):
-            raise GateError(f"{path}: [speedup] source 'measured' needs [reference] subsample_reads")
+    sv = data.get("speedup_vs_v1")
+    if sv is not None and not {"v1_wall_s", "v1_gpus", "v1_reads", "min_ratio"} <= set(sv):
+        raise GateError(f"{path}: [speedup_vs_v1] needs v1_wall_s, v1_gpus, v1_reads and min_ratio "
+                        "(the known v1.0 timing)")
+    sr = data.get("speedup_vs_reference")
+    if sr is not None:
+        ref = data.get("reference", {})
+        if not (ref.get("side_by_side") or ref.get("subsample_reads")):
+            raise GateError(f"{path}: [speedup_vs_reference] needs [reference] side_by_side = true "
+                            "or subsample_reads")
+        if sr.get("basis", "wall") not in ("wall", "cpu"):
+            raise GateError(f"{path}: [speedup_vs_reference] basis must be 'wall' or 'cpu'")
+    for p in data["run"].get("precisions", []):
+        if p not in PRECISIONS:
+            raise GateError(f"{path}: [run] precisions: {p!r} is not one of {', '.join(PRECISIONS)}")
     return Profile(name=data["name"], path=path, data=data)
 
 
@@ -213,9 +257,54 @@ def gpu_configs(profile: Profile, detected: int) -> list[tuple[str, int]]:
     return [(f"{n}gpu", n) for n in sorted(counts)]
 
 
+@dataclass(frozen=True)
+class Config:
+    """One configuration of a session: ``cpu-fp32``, ``1gpu``, ``2gpu``, ..."""
+
+    config: str
+    n_gpus: int
+    precision: str | None = None
+
+    def __str__(self) -> str:
+        return self.config
+
+
+def configurations(profile: Profile, detected: int) -> list[Config]:
+    """gpu_configs x the profile's precisions; the id names the precision only when there are
+    several (``cpu-fp32``, ``cpu-fp16``; ``1gpu`` for a single-precision GPU profile)."""
+    precs = profile.precisions
+    return [Config(cid if len(precs) == 1 else f"{cid}-{p}", n, p)
+            for cid, n in gpu_configs(profile, detected) for p in precs]
+
+
+def cannot_run(profile: Profile, n_gpus: int, detected: int, gpu_name: str | None,
+               chosen_explicitly: bool) -> str | None:
+    """Why a configuration of ``n_gpus`` GPUs cannot be judged on this machine (None: it can).
+
+    Too few GPUs (none at all included), or GPUs of another model than the profile's
+    ``gpu_name_patterns`` unless the profile was chosen explicitly (--hw-profile): a sign-off of
+    RTX 4090 thresholds measured on another GPU would certify nothing.
+    """
+    if profile.device == "cpu" or n_gpus == 0:
+        return None
+    if n_gpus > detected:
+        have = f"{detected} detected" if detected else "none detected (torch.cuda.device_count() == 0)"
+        return f"needs {n_gpus} GPU(s); {have}"
+    patterns = profile.data.get("gpu_name_patterns", [])
+    if patterns and gpu_name and not chosen_explicitly \
+            and not any(re.search(p, gpu_name, re.IGNORECASE) for p in patterns):
+        return (f"profile {profile.name} is for GPUs matching {', '.join(patterns)}; this machine has "
+                f"{gpu_name!r} (pass --hw-profile {profile.name} to judge it here anyway)")
+    return None
+
+
 # --------------------------------------------------------------------------------------------
 # Runs
 # --------------------------------------------------------------------------------------------
+
+if TYPE_CHECKING:   # annotations only
+    from virnucpro.perf.sampler import Samples
+
 
 @dataclass
 class RunRecord:
@@ -228,6 +317,9 @@ class RunRecord:
     summary: dict[str, Any]       # the telemetry ``summary`` event
     events: list[dict[str, Any]]  # every telemetry event, in order
     manifest: dict[str, Any]      # run.json
+    harness: Samples | None = None     # what the harness sampled while the run lived (sampler.py)
+    clock_offset: float | None = None  # epoch seconds = telemetry t + clock_offset (from the log)
+    command: list[str] = field(default_factory=list)   # as launched, environment settings first
 
     @property
     def reads(self) -> int:
@@ -270,12 +362,41 @@ class RunRecord:
             per.setdefault(int(e["gpu"]), []).append(float(e["util_pct"]))
         return {g: sum(v) / len(v) for g, v in sorted(per.items())}
 
+    @property
+    def precision(self) -> str | None:
+        return self.summary.get("precision") or self.manifest.get("precision")
+
+
+def log_clock_offset(log: Path) -> float | None:
+    """Epoch seconds minus the run's clock, from the log lines that carry telemetry: each line's
+    timestamp (``2026-11-29 16:55:00,123``, local time, written as the event is emitted) minus its
+    ``t``; the median over the lines. None when no line can be read so."""
+    import datetime
+    diffs = []
+    with open(log, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            i = line.find("TELEMETRY {")
+            j = line.find('"t": ')
+            if i < 0 or j < 0:
+                continue
+            try:
+                when = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                t = float(line[j + 5:].split(",", 1)[0].split("}", 1)[0])
+            except ValueError:
+                continue
+            diffs.append(when - t)
+    if not diffs:
+        return None
+    diffs.sort()
+    return diffs[len(diffs) // 2]
+
 
 _SUMMARY_KEYS = ("wall_s", "reads", "chunks", "frames", "stages")
 
 
 def load_run(outdir: str | Path, config: str = CPU_CONFIG, n_gpus: int = 0,
-             wall_s: float | None = None) -> RunRecord:
+             wall_s: float | None = None, harness: Samples | None = None,
+             command: list[str] | None = None) -> RunRecord:
     """Load a finished run; GateError with a specific message when anything the gate needs is
     missing or broken (prediction files, run.json, the log's telemetry and its summary)."""
     outdir = Path(outdir)
@@ -313,7 +434,8 @@ def load_run(outdir: str | Path, config: str = CPU_CONFIG, n_gpus: int = 0,
         raise GateError(f"{config}: {man_p} is not valid JSON: {exc}") from None
     wall = float(summary["wall_s"]) if wall_s is None else float(wall_s)
     return RunRecord(config=config, n_gpus=n_gpus, outdir=outdir, wall_s=wall, summary=summary,
-                     events=events, manifest=manifest)
+                     events=events, manifest=manifest, harness=harness,
+                     clock_offset=log_clock_offset(log), command=list(command or []))
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,10 +453,11 @@ class Check:
     measured: str
     details: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
+    not_measured: bool = False    # the measurement is absent (e.g. NVML on a CPU): neither pass nor fail
 
     @property
     def message(self) -> str:
-        verdict = "PASS" if self.passed else "FAIL"
+        verdict = "NOT MEASURED" if self.not_measured else "PASS" if self.passed else "FAIL"
         extra = f" [{'; '.join(self.details)}]" if self.details else ""
         return f"{self.criterion} [{self.config}] {verdict}: target {self.target}, measured {self.measured}{extra}"
 
@@ -345,13 +468,6 @@ def _fmt_s(s: float) -> str:
     if s >= 120:
         return f"{s:,.0f} s ({s / 60:.1f} min)"
     return f"{s:,.1f} s"
-
-
-def _need(profile: Profile, section: str, key: str) -> Any:
-    sec = profile.section(section)
-    if sec is None or key not in sec:
-        raise GateError(f"profile {profile.name} sets no [{section}] {key}")
-    return sec[key]
 
 
 def _worker_trouble(run: RunRecord) -> list[str]:
@@ -371,214 +487,6 @@ def check_wall_time(run: RunRecord, profile: Profile) -> Check:
         details=[f"fixed start-up + model loading {_fmt_s(run.fixed_s)} not scaled", *_worker_trouble(run)],
         values={"limit_s_per_million": limit, "projected_s_per_million": projected,
                 "wall_s": run.wall_s, "reads": run.reads, "fixed_s": run.fixed_s})
-
-
-def check_gpu_util(run: RunRecord, profile: Profile) -> Check:
-    floor = float(_need(profile, "gpu_util", "min_pct"))
-    mean = run.summary.get("gpu_util_mean")
-    per = run.gpu_util_per_gpu()
-    target = f"> {floor:g}% (NVML, embedding stages, every GPU)"
-    if mean is None and not per:
-        return Check("gpu_util", run.config, False, target,
-                     "no GPU utilisation in the telemetry (summary gpu_util_mean is null and there "
-                     "are no gpu_sample events)")
-    problems = []
-    vals = ([float(mean)] if mean is not None else []) + list(per.values())
-    if any(not 0.0 <= v <= 100.0 for v in vals):
-        problems.append("a utilisation outside 0..100% (broken measurement)")
-    low = {g: u for g, u in per.items() if u <= floor}
-    if mean is not None and float(mean) <= floor:
-        problems.append(f"mean {float(mean):.1f}%")
-    if low:
-        problems.append("GPU " + ", ".join(f"{g}: {u:.1f}%" for g, u in low.items()))
-    if per and run.n_gpus and len(per) < run.n_gpus:
-        problems.append(f"samples from {len(per)} of {run.n_gpus} GPUs")
-    per_txt = ", ".join(f"GPU {g} {u:.1f}%" for g, u in per.items()) or "no per-GPU samples"
-    measured = (f"mean {float(mean):.1f}%" if mean is not None else "mean n/a") + f" ({per_txt})"
-    return Check("gpu_util", run.config, not problems, target, measured, details=problems,
-                 values={"gpu_util_mean": mean, "per_gpu": per})
-
-
-def check_packing(run: RunRecord, profile: Profile) -> Check:
-    floor = float(_need(profile, "packing", "min_efficiency"))
-    eff = run.summary.get("packing_efficiency")
-    target = f"> {100 * floor:g}% (real tokens / (batches x token budget))"
-    if eff is None:
-        return Check("packing", run.config, False, target,
-                     "no packing efficiency in the telemetry summary (null)")
-    eff = float(eff)
-    if not 0.0 <= eff <= 1.0:
-        return Check("packing", run.config, False, target,
-                     f"{100 * eff:.1f}%, outside 0..100%: the measurement is broken",
-                     values={"packing_efficiency": eff})
-    return Check("packing", run.config, eff > floor, target, f"{100 * eff:.2f}%",
-                 values={"packing_efficiency": eff})
-
-
-def check_mfu(run: RunRecord, profile: Profile) -> Check:
-    floor = float(_need(profile, "mfu", "min_esm"))
-    mfu = run.summary.get("mfu_esm")
-    target = f">= {100 * floor:g}% of the measured bf16 matmul peak (ESM-2 stage)"
-    if mfu is None:
-        return Check("mfu_esm", run.config, False, target, "no mfu_esm in the telemetry summary (null)")
-    mfu = float(mfu)
-    ok = 0.0 <= mfu <= 1.0 and mfu >= floor
-    note = [] if 0.0 <= mfu <= 1.0 else ["outside 0..100%: broken measurement"]
-    return Check("mfu_esm", run.config, ok, target, f"{100 * mfu:.1f}%", details=note,
-                 values={"mfu_esm": mfu})
-
-
-def check_scaling(single: RunRecord, multi: RunRecord, profile: Profile) -> Check:
-    eff = float(_need(profile, "scaling", "min_efficiency"))
-    n = multi.n_gpus
-    need = eff * n
-    ratio = single.wall_s / multi.wall_s if multi.wall_s > 0 else math.inf
-    problems = []
-    if single.reads != multi.reads:
-        problems.append(f"the runs processed different workloads ({single.reads} vs {multi.reads} reads)")
-    problems += _worker_trouble(multi)
-    passed = ratio >= need and not problems
-    values = {"ratio": ratio, "target": need, "n_gpus": n}
-    details = list(problems)
-    b1, bn = _busiest_worker_s(single), _busiest_worker_s(multi)
-    if b1 and bn:   # where a shortfall comes from: the GPU work, or what does not divide by N
-        values.update(work_ratio=b1 / bn, rest_single_s=single.wall_s - b1, rest_multi_s=multi.wall_s - bn)
-        details.append(f"GPU work (busiest worker) {b1:.1f} s -> {bn:.1f} s ({b1 / bn:.2f}x); the rest of the "
-                        f"wall time (process start, model loading, reading, writing, tail) "
-                        f"{single.wall_s - b1:.1f} s -> {multi.wall_s - bn:.1f} s")
-    return Check("scaling", multi.config, passed,
-                 target=f"1-GPU / {n}-GPU wall time >= {need:.2f}x ({eff:g} x {n})",
-                 measured=f"{ratio:.2f}x ({_fmt_s(single.wall_s)} / {_fmt_s(multi.wall_s)})",
-                 details=details, values=values)
-
-
-def _busiest_worker_s(run: RunRecord) -> float | None:
-    busy = run.summary.get("busy_s_per_worker") or {}
-    vals = [float(v) for v in busy.values() if v is not None]
-    return max(vals) if vals else None
-
-
-@dataclass
-class V1Timing:
-    """The v1.0 (or reference-engine) wall time this configuration is held against."""
-
-    wall_s: float     # v1 time for the compared workload at this GPU count
-    compare_to: str   # "projected" (our projection to v1_reads) or "actual" (our measured wall)
-    how: str          # one line: where the figure comes from
-
-
-def v1_from_known(profile: Profile, n_gpus: int) -> V1Timing:
-    """A known v1.0 timing (e.g. 3.5 h on 2 GPUs for 1M reads), for ``n_gpus`` GPUs.
-
-    Held against v1 at its best: on more GPUs than it was timed on, v1 is assumed to scale
-    perfectly; on fewer, to be no slower than its timed figure. Either way the bar is higher for
-    us, never lower.
-    """
-    sp = profile.section("speedup") or {}
-    wall, gpus, reads = float(sp["v1_wall_s"]), int(sp["v1_gpus"]), int(sp["v1_reads"])
-    at_n = wall * min(1.0, gpus / max(n_gpus, 1))
-    how = f"known v1.0 timing {_fmt_s(wall)} on {gpus} GPU(s) for {reads:,} reads"
-    if at_n != wall:
-        how += f", assumed perfectly scaled to {n_gpus} GPUs"
-    return V1Timing(at_n, "projected", how)
-
-
-def v1_from_reference(reference: RunRecord, run: RunRecord) -> V1Timing:
-    """The reference engine's wall time measured on a sub-sample, scaled to ``run``'s workload.
-
-    scaled = fixed + (wall - fixed) x (run's ESM-2 tokens / sub-sample's tokens), where fixed
-    is the reference run's start-up + model loading (not scaled); reads replace tokens when the
-    telemetry lacks token counts. The reference ran on one GPU (or the CPU); for N GPUs it is
-    assumed to scale perfectly (divided by N) — again the bar is never lowered.
-    """
-    t_ref, t_run = reference.esm_tokens, run.esm_tokens
-    if t_ref and t_run:
-        factor, unit = t_run / t_ref, f"ESM-2 tokens ({t_run:,.0f} / {t_ref:,.0f})"
-    else:
-        factor, unit = run.reads / max(reference.reads, 1), f"reads ({run.reads:,} / {reference.reads:,})"
-    fixed = min(reference.fixed_s, reference.wall_s)
-    scaled = fixed + (reference.wall_s - fixed) * factor
-    n = max(run.n_gpus, 1)
-    how = (f"reference engine measured {_fmt_s(reference.wall_s)} on {reference.reads:,} reads, "
-           f"scaled by {unit} to {_fmt_s(scaled)}")
-    if n > 1:
-        how += f", / {n} GPUs"
-    return V1Timing(scaled / n, "actual", how)
-
-
-def check_speedup(run: RunRecord, v1: V1Timing, profile: Profile) -> Check:
-    need = float(_need(profile, "speedup", "min_ratio"))
-    if v1.compare_to == "projected":
-        sp = profile.section("speedup") or {}
-        ours = run.projected_wall_s(float(sp.get("v1_reads", MILLION)))
-        ours_txt = f"{_fmt_s(ours)} (ours, projected to {int(sp.get('v1_reads', MILLION)):,} reads)"
-    else:
-        ours = run.wall_s
-        ours_txt = f"{_fmt_s(ours)} (ours, {run.reads:,} reads)"
-    ratio = v1.wall_s / ours if ours > 0 else math.inf
-    return Check("speedup", run.config, ratio >= need, target=f">= {need:g}x over v1.0",
-                 measured=f"{ratio:.2f}x = {_fmt_s(v1.wall_s)} (v1) / {ours_txt}",
-                 details=[v1.how], values={"ratio": ratio, "v1_wall_s": v1.wall_s, "ours_s": ours})
-
-
-def check_correctness(result: CompareResult, config: str, profile: Profile,
-                      baseline_note: str = "") -> Check:
-    """Frame and consensus agreement with the v1.0 outputs, plus bounded score deviations."""
-    c = profile.section("correctness") or {}
-    problems: list[str] = []
-    parts: list[str] = []
-    targets: list[str] = []
-    for mode, key in (("frame", "min_frame_agreement"), ("consensus", "min_consensus_agreement")):
-        floor = float(c.get(key, 0.99))
-        targets.append(f"{mode} agreement >= {100 * floor:g}%")
-        m = result.modes.get(mode)
-        if m is None:
-            problems.append(f"no {mode} comparison")
-            continue
-        problems += m.failures(floor)
-        parts.append(f"{mode} {fmt_pct(m.agreement)} ({m.n_mismatch:,} of {m.n_both:,} differ, "
-                     f"{m.only_v1:,} only in v1, {m.only_v2:,} only in v2)")
-    frame = result.modes.get("frame")
-    stats = frame.scores if frame is not None else None
-    bounds = {"max_mean_abs_diff": ("mean |d|", "mean_abs", "<="),
-              "max_abs_diff": ("max |d|", "max_abs", "<="),
-              "min_share_within_001": ("share |d| <= 0.01", "share_within_001", ">=")}
-    for key, (label, attr, op) in bounds.items():
-        if key not in c:
-            continue
-        bound = float(c[key])
-        targets.append(f"{label} {op} {bound:g}")
-        if stats is None:
-            problems.append(f"no score statistics for {label}")
-            continue
-        v = getattr(stats, attr)
-        if (op == "<=" and v > bound) or (op == ">=" and v < bound):
-            problems.append(f"{label} {v:.4g} violates {op} {bound:g}")
-    if stats is not None:
-        parts.append(f"score2 mean |d| {stats.mean_abs:.3g}, max |d| {stats.max_abs:.3g}, "
-                     f"{100 * stats.share_within_001:.2f}% within 0.01")
-    return Check("correctness", config, not problems, target="; ".join(targets),
-                 measured="; ".join(parts) or "nothing compared",
-                 details=problems + ([baseline_note] if baseline_note else []),
-                 values={"compare": result.to_dict()})
-
-
-def check_consistency(single: RunRecord, multi: RunRecord, profile: Profile) -> Check:
-    """N-GPU outputs against the 1-GPU outputs of the same workload (should be identical)."""
-    c = profile.section("consistency") or {}
-    floor = float(c.get("min_agreement", 1.0))
-    tol = float(c.get("max_abs_diff", 0.0))
-    res = compare_dirs(single.outdir, multi.outdir)
-    problems = res.failures(floor)
-    worst = max((m.scores.max_abs for m in res.modes.values() if m.scores is not None), default=0.0)
-    if worst > tol:
-        problems.append(f"max |score2 difference| {worst:.3g} > {tol:g}")
-    agree = ", ".join(f"{k} {fmt_pct(m.agreement)}" for k, m in res.modes.items())
-    return Check("consistency", multi.config, not problems,
-                 target=f"{multi.n_gpus}-GPU outputs = 1-GPU outputs (agreement >= {100 * floor:g}%, "
-                        f"max |d| <= {tol:g})",
-                 measured=f"{agree}; max |d| {worst:.3g}", details=problems,
-                 values={"compare": res.to_dict()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -628,9 +536,7 @@ def fasta_ids(path: Path) -> list[str]:
 
 
 __all__ = [
-    "GateError", "Profile", "load_profile", "profiles_in", "select_profile",
-    "gpu_configs", "RunRecord", "load_run", "Check", "check_wall_time", "check_gpu_util",
-    "check_packing", "check_mfu", "check_scaling", "V1Timing", "v1_from_known",
-    "v1_from_reference", "check_speedup", "check_correctness", "check_consistency",
-    "restrict_outputs", "head_fasta", "fasta_ids",
+    "GateError", "Profile", "load_profile", "profiles_in", "select_profile", "gpu_configs",
+    "Config", "configurations", "cannot_run", "RunRecord", "load_run", "log_clock_offset", "Check",
+    "check_wall_time", "restrict_outputs", "head_fasta", "fasta_ids", "CRITERIA",
 ]

@@ -40,11 +40,10 @@ SEGMENT_READS = 65536
 PLAN_VERSION = 2
 CARRY_FILL = 0.97
 # DNABERT-S batches: cut from a unit's frames sorted by nucleotide length, at most DNA_NT_BUDGET
-# nucleotides (batch size x longest) each -- the default; or (VIRNUCPRO_DNA_BATCHES=tokens) sorted by
-# DNABERT-S token count, at most DNA_TOKEN_BUDGET padded tokens ([CLS]/[SEP] included): 72.8% of the
-# padded tokens real instead of 65.4% (cpu-dev, docs/benchmarks.md, DNABERT-S padding), but on an H200
-# the token counting (host work beside the GPU loop) cost more than the padding it saved (DNABERT-S
-# 4.16 s vs 3.98 s, utilisation 95.4% vs 97.5%, 100,000 reads: docs/benchmarks.md, issue 3's sign-off).
+# nucleotides (batch size x longest) each. Sorted by DNABERT-S token count (at most DNA_TOKEN_BUDGET
+# padded tokens, [CLS]/[SEP] included) 72.8% of the padded tokens were real instead of 65.4%, but on an
+# H200 the token counting (host work beside the GPU loop) cost more than the padding it saved: DNABERT-S
+# 4.16 s vs 3.98 s, utilisation 95.4% vs 97.5% on 100,000 reads (docs/benchmarks.md#exp-dna-batches-tokens).
 DNA_TOKEN_BUDGET = 81920
 DNA_NT_BUDGET = 262144
 
@@ -56,22 +55,6 @@ def interleave(esm: list, dna: list) -> list:
     for k in range(max(len(esm), len(dna))):
         out.extend(esm[k:k + 1] + dna[k:k + 1])
     return out
-
-
-def dna_batching() -> tuple[str, int]:
-    """How DNABERT-S batches are cut: ("nucleotides", DNA_NT_BUDGET), the default -- a unit's frames
-    sorted by length -- or ("tokens", DNA_TOKEN_BUDGET) with VIRNUCPRO_DNA_BATCHES=tokens (sorted by
-    token count: the coordinator tokenises every frame once for it, host work beside the GPU loop,
-    ~2x that of chunking and translating on cpu-dev; 10% fewer padded tokens, slower on an H200).
-    Decided by the process that reads the input; worker processes take the budget from the run's
-    manifest and the token counts from the published segments (torchrun ranks decide alike, and the
-    manifest check refuses a rank that does not)."""
-    import os
-    from virnucpro.errors import InputError
-    value = os.environ.get("VIRNUCPRO_DNA_BATCHES", "nucleotides").strip().lower()
-    if value not in ("tokens", "nucleotides"):
-        raise InputError(f"VIRNUCPRO_DNA_BATCHES={value!r}: nucleotides (the default) or tokens")
-    return value, DNA_TOKEN_BUDGET if value == "tokens" else DNA_NT_BUDGET
 
 
 @dataclass

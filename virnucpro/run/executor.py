@@ -49,13 +49,10 @@ class RunSettings:
     @classmethod
     def of(cls, opts) -> "RunSettings":
         from virnucpro.plan.planner import SEGMENT_READS
-        eo = dict(opts.engine_opts)
+        eo: dict = {"config": opts.engine_config}   # make_engine's arguments besides the budget
         if opts.save_embeddings:
             eo["keep_features"] = True
-        bpu = opts.batches_per_unit or eo.pop("batches_per_unit", None) or 8
-        eo.pop("batches_per_unit", None)
-        segment_reads = int(eo.pop("segment_reads", None) or SEGMENT_READS)
-        return cls(eo, bpu, segment_reads, eo.pop("token_budget", None))
+        return cls(eo, opts.batches_per_unit or 8, int(opts.segment_reads or SEGMENT_READS), opts.token_budget)
 
     def engine_opts_for(self, budget: int) -> dict:
         """What every worker's engine is made with: the options plus the run's budget."""
@@ -77,7 +74,7 @@ def decide_budget(opts, models, devices: list[str], settings: RunSettings) -> Bu
         return Budget(settings.given_budget, True, time.perf_counter() - t)
     from virnucpro.engines.fast import default_token_budget
     tokens = default_token_budget(devices[0], models.esm, precision=opts.precision,
-                                  gpu_memory_gib=settings.engine_opts.get("gpu_memory_gib"),
+                                  gpu_memory_gib=opts.engine_config.gpu_memory_gib,
                                   sharing=max(devices.count(d) for d in devices))
     return Budget(tokens, False, time.perf_counter() - t)
 
@@ -146,7 +143,7 @@ class InProcess(Executor):
     def start(self, budget: int, run_epoch: float, tel: Telemetry | None = None) -> None:
         if not self.started:
             self.started = True
-            self.loading = Background(load_fast_engine, self.models, self.devices[0], self.opts.precision,
+            self.loading = Background(load_fast_engine, self.models, self.devices[0],
                                       self.settings.engine_opts_for(budget), self.faults, name="load-models")
 
     def models_loading(self) -> Callable[[], bool] | None:
@@ -220,7 +217,7 @@ class LocalWorkers(Executor):
             opts, devices = self.opts, self.devices
             base = WorkerSpec(
                 owner="", device="", chunk_length=opts.chunk_length, models=self.models,
-                allow_classifier_mismatch=opts.allow_classifier_mismatch, precision=opts.precision,
+                allow_classifier_mismatch=opts.allow_classifier_mismatch,
                 engine_opts=self.settings.engine_opts_for(budget), outdir=Path(opts.outdir),
                 log_file=Path(opts.outdir) / LOG_NAME, run_epoch=run_epoch,
                 threads=max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None,

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 
 from virnucpro import __version__
-from virnucpro.core.background import Background, gc_paused
+from virnucpro.core.background import gc_paused
 from virnucpro.core.progress import progress_bar
 from virnucpro.core.telemetry import GpuSampler, gpu_indices
+from virnucpro.errors import InputError
 from virnucpro.io import outputs
 from virnucpro.io.fasta import RecordStream
 from virnucpro.plan.planner import PlanBuilder, emit_plan, produce
-from virnucpro.run.executor import Executor, Job, RunSettings, decide_budget, wait_for_rank0_manifest
+from virnucpro.run.executor import Executor, Job, decide_budget, wait_for_rank0_manifest
 from virnucpro.run.result import Scored, summarize_workers
 from virnucpro.run.rundir import RunDir, input_fingerprint
 from virnucpro.run.worker import add_totals, install_stop_handlers
@@ -40,14 +41,14 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     writes the outputs)."""
     rd = RunDir(opts.outdir)
     settings = executor.settings
-    from virnucpro.plan.planner import PLAN_VERSION, dna_batching
-    dna_batches, dna_budget = dna_batching()
-    input_fp = Background(input_fingerprint, opts.input, name="sha256")   # overlaps the host work
+    from virnucpro.plan.planner import DNA_NT_BUDGET, PLAN_VERSION
+    dna_batches, dna_budget = "nucleotides", DNA_NT_BUDGET
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": settings.batches_per_unit,
                 "dna_batches": dna_batches, "dna_budget": dna_budget, "segment_reads": settings.segment_reads,
-                "plan_version": PLAN_VERSION, "save_embeddings": opts.save_embeddings}
+                "plan_version": PLAN_VERSION, "save_embeddings": opts.save_embeddings,
+                "engine_config": opts.engine_config.identity()}
 
     # 1. The token budget: the checkpoints' (--resume, or rank 0's manifest), else decided now.
     if not executor.leads:
@@ -55,7 +56,11 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     else:
         manifest = rd.read_manifest() if opts.resume else None
     if manifest is not None or opts.resume:
-        identity["input"] = input_fp.result()
+        identity["input"] = input_fingerprint(records)   # the input is read whole before a resume
+        if manifest is not None and manifest.get("input", {}) is None:   # see publish() below
+            raise InputError(f"--resume refused: the run in {rd.root} was stopped before its input was read to "
+                             "the end, so its checkpoints cannot be matched to an input. Rerun without --resume "
+                             "to start over.")
         rd.check(manifest, identity)
         budget = settings.given_budget or manifest["token_budget"]
         rd.check(manifest, {"token_budget": budget})
@@ -72,14 +77,22 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
 
     if executor.leads:
         _prepare_run_dir(rd, opts)
-        identity["input"] = input_fp.result()
+        identity["input"] = input_fingerprint(records, wait=False)   # None while still being read
         write_manifest()
+
+    def publish(k, nuc, prot, last, dna_len) -> None:
+        """Before each segment is planned: worker processes plan from what is published; once the
+        input is read (its last segment), the manifest gets the input's identity (size, sha256 of
+        the bytes read: known only now for a streamed input), so that a killed run resumes."""
+        if last and executor.leads and identity["input"] is None:
+            identity["input"] = input_fingerprint(records)
+            write_manifest()
+        if executor.publishes:
+            rd.save_segment(k, nuc, prot, last, dna_len)
 
     # 3. The executor starts (if it did not before the input was read); the host chunks, translates
     # and plans segment by segment while the GPUs embed the first units.
-    from virnucpro.models.dnabert import token_counter
-    plans = PlanBuilder(budget, settings.batches_per_unit, dna_budget,
-                        token_counter(models.dnabert) if dna_batches == "tokens" else None)
+    plans = PlanBuilder(budget, settings.batches_per_unit, dna_budget)
     chunks: list = []
     frames: list = []
     stop = threading.Event()
@@ -88,7 +101,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         producer = threading.Thread(
             target=_produce_timed, name="plan-producer", daemon=True,
             args=(records, opts, plans, chunks, frames, settings.segment_reads, stop, tel,
-                  getattr(executor, "loaded", None), rd.save_segment if executor.publishes else None))
+                  getattr(executor, "loaded", None), publish))
         producer.start()
         executor.wait_ready(tel)
     except BaseException:

