@@ -207,10 +207,10 @@ def require_complete(outdir: str | Path) -> None:
     if status(outdir) != "incomplete":
         return
     staged = (outdir / STAGING_DIRNAME / RUN_JSON).is_file()
-    how = ("was stopped while moving its outputs into place" if staged else "was stopped before it wrote them all")
-    raise InputError(f"{outdir}: incomplete output set (no {RUN_JSON}: the run writing it {how}); the next "
-                     "`virnucpro predict` into it finishes or replaces it (add --resume to reuse a fast run's "
-                     "checkpoints)")
+    how = ("a run was stopped while moving its outputs into place" if staged
+           else "the run writing it has not finished, or was stopped")
+    raise InputError(f"{outdir}: incomplete output set (no {RUN_JSON}: {how}); the next `virnucpro predict` "
+                     "into it finishes or replaces it (add --resume to reuse a fast run's checkpoints)")
 
 
 def _fsync_dir(path: Path) -> None:
