@@ -76,10 +76,10 @@ KEY_OPTIONS = {
     (): ["predict", "models", "chunk", "translate", "--version"],
     ("predict",): ["--chunk-length", "--outdir", "--models", "--engine", "--device", "--sample", "--chunking",
                    "--duplicate-ids", "--classifier", "--allow-classifier-mismatch", "300", "500"],
-    ("chunk",): ["--chunk-length", "--output", "--chunking"],
-    ("translate",): ["--chunk-length", "--prefix", "nucleotide", "protein"],
+    ("chunk",): ["--chunk-length", "--output", "--chunking", ".gz"],
+    ("translate",): ["--chunk-length", "--output", "PREFIX", "nucleotide", "protein"],
     ("models",): ["synth", "check"],
-    ("models", "synth"): ["--preset", "--seed", "--out", "tiny", "full"],
+    ("models", "synth"): ["--preset", "--seed", "--outdir", "tiny", "full"],
     ("models", "check"): ["--models", "--chunk-length", "--classifier"],
 }
 
@@ -117,11 +117,11 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("engine", [[], ["--engine", "fast"]], ids=["auto", "fast"])
+@pytest.mark.parametrize("engine", [["--engine", "reference"], []], ids=["reference", "auto"])
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, engine, tmp_path, tiny_models, run_cli):
-    """The fast engine reads the input in a thread and may start before it is all read: a refused
-    input leaves nothing behind either way."""
+    """The fast engine (auto's) reads the input in a thread and may start before it is all read: a
+    refused input leaves nothing behind either way."""
     content, needles = BAD_INPUTS[case]
     inp = tmp_path / f"{case}.fa"
     if content is not None:
@@ -337,6 +337,7 @@ def test_usage_errors_exit_2_without_traceback(argv, needle, tmp_path, tiny_mode
     assert res.err.count("usage:") == 1 and res.err.count("error:") == 1, f"one usage and one error, got:\n{res.err}"
     last = res.err_lines()[-1]
     assert last.startswith("virnucpro: error:") and needle in last, f"last stderr line {last!r}"
+    assert last.count("virnucpro") == 1, f"the prefix is doubled: {last!r}"
     assert_nothing_written(out)
 
 
@@ -372,9 +373,9 @@ def test_internal_error_is_exit_1_one_line_and_traceback_in_log(tmp_path, tiny_m
     def boom(*a, **k):
         raise RuntimeError("simulated bug in chunk_and_translate")
 
-    monkeypatch.setattr(pipeline, "chunk_and_translate", boom)
+    monkeypatch.setattr(pipeline, "chunk_and_translate", boom)   # the reference engine's step
     out = tmp_path / "out"
-    res = run_cli(*predict_args(small_fa, out, tiny_models))
+    res = run_cli(*predict_args(small_fa, out, tiny_models, "--engine", "reference"))
     assert res.code == 1, str(res)
     assert "Traceback" not in res.err, str(res)
     errors = [ln for ln in res.err_lines() if not ln.startswith("virnucpro: WARNING:")]
@@ -477,3 +478,159 @@ def test_truncated_esm_checkpoint_is_a_model_error(tmp_path, tiny_models, small_
     errors = [ln for ln in res.err_lines() if not ln.startswith("virnucpro: WARNING")]   # the synthetic-models warning
     assert len(errors) == 1 and errors[0].startswith("virnucpro: error:"), f"expected one error line:\n{res}"
     assert str(ckpt) in errors[0] and "ESM-2 checkpoint" in errors[0], errors[0]
+
+
+# --------------------------------------------------------------------------- output options, help, rough edges
+
+OUTPUT_OPTION = {  # every command that writes: its -o, one convention (file or prefix: --output; directory: --outdir)
+    ("predict",): "--outdir", ("classify",): "--outdir", ("models", "synth"): "--outdir",
+    ("models", "download"): "--outdir", ("bench",): "--outdir", ("baseline", "make"): "--outdir",
+    ("chunk",): "--output", ("translate",): "--output", ("reads", "synth"): "--output",
+}
+OLD_SPELLINGS = {  # still parsed, no longer shown: argv, dest, expected value
+    "translate --prefix": (["translate", "in.fa", "--prefix", "p"], "output", "p"),
+    "models synth --out": (["models", "synth", "--out", "d"], "outdir", Path("d")),
+    "models download --to": (["models", "download", "--to", "d"], "outdir", Path("d")),
+    "bench --out": (["bench", "--out", "d"], "outdir", "d"),
+    "baseline make --out-root": (["baseline", "make", "n", "--models", "m", "--reads", "5", "--out-root", "d"],
+                                 "outdir", Path("d")),
+}
+
+
+def _subparser(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> argparse.ArgumentParser:
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def test_one_output_option_convention(run_cli):
+    import re
+    parser = build_parser()
+    paths = _subcommand_paths(parser)
+    assert set(OUTPUT_OPTION) <= set(paths), set(OUTPUT_OPTION) - set(paths)
+    for path in paths:
+        outs = [a for a in _subparser(parser, path)._actions if "-o" in a.option_strings]
+        if path in OUTPUT_OPTION:
+            assert outs and OUTPUT_OPTION[path] in outs[0].option_strings, \
+                f"`{' '.join(path)}`: -o should be {OUTPUT_OPTION[path]}, is {outs[0].option_strings if outs else None}"
+        else:
+            assert not outs, f"`{' '.join(path)}` has -o: add it to OUTPUT_OPTION (and the README's convention)"
+        text = run_cli(*path, "--help").out
+        old = re.findall(r"(?<![\w-])--(?:out|prefix|to|out-root)(?![\w-])", text)
+        assert not old, f"`virnucpro {' '.join(path)} --help` shows an old output spelling: {old}"
+    for what, (argv, dest, want) in OLD_SPELLINGS.items():
+        assert getattr(parser.parse_args(argv), dest) == want, f"{what} no longer parses"
+
+
+@pytest.mark.parametrize("command", ["chunk", "translate"])
+def test_every_option_of_chunk_and_translate_has_help(command):
+    parser = _subparser(build_parser(), (command,))
+    bare = [a.dest for a in parser._actions if not a.help]
+    assert not bare, f"`virnucpro {command} --help`: no help text for {bare}"
+
+
+def test_bench_help_shows_each_default_once(run_cli):
+    import re
+    text = " ".join(run_cli("bench", "--help").out.split())
+    assert "(default: None)" not in text, text
+    assert not re.search(r"\(default[^)]*\)\s*\(default", text), "a default shown twice"
+    assert "--yes" in text and "5.7 GB" in text
+
+
+def test_chunk_writes_gzip_when_the_name_ends_in_gz(tmp_path, small_fa, run_cli):
+    plain, packed = tmp_path / "x.fa", tmp_path / "x.fa.gz"
+    assert run_cli("chunk", small_fa, "-o", plain).code == 0
+    assert run_cli("chunk", small_fa, "-o", packed).code == 0
+    assert packed.read_bytes()[:2] == b"\x1f\x8b", "x.fa.gz is not gzip"
+    assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
+    first = packed.read_bytes()
+    assert run_cli("chunk", small_fa, "-o", packed).code == 0
+    assert packed.read_bytes() == first, "the same input must give the same .gz bytes (no time stamp)"
+
+
+@pytest.mark.parametrize("command, out", [("chunk", "missing_dir/x.fa"), ("translate", "missing_dir/pre"),
+                                          ("translate", "missing_dir/")])
+def test_output_into_a_missing_directory_is_one_line_exit_2(command, out, tmp_path, small_fa, run_cli):
+    res = run_cli(command, small_fa, "-o", tmp_path / out if not out.endswith("/") else f"{tmp_path / out}/")
+    assert_one_line_error(res, str(tmp_path / "missing_dir"), "does not exist")
+    assert not (tmp_path / "missing_dir").exists()
+
+
+def test_chunk_onto_a_directory_is_one_line_exit_2(tmp_path, small_fa, run_cli):
+    assert_one_line_error(run_cli("chunk", small_fa, "-o", tmp_path), "is a directory")
+
+
+@pytest.mark.parametrize("spelling", ["slash", "existing"])
+def test_translate_into_a_directory_writes_inside_it(spelling, tmp_path, small_fa, run_cli):
+    d = tmp_path / "frames"
+    d.mkdir()
+    res = run_cli("translate", small_fa, "-o", f"{d}/" if spelling == "slash" else d)
+    assert res.code == 0, str(res)
+    assert sorted(p.name for p in d.iterdir()) == ["small_nucleotide.fa", "small_protein.faa"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "small.fa"], "written beside the directory"
+
+
+@pytest.mark.parametrize("extra", [[], ["--engine", "fast"], ["--engine", "reference"]])
+def test_gpus_without_a_gpu_is_an_error(extra, tmp_path, tiny_models, small_fa, run_cli, monkeypatch):
+    """As --device cuda is on a machine without a GPU (it was only a warning, or ignored)."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    out = tmp_path / "out"
+    res = run_cli("predict", small_fa, "-o", out, "--models", tiny_models, "--no-progress", "--gpus", "2", *extra)
+    assert_one_line_error(res, "--gpus 2", "no CUDA GPU")
+    assert_nothing_written(out)
+
+
+def test_synthetic_model_files_get_the_usual_mode(tiny_models):
+    from virnucpro.core.files import FILE_MODE
+    odd = {str(p.relative_to(tiny_models)): oct(p.stat().st_mode & 0o777) for p in tiny_models.rglob("*")
+           if p.is_file() and p.stat().st_mode & 0o777 != FILE_MODE}
+    assert not odd, f"model files not {oct(FILE_MODE)} (as other outputs): {odd}"
+
+
+def test_bench_writes_no_full_model_set_without_a_yes(tmp_path, run_cli):
+    models, out = tmp_path / "models", tmp_path / "bench"
+    res = run_cli("bench", "--models", models, "-o", out, "--device", "cpu")
+    assert_one_line_error(res, "--yes", "5.7 GB", "--preset tiny")
+    assert not models.exists() and not out.exists()
+
+
+def test_bench_names_the_reads_that_ran_and_prints_figures_not_dicts(tmp_path, tiny_models, run_cli, monkeypatch):
+    """A workload smaller than --reference-reads (default 2,000) runs side by side whole: bench says
+    how many reads that was; agreement and GPU utilisation are printed as figures."""
+    import virnucpro.perf.compare as compare
+    import virnucpro.pipeline as pipeline
+    from types import SimpleNamespace
+    inp = write_fasta(tmp_path / "w.fa", [(f"r{i}", OPEN_SEQ) for i in range(30)])
+
+    def fake_predict(opts):
+        n = opts.input.read_text().count(">")
+        return {"wall_s": 2.0, "embed_wall_s": 1.0, "reads": n, "frames": 6 * n, "esm_tokens_per_s": 10.0,
+                "packing_efficiency": 0.9, "gpu_util_mean": None, "mfu_esm": None, "peak_gpu_mem_gib": None,
+                "io_wait_s": 0.0, "stages": {"load_models": 0.5}, "precision": "fp32", "engine": opts.engine}
+
+    scores = SimpleNamespace(mean_abs=2.5e-4, max_abs=1e-3)
+    modes = {"frame": SimpleNamespace(agreement=0.995, n_mismatch=3, n_both=600, scores=scores)}
+    monkeypatch.setattr(pipeline, "predict", fake_predict)
+    monkeypatch.setattr(compare, "compare_dirs", lambda a, b: SimpleNamespace(modes=modes))
+    res = run_cli("bench", "--workload", inp, "--models", tiny_models, "-o", tmp_path / "b", "--device", "cpu")
+    assert res.code == 0, str(res)
+    assert "side by side on 30 reads" in res.out, res.out
+    assert "GPU util n/a" in res.out and "None" not in res.out, res.out
+    assert "frame label agreement with the reference engine: 99.50% (3 of 600 differ)" in res.out, res.out
+    assert "{" not in res.out, f"a raw dict printed:\n{res.out}"
+    assert json.loads((tmp_path / "b" / "bench.json").read_text())["side_by_side"]["reads"] == 30
+
+
+def test_bench_writes_a_full_set_after_a_yes_on_a_terminal(tmp_path, monkeypatch):
+    from virnucpro.models import synth
+    from virnucpro.perf import bench
+    written = []
+    monkeypatch.setattr(synth, "synth", lambda out, preset, seed, device: written.append((out, preset)))
+    monkeypatch.setattr(bench, "_ask", lambda question: "5.7 GB" in question)
+    bench.ensure_models(tmp_path / "m", "full", 0, "cpu")
+    assert written == [(tmp_path / "m", "full")]
+    monkeypatch.setattr(bench, "_ask", lambda question: False)
+    bench.ensure_models(tmp_path / "t", "tiny", 0, "cpu")   # a tiny set needs no yes
+    bench.ensure_models(tmp_path / "y", "full", 0, "cpu", yes=True)
+    assert [p for _, p in written] == ["full", "tiny", "full"]

@@ -66,12 +66,12 @@ def test_both_engines_and_any_worker_count_save_the_same_features(saved):
     assert worst <= 1e-4, f"fp32 fast engine vs reference features: max |d| {worst:.2e} (expected <= 1e-4)"
 
 
-def test_a_run_without_the_flag_removes_an_earlier_runs_embeddings(saved, reads, tiny_models, tmp_path, run_cli):
+def test_a_forced_run_without_the_flag_removes_an_earlier_runs_embeddings(saved, reads, tiny_models, tmp_path, run_cli):
     import shutil
     out = tmp_path / "again"
     shutil.copytree(saved["reference"], out)
     (out / EMBEDDINGS / "notes.txt").write_text("mine")
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *RUNS["reference"])
+    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *RUNS["reference"], "--force")
     assert res.code == 0, str(res)
     left = sorted(p.name for p in (out / EMBEDDINGS).iterdir())
     assert left == ["notes.txt"], f"stale parts or index left beside the new predictions: {left}"

@@ -33,11 +33,12 @@ def test_models_and_engines_never_read_the_environment():
 
 
 def args(**kw):
-    return argparse.Namespace(**{"precision": "fp16", **kw})
+    return argparse.Namespace(**{"precision": None, **kw})   # no --precision given
 
 
 def test_the_environment_fills_only_the_experiment_fields():
-    assert engine_config_from_env(args(), {}) == EngineConfig()
+    assert engine_config_from_env(args(), {}) == EngineConfig(), "no --precision: auto, by device"
+    assert EngineConfig().resolved("cuda").precision == "fp16" and EngineConfig().resolved("cpu").precision == "fp32"
     cfg = engine_config_from_env(args(precision="bf16", no_compile=True, gpu_memory_gib=24.0),
                                  {"VIRNUCPRO_ESM_GELU": "exact", "VIRNUCPRO_DNABERT_COMPILE": "1",
                                   "VIRNUCPRO_TORCH_PROFILE": "/tmp/x.json:5"})
@@ -57,7 +58,7 @@ def test_a_bad_switch_is_an_input_error(env, match):
 
 
 def test_identity_holds_the_fields_that_change_the_numbers():
-    a = EngineConfig()
+    a = EngineConfig(precision="fp16")
     assert a.identity() == {"precision": "fp16", "esm_kernels": "auto", "gelu": "tanh-epilogue",
                             "dnabert_compile": False}
     same = a.replace(gpu_memory_gib=24.0, loader_workers=0, profile=ProfileSpec("t.json"))

@@ -273,6 +273,6 @@ def test_check_compares_with_the_download_record(mirror, tmp_path, run_cli):
 def test_download_help_tells_sources_sizes_and_exit_codes(run_cli):
     res = run_cli("models", "download", "--help")
     assert res.code == 0, str(res)
-    for needle in ("--to", "--base-url", "--only", "5.7 GB", "zhihan1996/DNABERT-S", "Li-Jing-1997/VirNucPro",
+    for needle in ("--outdir", "--base-url", "--only", "5.7 GB", "zhihan1996/DNABERT-S", "Li-Jing-1997/VirNucPro",
                    "Exit codes", "3 network"):
         assert needle in res.out, f"`models download --help` lacks {needle!r}"

@@ -122,8 +122,9 @@ def inputs(synthetic_reads, tmp_path_factory):
 
 
 def predict_args(reads: Path, out: Path, models: Path, *extra: str) -> list[str]:
+    """A reference-engine run; --force: it replaces the set already in ``out``."""
     return ["predict", str(reads), "-o", str(out), "--models", str(models), "--device", "cpu", "--no-progress",
-            "--engine", "reference", *extra]
+            "--engine", "reference", "--force", *extra]
 
 
 @pytest.fixture(scope="module")

@@ -105,10 +105,11 @@ def test_cpu_devices_and_worker_count():
 @pytest.mark.parametrize("engine, device, gpus, workers, skip, visible, expected", [
     ("auto", "auto", None, None, False, "0,1", True),       # all visible GPUs, two of them
     ("auto", "auto", None, None, False, "0", False),        # one GPU: the run stays in this process
-    ("auto", "auto", None, None, False, "", False),         # no GPU: the reference engine
+    ("auto", "auto", None, None, False, "", False),         # no GPU: the fast engine in this process
     ("fast", "cpu", None, 2, False, "", True),              # CPU worker processes
     ("fast", "cpu", None, None, True, "", True),            # --skip-failing-units needs a worker process
-    ("auto", "cpu", None, 2, False, "", False),             # engine auto on a CPU is the reference engine
+    ("auto", "cpu", None, 2, False, "", True),              # engine auto on a CPU is the fast engine too
+    ("reference", "cpu", None, 2, False, "", False),        # the reference engine: one process
     ("reference", "cuda", "2", None, False, "0,1", False),
     ("auto", "cuda", "2", None, False, "0,1", True),
     ("auto", "cuda", "1", None, False, "0,1", False),
@@ -383,7 +384,7 @@ def test_sigterm_stops_cleanly_and_leaves_a_resumable_state(base, reads, tiny_mo
 
 @pytest.mark.parametrize("change, words", [
     (["-c", "500"], "chunk length"),
-    (["--precision", "fp32"], "precision"),
+    (["--precision", "bf16"], "precision"),   # (the base run: fp32, the CPU's default)
     (["--classifier", "{models}/300_model.safetensors"], "models"),
     (["--token-budget", "2048"], "token budget"),
     ("other-input", "input file"),

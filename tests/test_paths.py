@@ -14,7 +14,8 @@ def test_paths_names_the_documented_files(tmp_path) -> None:
     p = Paths(str(tmp_path))   # a str is taken too
     want = {
         "predictions": "prediction_results.txt", "consensus": "prediction_results_highestscore.csv",
-        "read_summary": "read_summary.tsv", "skipped_reads": "skipped_reads.tsv", "run_json": "run.json",
+        "read_summary": "read_summary.tsv", "viral_reads": "viral_reads.fa", "skipped_reads": "skipped_reads.tsv",
+        "run_json": "run.json",
         "log": "virnucpro.log", "synthetic_note": "SYNTHETIC_MODELS.txt", "embeddings": "embeddings",
         "run_dir": ".virnucpro-run",
     }
@@ -49,7 +50,8 @@ def test_writers_write_exactly_the_named_files(tmp_path) -> None:
     outputs.write_embedding_index(tmp_path, frames, np.array([0]))
     p = Paths(tmp_path)
     made = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*") if f.is_file())
-    want = sorted(str(f.relative_to(tmp_path)) for f in (p.predictions, p.consensus, p.read_summary, p.skipped_reads,
+    want = sorted(str(f.relative_to(tmp_path)) for f in (p.predictions, p.consensus, p.read_summary, p.viral_reads,
+                                                         p.skipped_reads,
                                                          p.run_json, p.synthetic_note, p.embedding_part(0),
                                                          p.embedding_index))
     assert made == want

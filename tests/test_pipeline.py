@@ -181,7 +181,8 @@ def consensus_rows(outdir: Path) -> list[list[str]]:
 
 
 def summary_rows(outdir: Path) -> list[list[str]]:
-    return read_rows(outdir / SUMMARY, ["read_id", "length", "n_chunks", "kept_frames", "max_virus_score", "label"])
+    return read_rows(outdir / SUMMARY, ["read_id", "length", "n_chunks", "kept_frames", "max_virus_score",
+                                        "max_others_score", "label"])
 
 
 def recomputed_consensus(rows: list[list[str]]) -> dict[str, bool]:
@@ -245,13 +246,20 @@ def test_read_summary_has_one_consistent_row_per_read(edge, runs, C):
     by_read: dict[str, list[list[str]]] = {}
     for fr in frames:
         by_read.setdefault(ex.read_of_frame[fr[0]], []).append(fr)
-    for (rid, seq), (_, length, n_chunks, kept, best, label) in zip(edge["records"], rows):
+    want_fasta = []
+    for (rid, seq), (_, length, n_chunks, kept, best, best_others, label) in zip(edge["records"], rows):
         mine = by_read.get(rid, [])
         want_best = str(max(np.float32(f[3]) for f in mine)) if mine else ""
+        want_others = str(max(np.float32(f[2]) for f in mine)) if mine else ""
         viral = any(cons[f[0][:-2]] for f in mine)
         want_label = "no_kept_frame" if not mine else ("virus" if viral else "others")
-        want = [str(len(seq)), str(ex.n_chunks[rid]), str(len(mine)), want_best, want_label]
-        assert [length, n_chunks, kept, best, label] == want, f"{rid}: seen {[length, n_chunks, kept, best, label]}, expected {want}"
+        want = [str(len(seq)), str(ex.n_chunks[rid]), str(len(mine)), want_best, want_others, want_label]
+        seen = [length, n_chunks, kept, best, best_others, label]
+        assert seen == want, f"{rid}: seen {seen}, expected {want}"
+        if want_label == "virus":
+            want_fasta.append(f">{rid} max_virus_score={want_best}\n{seq}\n")
+    assert want_fasta, "the edge cases should hold a read labelled virus"
+    assert (outdir / "viral_reads.fa").read_text() == "".join(want_fasta), "viral_reads.fa: the virus reads, as read"
 
 
 def test_run_manifest_and_synthetic_labelling(runs):
@@ -279,7 +287,7 @@ def test_gzip_input_gives_identical_outputs(runs):
 
 def test_windows_line_endings_give_the_same_result_as_unix(edge, tiny_models, run_cli, runs, tmp_path):
     res = run_cli("predict", edge["lf"], "-o", tmp_path / "lf", "--models", tiny_models, "-c", "300",
-                  "--device", "cpu", "--no-progress")
+                  "--device", "cpu", "--no-progress", "--engine", "reference")   # as runs["c300"]
     assert res.code == 0, str(res)
     for name in (PRED, CONS, SUMMARY):
         assert (tmp_path / "lf" / name).read_bytes() == (runs["c300"] / name).read_bytes(), \
@@ -427,18 +435,20 @@ def test_interrupted_write_leaves_no_partial_prediction_file(edge, tiny_models, 
                                                              monkeypatch, exc, code):
     monkeypatch.setattr(outputs, "LABELS", _FailingLabels(5, exc))
     fresh = tmp_path / "fresh"
-    res = run_cli("predict", edge["fa"], "-o", fresh, "--models", tiny_models, "--device", "cpu", "--no-progress")
+    ref = ["--engine", "reference"]   # rows made in the write stage only (the fast engine makes them ahead)
+    res = run_cli("predict", edge["fa"], "-o", fresh, "--models", tiny_models, "--device", "cpu", "--no-progress", *ref)
     assert res.code == code, f"expected exit {code}:\n{res}"
     assert "Traceback" not in res.err, str(res)
     left = _leftovers(fresh)
     assert not {PRED, CONS, SUMMARY} & set(left), f"prediction files written by a failed run: {left}"
     assert not [n for n in left if n.endswith(".tmp")], f"temp files left behind: {left}"
 
-    # a failed rerun into a finished run's directory keeps the old, complete results
+    # a failed --force rerun into a finished run's directory keeps the old, complete results
     old = tmp_path / "old"
     shutil.copytree(runs["c300"], old)
     before = (old / PRED).read_bytes()
-    res = run_cli("predict", edge["fa"], "-o", old, "--models", tiny_models, "--device", "cpu", "--no-progress")
+    res = run_cli("predict", edge["fa"], "-o", old, "--models", tiny_models, "--device", "cpu", "--no-progress", *ref,
+                  "--force")
     assert res.code == code, str(res)
     assert (old / PRED).read_bytes() == before, "a failed run damaged the previous prediction_results.txt"
     assert not [n for n in _leftovers(old) if n.endswith(".tmp")], f"temp files left: {_leftovers(old)}"

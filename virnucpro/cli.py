@@ -8,6 +8,7 @@ the network failed: fix that and run again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -28,7 +29,7 @@ a stop codon are embedded with DNABERT-S (nucleotides) and ESM-2 3B (protein), a
 classifier labels each frame; a chunk is viral when its best virus score beats its best other score.
 
 Quick start:
-  virnucpro models synth --preset tiny --out models/tiny        # random test weights (not biology)
+  virnucpro models synth --preset tiny -o models/tiny           # random test weights (not biology)
   virnucpro predict --sample -o demo-out --models models/tiny   # built-in sample reads
   virnucpro predict reads.fa.gz -o out --chunk-length 300 --models /path/to/models
 """
@@ -37,8 +38,24 @@ Quick start:
 PLUGIN_MODULES = ("virnucpro.workloads.cli", "virnucpro.perf.compare", "virnucpro.perf.baseline", "virnucpro.perf.bench")
 
 
+# Output options, one convention (README "Using it"): -o/--output for a file or a path prefix,
+# -o/--outdir for a directory. Earlier spellings still parse but are not shown in --help.
+HIDDEN_ALIASES = frozenset({"--prefix", "--out", "--to"})
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps descriptions as written; shows a default only where there is one worth showing."""
+    """Keeps descriptions as written; shows a default only where there is one worth showing; hides
+    the old spellings of output options (HIDDEN_ALIASES)."""
+
+    def _format_action_invocation(self, action):
+        shown = [o for o in action.option_strings if o not in HIDDEN_ALIASES]
+        if shown == list(action.option_strings):
+            return super()._format_action_invocation(action)
+        saved, action.option_strings = action.option_strings, shown
+        try:
+            return super()._format_action_invocation(action)
+        finally:
+            action.option_strings = saved
 
     def _get_help_string(self, action):
         help_text = action.help or ""
@@ -51,7 +68,19 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 2
         self.print_usage(sys.stderr)
-        raise InputError(f"{self.prog}: {message}")
+        # main prints "virnucpro: error: ..."; the sub-command follows once ("predict: ...")
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        raise InputError(f"{command}: {message}" if command else message)
+
+
+def output_file(path: Path, flag: str = "-o/--output") -> Path:
+    """A file to write: its directory must exist and it must not be a directory (InputError, exit 2)."""
+    if path.is_dir():
+        raise InputError(f"{flag} {path}: is a directory; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"{flag} {path}: directory {parent} does not exist (create it first)")
+    return path
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -72,20 +101,33 @@ def _add_predict(sub) -> None:
                        description="Run the whole pipeline on a FASTA file (plain or .gz).\n\n"
                        "Writes to OUTDIR: prediction_results.txt (per kept frame), "
                        "prediction_results_highestscore.csv (per chunk, tab-separated), read_summary.tsv "
-                       "(per input read), run.json (manifest) and virnucpro.log (log + telemetry).")
+                       "(per input read), viral_reads.fa (the reads labelled virus), run.json (manifest) and "
+                       "virnucpro.log (log + telemetry).\n\n"
+                       "Exit codes: 0 done; 2 bad input, models or options (one line on stderr); 1 internal "
+                       "error or the machine's (details in OUTDIR/virnucpro.log); 130 interrupted.")
     p.add_argument("input", nargs="?", type=Path, help="input reads: FASTA or FASTQ (4-line), plain or gzip, "
                    "told apart by content; '-' reads standard input (a pipe, a FIFO or <(zcat ...) work too)")
     p.add_argument("--sample", action="store_true", help="use the built-in sample reads as input")
-    p.add_argument("-o", "--outdir", type=Path, required=True, help="output directory (created if absent)")
+    p.add_argument("-o", "--outdir", type=Path, required=True, help="output directory (created if absent). "
+                   "One that holds an earlier run's results or checkpoints is refused unless --force "
+                   "(replace them) or --resume (continue that run)")
+    p.add_argument("--force", action="store_true", help="replace the results, checkpoints and saved embeddings "
+                   "of an earlier run in OUTDIR")
+    p.add_argument("-t", "--threads", type=int, default=None, metavar="N",
+                   help="CPU threads: torch computes on at most N threads (intra-op and inter-op pools; split "
+                   "between CPU workers) and the fast engine's input loader uses at most N-1 worker processes "
+                   "(default: torch's own choice, about one per core, and 2 loader processes)")
     p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300,
                    help="chunk length; must match the classifier (300_model.pth or 500_model.pth)")
     _add_model_args(p)
     p.add_argument("--engine", choices=("auto", "reference", "fast"), default="auto",
-                   help="reference = the original's fp32 semantics (slow, the yardstick); fast = packed "
-                   "fp16 batches on GPU; auto = fast on a GPU, reference on CPU")
+                   help="reference = the original's fp32 semantics, one process (slow, the yardstick); fast = "
+                   "packed batches, checkpointed work units (--resume), several GPUs; auto = fast (fp16 on a "
+                   "GPU, fp32 on a CPU, where its scores are within 1e-5 of the reference's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
-                   help="fast engine matmul precision (the residual stream stays fp32). fp16 keeps "
+    p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default=None,
+                   help="fast engine matmul precision (default: fp16 on a GPU, fp32 on a CPU; the residual "
+                   "stream stays fp32). fp16 keeps "
                    ">= 99.9%% label agreement with the reference; bf16 is as fast but measured ~99.1%% "
                    "(docs/benchmarks.md). In fp16/bf16 on a GPU, ESM-2's GELU is computed in the fc1 GEMM "
                    "(its tanh approximation; env VIRNUCPRO_ESM_GELU=exact turns that off); fp32 is exact")
@@ -131,7 +173,7 @@ def cmd_predict(args) -> int:
         progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose,
         gpus=args.gpus, workers=args.workers, resume=args.resume, batches_per_unit=args.batches_per_unit,
         skip_failing_units=args.skip_failing_units, save_embeddings=args.save_embeddings, faults=args.faults,
-        token_budget=args.token_budget, segment_reads=args.segment_reads)
+        token_budget=args.token_budget, segment_reads=args.segment_reads, force=args.force, threads=args.threads)
     summary = predict(opts)
     if "wall_s" not in summary:  # a torchrun rank other than 0: rank 0 merges and writes the outputs
         print(f"rank {summary.get('rank')}: work units checkpointed in {summary.get('outdir')}; rank 0 writes the outputs")
@@ -140,25 +182,61 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def loader_workers(threads: int | None) -> int | None:
+    """The fast engine's input-loader processes under ``-t/--threads N``: at most N-1 (its default
+    is 2); None without -t (the engine's default)."""
+    if threads is None:
+        return None
+    if threads < 1:
+        raise InputError(f"-t/--threads must be >= 1, not {threads}")
+    return min(2, threads - 1)
+
+
+def _add_prep_args(p: argparse.ArgumentParser) -> None:
+    """chunk's and translate's options shared with predict."""
+    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300,
+                   help="chunk length in nt (300 or 500, as the published classifiers)")
+    p.add_argument("--chunking", choices=("original", "fixed"), default="original",
+                   help="original reproduces VirNucPro incl. its short-last-chunk quirk; fixed makes every "
+                   "chunk of a long read exactly C nt")
+    p.add_argument("--duplicate-ids", choices=("error", "rename"), default="error",
+                   help="what to do with repeated record ids: stop with an error, or rename repeats ID_dupK")
+
+
 def _add_chunk(sub) -> None:
     p = sub.add_parser("chunk", formatter_class=_Formatter, help="step 1: cut reads into chunks (FASTA out)",
                        description="Cut each read into chunks of the chunk length, as VirNucPro does, and "
                        "write them as FASTA with ids {read}_chunk_{k}.")
-    p.add_argument("input", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
-    p.add_argument("--chunking", choices=("original", "fixed"), default="original")
-    p.add_argument("--duplicate-ids", choices=("error", "rename"), default="error")
+    p.add_argument("input", type=Path, help="input FASTA (plain or gzip)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE",
+                   help="chunks FASTA to write (gzip-compressed when FILE ends in .gz); its directory must exist")
+    _add_prep_args(p)
     p.set_defaults(func=cmd_chunk)
+
+
+@contextlib.contextmanager
+def _text_output(path: Path):
+    """A text handle on ``path``, written atomically; gzip-compressed (reproducibly: no name, no
+    time stamp) when the name ends in ``.gz``."""
+    from virnucpro.core.files import atomic_write
+    if not path.name.endswith(".gz"):
+        with atomic_write(path) as fh:
+            yield fh
+        return
+    import gzip
+    import io
+    with atomic_write(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            io.TextIOWrapper(gz, encoding="utf-8", newline="\n") as fh:
+        yield fh
 
 
 def cmd_chunk(args) -> int:
     from virnucpro.prep.chunking import chunk_records
     from virnucpro.io.fasta import read_fasta
-    from virnucpro.core.files import atomic_write
+    output_file(args.output)
     records = read_fasta(args.input, args.duplicate_ids)
     n = 0
-    with atomic_write(args.output) as fh:
+    with _text_output(args.output) as fh:
         for cid, _, seq in chunk_records(records, args.chunk_length, args.chunking):
             fh.write(f">{cid}\n{seq}\n")
             n += 1
@@ -172,24 +250,34 @@ def _add_translate(sub) -> None:
                        description="Chunk reads, translate six frames and keep frames without stop codons. "
                        "Writes PREFIX_nucleotide.fa (the 3p+1-nt slices DNABERT-S embeds) and "
                        "PREFIX_protein.faa (the proteins ESM-2 embeds), ids {read}_chunk_{k}{F1..R3}.")
-    p.add_argument("input", type=Path)
-    p.add_argument("-o", "--prefix", type=Path, required=True, help="output path prefix")
-    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
-    p.add_argument("--chunking", choices=("original", "fixed"), default="original")
-    p.add_argument("--duplicate-ids", choices=("error", "rename"), default="error")
+    p.add_argument("input", type=Path, help="input FASTA (plain or gzip)")
+    p.add_argument("-o", "--output", "--prefix", dest="output", required=True, metavar="PREFIX",
+                   help="output path prefix: writes PREFIX_nucleotide.fa and PREFIX_protein.faa; a directory "
+                   "(existing, or written with a trailing /) writes DIR/INPUT_nucleotide.fa, INPUT being the "
+                   "input's name without its extensions. The directory must exist")
+    _add_prep_args(p)
     p.set_defaults(func=cmd_translate)
+
+
+def translate_prefix(output: str, input_path: Path) -> Path:
+    """translate's -o: a prefix, or a directory (existing, or ``dir/``) to write into, named after the input."""
+    if output.endswith(("/", os.sep)) or Path(output).is_dir():
+        stem = input_path.name
+        for ext in (".gz", ".fasta", ".fas", ".fna", ".fa", ".fastq", ".fq"):
+            stem = stem[: -len(ext)] if stem.endswith(ext) and len(stem) > len(ext) else stem
+        return Path(output) / stem
+    return Path(output)
 
 
 def cmd_translate(args) -> int:
     from virnucpro.io.fasta import read_fasta
     from virnucpro.core.files import atomic_write
     from virnucpro.prep.frames import chunk_and_translate
+    prefix = translate_prefix(args.output, args.input)
+    nuc = output_file(Path(f"{prefix}_nucleotide.fa"))
+    prot = output_file(Path(f"{prefix}_protein.faa"))
     records = read_fasta(args.input, args.duplicate_ids)
     chunks, frames = chunk_and_translate(records, args.chunk_length, args.chunking)
-    nuc = Path(f"{args.prefix}_nucleotide.fa")
-    prot = Path(f"{args.prefix}_protein.faa")
-    if nuc.parent:
-        nuc.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(nuc) as fn, atomic_write(prot) as fp:
         for fid, _, n, p in frames:
             fn.write(f">{fid}\n{n}\n")
@@ -243,9 +331,11 @@ def _add_models(sub) -> None:
                         "checkpoint, DNABERT-S HF folder with a BPE tokenizer, classifier .pth in the original "
                         "pickle layout + .safetensors). tiny: CPU-test size; full: the real architectures "
                         "(ESM-2 3B: ~5.7 GB fp16). Outputs made with them are always labelled SYNTHETIC.")
-    s.add_argument("--preset", choices=("tiny", "full"), default="tiny")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--preset", choices=("tiny", "full"), default="tiny",
+                   help="tiny: CPU-test size (a few MB); full: the real architectures (~5.7 GB)")
+    s.add_argument("--seed", type=int, default=0, help="random seed: the same preset and seed give the same files")
+    s.add_argument("-o", "--outdir", "--out", dest="outdir", type=Path, required=True, metavar="DIR",
+                   help="directory to write the model set into (created if absent)")
     s.add_argument("--device", default="auto", help="device for calibrating the classifier on the sample")
     s.add_argument("--calibration-frames", type=int, default=256)
     s.set_defaults(func=cmd_models_synth)
@@ -270,7 +360,7 @@ def _add_models(sub) -> None:
                         "Exit codes: 0 done; 2 a file not found (HTTP 404), of the wrong size or sha256, or "
                         "that does not load (removed); 3 network trouble (offline, refused, timeout, server "
                         "error): run again to resume.")
-    d.add_argument("--to", metavar="DIR", type=Path, default=None,
+    d.add_argument("-o", "--outdir", "--to", dest="outdir", metavar="DIR", type=Path, default=None,
                    help="where to put them (default: $VIRNUCPRO_MODELS, else ~/.cache/virnucpro/models, "
                    "which predict reads without --models)")
     d.add_argument("--base-url", metavar="URL", help="fetch every file from URL/<its path in DIR> instead "
@@ -289,7 +379,7 @@ def _add_models(sub) -> None:
 def cmd_models_download(args) -> int:
     import contextlib
     from virnucpro.models import download, layout
-    to = layout.models_dir(args.to)
+    to = layout.models_dir(args.outdir)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     with contextlib.ExitStack() as stack:
         bar = None
@@ -307,16 +397,16 @@ def cmd_models_download(args) -> int:
         download.download(to, args.base_url, tuple(args.only or download.GROUPS), bar=bar, timeout=args.timeout,
                           say=lambda line: print(line, flush=True))
     print(f"models in {to}: `virnucpro predict READS -o OUT --models {to}`"
-          f"{'' if args.to else ' (or without --models)'}; recheck with `virnucpro models check --models {to}`")
+          f"{'' if args.outdir else ' (or without --models)'}; recheck with `virnucpro models check --models {to}`")
     return 0
 
 
 def cmd_models_synth(args) -> int:
     from virnucpro.models.synth import synth
     from virnucpro.pipeline import resolve_device
-    marker = synth(args.out, args.preset, args.seed, resolve_device(args.device), args.calibration_frames)
+    marker = synth(args.outdir, args.preset, args.seed, resolve_device(args.device), args.calibration_frames)
     cal = ", ".join(f"{c} nt: {s['virus_share']:.0%} virus" for c, s in marker["calibration"].items())
-    print(f"wrote SYNTHETIC {args.preset} model set (seed {args.seed}) to {args.out} in {marker['seconds']} s "
+    print(f"wrote SYNTHETIC {args.preset} model set (seed {args.seed}) to {args.outdir} in {marker['seconds']} s "
           f"[calibrated on the sample: {cal}]")
     return 0
 
@@ -475,8 +565,12 @@ def engine_config_from_env(args, environ=None):
     if dna_compile not in ("0", "1"):
         raise InputError(f"VIRNUCPRO_DNABERT_COMPILE={dna_compile!r}: 1 (compile) or 0 (the default)")
     profile = env.get("VIRNUCPRO_TORCH_PROFILE", "")
-    extra = {"loader_workers": args.loader_workers} if getattr(args, "loader_workers", None) is not None else {}
-    return EngineConfig(precision=args.precision, esm_kernels="eager" if getattr(args, "no_compile", False) else "auto",
+    workers = getattr(args, "loader_workers", None)
+    if workers is None:
+        workers = loader_workers(getattr(args, "threads", None))   # -t N: at most N-1 loader processes
+    extra = {"loader_workers": workers} if workers is not None else {}
+    # no --precision: "auto", settled by the device (fp16 on a GPU, fp32 on a CPU: pipeline.choose_engine)
+    return EngineConfig(precision=args.precision or "auto", esm_kernels="eager" if getattr(args, "no_compile", False) else "auto",
                         gelu=gelu, dnabert_compile=dna_compile == "1", gpu_memory_gib=getattr(args, "gpu_memory_gib", None),
                         profile=ProfileSpec.parse(profile) if profile else None, **extra)
 

@@ -26,9 +26,10 @@ import platform
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class PredictOptions:
     esm: str | None = None
     dnabert: str | None = None
     classifier: str | None = None
-    engine: str = "auto"            # auto = fast on a GPU, reference on CPU
+    engine: str = "auto"            # auto = the fast engine (fp16 on a GPU, fp32 on a CPU)
     device: str = "auto"            # auto = cuda if available else cpu
     chunking: str = "original"
     duplicate_ids: str = "error"
@@ -82,11 +83,20 @@ class PredictOptions:
     stale_s: float = 120.0          # torchrun: a claim without heartbeat for this long is taken over
     save_embeddings: bool = False   # also write each kept frame's features to OUTDIR/embeddings/
     faults: FaultPlan | None = None # faults a test injects (virnucpro.run.faults); None in a real run
+    force: bool = False             # replace an earlier run's results, checkpoints and embeddings in OUTDIR
+    threads: int | None = None      # -t/--threads: torch's CPU threads (None: torch's default)
 
     @property
     def precision(self) -> str:
         """The fast engine's precision (the reference engine is fp32)."""
         return self.engine_config.precision
+
+
+# The fast engine on a CPU: one packed batch per work unit (the progress bar and --resume advance a
+# unit at a time). A 16,384-token batch of ESM-2 3B is ~1e14 FLOPs, minutes on a laptop CPU; the
+# GPU default of 8 batches per unit would leave the bar still for most of an hour.
+CPU_BATCHES_PER_UNIT = 1
+
 
 
 def resolve_device(device: str) -> str:
@@ -122,8 +132,85 @@ class _Setup:
     created: bool = False                        # this run made the output directory
 
 
+def check_gpus(gpus: str | None, device: str) -> None:
+    """--gpus names GPUs (a count or indices) for a run that has none: an error, as --device cuda
+    is on a machine without one (``all`` means whatever GPUs there are, none included)."""
+    if gpus is None or gpus.strip().lower() == "all" or device.startswith("cuda"):
+        return
+    if device == "cpu" and resolve_device("auto") == "cuda":
+        raise InputError(f"--gpus {gpus} with --device cpu: a CPU run uses no GPU (drop one of them)")
+    raise InputError(f"--gpus {gpus}: no CUDA GPU is visible to PyTorch on this machine")
+
+
+def choose_engine(opts: PredictOptions, device: str) -> tuple[str, PredictOptions]:
+    """The engine (``auto`` is the fast one) and the options with the precision and, for the fast
+    engine on a CPU, the batches per unit settled (they are part of a checkpoint's identity)."""
+    engine_name = "fast" if opts.engine == "auto" else opts.engine
+    if engine_name not in ("fast", "reference"):
+        raise InputError(f"unknown engine {opts.engine!r}; choose auto, fast or reference")
+    cuda = device.startswith("cuda")
+    changes: dict[str, Any] = {"engine_config": opts.engine_config.resolved("cuda" if cuda else "cpu")}
+    if engine_name == "fast" and not cuda and opts.batches_per_unit is None:
+        changes["batches_per_unit"] = CPU_BATCHES_PER_UNIT
+    return engine_name, replace(opts, **changes)
+
+
+def refuse_earlier_run(opts: PredictOptions) -> None:
+    """A fresh run into an OUTDIR that holds an earlier run's results, saved embeddings or
+    checkpoints is refused (InputError, nothing changed) unless --force (replace them) or --resume
+    (continue that run)."""
+    if opts.force or opts.resume:
+        return
+    p = Paths(opts.outdir)
+    if not p.outdir.is_dir():
+        return
+    from virnucpro.run.rundir import RunDir
+    rd = RunDir(opts.outdir)
+    units = len(rd.done_units()) if rd.units.is_dir() else 0
+    checkpoints = units > 0 or rd.manifest_path.exists()
+    found = [f.name for f in (p.predictions, p.consensus, p.read_summary, p.viral_reads, p.run_json) if f.exists()]
+    parts = p.embeddings.is_dir() and any(p.embeddings.glob(paths.EMBEDDING_PART_GLOB))
+    if p.embedding_index.exists() or (parts and not checkpoints):   # (else the parts of an unfinished run)
+        found.append(f"{paths.EMBEDDINGS}/")
+    if found:
+        resume = ", --resume to continue that run from its checkpoints" if checkpoints else ""
+        raise InputError(f"-o/--outdir {opts.outdir} holds an earlier run's results ({', '.join(found)}); nothing "
+                         f"was changed: add --force to replace them{resume}, or choose another directory")
+    if checkpoints:
+        raise InputError(f"-o/--outdir {opts.outdir} holds the checkpoints of an unfinished run ({units} work "
+                         f"unit(s) done); nothing was changed: add --resume to continue it, or --force to start again")
+
+
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """torch's CPU threads bounded to ``n`` (intra-op and inter-op pools) for the block; the intra-op
+    count is put back after it (a second run in the same process, e.g. a test, starts from torch's
+    own). torch sets the inter-op pool only once per process, before its first inter-op work."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise InputError(f"-t/--threads must be >= 1, not {n}")
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:   # already set, or inter-op work has run in this process
+        log.debug("inter-op threads stay %d", torch.get_num_interop_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def predict(opts: PredictOptions) -> dict[str, Any]:
     """Run the whole pipeline; returns the summary dict (also logged as the `summary` event)."""
+    with cpu_threads(opts.threads):
+        return _predict_all(opts)
+
+
+def _predict_all(opts: PredictOptions) -> dict[str, Any]:
     t_start = time.perf_counter()
     if opts.chunk_length not in (300, 500):
         raise InputError(f"--chunk-length must be 300 or 500 (the published classifiers), not {opts.chunk_length}")
@@ -135,7 +222,8 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     models = layout.resolve(opts.models, opts.chunk_length, opts.esm, opts.dnabert, opts.classifier,
                             fingerprint=False)
     device = resolve_device(opts.device)
-    engine_name = opts.engine if opts.engine != "auto" else ("fast" if device.startswith("cuda") else "reference")
+    check_gpus(opts.gpus, device)
+    engine_name, opts = choose_engine(opts, device)
     rank = rank_env()
     if rank is not None and is_stream(opts.input):   # every rank reads the input by itself
         raise InputError(f"input {opts.input}: under torchrun every rank reads the input, so it must be a "
@@ -153,7 +241,7 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
     created = not outdir.exists()
     from virnucpro.core.mptemp import use_run_tempdir
     use_run_tempdir()                                    # (a no-op where the command line did it)
-    lock = claim_outdir(outdir, rank)                    # before anything is written, models loaded included
+    lock = claim_outdir(opts, rank)                      # before anything is written, models loaded included
     switch = sys.getswitchinterval()
     sys.setswitchinterval(min(switch, GIL_SWITCH_S))   # virnucpro.core.background: why
     executor = None
@@ -186,17 +274,21 @@ def predict(opts: PredictOptions) -> dict[str, Any]:
         sys.setswitchinterval(switch)
 
 
-def claim_outdir(outdir: Path, rank: Rank | None) -> OutdirLock | None:
-    """Lock the output directory for this run (creating it), refuse planted symbolic links, and
-    finish or drop what a run killed while writing its outputs left (``OutputSet.recover``).
-    None on a torchrun rank other than 0: its rank 0 holds the lock for the launch."""
+def claim_outdir(opts: PredictOptions, rank: Rank | None) -> OutdirLock | None:
+    """Lock the output directory for this run (creating it; a live run's lock refuses this one at
+    once), then, under the lock: refuse planted symbolic links and an earlier run's results without
+    --force / --resume (``refuse_earlier_run``), and finish or drop what a run killed while writing
+    its outputs left (``OutputSet.recover``). None on a torchrun rank other than 0: its rank 0 holds
+    the lock for the launch (and writes there first)."""
     if rank is not None and rank.rank != 0:
         return None
+    outdir = Path(opts.outdir)
     for name in (paths.LOG_NAME, paths.RUN_DIRNAME, paths.EMBEDDINGS):
         if (outdir / name).is_symlink():
             raise InputError(f"{outdir / name} is a symbolic link: refusing to write through it (remove it)")
     lock = OutdirLock.acquire(outdir)
     try:
+        refuse_earlier_run(opts)
         done = OutputSet(outdir).recover()
     except BaseException:
         lock.release()
@@ -331,7 +423,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
         "wall_s": round(wall, 3), "reads": len(records), "chunks": len(chunks), "frames": counts["frames"],
         "skipped_frames": counts["skipped_frames"], "skipped_reads": len(counts["skipped_reads"]),
         "viral_chunks": counts["viral_chunks"], "chunks_with_frames": counts["chunks_with_frames"],
-        "viral_reads": counts["viral_reads"],
+        "viral_reads": counts["viral_reads"], "no_kept_frame_reads": counts["no_kept_frame_reads"],
         "reads_with_x": stream.flags.reads,   # accepted, their codons dropped as the original does (io.records)
         "engine": engine_name, "precision": scored.precision, "device": device,
         "n_gpus": scored.n_gpus, "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
@@ -362,7 +454,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
                                (None, opts.chunk_length)},
                 "input": {"path": str(opts.input), **stream.identity},   # of the bytes parsed (io.source)
                 "machine": {"host": socket.gethostname(), "platform": platform.platform(), "device": device,
-                            "devices": devices, "gpu": _gpu_name(device)},
+                            "devices": devices, "gpu": _gpu_name(device), **_torch_threads()},
                 "wall_s": summary["wall_s"], "summary": summary,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _commit(oset, manifest, tel, engine_name == "fast", opts.save_embeddings)
@@ -413,7 +505,7 @@ def _score_reference(opts, records, models, clf, device, tel) -> Scored:
 
         def on_progress(done: int, esm_tokens: int) -> None:
             dt = time.perf_counter() - t_embed
-            prog.update(task, completed=done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt else "")
+            prog.update(task, completed=done, rate=f"{esm_tokens / dt:,.0f} ESM tok/s" if dt and esm_tokens else "")
 
         t_from = tel.now()
         keep = None
@@ -441,6 +533,12 @@ def _options(opts: PredictOptions) -> dict:
     if d["faults"] is None:
         del d["faults"]
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def _torch_threads() -> dict:
+    """torch's CPU thread pools in this process (bounded by -t/--threads), for run.json."""
+    import torch
+    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads()}
 
 
 def _n_gpus(device: str) -> int:

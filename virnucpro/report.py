@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from virnucpro.io.outputs import SYNTHETIC_WARNING
-from virnucpro.io.paths import CONSENSUS, EMBEDDING_INDEX, EMBEDDINGS, PREDICTIONS, READ_SUMMARY
+from virnucpro.io.paths import CONSENSUS, EMBEDDING_INDEX, EMBEDDINGS, PREDICTIONS, READ_SUMMARY, VIRAL_READS
 
 
 def _fmt(v: Any, unit: str = "", pct: bool = False) -> str:
@@ -28,6 +28,7 @@ def summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("reads -> chunks -> kept frames", f"{s['reads']:,} -> {s['chunks']:,} -> {s['frames']:,}"),
         ("viral chunks", f"{s['viral_chunks']:,} of {s['chunks_with_frames']:,} chunks with a kept frame"),
         ("viral reads", f"{s['viral_reads']:,} of {s['reads']:,}"),
+        ("reads without a kept frame", no_kept_frame_line(s)),
         ("throughput", f"{_fmt(s['reads_per_s'])} reads/s end to end; {_fmt(s['frames_per_s'])} frames/s embedding"),
         ("ESM-2 tokens/s", _fmt(s.get("esm_tokens_per_s"))),
         ("packing efficiency", _fmt(s.get("packing_efficiency"), pct=True)),
@@ -36,6 +37,16 @@ def summary_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("peak GPU memory", _fmt(s.get("peak_gpu_mem_gib"), " GiB")),
     ]
     return rows
+
+
+def no_kept_frame_line(s: dict[str, Any]) -> str:
+    """How many reads had no frame to classify (a stop codon in all six frames of every chunk, or
+    shorter than a codon): labelled no_kept_frame, neither virus nor others."""
+    n, reads = s.get("no_kept_frame_reads"), s["reads"]
+    if n is None:
+        return "n/a"
+    share = f" ({n / reads:.0%})" if reads else ""
+    return f"{n:,} of {reads:,}{share}: a stop codon in every frame; label no_kept_frame"
 
 
 def print_summary(s: dict[str, Any], file=None) -> None:
@@ -62,7 +73,7 @@ def print_summary(s: dict[str, Any], file=None) -> None:
             st.add_row(name, f"{sec:.2f}", f"{sec / total:.0%}")
     console.print(st)
     out = s["outdir"]
-    console.print(f"outputs: {out}/{PREDICTIONS}, {out}/{CONSENSUS}, {out}/{READ_SUMMARY}")
+    console.print(f"outputs: {out}/{PREDICTIONS}, {out}/{CONSENSUS}, {out}/{READ_SUMMARY}, {out}/{VIRAL_READS}")
     if s.get("embeddings"):
         e = s["embeddings"]
         console.print(f"embeddings: {out}/{EMBEDDINGS}/ ({e['frames']:,} frames in {e['parts']:,} parts, "

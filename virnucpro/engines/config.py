@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from virnucpro.errors import InputError
 
 PRECISIONS = ("fp16", "bf16", "fp32")
+AUTO = "auto"   # no --precision given: fp16 on a GPU, fp32 on a CPU (``resolved``)
 # auto: the Triton kernels on a GPU where Triton is installed, else eager (plain PyTorch ops: CPUs,
 # --no-compile)
 KERNEL_CHOICES = ("auto", "eager")
@@ -56,7 +57,7 @@ class ProfileSpec:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    precision: str = "fp16"              # the matmul dtype; the residual stream is fp32 always
+    precision: str = AUTO                # the matmul dtype (auto: by device); the residual stream is fp32 always
     esm_kernels: str = "auto"            # ESM-2's element-wise work between its GEMMs (KERNEL_CHOICES)
     # fc1 + GELU as one cuBLASLt GEMM with its tanh-GELU epilogue, in fp16/bf16 on a GPU only (fp32 and
     # CPUs: the exact GELU always): ESM-2 3.8% faster at 99.94% frame / 99.93% chunk label agreement
@@ -72,13 +73,21 @@ class EngineConfig:
     IDENTITY_FIELDS = ("precision", "esm_kernels", "gelu", "dnabert_compile")
 
     def __post_init__(self) -> None:
-        for name, value, choices in (("precision", self.precision, PRECISIONS),
+        for name, value, choices in (("precision", self.precision, PRECISIONS + (AUTO,)),
                                      ("ESM-2 kernels", self.esm_kernels, KERNEL_CHOICES),
                                      ("GELU", self.gelu, GELU_CHOICES)):
             if value not in choices:
                 raise InputError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.loader_workers < 0:
             raise InputError(f"loader workers must be >= 0, not {self.loader_workers}")
+
+    def resolved(self, device_type: str) -> "EngineConfig":
+        """``auto`` precision settled for a device: fp16 on a GPU (bf16 measured only ~99.1% label
+        agreement, docs/benchmarks.md#exp-bf16), fp32 on a CPU (fp16 there is slower and less exact;
+        fp32 scores are within 1e-5 of the reference engine's)."""
+        if self.precision != AUTO:
+            return self
+        return self.replace(precision="fp16" if device_type == "cuda" else "fp32")
 
     def replace(self, **changes) -> "EngineConfig":
         return dataclasses.replace(self, **changes)

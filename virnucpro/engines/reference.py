@@ -44,10 +44,19 @@ class ReferenceEngine:
         totals = {"dna_s": 0.0, "esm_s": 0.0, "cls_s": 0.0, "esm_tokens": 0, "dna_tokens": 0}
         for b in range(0, len(frames), block):
             part = frames[b:b + block]
+            # progress within the block: each frame counts half once DNABERT-S embedded it, half
+            # once ESM-2 did (a block is 20,000 frames by default: often the whole run)
+            done = {"dna": 0, "esm": 0}
+
+            def moved(model: str, n: int) -> None:
+                done[model] = n
+                if on_progress:
+                    on_progress(b + (done["dna"] + done["esm"]) // 2, totals["esm_tokens"])
+
             t0 = time.perf_counter()
-            nuc = self.embed_dna([f[2] for f in part])
+            nuc = self.embed_dna([f[2] for f in part], on_done=lambda n: moved("dna", n))
             t1 = time.perf_counter()
-            prot = self.embed_protein([f[3] for f in part])
+            prot = self.embed_protein([f[3] for f in part], on_done=lambda n: moved("esm", done["esm"] + n))
             t2 = time.perf_counter()
             feats = np.concatenate([nuc, prot], axis=1)
             scores[b:b + len(part)] = classify(classifier, feats, self.device)

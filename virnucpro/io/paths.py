@@ -13,6 +13,7 @@ from pathlib import Path
 PREDICTIONS = "prediction_results.txt"                 # per kept frame (the original's format)
 CONSENSUS = "prediction_results_highestscore.csv"      # per chunk (tab-separated despite its name)
 READ_SUMMARY = "read_summary.tsv"                      # per input read
+VIRAL_READS = "viral_reads.fa"                         # the reads labelled virus (FASTA)
 SKIPPED_READS = "skipped_reads.tsv"                    # only after --skip-failing-units gave up on a unit
 RUN_JSON = "run.json"                                  # the run's manifest
 LOG_NAME = "virnucpro.log"                             # log and telemetry (rank 0 / the only process)
@@ -27,7 +28,7 @@ LOCK_NAME = ".virnucpro.lock"                          # held (flock) by the run
 # The output set: the files a run writes for its reader, which appear all at once or not at all
 # (virnucpro.io.outset); RUN_JSON is its commit record, moved into place last. EMBEDDINGS is a folder
 # whose parts and index belong to the set (a user's own files in it do not).
-SET_FILES = (PREDICTIONS, CONSENSUS, READ_SUMMARY, SKIPPED_READS, SYNTHETIC_NOTE)
+SET_FILES = (PREDICTIONS, CONSENSUS, READ_SUMMARY, VIRAL_READS, SKIPPED_READS, SYNTHETIC_NOTE)
 
 
 def embedding_part_name(k: int) -> str:
@@ -59,6 +60,10 @@ class Paths:
     @property
     def read_summary(self) -> Path:
         return self.outdir / READ_SUMMARY
+
+    @property
+    def viral_reads(self) -> Path:
+        return self.outdir / VIRAL_READS
 
     @property
     def skipped_reads(self) -> Path:

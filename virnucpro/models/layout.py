@@ -137,7 +137,7 @@ def resolve(models: str | Path | None, chunk_length: int, esm: str | Path | None
     if not (esm and dnabert and classifier) and not root.is_dir():
         raise ModelError(
             f"model directory not found: {root} (give --models DIR or set ${ENV_VAR}; "
-            "for a synthetic test set run `virnucpro models synth --preset tiny --out DIR`)")
+            "for a synthetic test set run `virnucpro models synth --preset tiny -o DIR`)")
     esm_p = Path(esm) if esm else _find_esm(root)
     if esm_p is None or not esm_p.is_file():
         raise ModelError(f"ESM-2 checkpoint not found: {esm_p or root / ESM_DEFAULT_NAME}")

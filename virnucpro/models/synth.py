@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -126,4 +127,14 @@ def synth(out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "c
     marker["calibration"] = calibration
     marker["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "SYNTHETIC.json").write_text(json.dumps(marker, indent=2) + "\n")
+    _usual_modes(out)
     return marker
+
+
+def _usual_modes(out: Path) -> None:
+    """The set's files get the permissions other outputs get (0644 under the usual umask):
+    safetensors' save_file makes its files 0600, which a shared model directory cannot use."""
+    from virnucpro.core.files import FILE_MODE
+    for p in out.rglob("*"):
+        if p.is_file() and not p.is_symlink() and (p.stat().st_mode & 0o777) != FILE_MODE:
+            os.chmod(p, FILE_MODE)

@@ -375,9 +375,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     "synthetic one made with `virnucpro reads synth`) and store "
                     "prediction_results.txt, prediction_results_highestscore.csv and manifest.json "
                     "(workload, model fingerprints, engine, chunk length, date, machine, wall time) "
-                    "in OUT_ROOT/NAME.")
-    m.add_argument("name", metavar="NAME", help="baseline name, e.g. synthetic-tiny-c300")
-    m.add_argument("--out-root", type=Path, default=Path("baselines"), help="where baselines live")
+                    "in DIR/NAME (-o/--outdir DIR).")
+    m.add_argument("name", metavar="NAME", help="baseline name, e.g. smoke-tiny-c300")
+    m.add_argument("-o", "--outdir", type=Path, default=Path("baselines"), metavar="DIR",
+                   help="where baselines live (the baseline is written to DIR/NAME)")
+    m.add_argument("--out-root", dest="outdir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
     m.add_argument("--models", type=Path, required=True,
                    help="model directory (with --synth-preset: created there if absent)")
     m.add_argument("--synth-preset", choices=("tiny", "full"),
@@ -429,7 +431,7 @@ def run_make(args: argparse.Namespace) -> int:
                 "length_profile": args.length_profile,
                 "command": f"virnucpro reads synth --n {args.reads} --seed {args.reads_seed} "
                            f"--length-profile {args.length_profile}"}
-    b = make_baseline(args.out_root / args.name, workload, args.models, args.chunk_length,
+    b = make_baseline(args.outdir / args.name, workload, args.models, args.chunk_length,
                       args.device, info, force=args.force)
     print(f"baseline {b.path}: {b.manifest['outputs']['frames']} frames, "
           f"{b.manifest['outputs']['chunks']} chunks, reference engine {b.manifest['wall_s']:.1f} s "

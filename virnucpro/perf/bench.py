@@ -1,9 +1,10 @@
 """`virnucpro bench`: one command that makes a performance claim repeatable.
 
-    virnucpro bench --workload reads100k --models ~/.cache/virnucpro/synthetic-full --out bench-out
+    virnucpro bench --workload reads100k --models ~/.cache/virnucpro/synthetic-full -o bench-out
 
 1. models: the given directory, or (when it holds none) a synthetic ``full`` set written there
-   (real ESM-2 3B / DNABERT-S architectures, random weights: real FLOPs, no biology);
+   (real ESM-2 3B / DNABERT-S architectures, random weights: real FLOPs, no biology). That is
+   ~5.7 GB of disk: bench asks first on a terminal, and elsewhere writes it only with --yes;
 2. workload: a named synthetic read set from real genomes (``virnucpro reads synth``);
 3. the fast engine on the whole workload, with its telemetry summary;
 4. side by side in the same process, on the first ``--reference-reads`` reads: the reference
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -33,12 +35,32 @@ WORKLOADS = {  # name -> (reads, seed, length profile)
 }
 
 
-def ensure_models(models: Path, preset: str, seed: int, device: str) -> Path:
+FULL_SET_GB = 5.7   # a synthetic full set on disk (ESM-2 3B in fp16 is most of it)
+
+
+def ensure_models(models: Path, preset: str, seed: int, device: str, yes: bool = False) -> Path:
+    """``models``, or a synthetic ``preset`` set written there when it holds none. A full set (~5.7 GB)
+    is written only with ``yes`` or after a yes on a terminal; else InputError saying how."""
     from virnucpro.models import synth
     if not (models / "SYNTHETIC.json").is_file() and not any(models.glob("esm2_*.pt")):
+        if preset == "full" and not yes and not _ask(f"no models in {models}: write a synthetic full set there "
+                                                     f"(~{FULL_SET_GB} GB)? [y/N] "):
+            raise InputError(f"no models in {models}: writing a synthetic full set there takes ~{FULL_SET_GB} GB of "
+                             "disk; add --yes to write it, --preset tiny for a small set, or --models DIR of a set "
+                             "you have")
         print(f"no models in {models}: writing a synthetic {preset} set (seed {seed}) ...", flush=True)
         synth.synth(models, preset, seed, device)
     return models
+
+
+def _ask(question: str) -> bool:
+    """A yes from the user on a terminal; False without one (not a terminal, or end of input)."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 def ensure_workload(name: str, out: Path) -> Path:
@@ -60,10 +82,10 @@ def run_bench(args) -> dict:
     from virnucpro.perf.gate import head_fasta
     from virnucpro.pipeline import PredictOptions, predict, resolve_device
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.outdir)
     device = resolve_device(args.device)
-    models = ensure_models(Path(args.models), args.preset, args.seed, device)
+    models = ensure_models(Path(args.models), args.preset, args.seed, device, args.yes)
+    out.mkdir(parents=True, exist_ok=True)
     workload = ensure_workload(args.workload, out)
     from virnucpro.engines.config import EngineConfig
     # the CLI fills args.engine_config (with the environment's experiment switches)
@@ -73,7 +95,8 @@ def run_bench(args) -> dict:
     def run(inp: Path, sub: str, engine: str) -> dict:
         opts = PredictOptions(input=inp, outdir=out / sub, chunk_length=args.chunk_length, models=str(models),
                               engine=engine, device=device, engine_config=config, progress=args.progress,
-                              token_budget=args.token_budget if engine == "fast" else None)
+                              token_budget=args.token_budget if engine == "fast" else None,
+                              force=True)   # bench's own directories: a rerun replaces them
         return predict(opts)
 
     result: dict = {"workload": str(workload), "device": device, "precision": args.precision,
@@ -94,7 +117,7 @@ def run_bench(args) -> dict:
         fast_sub = run(sub, "fast-sub", "fast")
         cmp = compare_dirs(out / "reference-sub", out / "fast-sub")
         result["side_by_side"] = {
-            "reads": args.reference_reads,
+            "reads": ref["reads"],   # the workload's first --reference-reads reads: fewer when it is smaller
             "reference": _pick(ref), "fast": _pick(fast_sub),
             "speedup_end_to_end": round(ref["wall_s"] / fast_sub["wall_s"], 2),
             "speedup_embedding": round(ref["embed_wall_s"] / fast_sub["embed_wall_s"], 2),
@@ -122,40 +145,70 @@ def _pick(s: dict) -> dict:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="benchmark the fast engine on a named workload (synthetic models)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                              description=__doc__, )
-    p.add_argument("--workload", default="reads100k", help=f"one of {', '.join(WORKLOADS)} or a FASTA path")
+                              formatter_class=argparse.RawDescriptionHelpFormatter, description=__doc__)
+    p.add_argument("--workload", default="reads100k",
+                   help=f"one of {', '.join(WORKLOADS)} or a FASTA path (default: reads100k)")
     p.add_argument("--models", default=str(Path.home() / ".cache" / "virnucpro" / "synthetic-full"),
-                   help="model directory; a synthetic set is written there when it holds none")
-    p.add_argument("--preset", choices=("full", "tiny"), default="full", help="preset of a synthetic set to write")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="bench-out")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16")
-    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300)
+                   help="model directory; a synthetic set is written there when it holds none "
+                   "(default: ~/.cache/virnucpro/synthetic-full)")
+    p.add_argument("--preset", choices=("full", "tiny"), default="full",
+                   help=f"preset of a synthetic set to write (default: full, ~{FULL_SET_GB} GB: asked on a "
+                   "terminal, else needs --yes)")
+    p.add_argument("--yes", action="store_true", help=f"write a synthetic full set (~{FULL_SET_GB} GB) without asking")
+    p.add_argument("--seed", type=int, default=0, help="seed of a synthetic set to write (default: 0)")
+    p.add_argument("-o", "--outdir", default="bench-out", metavar="DIR",
+                   help="directory for the workload, the runs and bench.json; a rerun replaces its runs "
+                   "(default: bench-out)")
+    p.add_argument("--out", dest="outdir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)   # the old spelling
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16",
+                   help="the fast engine's precision (default: fp16)")
+    p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300, help="(default: 300)")
     p.add_argument("--reference-reads", type=int, default=2000,
-                   help="reads of the workload to run through BOTH engines for speedup and agreement (0: skip)")
-    p.add_argument("--token-budget", type=int, default=None, help="ESM-2 tokens per packed batch (default: from memory)")
-    p.add_argument("--gpu-memory-gib", type=float, default=None, help="size the budget as if the GPU had this memory")
-    p.add_argument("--loader-workers", type=int, default=None)
-    p.add_argument("--progress", action="store_true")
+                   help="reads of the workload to run through BOTH engines for speedup and agreement "
+                   "(0: skip; default: 2000)")
+    p.add_argument("--token-budget", type=int, default=None,
+                   help="ESM-2 tokens per packed batch (default: sized from free GPU memory)")
+    p.add_argument("--gpu-memory-gib", type=float, default=None,
+                   help="size the budget as if the GPU had this memory (default: its real memory)")
+    p.add_argument("--loader-workers", type=int, default=None,
+                   help="the fast engine's input-loader processes (default: the engine's, 2)")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args) -> int:
     r = run_bench(args)
-    f = r["fast"]
-    print(f"\nbench: {r['workload']} on {r.get('gpu', r['device'])} ({r['precision']})")
-    print(f"  fast engine: {f['reads']:,} reads in {f['wall_s']:.1f} s; ESM-2 {f['esm_tokens_per_s'] or 0:,.0f} tok/s; "
-          f"MFU {_pct(f['mfu_esm'])}; packing {_pct(f['packing_efficiency'])}; GPU util {f['gpu_util_mean']}")
-    print(f"  projection to 1,000,000 reads: {r['projection_1m_reads_s']:.0f} s")
-    if "side_by_side" in r:
-        s = r["side_by_side"]
-        print(f"  side by side on {s['reads']:,} reads: speedup {s['speedup_end_to_end']}x end to end, "
-              f"{s['speedup_embedding']}x embedding; agreement {s['agreement']}")
-    print(f"  details: {Path(args.out) / 'bench.json'}")
+    for line in bench_lines(r):
+        print(line)
+    print(f"  details: {Path(args.outdir) / 'bench.json'}")
     return 0
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{x:.1%}"
+def bench_lines(r: dict) -> list[str]:
+    """bench.json's result as the lines printed at the end."""
+    f = r["fast"]
+    lines = [f"\nbench: {r['workload']} on {r.get('gpu', r['device'])} ({r['precision']})",
+             f"  fast engine: {f['reads']:,} reads in {f['wall_s']:.1f} s; ESM-2 {f['esm_tokens_per_s'] or 0:,.0f} tok/s; "
+             f"MFU {_pct(f['mfu_esm'])}; packing {_pct(f['packing_efficiency'])}; GPU util {_util(f['gpu_util_mean'])}",
+             f"  projection to 1,000,000 reads: {r['projection_1m_reads_s']:.0f} s"]
+    if "side_by_side" in r:
+        s = r["side_by_side"]
+        lines.append(f"  side by side on {s['reads']:,} reads: speedup {s['speedup_end_to_end']}x end to end, "
+                     f"{s['speedup_embedding']}x embedding")
+        for mode, a in s["agreement"].items():
+            diff = "" if a["max_abs_score_diff"] is None else \
+                f"; score difference mean {a['mean_abs_score_diff']:.1e}, max {a['max_abs_score_diff']:.1e}"
+            lines.append(f"  {mode} label agreement with the reference engine: {_pct(a['agreement'], 2)} "
+                         f"({a['mismatches']:,} of {a['n']:,} differ){diff}")
+    return lines
+
+
+def _pct(x, digits: int = 1) -> str:
+    """A fraction as a percentage; n/a for None."""
+    return "n/a" if x is None else f"{x:.{digits}%}"
+
+
+def _util(x) -> str:
+    """NVML's mean GPU utilisation (already in percent); n/a without a GPU."""
+    return "n/a (no GPU)" if x is None else f"{x:.1f}%"

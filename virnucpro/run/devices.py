@@ -78,9 +78,7 @@ def likely_worker_processes(engine: str, device: str, gpus: str | None, workers:
     if engine == "reference" or rank_env() is not None:
         return False
     n_gpus = visible_gpu_count() if device == "auto" or (device.startswith("cuda") and gpus in (None, "all")) else 0
-    if engine == "auto" and (device == "cpu" or (device == "auto" and n_gpus == 0)):
-        return False                                  # the reference engine
-    if (workers or 1) > 1 or skip_failing_units:
+    if (workers or 1) > 1 or skip_failing_units:      # (engine auto is the fast engine, on a CPU too)
         return True
     if device == "cpu" or (device.startswith("cuda:") and gpus is None):
         return False

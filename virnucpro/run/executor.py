@@ -220,7 +220,7 @@ class LocalWorkers(Executor):
                 allow_classifier_mismatch=opts.allow_classifier_mismatch,
                 engine_opts=self.settings.engine_opts_for(budget), outdir=Path(opts.outdir),
                 log_file=Path(opts.outdir) / LOG_NAME, run_epoch=run_epoch,
-                threads=max(1, (os.cpu_count() or 1) // len(devices)) if devices[0] == "cpu" else None,
+                threads=worker_threads(getattr(opts, "threads", None), devices),
                 run_token=self.token, faults=self.faults)
             self.coordinator = Coordinator(base, devices, RunDir(opts.outdir), tel, describe_unit=lambda u: f"unit {u}",
                                            skip_failing_units=opts.skip_failing_units)
@@ -237,6 +237,14 @@ class LocalWorkers(Executor):
     def abort(self) -> None:
         if self.coordinator is not None:
             self.coordinator.kill_all()
+
+
+def worker_threads(threads: int | None, devices: list[str]) -> int | None:
+    """torch threads per worker process: -t/--threads (else the CPU's cores, for CPU workers) shared
+    evenly by the workers; None (torch's default) for GPU workers without -t."""
+    if threads is None and devices[0] != "cpu":
+        return None
+    return max(1, (threads or os.cpu_count() or 1) // len(devices))
 
 
 def choose_executor(opts, models, devices: list[str], rank: Rank | None) -> Executor:

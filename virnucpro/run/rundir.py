@@ -95,7 +95,7 @@ class RunDir:
         except FileNotFoundError:
             return None
         except ValueError:
-            raise InputError(f"{self.manifest_path} is damaged; rerun without --resume to start over") from None
+            raise InputError(f"{self.manifest_path} is damaged; rerun with --force instead of --resume to start over") from None
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_bytes(self.manifest_path, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
@@ -124,7 +124,7 @@ class RunDir:
                  for k, words in keys.items() if k in expected and manifest.get(k) != expected[k]]
         if diffs:
             raise InputError(f"--resume refused: the checkpoints in {self.root} were made with a different "
-                             + "; ".join(diffs) + ". Rerun without --resume to start over.")
+                             + "; ".join(diffs) + ". Rerun with --force instead of --resume to start over.")
 
     def reset(self) -> None:
         """A fresh run: drop every checkpoint of an earlier run in this output directory."""

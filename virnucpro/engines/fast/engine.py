@@ -41,7 +41,7 @@ class FastEngine:
         each unit's classifier input (DNABERT-S 768 + ESM-2 values per frame, float32) to ``on_unit``
         as ``info["features"]`` (``--save-embeddings``). ``fake_oom_tokens``: a test hook, an ESM-2
         batch of more tokens raises CUDA out-of-memory."""
-        self.config = config = config if config is not None else EngineConfig()
+        self.config = config = (config if config is not None else EngineConfig()).resolved(torch.device(device).type)
         if config.precision not in DTYPES:
             raise InputError(f"unknown precision {config.precision!r}; choose bf16, fp16 or fp32")
         self.device = torch.device(device)
