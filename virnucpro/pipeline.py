@@ -263,8 +263,9 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
     except BaseException as exc:
         if executor is not None:   # early workers (e.g. of a bad input) must not outlive the run
             executor.abort()
-            from virnucpro.core.mptemp import keep_for_sweep
-            keep_for_sweep()       # their children may still use the run's temp folder: the next run sweeps it
+            if not executor.in_process:   # killed workers' DataLoader children may still use the run's
+                from virnucpro.core.mptemp import keep_for_sweep   # temp folder: the next run sweeps it
+                keep_for_sweep()
         if created and lock is not None and isinstance(exc, VirnucproError) and exc.exit_code == 2:
             _remove_written(outdir, created=True)   # a bad input or model leaves no directory behind
         raise

@@ -5,9 +5,9 @@ coordinator, for the fork server's socket; each worker process, for the sockets 
 DataLoader workers pass tensors) and removes it at a clean exit only: a kill -9 of a two-worker run
 left three. Here every such folder of a run is made inside one folder of its own,
 ``TMPDIR/vnp-mp-XXXXXXXX/`` (``mXXXXXXXX/`` for the coordinator, ``wXXXXXXXX/`` per worker), whose ``.held`` file the coordinator keeps locked (flock) while it lives (and so do the DataLoader
-workers it forks itself). At the end of a run that succeeded the coordinator removes the folder; a
-failed run leaves it (``keep_for_sweep``: killed workers' DataLoader children may still be exiting
-and unlinking their sockets in there), and every run first sweeps the folders whose lock it can take:
+workers it forks itself). At its end the coordinator removes the folder, unless the run killed its
+worker processes (``keep_for_sweep``: their DataLoader children may still be exiting and unlinking
+their sockets in there); and every run first sweeps the folders whose lock it can take:
 their coordinator is dead, since the kernel dropped its lock (also across containers sharing TMPDIR,
 unlike a pid test). The names are short because sockets are made in there and a socket path must fit
 in 107 bytes: where TMPDIR is too long even for them, multiprocessing keeps its own folders.
@@ -56,7 +56,8 @@ def use_run_tempdir() -> Path | None:
 
 
 def keep_for_sweep() -> None:
-    """The run failed: leave its folder to the next run's sweep instead of removing it at exit."""
+    """The run killed its worker processes: leave its folder to the next run's sweep instead of
+    removing it at exit."""
     global _keep
     _keep = True
 
