@@ -87,16 +87,7 @@ def _file_checks(ms: ModelSet, chunk_length: int, allow_mismatch: bool) -> list[
     from virnucpro.models.classifier import load_classifier
 
     def read_config(path: Path):
-        try:
-            raw = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ModelError(f"cannot read DNABERT config {path}: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ModelError(f"DNABERT config {path} is not a JSON object")
-        try:
-            return dnabert.DnaBertConfig.from_dict(raw)
-        except ModelError as exc:
-            raise ModelError(f"{path}: {exc}") from None
+        return dnabert.read_config(path)[0]
 
     weights = ms.dnabert / dnabert.SAFETENSORS_FILE
     if not weights.is_file():
