@@ -1,6 +1,8 @@
 """The `virnucpro` command: one sub-command per pipeline step, plus `predict` for all of them.
 
-Exit codes: 0 success, 1 internal error (details in the log), 2 bad input or usage.
+Exit codes: 0 success, 1 internal error (details in the log), 2 bad input or usage, 3 the machine
+refused a write (full disk or quota, read-only file system, no permission) or, for `models download`,
+the network failed: fix that and run again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from virnucpro import __version__
-from virnucpro.errors import STORAGE_ADVICE, InputError, VirnucproError, is_environment_error
+from virnucpro.errors import ENVIRONMENT_EXIT, InputError, VirnucproError, environment_message, is_environment_error
 
 log = logging.getLogger("virnucpro")
 
@@ -499,8 +501,13 @@ def run(argv: list[str] | None = None, faults=None) -> None:
 
 
 def main(argv: list[str] | None = None, faults=None) -> int:
+    args = None
     try:
-        _prestart_workers(sys.argv[1:] if argv is None else list(map(str, argv)))
+        words = sys.argv[1:] if argv is None else list(map(str, argv))
+        if words[:1] == ["predict"]:   # its processes' multiprocessing temp dirs in one folder of the run's
+            from virnucpro.core.mptemp import use_run_tempdir
+            use_run_tempdir()
+        _prestart_workers(words)
         from virnucpro.core.telemetry import setup_logging
         setup_logging(None)  # warnings before a run's log exists still read "virnucpro: WARNING: ..."
         parser = build_parser()
@@ -521,13 +528,20 @@ def main(argv: list[str] | None = None, faults=None) -> int:
     except Exception as exc:  # a bug: short message here, the full traceback in the run's log
         if is_environment_error(exc):   # the machine's, not a bug
             _log_traceback_to_files()
-            where = f": {exc.filename}" if exc.filename else ""
-            print(f"virnucpro: error: {exc.strerror or exc}{where} ({STORAGE_ADVICE})", file=sys.stderr)
-            return 1
+            print(f"virnucpro: error: {environment_message(exc, _resumable(args))}", file=sys.stderr)
+            return ENVIRONMENT_EXIT
         _log_traceback_to_files()
         print(f"virnucpro: internal error: {type(exc).__name__}: {exc} (details in the run's virnucpro.log, or rerun with VIRNUCPRO_DEBUG=1; "
               "please report it)", file=sys.stderr)
         return 1
+
+
+def _resumable(args) -> bool:
+    """``predict`` into an output directory that holds finished work units: --resume helps."""
+    if getattr(args, "command", None) != "predict" or getattr(args, "outdir", None) is None:
+        return False
+    from virnucpro.run.rundir import RunDir
+    return RunDir(args.outdir).has_checkpoints()
 
 
 # Experiment switches of the fast engine: environment variables fill these EngineConfig fields, here

@@ -8,6 +8,11 @@ empty output directory starts embedding the first reads while the rest of the in
 rest turns out bad, the run stops and removes everything it wrote.) Frames are embedded and classified in
 blocks, so memory stays bounded whatever the input size: only two scores per frame are kept.
 
+The output directory is locked for the whole run (``virnucpro.io.lock``: a second run into it is
+refused at once), and the output files appear all at once or not at all (``virnucpro.io.outset``:
+written into a staging folder, then moved into place with run.json, the commit record, last). A run
+that created the directory and stops on a bad input or model (exit 2) removes it again.
+
 The fast engine works through checkpointed work units (``virnucpro.run.fast.score_fast`` with an
 executor of ``virnucpro.run.executor``; docs/multi-gpu.md): in this process for one worker, in spawned
 worker processes for several GPUs/workers, or as one rank under torchrun; the outputs are merged from
@@ -32,8 +37,10 @@ from virnucpro import __version__
 from virnucpro.io import outputs, paths
 from virnucpro.core.background import GIL_SWITCH_S
 from virnucpro.engines.config import EngineConfig
-from virnucpro.errors import InputError
+from virnucpro.errors import InputError, VirnucproError
 from virnucpro.io.fasta import RecordStream
+from virnucpro.io.lock import OutdirLock
+from virnucpro.io.outset import OutputSet
 from virnucpro.io.source import is_stream
 from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
@@ -122,6 +129,7 @@ class _Setup:
     records: RecordStream                        # the input, being read since the early start
     streaming: bool                              # embedding may start before the input is all read
     times: dict = field(default_factory=dict)   # run clock when the early start began, when checks ended
+    created: bool = False                        # this run made the output directory
 
 
 def check_gpus(gpus: str | None, device: str) -> None:
@@ -207,11 +215,9 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
     if opts.chunk_length not in (300, 500):
         raise InputError(f"--chunk-length must be 300 or 500 (the published classifiers), not {opts.chunk_length}")
     # 1. Everything a user can get wrong is checked before anything is written.
-    if Path(opts.outdir).exists() and not Path(opts.outdir).is_dir():
+    outdir = Path(opts.outdir)
+    if outdir.exists() and not outdir.is_dir():
         raise InputError(f"-o/--outdir {opts.outdir}: exists and is not a directory")
-    rank = rank_env()
-    if rank is None or rank.rank == 0:   # (the other ranks wait for rank 0, which writes there first)
-        refuse_earlier_run(opts)
     # the paths first: the models' loading (or the workers) can start before the rest is checked
     models = layout.resolve(opts.models, opts.chunk_length, opts.esm, opts.dnabert, opts.classifier,
                             fingerprint=False)
@@ -232,6 +238,10 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
         if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
             log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
     streaming = streams_input(opts, engine_name, rank)   # decided before early workers may write there
+    created = not outdir.exists()
+    from virnucpro.core.mptemp import use_run_tempdir
+    use_run_tempdir()                                    # (a no-op where the command line did it)
+    lock = claim_outdir(opts, rank)                      # before anything is written, models loaded included
     switch = sys.getswitchinterval()
     sys.setswitchinterval(min(switch, GIL_SWITCH_S))   # virnucpro.core.background: why
     executor = None
@@ -247,14 +257,47 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
         clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
         setup = _Setup(t_start, models, clf, clf_info, device, engine_name,
                        models.synthetic or clf_info.get("synthetic"), rank, devices, executor, records, streaming,
-                       {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)})
+                       {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)},
+                       created)
         return _predict(opts, setup)
-    except BaseException:
+    except BaseException as exc:
         if executor is not None:   # early workers (e.g. of a bad input) must not outlive the run
             executor.abort()
+            if not executor.in_process:   # killed workers' DataLoader children may still use the run's
+                from virnucpro.core.mptemp import keep_for_sweep   # temp folder: the next run sweeps it
+                keep_for_sweep()
+        if created and lock is not None and isinstance(exc, VirnucproError) and exc.exit_code == 2:
+            _remove_written(outdir, created=True)   # a bad input or model leaves no directory behind
         raise
     finally:
+        if lock is not None:
+            lock.release()
         sys.setswitchinterval(switch)
+
+
+def claim_outdir(opts: PredictOptions, rank: Rank | None) -> OutdirLock | None:
+    """Lock the output directory for this run (creating it; a live run's lock refuses this one at
+    once), then, under the lock: refuse planted symbolic links and an earlier run's results without
+    --force / --resume (``refuse_earlier_run``), and finish or drop what a run killed while writing
+    its outputs left (``OutputSet.recover``). None on a torchrun rank other than 0: its rank 0 holds
+    the lock for the launch (and writes there first)."""
+    if rank is not None and rank.rank != 0:
+        return None
+    outdir = Path(opts.outdir)
+    for name in (paths.LOG_NAME, paths.RUN_DIRNAME, paths.EMBEDDINGS):
+        if (outdir / name).is_symlink():
+            raise InputError(f"{outdir / name} is a symbolic link: refusing to write through it (remove it)")
+    lock = OutdirLock.acquire(outdir)
+    try:
+        refuse_earlier_run(opts)
+        done = OutputSet(outdir).recover()
+    except BaseException:
+        lock.release()
+        raise
+    if done == "rolled forward":
+        log.warning("%s: a run killed while moving its outputs into place left them whole in %s: moved into "
+                    "place", outdir, paths.STAGING_DIRNAME)
+    return lock
 
 
 def _reading_pause(executor) -> dict:
@@ -303,14 +346,13 @@ def _predict(opts: PredictOptions, setup: _Setup) -> dict[str, Any]:
         stream.wait(0)
         if stream.failed or stream.fraction >= 1.0:
             stream.result()
-    created = not outdir.exists()
     try:
         return _predict_into(opts, setup, stream, streaming)
     except BaseException:
         if streaming and stream.failed:   # the input was refused after the run began writing
             if setup.executor is not None:
                 setup.executor.abort()    # no worker may write after the clean-up
-            _remove_written(outdir, created)
+            _remove_written(outdir, setup.created)
         raise
 
 
@@ -339,8 +381,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
         scored = score_fast(opts, stream, models, clf, devices, tel, setup.executor)
         if scored is None:    # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
             return {"rank": rank, "outdir": str(outdir)}
-    else:
-        outputs.clear_embeddings(outdir)   # an earlier run's parts would not match these predictions
+    else:   # (an earlier run's embeddings stay until this run's output set replaces them)
         scored = _score_reference(opts, stream.result(), models, clf, device, tel)
     chunks, frames = scored.chunks, scored.frames
     records = stream.result()
@@ -354,21 +395,29 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
     if tot.get("io_wait_s") is not None:
         tel.emit("stage", stage="io_wait", wall_s=round(tot["io_wait_s"], 4), items=tot.get("frames", len(frames)))
     embed_wall = scored.embed_wall
-    with tel.stage("write") as st:
-        rows = scored.rows or outputs.OutputRows()   # the fast engine made most of them during embedding
-        ahead = len(rows.line)
-        counts = rows.write(outdir, records, chunks, frames, scored.scores, bool(synthetic))
-        if counts["skipped_reads"]:
-            log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
-                      "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), paths.SKIPPED_READS)
-        if synthetic:
-            outputs.write_synthetic_note(outdir, {"models": models.describe(), "synthetic": synthetic})
-        st.update(items=counts["frames"], rows_made_ahead=ahead)
-        embeddings = None
-        if opts.save_embeddings:
-            scored_frames = np.flatnonzero(~np.isnan(np.asarray(scored.scores, dtype=np.float32)[:, 0]))
-            embeddings = outputs.write_embedding_index(outdir, frames, scored_frames)
-            st.update(embeddings=embeddings)
+    oset = OutputSet(outdir, opts.faults.in_write if opts.faults else None)
+    with tel.stage("write") as st:   # into the staging folder; moved into place by the commit below
+        try:
+            stage = oset.begin()
+            rows = scored.rows or outputs.OutputRows()   # the fast engine made most of them during embedding
+            ahead = len(rows.line)
+            counts = rows.write(stage, records, chunks, frames, scored.scores, bool(synthetic))
+            if counts["skipped_reads"]:
+                log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
+                          "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), paths.SKIPPED_READS)
+            if synthetic:
+                outputs.write_synthetic_note(stage, {"models": models.describe(), "synthetic": synthetic})
+            st.update(items=counts["frames"], rows_made_ahead=ahead)
+            embeddings = None
+            if opts.save_embeddings:
+                if engine_name == "fast":   # its parts wait beside its checkpoints
+                    oset.adopt_parts(Paths(outdir).run_embeddings)
+                scored_frames = np.flatnonzero(~np.isnan(np.asarray(scored.scores, dtype=np.float32)[:, 0]))
+                embeddings = outputs.write_embedding_index(stage, frames, scored_frames)
+                st.update(embeddings=embeddings)
+        except BaseException:
+            oset.abandon()
+            raise
 
     wall = time.perf_counter() - t_start
     summary = {
@@ -409,8 +458,28 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
                             "devices": devices, "gpu": _gpu_name(device), **_torch_threads()},
                 "wall_s": summary["wall_s"], "summary": summary,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    outputs.write_manifest(outdir, manifest)
+    _commit(oset, manifest, tel, engine_name == "fast", opts.save_embeddings)
     return summary
+
+
+def _commit(oset: OutputSet, manifest: dict, tel, fast: bool, embeddings: bool) -> None:
+    """run.json, the commit record, then the staged set moved into place (``virnucpro.io.outset``).
+    A fast run's embeddings parts then leave the run directory: the committed set holds them (a
+    --resume takes them back from there while they are this run's)."""
+    t = time.perf_counter()
+    token = None
+    if fast:
+        from virnucpro.run.rundir import RunDir
+        token = (RunDir(oset.outdir).read_manifest() or {}).get("run_token")
+    try:
+        oset.commit(manifest, token)
+    except BaseException:
+        oset.abandon()   # (a set staged whole stays, for the next run to move into place)
+        raise
+    if fast and embeddings:
+        import shutil
+        shutil.rmtree(Paths(oset.outdir).run_embeddings, ignore_errors=True)
+    tel.emit("commit", wall_s=round(time.perf_counter() - t, 4))
 
 
 def _score_reference(opts, records, models, clf, device, tel) -> Scored:
@@ -442,8 +511,8 @@ def _score_reference(opts, records, models, clf, device, tel) -> Scored:
         t_from = tel.now()
         keep = None
         if opts.save_embeddings:
-            def keep(k: int, idx: np.ndarray, features: np.ndarray) -> None:
-                outputs.save_embedding_part(opts.outdir, k, idx, features)
+            def keep(k: int, idx: np.ndarray, features: np.ndarray) -> None:   # staged until the commit
+                outputs.save_embedding_part(Paths(opts.outdir).staging, k, idx, features)
         scores = engine.score(frames, clf, tel, on_progress, block=opts.block_frames, keep_features=keep)
         t_to = tel.now()
     sampler.stop()

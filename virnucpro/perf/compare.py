@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from virnucpro.errors import InputError
+from virnucpro.io.outset import require_complete
 from virnucpro.io.paths import CONSENSUS, PREDICTIONS
 
 if TYPE_CHECKING:   # imported where it is used: every `virnucpro` command builds this module's parser
@@ -414,12 +415,17 @@ class _Side:
 
 
 def _resolve(arg: str | Path) -> _Side:
+    """What ``arg`` provides; an output set a virnucpro run never committed is refused (a killed
+    run's files may be of two runs: virnucpro.io.outset)."""
     p = Path(arg)
     if p.is_dir():
+        require_complete(p)
         f, c = p / PREDICTIONS, p / CONSENSUS
         return _Side(frame=f if f.is_file() else None, consensus=c if c.is_file() else None)
     if not p.is_file():
         raise InputError(f"{p}: no such file or directory")
+    if p.name in (PREDICTIONS, CONSENSUS):
+        require_complete(p.parent)
     try:
         with open(p, encoding="utf-8") as fh:
             head = fh.readline().rstrip("\r\n").split("\t")

@@ -425,7 +425,9 @@ def load_run(outdir: str | Path, config: str = CPU_CONFIG, n_gpus: int = 0,
         raise GateError(f"{config}: the 'summary' telemetry event in {log} lacks {', '.join(missing)}")
     man_p = outdir / RUN_JSON
     if not man_p.is_file():
-        raise GateError(f"{config}: the run wrote no manifest {man_p}")
+        # run.json is the output set's commit record, moved into place last (virnucpro.io.outset):
+        # without it the files may be of two runs
+        raise GateError(f"{config}: the run wrote no manifest {man_p}: its output set was never committed")
     try:
         manifest = json.loads(man_p.read_text(encoding="utf-8"))
     except ValueError as exc:

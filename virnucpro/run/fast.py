@@ -156,23 +156,32 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
 
 
 def _prepare_run_dir(rd: RunDir, opts) -> None:
-    """A fresh run: an earlier run's checkpoints and embeddings parts go (not this run's frames).
-    --resume: the killed run's claims and segments are void; with --save-embeddings a finished unit
-    whose part is missing or unreadable (deleted, lost with a machine crash) is computed again
-    instead of failing at the end."""
+    """A fresh run: an earlier run's checkpoints and embeddings parts go (not this run's frames; the
+    parts of the output set in OUTDIR stay until this run's set replaces it). --resume: the killed
+    run's claims and segments are void; with --save-embeddings a finished unit's part is the one
+    beside the checkpoints, else the committed output set's when that set was made from these very
+    checkpoints (same run token), else (deleted, lost with a machine crash) the unit is computed
+    again instead of failing at the end."""
     if not opts.resume:
         rd.reset()
-        outputs.clear_embeddings(opts.outdir)
         return
     rd.make_dirs()
     rd.clear_claims()
-    outputs.clear_embeddings(opts.outdir, resume=True)
+    outputs.clear_embeddings(rd.root, resume=True)
     if opts.save_embeddings:
+        from virnucpro.io.outset import committed_record
+        record = committed_record(rd.outdir) or {}
+        token = (rd.read_manifest() or {}).get("run_token")
+        ours = token is not None and (record.get("output_set") or {}).get("run_token") == token
         for u in sorted(rd.done_units() - rd.skipped_units()):
-            if not outputs.embedding_part_readable(rd.outdir, u):
-                log.warning("unit %d is checkpointed but its embeddings part is missing or damaged: "
-                            "computing it again", u)
-                rd.unit_path(u).unlink(missing_ok=True)
+            if outputs.embedding_part_readable(rd.root, u):
+                continue
+            if ours and outputs.embedding_part_readable(rd.outdir, u):
+                outputs.link_embedding_part(rd.outdir, rd.root, u)
+                continue
+            log.warning("unit %d is checkpointed but its embeddings part is missing or damaged: "
+                        "computing it again", u)
+            rd.unit_path(u).unlink(missing_ok=True)
 
 
 def _scored(opts, executor: Executor, devices: list[str], tel, stats: list[dict], window: tuple[float, float],
