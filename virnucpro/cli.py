@@ -3,6 +3,10 @@
 Exit codes: 0 success, 1 internal error (details in the log), 2 bad input or usage, 3 the machine
 refused a write (full disk or quota, read-only file system, no permission) or, for `models download`,
 the network failed: fix that and run again.
+
+One module on purpose (~600 lines, most of it help text): every command's parser beside the one
+function it calls, so `--help` and behaviour are read in one place; the commands of perf/ and
+workloads/ register themselves from their own modules (PLUGIN_MODULES).
 """
 
 from __future__ import annotations
@@ -158,7 +162,8 @@ def _add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from virnucpro.pipeline import PredictOptions, predict
+    from virnucpro.options import PredictOptions
+    from virnucpro.pipeline import predict
     from virnucpro.report import print_summary
     if args.sample == (args.input is not None):
         raise InputError("give exactly one of INPUT or --sample")
@@ -309,7 +314,7 @@ def _add_classify(sub) -> None:
 
 
 def cmd_classify(args) -> int:
-    from virnucpro.pipeline import resolve_device
+    from virnucpro.options import resolve_device
     from virnucpro.reclassify import classify_saved
     s = classify_saved(args.source, args.outdir, args.classifier, args.models, args.chunk_length,
                        args.allow_classifier_mismatch, resolve_device(args.device))
@@ -404,7 +409,7 @@ def cmd_models_download(args) -> int:
 
 def cmd_models_synth(args) -> int:
     from virnucpro.models.synth import synth
-    from virnucpro.pipeline import resolve_device
+    from virnucpro.options import resolve_device
     marker = synth(args.outdir, args.preset, args.seed, resolve_device(args.device), args.calibration_frames)
     cal = ", ".join(f"{c} nt: {s['virus_share']:.0%} virus" for c, s in marker["calibration"].items())
     print(f"wrote SYNTHETIC {args.preset} model set (seed {args.seed}) to {args.outdir} in {marker['seconds']} s "

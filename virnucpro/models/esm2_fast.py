@@ -19,6 +19,9 @@ installed, else a padded SDPA with a key-padding mask (CPU, fp32).
 
 Embedding of a sequence = mean of the final hidden state over its residues (positions 1..len,
 at most 1024), exactly as the reference engine (fair-esm's layer-L mean) computes it.
+
+One model in one file (~470 lines, in the manner of fair-esm's esm2.py): the packed network, its
+kernel choices per instance, weight fusion and tokenisation.
 """
 
 from __future__ import annotations

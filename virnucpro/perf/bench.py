@@ -85,7 +85,8 @@ def ensure_workload(name: str, out: Path) -> Path:
 def run_bench(args) -> dict:
     from virnucpro.perf.compare import compare_dirs
     from virnucpro.perf.gate import head_fasta
-    from virnucpro.pipeline import PredictOptions, predict, resolve_device
+    from virnucpro.options import PredictOptions, resolve_device
+    from virnucpro.pipeline import predict
 
     out = Path(args.outdir)
     device = resolve_device(args.device)

@@ -17,6 +17,10 @@ inputs. Documented for users in docs/perf-gate.md.
 
 A limit "per million reads" applies to a smaller workload through ``virnucpro.perf.projection``
 (start-up and model loading once, the rest scaled by the read ratio).
+
+One cohesive module (~540 lines): profiles, configurations, the run records the criteria read and
+the report, which all change together when a criterion is added (the criteria themselves are in
+``virnucpro.perf.criteria``).
 """
 
 from __future__ import annotations
