@@ -431,7 +431,7 @@ def test_imported_v1_outputs_are_the_named_baseline(gate_session: GateSession, s
     gate given it by --baseline compares against it and names its origin."""
     out = tmp_path / "imported"
     proc = subprocess.run([sys.executable, "-m", "virnucpro", "baseline", "import", str(reference_run.outdir),
-                           "--input", str(gate_session.workload()), "--chunk-length", "300", "--out", str(out)],
+                           "--input", str(gate_session.workload()), "--chunk-length", "300", "-o", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, f"baseline import exited {proc.returncode}: {proc.stderr[-500:]}"
     m = json.loads((out / "manifest.json").read_text())
@@ -445,7 +445,7 @@ def test_imported_v1_outputs_are_the_named_baseline(gate_session: GateSession, s
     assert gs.baseline_origin == ORIGIN_IMPORTED and "imported v1.0 outputs" in note, note
     assert result.modes["frame"].n_both == smoke_run.summary["frames"]
     bad = subprocess.run([sys.executable, "-m", "virnucpro", "baseline", "import", str(reference_run.outdir),
-                          "--input", str(gate_session.out / "warmup-input.fa"), "--out", str(tmp_path / "x")],
+                          "--input", str(gate_session.out / "warmup-input.fa"), "--outdir", str(tmp_path / "x")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "which is not in the input" in bad.stderr, bad.stderr
 

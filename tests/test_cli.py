@@ -389,7 +389,8 @@ def test_internal_error_is_exit_1_one_line_and_traceback_in_log(tmp_path, tiny_m
 @pytest.mark.parametrize("engine", ["reference", "fast"])
 def test_a_full_disk_is_the_machines_error_not_a_bug(tmp_path, tiny_models, small_fa, run_cli, monkeypatch, engine):
     """No space left while writing (here: the embeddings, ~13 KB per frame) is one clear line that
-    says what to do, exit 1, no "internal error ... please report it"."""
+    names the cause and says what to do, exit 3, no "internal error ... please report it"; no
+    --resume where no work unit was checkpointed (issue 16 item 9)."""
     import errno
     import virnucpro.io.outputs as outputs
 
@@ -399,10 +400,11 @@ def test_a_full_disk_is_the_machines_error_not_a_bug(tmp_path, tiny_models, smal
     monkeypatch.setattr(outputs, "save_embedding_part", full)
     out = tmp_path / "out"
     res = run_cli(*predict_args(small_fa, out, tiny_models), "--engine", engine, "--save-embeddings")
-    assert res.code == 1, str(res)
+    assert res.code == 3, str(res)
     errors = [ln for ln in res.err_lines() if not ln.startswith("virnucpro: WARNING:")]
     assert len(errors) == 1, str(res)
-    assert errors[0].startswith("virnucpro: error: No space left on device: ") and "--resume" in errors[0], errors[0]
+    assert errors[0].startswith("virnucpro: error: no space left on the device: ") and "free disk space" in errors[0]
+    assert "--resume" not in errors[0], errors[0]
     assert "internal error" not in res.err and "Traceback" not in res.err, str(res)
 
 
@@ -483,6 +485,7 @@ def test_truncated_esm_checkpoint_is_a_model_error(tmp_path, tiny_models, small_
 OUTPUT_OPTION = {  # every command that writes: its -o, one convention (file or prefix: --output; directory: --outdir)
     ("predict",): "--outdir", ("classify",): "--outdir", ("models", "synth"): "--outdir",
     ("models", "download"): "--outdir", ("bench",): "--outdir", ("baseline", "make"): "--outdir",
+    ("baseline", "import"): "--outdir",
     ("chunk",): "--output", ("translate",): "--output", ("reads", "synth"): "--output",
 }
 OLD_SPELLINGS = {  # still parsed, no longer shown: argv, dest, expected value

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from virnucpro.engines.config import EngineConfig
-from virnucpro.pipeline import CPU_BATCHES_PER_UNIT, PredictOptions, choose_engine
+from virnucpro.options import CPU_BATCHES_PER_UNIT, PredictOptions, choose_engine
 from virnucpro.run.executor import worker_threads
 
 

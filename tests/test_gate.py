@@ -591,9 +591,9 @@ def test_baseline_import_command_line(tmp_path: Path, capsys) -> None:
     reads = _reads(tmp_path, {"r0": 200})
     v1 = _v1(tmp_path / "v1", {"r0": 1})
     assert main(["baseline", "import", str(v1), "--input", str(reads), "--chunk-length", "300",
-                 "--out", str(tmp_path / "b")]) == 0
+                 "-o", str(tmp_path / "b")]) == 0
     assert "imported v1.0 outputs" in capsys.readouterr().out
-    assert main(["baseline", "import", str(v1), "--input", str(reads), "--out", str(tmp_path / "b")]) == 2
+    assert main(["baseline", "import", str(v1), "--input", str(reads), "--outdir", str(tmp_path / "b")]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
 
 

@@ -233,13 +233,15 @@ def test_a_dead_worker_units_are_requeued(base, reads, tiny_models, tmp_path):
 
 def test_a_full_disk_in_a_worker_stops_the_run_with_one_line(reads, tiny_models, tmp_path):
     """A worker whose writes are refused (disk full) is not restarted again and again: the run stops
-    at once with one line saying what to do, exit 1, no "internal error"."""
+    at once with one line saying what to do, exit 3 (the machine's problem), no "internal error";
+    --resume only when work units were checkpointed."""
     out = tmp_path / "full"
     proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"disk_full_owner": "w1"}),
                           env=env_with(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("virnucpro: error")]
-    assert len(errors) == 1 and "worker w1" in errors[0] and "--resume" in errors[0], proc.stderr
+    assert len(errors) == 1 and "worker w1" in errors[0] and "free disk space" in errors[0], proc.stderr
+    assert "--resume" not in errors[0] or done_units(out), proc.stderr
     assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     ev = last_run(out)
     assert not [e for e in ev if e["event"] == "worker_lost"], "a storage error is not a lost worker to restart"

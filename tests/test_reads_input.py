@@ -208,10 +208,10 @@ def test_the_manifest_gets_the_identity_once_a_streamed_input_is_read(tmp_path, 
     """A fresh run embeds while the input is read: its first manifest has no input identity yet
     (the hash covers the bytes parsed); the one written with the last segment has it, before any
     unit of that segment and any output, so a run killed from then on resumes."""
-    from virnucpro.run import parallel
+    from virnucpro.run import rundir
     seen = []
-    real = parallel.RunDir.write_manifest
-    monkeypatch.setattr(parallel.RunDir, "write_manifest", lambda self, m: (seen.append(m.get("input")), real(self, m)))
+    real = rundir.RunDir.write_manifest
+    monkeypatch.setattr(rundir.RunDir, "write_manifest", lambda self, m: (seen.append(m.get("input")), real(self, m)))
     data = reads_text(40, "fasta", lambda i: OPEN_SEQ).encode()
     inp = _write(tmp_path / "r.fa", data)
     out = tmp_path / "out"

@@ -1,6 +1,12 @@
 """The `virnucpro` command: one sub-command per pipeline step, plus `predict` for all of them.
 
-Exit codes: 0 success, 1 internal error (details in the log), 2 bad input or usage.
+Exit codes: 0 success, 1 internal error (details in the log), 2 bad input or usage, 3 the machine
+refused a write (full disk or quota, read-only file system, no permission) or, for `models download`,
+the network failed: fix that and run again.
+
+One module on purpose (~600 lines, most of it help text): every command's parser beside the one
+function it calls, so `--help` and behaviour are read in one place; the commands of perf/ and
+workloads/ register themselves from their own modules (PLUGIN_MODULES).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from virnucpro import __version__
-from virnucpro.errors import STORAGE_ADVICE, InputError, VirnucproError, is_environment_error
+from virnucpro.errors import ENVIRONMENT_EXIT, InputError, VirnucproError, environment_message, is_environment_error
 
 log = logging.getLogger("virnucpro")
 
@@ -156,7 +162,8 @@ def _add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    from virnucpro.pipeline import PredictOptions, predict
+    from virnucpro.options import PredictOptions
+    from virnucpro.pipeline import predict
     from virnucpro.report import print_summary
     if args.sample == (args.input is not None):
         raise InputError("give exactly one of INPUT or --sample")
@@ -307,7 +314,7 @@ def _add_classify(sub) -> None:
 
 
 def cmd_classify(args) -> int:
-    from virnucpro.pipeline import resolve_device
+    from virnucpro.options import resolve_device
     from virnucpro.reclassify import classify_saved
     s = classify_saved(args.source, args.outdir, args.classifier, args.models, args.chunk_length,
                        args.allow_classifier_mismatch, resolve_device(args.device))
@@ -329,8 +336,9 @@ def _add_models(sub) -> None:
                         "checkpoint, DNABERT-S HF folder with a BPE tokenizer, classifier .pth in the original "
                         "pickle layout + .safetensors). tiny: CPU-test size; full: the real architectures "
                         "(ESM-2 3B: ~5.7 GB fp16). Outputs made with them are always labelled SYNTHETIC.")
-    s.add_argument("--preset", choices=("tiny", "full"), default="tiny",
-                   help="tiny: CPU-test size (a few MB); full: the real architectures (~5.7 GB)")
+    s.add_argument("--preset", choices=("tiny", "full", "tiny-outliers", "full-outliers"), default="tiny",
+                   help="tiny: CPU-test size (a few MB); full: the real architectures (~5.7 GB); *-outliers: "
+                   "the same with trained transformers' outlier channels planted in ESM-2 (virnucpro/models/esm2_outliers.py)")
     s.add_argument("--seed", type=int, default=0, help="random seed: the same preset and seed give the same files")
     s.add_argument("-o", "--outdir", "--out", dest="outdir", type=Path, required=True, metavar="DIR",
                    help="directory to write the model set into (created if absent)")
@@ -401,7 +409,7 @@ def cmd_models_download(args) -> int:
 
 def cmd_models_synth(args) -> int:
     from virnucpro.models.synth import synth
-    from virnucpro.pipeline import resolve_device
+    from virnucpro.options import resolve_device
     marker = synth(args.outdir, args.preset, args.seed, resolve_device(args.device), args.calibration_frames)
     cal = ", ".join(f"{c} nt: {s['virus_share']:.0%} virus" for c, s in marker["calibration"].items())
     print(f"wrote SYNTHETIC {args.preset} model set (seed {args.seed}) to {args.outdir} in {marker['seconds']} s "
@@ -502,8 +510,13 @@ def run(argv: list[str] | None = None, faults=None) -> None:
 
 
 def main(argv: list[str] | None = None, faults=None) -> int:
+    args = None
     try:
-        _prestart_workers(sys.argv[1:] if argv is None else list(map(str, argv)))
+        words = sys.argv[1:] if argv is None else list(map(str, argv))
+        if words[:1] == ["predict"]:   # its processes' multiprocessing temp dirs in one folder of the run's
+            from virnucpro.core.mptemp import use_run_tempdir
+            use_run_tempdir()
+        _prestart_workers(words)
         from virnucpro.core.telemetry import setup_logging
         setup_logging(None)  # warnings before a run's log exists still read "virnucpro: WARNING: ..."
         parser = build_parser()
@@ -524,13 +537,20 @@ def main(argv: list[str] | None = None, faults=None) -> int:
     except Exception as exc:  # a bug: short message here, the full traceback in the run's log
         if is_environment_error(exc):   # the machine's, not a bug
             _log_traceback_to_files()
-            where = f": {exc.filename}" if exc.filename else ""
-            print(f"virnucpro: error: {exc.strerror or exc}{where} ({STORAGE_ADVICE})", file=sys.stderr)
-            return 1
+            print(f"virnucpro: error: {environment_message(exc, _resumable(args))}", file=sys.stderr)
+            return ENVIRONMENT_EXIT
         _log_traceback_to_files()
         print(f"virnucpro: internal error: {type(exc).__name__}: {exc} (details in the run's virnucpro.log, or rerun with VIRNUCPRO_DEBUG=1; "
               "please report it)", file=sys.stderr)
         return 1
+
+
+def _resumable(args) -> bool:
+    """``predict`` into an output directory that holds finished work units: --resume helps."""
+    if getattr(args, "command", None) != "predict" or getattr(args, "outdir", None) is None:
+        return False
+    from virnucpro.run.rundir import RunDir
+    return RunDir(args.outdir).has_checkpoints()
 
 
 # Experiment switches of the fast engine: environment variables fill these EngineConfig fields, here

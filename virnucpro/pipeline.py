@@ -8,6 +8,11 @@ empty output directory starts embedding the first reads while the rest of the in
 rest turns out bad, the run stops and removes everything it wrote.) Frames are embedded and classified in
 blocks, so memory stays bounded whatever the input size: only two scores per frame are kept.
 
+The output directory is locked for the whole run (``virnucpro.io.lock``: a second run into it is
+refused at once), and the output files appear all at once or not at all (``virnucpro.io.outset``:
+written into a staging folder, then moved into place with run.json, the commit record, last). A run
+that created the directory and stops on a bad input or model (exit 2) removes it again.
+
 The fast engine works through checkpointed work units (``virnucpro.run.fast.score_fast`` with an
 executor of ``virnucpro.run.executor``; docs/multi-gpu.md): in this process for one worker, in spawned
 worker processes for several GPUs/workers, or as one rank under torchrun; the outputs are merged from
@@ -21,19 +26,19 @@ import platform
 import socket
 import sys
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from virnucpro import __version__
 from virnucpro.io import outputs, paths
 from virnucpro.core.background import GIL_SWITCH_S
-from virnucpro.engines.config import EngineConfig
-from virnucpro.errors import InputError
+from virnucpro.errors import InputError, VirnucproError
 from virnucpro.io.fasta import RecordStream
+from virnucpro.io.lock import OutdirLock
+from virnucpro.io.outset import OutputSet
 from virnucpro.io.source import is_stream
 from virnucpro.models import layout
 from virnucpro.models.classifier import load_classifier
@@ -41,69 +46,12 @@ from virnucpro.core.progress import progress_bar
 from virnucpro.core.telemetry import GpuSampler, Telemetry, gpu_indices, peak_gpu_mem_gib, setup_logging
 from virnucpro.io.paths import Paths
 from virnucpro.run.devices import Rank, parse_devices, rank_env
-from virnucpro.run.faults import FaultPlan
 from virnucpro.run.result import Scored, scaling_line
 from virnucpro.prep.frames import chunk_and_translate
+from virnucpro.options import (PredictOptions, check_gpus, choose_engine, cpu_threads, refuse_earlier_run,
+                               resolve_device, streams_input)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictOptions:
-    input: Path
-    outdir: Path
-    chunk_length: int = 300
-    models: str | None = None
-    esm: str | None = None
-    dnabert: str | None = None
-    classifier: str | None = None
-    engine: str = "auto"            # auto = the fast engine (fp16 on a GPU, fp32 on a CPU)
-    device: str = "auto"            # auto = cuda if available else cpu
-    chunking: str = "original"
-    duplicate_ids: str = "error"
-    block_frames: int = 20000
-    allow_classifier_mismatch: bool = False
-    progress: bool = True
-    verbose: bool = False
-    engine_config: EngineConfig = field(default_factory=EngineConfig)   # fast engine only
-    token_budget: int | None = None  # fast engine: ESM-2 tokens per batch (default: from free GPU memory)
-    segment_reads: int | None = None  # fast engine: reads per planning segment (default planner.SEGMENT_READS)
-    gpus: str | None = None         # fast engine: all | N | 0,2,... (default: all visible on CUDA)
-    workers: int | None = None      # worker processes in all (default one per GPU; 1 on a CPU)
-    resume: bool = False            # continue from OUTDIR/.virnucpro-run checkpoints
-    skip_failing_units: bool = False  # give up on a unit that kills its worker 3 times (reported)
-    batches_per_unit: int | None = None
-    stale_s: float = 120.0          # torchrun: a claim without heartbeat for this long is taken over
-    save_embeddings: bool = False   # also write each kept frame's features to OUTDIR/embeddings/
-    faults: FaultPlan | None = None # faults a test injects (virnucpro.run.faults); None in a real run
-    force: bool = False             # replace an earlier run's results, checkpoints and embeddings in OUTDIR
-    threads: int | None = None      # -t/--threads: torch's CPU threads (None: torch's default)
-
-    @property
-    def precision(self) -> str:
-        """The fast engine's precision (the reference engine is fp32)."""
-        return self.engine_config.precision
-
-
-# The fast engine on a CPU: one packed batch per work unit (the progress bar and --resume advance a
-# unit at a time). A 16,384-token batch of ESM-2 3B is ~1e14 FLOPs, minutes on a laptop CPU; the
-# GPU default of 8 batches per unit would leave the bar still for most of an hour.
-CPU_BATCHES_PER_UNIT = 1
-
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when a GPU is visible, else cpu. GPUs are counted through NVML where it
-    answers (``torch.cuda.device_count``), without initialising CUDA in this process: on a
-    multi-GPU run the coordinator never needs CUDA, and ``cudaGetDeviceCount`` cost ~0.5 s
-    before the workers could start."""
-    import torch
-    visible = torch.cuda.device_count() > 0
-    if device == "auto":
-        return "cuda" if visible else "cpu"
-    if device.startswith("cuda") and not visible:
-        raise InputError(f"--device {device}: no CUDA GPU is visible to PyTorch on this machine")
-    return device
 
 
 @dataclass
@@ -122,78 +70,7 @@ class _Setup:
     records: RecordStream                        # the input, being read since the early start
     streaming: bool                              # embedding may start before the input is all read
     times: dict = field(default_factory=dict)   # run clock when the early start began, when checks ended
-
-
-def check_gpus(gpus: str | None, device: str) -> None:
-    """--gpus names GPUs (a count or indices) for a run that has none: an error, as --device cuda
-    is on a machine without one (``all`` means whatever GPUs there are, none included)."""
-    if gpus is None or gpus.strip().lower() == "all" or device.startswith("cuda"):
-        return
-    if device == "cpu" and resolve_device("auto") == "cuda":
-        raise InputError(f"--gpus {gpus} with --device cpu: a CPU run uses no GPU (drop one of them)")
-    raise InputError(f"--gpus {gpus}: no CUDA GPU is visible to PyTorch on this machine")
-
-
-def choose_engine(opts: PredictOptions, device: str) -> tuple[str, PredictOptions]:
-    """The engine (``auto`` is the fast one) and the options with the precision and, for the fast
-    engine on a CPU, the batches per unit settled (they are part of a checkpoint's identity)."""
-    engine_name = "fast" if opts.engine == "auto" else opts.engine
-    if engine_name not in ("fast", "reference"):
-        raise InputError(f"unknown engine {opts.engine!r}; choose auto, fast or reference")
-    cuda = device.startswith("cuda")
-    changes: dict[str, Any] = {"engine_config": opts.engine_config.resolved("cuda" if cuda else "cpu")}
-    if engine_name == "fast" and not cuda and opts.batches_per_unit is None:
-        changes["batches_per_unit"] = CPU_BATCHES_PER_UNIT
-    return engine_name, replace(opts, **changes)
-
-
-def refuse_earlier_run(opts: PredictOptions) -> None:
-    """A fresh run into an OUTDIR that holds an earlier run's results, saved embeddings or
-    checkpoints is refused (InputError, nothing changed) unless --force (replace them) or --resume
-    (continue that run)."""
-    if opts.force or opts.resume:
-        return
-    p = Paths(opts.outdir)
-    if not p.outdir.is_dir():
-        return
-    from virnucpro.run.rundir import RunDir
-    rd = RunDir(opts.outdir)
-    units = len(rd.done_units()) if rd.units.is_dir() else 0
-    checkpoints = units > 0 or rd.manifest_path.exists()
-    found = [f.name for f in (p.predictions, p.consensus, p.read_summary, p.viral_reads, p.run_json) if f.exists()]
-    parts = p.embeddings.is_dir() and any(p.embeddings.glob(paths.EMBEDDING_PART_GLOB))
-    if p.embedding_index.exists() or (parts and not checkpoints):   # (else the parts of an unfinished run)
-        found.append(f"{paths.EMBEDDINGS}/")
-    if found:
-        resume = ", --resume to continue that run from its checkpoints" if checkpoints else ""
-        raise InputError(f"-o/--outdir {opts.outdir} holds an earlier run's results ({', '.join(found)}); nothing "
-                         f"was changed: add --force to replace them{resume}, or choose another directory")
-    if checkpoints:
-        raise InputError(f"-o/--outdir {opts.outdir} holds the checkpoints of an unfinished run ({units} work "
-                         f"unit(s) done); nothing was changed: add --resume to continue it, or --force to start again")
-
-
-@contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """torch's CPU threads bounded to ``n`` (intra-op and inter-op pools) for the block; the intra-op
-    count is put back after it (a second run in the same process, e.g. a test, starts from torch's
-    own). torch sets the inter-op pool only once per process, before its first inter-op work."""
-    if n is None:
-        yield
-        return
-    if n < 1:
-        raise InputError(f"-t/--threads must be >= 1, not {n}")
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        torch.set_num_interop_threads(n)
-    except RuntimeError:   # already set, or inter-op work has run in this process
-        log.debug("inter-op threads stay %d", torch.get_num_interop_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    created: bool = False                        # this run made the output directory
 
 
 def predict(opts: PredictOptions) -> dict[str, Any]:
@@ -207,11 +84,9 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
     if opts.chunk_length not in (300, 500):
         raise InputError(f"--chunk-length must be 300 or 500 (the published classifiers), not {opts.chunk_length}")
     # 1. Everything a user can get wrong is checked before anything is written.
-    if Path(opts.outdir).exists() and not Path(opts.outdir).is_dir():
+    outdir = Path(opts.outdir)
+    if outdir.exists() and not outdir.is_dir():
         raise InputError(f"-o/--outdir {opts.outdir}: exists and is not a directory")
-    rank = rank_env()
-    if rank is None or rank.rank == 0:   # (the other ranks wait for rank 0, which writes there first)
-        refuse_earlier_run(opts)
     # the paths first: the models' loading (or the workers) can start before the rest is checked
     models = layout.resolve(opts.models, opts.chunk_length, opts.esm, opts.dnabert, opts.classifier,
                             fingerprint=False)
@@ -232,6 +107,10 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
         if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
             log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
     streaming = streams_input(opts, engine_name, rank)   # decided before early workers may write there
+    created = not outdir.exists()
+    from virnucpro.core.mptemp import use_run_tempdir
+    use_run_tempdir()                                    # (a no-op where the command line did it)
+    lock = claim_outdir(opts, rank)                      # before anything is written, models loaded included
     switch = sys.getswitchinterval()
     sys.setswitchinterval(min(switch, GIL_SWITCH_S))   # virnucpro.core.background: why
     executor = None
@@ -247,14 +126,47 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
         clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
         setup = _Setup(t_start, models, clf, clf_info, device, engine_name,
                        models.synthetic or clf_info.get("synthetic"), rank, devices, executor, records, streaming,
-                       {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)})
+                       {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)},
+                       created)
         return _predict(opts, setup)
-    except BaseException:
+    except BaseException as exc:
         if executor is not None:   # early workers (e.g. of a bad input) must not outlive the run
             executor.abort()
+            if not executor.in_process:   # killed workers' DataLoader children may still use the run's
+                from virnucpro.core.mptemp import keep_for_sweep   # temp folder: the next run sweeps it
+                keep_for_sweep()
+        if created and lock is not None and isinstance(exc, VirnucproError) and exc.exit_code == 2:
+            _remove_written(outdir, created=True)   # a bad input or model leaves no directory behind
         raise
     finally:
+        if lock is not None:
+            lock.release()
         sys.setswitchinterval(switch)
+
+
+def claim_outdir(opts: PredictOptions, rank: Rank | None) -> OutdirLock | None:
+    """Lock the output directory for this run (creating it; a live run's lock refuses this one at
+    once), then, under the lock: refuse planted symbolic links and an earlier run's results without
+    --force / --resume (``refuse_earlier_run``), and finish or drop what a run killed while writing
+    its outputs left (``OutputSet.recover``). None on a torchrun rank other than 0: its rank 0 holds
+    the lock for the launch (and writes there first)."""
+    if rank is not None and rank.rank != 0:
+        return None
+    outdir = Path(opts.outdir)
+    for name in (paths.LOG_NAME, paths.RUN_DIRNAME, paths.EMBEDDINGS):
+        if (outdir / name).is_symlink():
+            raise InputError(f"{outdir / name} is a symbolic link: refusing to write through it (remove it)")
+    lock = OutdirLock.acquire(outdir)
+    try:
+        refuse_earlier_run(opts)
+        done = OutputSet(outdir).recover()
+    except BaseException:
+        lock.release()
+        raise
+    if done == "rolled forward":
+        log.warning("%s: a run killed while moving its outputs into place left them whole in %s: moved into "
+                    "place", outdir, paths.STAGING_DIRNAME)
+    return lock
 
 
 def _reading_pause(executor) -> dict:
@@ -267,15 +179,6 @@ def _reading_pause(executor) -> dict:
         return {}
     from virnucpro.plan.planner import SEGMENT_READS
     return {"pause_while": loading, "pause_after": 2 * SEGMENT_READS}
-
-
-def streams_input(opts: PredictOptions, engine_name: str, rank: Rank | None) -> bool:
-    """Whether the run may embed before the whole input is read: a fresh fast-engine run (not a
-    torchrun rank) into a new or empty output directory, so that a bad input found later leaves
-    nothing behind once the run removes what it wrote (``_remove_written``)."""
-    out = Path(opts.outdir)
-    return (engine_name == "fast" and rank is None and not opts.resume
-            and (not out.exists() or (out.is_dir() and not any(out.iterdir()))))
 
 
 def _remove_written(outdir: Path, created: bool) -> None:
@@ -303,14 +206,13 @@ def _predict(opts: PredictOptions, setup: _Setup) -> dict[str, Any]:
         stream.wait(0)
         if stream.failed or stream.fraction >= 1.0:
             stream.result()
-    created = not outdir.exists()
     try:
         return _predict_into(opts, setup, stream, streaming)
     except BaseException:
         if streaming and stream.failed:   # the input was refused after the run began writing
             if setup.executor is not None:
                 setup.executor.abort()    # no worker may write after the clean-up
-            _remove_written(outdir, created)
+            _remove_written(outdir, setup.created)
         raise
 
 
@@ -339,8 +241,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
         scored = score_fast(opts, stream, models, clf, devices, tel, setup.executor)
         if scored is None:    # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
             return {"rank": rank, "outdir": str(outdir)}
-    else:
-        outputs.clear_embeddings(outdir)   # an earlier run's parts would not match these predictions
+    else:   # (an earlier run's embeddings stay until this run's output set replaces them)
         scored = _score_reference(opts, stream.result(), models, clf, device, tel)
     n_frames = scored.n_frames
     records = stream.result()
@@ -354,20 +255,28 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
     if tot.get("io_wait_s") is not None:
         tel.emit("stage", stage="io_wait", wall_s=round(tot["io_wait_s"], 4), items=tot.get("frames", n_frames))
     embed_wall = scored.embed_wall
-    with tel.stage("write") as st:
-        rows = scored.rows   # the fast engine made most of them during embedding (virnucpro.run.rows)
-        ahead = rows.made_ahead
-        counts = rows.write(outdir, records, bool(synthetic))
-        if counts["skipped_reads"]:
-            log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
-                      "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), paths.SKIPPED_READS)
-        if synthetic:
-            outputs.write_synthetic_note(outdir, {"models": models.describe(), "synthetic": synthetic})
-        st.update(items=counts["frames"], rows_made_ahead=ahead)
-        embeddings = None
-        if opts.save_embeddings:
-            embeddings = rows.embedding_index(outdir)
-            st.update(embeddings=embeddings)
+    oset = OutputSet(outdir, opts.faults.in_write if opts.faults else None)
+    with tel.stage("write") as st:   # into the staging folder; moved into place by the commit below
+        try:
+            stage = oset.begin()
+            rows = scored.rows   # the fast engine made most of them during embedding (virnucpro.run.rows)
+            ahead = rows.made_ahead
+            counts = rows.write(stage, records, bool(synthetic))
+            if counts["skipped_reads"]:
+                log.error("%d frames of %d reads got no prediction (work units skipped with --skip-failing-units); "
+                          "see %s", counts["skipped_frames"], len(counts["skipped_reads"]), paths.SKIPPED_READS)
+            if synthetic:
+                outputs.write_synthetic_note(stage, {"models": models.describe(), "synthetic": synthetic})
+            st.update(items=counts["frames"], rows_made_ahead=ahead)
+            embeddings = None
+            if opts.save_embeddings:
+                if engine_name == "fast":   # its parts wait beside its checkpoints
+                    oset.adopt_parts(Paths(outdir).run_embeddings)
+                embeddings = rows.embedding_index(stage)
+                st.update(embeddings=embeddings)
+        except BaseException:
+            oset.abandon()
+            raise
 
     wall = time.perf_counter() - t_start
     summary = {
@@ -408,8 +317,28 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
                             "devices": devices, "gpu": _gpu_name(device), **_torch_threads()},
                 "wall_s": summary["wall_s"], "summary": summary,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    outputs.write_manifest(outdir, manifest)
+    _commit(oset, manifest, tel, engine_name == "fast", opts.save_embeddings)
     return summary
+
+
+def _commit(oset: OutputSet, manifest: dict, tel, fast: bool, embeddings: bool) -> None:
+    """run.json, the commit record, then the staged set moved into place (``virnucpro.io.outset``).
+    A fast run's embeddings parts then leave the run directory: the committed set holds them (a
+    --resume takes them back from there while they are this run's)."""
+    t = time.perf_counter()
+    token = None
+    if fast:
+        from virnucpro.run.rundir import RunDir
+        token = (RunDir(oset.outdir).read_manifest() or {}).get("run_token")
+    try:
+        oset.commit(manifest, token)
+    except BaseException:
+        oset.abandon()   # (a set staged whole stays, for the next run to move into place)
+        raise
+    if fast and embeddings:
+        import shutil
+        shutil.rmtree(Paths(oset.outdir).run_embeddings, ignore_errors=True)
+    tel.emit("commit", wall_s=round(time.perf_counter() - t, 4))
 
 
 def _score_reference(opts, records, models, clf, device, tel) -> Scored:
@@ -441,8 +370,8 @@ def _score_reference(opts, records, models, clf, device, tel) -> Scored:
         t_from = tel.now()
         keep = None
         if opts.save_embeddings:
-            def keep(k: int, idx: np.ndarray, features: np.ndarray) -> None:
-                outputs.save_embedding_part(opts.outdir, k, idx, features)
+            def keep(k: int, idx: np.ndarray, features: np.ndarray) -> None:   # staged until the commit
+                outputs.save_embedding_part(Paths(opts.outdir).staging, k, idx, features)
         scores = engine.score(frames, clf, tel, on_progress, block=opts.block_frames, keep_features=keep)
         t_to = tel.now()
     sampler.stop()

@@ -3,6 +3,8 @@ run kept (``OUTDIR/embeddings/``): another classifier (e.g. one trained on those
 the same frames in seconds, without embedding anything again. Writes the original's two files.
 
 Reads one part at a time (~13 KB per frame in memory for the part, 8 bytes per frame for the scores).
+SOURCE must hold a committed output set; OUTDIR is locked while the new set is written, and its files
+appear all at once (``virnucpro.io.lock``, ``virnucpro.io.outset``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro.errors import InputError
-from virnucpro.io.outputs import embedding_features, read_embedding_index, write_manifest, write_predictions
+from virnucpro.io.lock import OutdirLock
+from virnucpro.io.outputs import embedding_features, read_embedding_index, write_predictions
+from virnucpro.io.outset import OutputSet, require_complete
 from virnucpro.io.paths import Paths
 
 
@@ -37,6 +41,7 @@ def classify_saved(source: Path, outdir: Path, classifier: Path | None = None, m
     source, outdir = Path(source), Path(outdir)
     if outdir.resolve() == source.resolve():
         raise InputError("classify: write to another directory than SOURCE (its run.json and predictions stay)")
+    require_complete(source)
     ids, parts, rows = read_embedding_index(source)
     run = read_run(source)
     recorded = run.get("chunk_length")
@@ -59,10 +64,20 @@ def classify_saved(source: Path, outdir: Path, classifier: Path | None = None, m
                              f"takes {want} (made for other models?)")
         scores[ks] = classify(model, feats, device)
         n_parts += 1
-    outdir.mkdir(parents=True, exist_ok=True)
-    counts = write_predictions(outdir, ids, scores)
-    summary = {**counts, "wall_s": round(time.perf_counter() - t0, 3), "source": str(source),
-               "classifier": {"path": str(classifier), **info}, "chunk_length": chunk_length,
-               "synthetic": bool(run.get("synthetic")), "parts": n_parts}
-    write_manifest(outdir, {"command": "classify", **summary})
+    with OutdirLock.acquire(outdir):
+        oset = OutputSet(outdir)
+        oset.recover()
+        try:
+            counts = write_predictions(oset.begin(), ids, scores)
+        except BaseException:
+            oset.abandon()
+            raise
+        summary = {**counts, "wall_s": round(time.perf_counter() - t0, 3), "source": str(source),
+                   "classifier": {"path": str(classifier), **info}, "chunk_length": chunk_length,
+                   "synthetic": bool(run.get("synthetic")), "parts": n_parts}
+        try:
+            oset.commit({"command": "classify", **summary})
+        except BaseException:
+            oset.abandon()
+            raise
     return summary

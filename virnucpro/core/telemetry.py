@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -99,6 +100,26 @@ def read_telemetry(log_path: str | Path) -> list[dict[str, Any]]:
     return events
 
 
+class NoFollowFileHandler(logging.FileHandler):
+    """Appends to a log file that is not a symbolic link: one planted in an output directory
+    (``virnucpro.log -> ~/.bashrc``) is refused with one line instead of written through."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, mode="a", encoding="utf-8", delay=False)
+
+    def _open(self):
+        import errno
+        try:
+            fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            from virnucpro.errors import InputError
+            raise InputError(f"{self.baseFilename} is a symbolic link: refusing to write the log through it "
+                             "(remove it)") from None
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     """Log INFO+ to ``log_file`` (all records, incl. telemetry); warnings (or INFO when verbose,
     telemetry excluded) to stderr."""
@@ -109,7 +130,7 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
         h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log_file is not None:
-        fh = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        fh = NoFollowFileHandler(log_file)
         fh.setFormatter(fmt)
         fh.setLevel(logging.INFO)
         root.addHandler(fh)

@@ -67,6 +67,21 @@ def embedding_part_readable(outdir: str | Path, k: int) -> bool:
         return False
 
 
+def link_embedding_part(src: str | Path, dst: str | Path, k: int) -> Path:
+    """Part ``k`` of ``src``'s embeddings also under ``dst`` (a hard link; a copy where the file
+    system has none)."""
+    import os
+    import shutil
+    a, b = embedding_part_path(src, k), embedding_part_path(dst, k)
+    b.parent.mkdir(parents=True, exist_ok=True)
+    b.unlink(missing_ok=True)
+    try:
+        os.link(a, b)
+    except OSError:
+        shutil.copyfile(a, b)
+    return b
+
+
 def clear_embeddings(outdir: str | Path, resume: bool = False) -> None:
     """A fresh run: remove the parts and index an earlier run left in ``outdir/embeddings`` (they
     would not match the new predictions); the folder too when nothing else is in it. On ``resume``

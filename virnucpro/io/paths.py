@@ -22,6 +22,13 @@ EMBEDDINGS = "embeddings"                              # only with --save-embedd
 EMBEDDING_INDEX = "index.tsv"                          # in EMBEDDINGS: Sequence_ID, part, row
 EMBEDDING_PART_GLOB = "part-*.npz"
 RUN_DIRNAME = ".virnucpro-run"                         # checkpoints of a resumable run (virnucpro.run)
+STAGING_DIRNAME = ".virnucpro-staging"                 # the next output set, until it is moved into place
+LOCK_NAME = ".virnucpro.lock"                          # held (flock) by the run writing the directory
+
+# The output set: the files a run writes for its reader, which appear all at once or not at all
+# (virnucpro.io.outset); RUN_JSON is its commit record, moved into place last. EMBEDDINGS is a folder
+# whose parts and index belong to the set (a user's own files in it do not).
+SET_FILES = (PREDICTIONS, CONSENSUS, READ_SUMMARY, VIRAL_READS, SKIPPED_READS, SYNTHETIC_NOTE)
 
 
 def embedding_part_name(k: int) -> str:
@@ -91,3 +98,17 @@ class Paths:
     @property
     def run_dir(self) -> Path:
         return self.outdir / RUN_DIRNAME
+
+    @property
+    def run_embeddings(self) -> Path:
+        """Where a fast run's embeddings parts wait, beside its checkpoints, until the output set
+        that indexes them is committed."""
+        return self.run_dir / EMBEDDINGS
+
+    @property
+    def staging(self) -> Path:
+        return self.outdir / STAGING_DIRNAME
+
+    @property
+    def lock(self) -> Path:
+        return self.outdir / LOCK_NAME

@@ -10,7 +10,9 @@ fused kernels) and is tested against this module.
 The checkpoint format is fair-esm's: ``{"model": state dict with "encoder.sentence_encoder." /
 "encoder." prefixes, "cfg": {"model": argparse.Namespace(encoder_layers, encoder_embed_dim,
 encoder_attention_heads, token_dropout)}}`` plus ``<name>-contact-regression.pt`` beside it.
-Both files are read by our weights-only loader (``virnucpro.models.safeload``; fair-esm's own loader
+A HuggingFace ESM-2 folder (``facebook/esm2_*``: config.json, model.safetensors or
+pytorch_model.bin) is read into the same layout by ``virnucpro.models.esm2_hf``; ``read_esm2`` takes
+either. Both files are read by our weights-only loader (``virnucpro.models.safeload``; fair-esm's own loader
 calls ``torch.load`` without ``weights_only``, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns into
 plain unpickling) with ``argparse.Namespace`` allowed for fair-esm's arguments and nothing else; the
 model is then built by fair-esm's ``load_model_and_alphabet_core`` from what was read.
@@ -33,16 +35,19 @@ import numpy as np
 import torch
 
 from virnucpro.errors import ModelError
+from virnucpro.models import esm2_hf
 from virnucpro.models.layout import atomic_torch_save
 from virnucpro.models.safeload import load_pickled
 
 TRUNCATION = 1024
 
-# name -> (layers, embed dim, heads)
+# name -> (file name, layers, embed dim, heads)
 PRESETS = {
     "full": ("esm2_t36_3B_UR50D", 36, 2560, 40),
     "tiny": ("esm2_t2_tiny_synthetic", 2, 64, 4),
 }
+# the same architectures with outlier channels and heavy-tailed weight rows planted (esm2_outliers.py)
+OUTLIER_PRESETS = {"full-outliers": "full", "tiny-outliers": "tiny"}
 ESM_GLOBALS = [argparse.Namespace]     # fair-esm pickles its arguments as a Namespace; nothing else
 
 
@@ -66,6 +71,21 @@ def read_checkpoint(path: str | Path, mmap: bool = False, regression: bool = Tru
     return data, read_regression(regression_path(path)) if regression else None
 
 
+def read_esm2(path: str | Path, mmap: bool = False, regression: bool = True) -> tuple[dict, dict | None]:
+    """``read_checkpoint`` for a fair-esm ``.pt`` file, ``esm2_hf.read_hf_esm2`` for a HuggingFace
+    folder: (fair-esm checkpoint, contact regression or None). Any ESM-2 size; ModelError otherwise.
+    ESM-2's token dropout (the 0.88 embedding scale) is part of every ESM-2 and of both engines'
+    arithmetic: a checkpoint without it is refused."""
+    if Path(path).is_dir():
+        data, reg = esm2_hf.read_hf_esm2(path, mmap=mmap, regression=regression)
+    else:
+        data, reg = read_checkpoint(path, mmap=mmap, regression=regression)
+    if not getattr(data["cfg"]["model"], "token_dropout", True):
+        raise ModelError(f"{path}: an ESM-2 without token dropout (token_dropout=False) is not one the fast "
+                         "engine computes")
+    return data, reg
+
+
 def read_regression(path: str | Path) -> dict:
     """A fair-esm contact-regression file, read weights-only; ModelError names it when it is not one."""
     reg = load_pickled(path, ESM_GLOBALS, what="ESM-2 contact-regression file")
@@ -75,23 +95,25 @@ def read_regression(path: str | Path) -> dict:
 
 
 def load_esm2(path: str | Path, device: str | torch.device = "cpu"):
-    """Load a fair-esm ESM-2 checkpoint (fp32, eval). Returns (model, alphabet, info)."""
+    """Load an ESM-2 (fp32, eval) into fair-esm's ``ESM2`` module, any size: a fair-esm checkpoint
+    file or a HuggingFace folder. Returns (model, alphabet, info)."""
     import esm
 
     path = Path(path)
-    if not path.is_file():
+    folder = path.is_dir()
+    if not folder and not path.is_file():
         raise ModelError(f"ESM-2 checkpoint not found: {path}")
-    if not path.stem.startswith("esm2"):
+    if not folder and not path.stem.startswith("esm2"):
         raise ModelError(f"{path.name}: fair-esm recognises ESM-2 checkpoints by an 'esm2' file-name prefix")
-    data, reg = read_checkpoint(path)
-    try:
-        model, alphabet = esm.pretrained.load_model_and_alphabet_core(path.stem, data, reg)
+    data, reg = read_esm2(path)
+    try:   # the name only picks fair-esm's ESM-2 builder (it must start with "esm2")
+        model, alphabet = esm.pretrained.load_model_and_alphabet_core("esm2_hf" if folder else path.stem, data, reg)
     except Exception as exc:
         raise ModelError(f"cannot load ESM-2 checkpoint {path}: {type(exc).__name__}: {exc}") from None
-    synthetic = _read_synthetic_marker(path)
+    synthetic = None if folder else _read_synthetic_marker(path)
     model = model.eval().to(device)
-    info = {"path": str(path), "layers": model.num_layers, "embed_dim": model.embed_dim,
-            "heads": model.attention_heads, "synthetic": synthetic}
+    info = {"path": str(path), "format": "huggingface" if folder else "fair-esm", "layers": model.num_layers,
+            "embed_dim": model.embed_dim, "heads": model.attention_heads, "synthetic": synthetic}
     return model, alphabet, info
 
 
@@ -158,8 +180,11 @@ def write_synthetic_esm2(out_dir: str | Path, preset: str, seed: int, synthetic:
     Weights ~ N(0, 0.02), biases 0, LayerNorm 1/0, rotary ``inv_freq`` exact. Random numbers come
     from a CPU generator per tensor (seed, tensor index), so a preset+seed gives the same bytes on
     every machine. ``full`` is the real esm2_t36_3B_UR50D architecture (~2.8 G parameters, stored
-    as fp16 like the published file, ~5.7 GB)."""
-    name, layers, dim, heads = PRESETS[preset]
+    as fp16 like the published file, ~5.7 GB). ``full-outliers`` / ``tiny-outliers``: the same, with
+    massive residual channels and heavy-tailed weight rows planted (``esm2_outliers``; what was
+    planted is recorded in the file's marker)."""
+    base = OUTLIER_PRESETS.get(preset, preset)
+    name, layers, dim, heads = PRESETS[base]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shapes = _state_shapes(layers, dim, heads)
@@ -179,12 +204,16 @@ def write_synthetic_esm2(out_dir: str | Path, preset: str, seed: int, synthetic:
 
     items = sorted(shapes.items())
     jobs = [(ti, key, shape) for ti, (key, (shape, _)) in enumerate(items)]
-    if preset == "full":  # 2.8 G values: tensors are independent, fill them on all cores
+    if base == "full":  # 2.8 G values: tensors are independent, fill them on all cores
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
             tensors = list(pool.map(lambda j: make(*j), jobs))
     else:  # (threads would leave OpenMP pools spinning and slow the small CPU work that follows)
         tensors = [make(*j) for j in jobs]
+    if preset in OUTLIER_PRESETS:
+        from virnucpro.models.esm2_outliers import OutlierSpec, plant
+        planted = plant(dict(zip((k for k, _ in items), tensors)), layers, OutlierSpec(), seed)   # in place
+        synthetic = {**synthetic, "outliers": planted}
     for (key, _), t in zip(items, tensors):
         if key.startswith("contact_head."):
             regression[key] = t

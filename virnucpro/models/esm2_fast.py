@@ -19,6 +19,9 @@ installed, else a padded SDPA with a key-padding mask (CPU, fp32).
 
 Embedding of a sequence = mean of the final hidden state over its residues (positions 1..len,
 at most 1024), exactly as the reference engine (fair-esm's layer-L mean) computes it.
+
+One model in one file (~470 lines, in the manner of fair-esm's esm2.py): the packed network, its
+kernel choices per instance, weight fusion and tokenisation.
 """
 
 from __future__ import annotations
@@ -82,11 +85,16 @@ def padded_attention(q, k, v, cu: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 class RotaryTable(nn.Module):
-    """cos/sin per position in fp32: [P, D/2] each, D = head dim (fair-esm uses cat(freqs, freqs))."""
+    """cos/sin per position in fp32: [P, D/2] each, D = head dim (fair-esm uses cat(freqs, freqs)).
+    ``inv_freq`` [D/2]: the checkpoint's own frequencies (fair-esm and HF use the stored buffer, and
+    a checkpoint saved in half precision holds them rounded to fp16, up to 2e-4 off the formula;
+    the packed forward must rotate by the same angles); None: the formula 10000^(-2i/D)."""
 
-    def __init__(self, head_dim: int, max_positions: int = TRUNCATION + 2):
+    def __init__(self, head_dim: int, max_positions: int = TRUNCATION + 2, inv_freq: torch.Tensor | None = None):
         super().__init__()
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        if inv_freq is None:
+            inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        inv_freq = inv_freq.detach().float().to(torch.empty(0).device)   # (the default device: meta while a model is built)
         t = torch.arange(max_positions, dtype=torch.float32)
         freqs = torch.outer(t, inv_freq)                       # [P, D/2]
         self.register_buffer("cos", freqs.cos(), persistent=False)   # [P, D/2]: both halves share it
@@ -258,16 +266,17 @@ class PackedESM2(nn.Module):
     @classmethod
     def from_checkpoint(cls, path, device="cpu", dtype=torch.float32, phases: dict | None = None,
                         on_open=None) -> tuple["PackedESM2", object]:
-        """Build straight from a fair-esm checkpoint file in ``dtype`` on ``device`` (no fp32 copy of
-        the whole model in host memory). Returns (model in eval mode, fair-esm alphabet); with
-        ``phases``, adds the seconds spent opening the checkpoint (``esm_open``) to it;
-        ``on_open(embed_dim, heads)`` is called before the weights are copied."""
+        """Build straight from an ESM-2 of any size -- a fair-esm checkpoint file or a HuggingFace
+        folder (``esm2.read_esm2``) -- in ``dtype`` on ``device`` (no fp32 copy of the whole model in
+        host memory). Returns (model in eval mode, fair-esm alphabet); with ``phases``, adds the
+        seconds spent opening the checkpoint (``esm_open``) to it; ``on_open(embed_dim, heads)`` is
+        called before the weights are copied."""
         import re
         import time
         import esm
-        from virnucpro.models.esm2 import read_checkpoint
+        from virnucpro.models.esm2 import read_esm2
         t_open = time.perf_counter()
-        data, _ = read_checkpoint(path, mmap=True)   # weights-only whatever the environment says (+ contact regression)
+        data, _ = read_esm2(path, mmap=True)   # weights-only whatever the environment says (+ contact regression)
         cfg = data["cfg"]["model"]
         if phases is not None:   # the rest of from_checkpoint is the copy to the device
             phases["esm_open"] = time.perf_counter() - t_open
@@ -284,9 +293,21 @@ class PackedESM2(nn.Module):
         else:
             fused = fuse_state(sd, cfg.encoder_layers, to=lambda t: t.to(device=device, dtype=dtype))   # QKV cat on the device
         m.load_state_dict(fused, strict=True, assign=True)
-        m.rotary = RotaryTable(m.embed_dim // m.attention_heads).to(device)
+        m.rotary = RotaryTable(m.embed_dim // m.attention_heads, inv_freq=stored_inv_freq(sd, cfg.encoder_layers)).to(device)
         m.keep_norms_fp32()
         return m.eval(), alphabet
+
+    @classmethod
+    def from_hf_folder(cls, folder, device="cpu", dtype=torch.float32, phases: dict | None = None,
+                       on_open=None) -> tuple["PackedESM2", object]:
+        """``from_checkpoint`` for a HuggingFace ESM-2 folder (``facebook/esm2_*`` layout, or a
+        fine-tuned EsmForSequenceClassification / EsmForMaskedLM): q/k/v fused into one QKV, HF's
+        names mapped as ``virnucpro.models.esm2_hf`` says. ModelError for anything but a folder."""
+        from pathlib import Path
+        from virnucpro.errors import ModelError
+        if not Path(folder).is_dir():
+            raise ModelError(f"not a HuggingFace ESM-2 folder: {folder}")
+        return cls.from_checkpoint(folder, device, dtype, phases, on_open)
 
     def keep_norms_fp32(self) -> "PackedESM2":
         """LayerNorm parameters in fp32 (tiny; they act on the fp32 residual stream)."""
@@ -338,6 +359,17 @@ class PackedESM2(nn.Module):
         # a segmented sum in a fixed order (index_add_ on CUDA adds with atomics: results would
         # differ in the last bits from run to run, and so would the written scores)
         return torch.segment_reduce(hidden.float() * w[:, None], "sum", lengths=lengths, axis=0, unsafe=True)
+
+
+def stored_inv_freq(sd: dict, num_layers: int) -> torch.Tensor | None:
+    """The rotary frequencies a fair-esm state dict (prefixes removed) holds, the same in every layer
+    (fair-esm's layers each hold a copy); None when it holds none. ValueError if layers disagree."""
+    found = [sd[k] for k in (f"layers.{i}.self_attn.rot_emb.inv_freq" for i in range(num_layers)) if k in sd]
+    if not found:
+        return None
+    if any(not torch.equal(f.float(), found[0].float()) for f in found[1:]):
+        raise ValueError("the checkpoint's layers hold different rotary frequencies (inv_freq)")
+    return found[0].float()
 
 
 def fuse_plan(sd: dict, num_layers: int) -> dict[str, list]:

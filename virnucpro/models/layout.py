@@ -3,6 +3,8 @@
     MODELS_DIR/
       esm2_t36_3B_UR50D.pt                      fair-esm checkpoint (as torch hub caches it)
       esm2_t36_3B_UR50D-contact-regression.pt   its contact-regression weights (fair-esm wants them)
+      (or esm2_*/                               a HuggingFace ESM-2 folder, any size: config.json,
+                                                model.safetensors or pytorch_model.bin, vocab.txt)
       DNABERT-S/                                HuggingFace folder: config.json,
                                                 model.safetensors or pytorch_model.bin, tokenizer.json
       300_model.pth   500_model.pth             the original classifiers (or {C}_model.safetensors)
@@ -10,7 +12,8 @@
 
 The directory is ``--models DIR``, else ``$VIRNUCPRO_MODELS``, else ``~/.cache/virnucpro/models``.
 A torch-hub cache (``hub/checkpoints/esm2_*.pt``) and a HuggingFace cache
-(``models--zhihan1996--DNABERT-S/snapshots/*/``) inside that directory are found too, and
+(``models--zhihan1996--DNABERT-S/snapshots/*/``, ``models--facebook--esm2_*/snapshots/*/``) inside
+that directory are found too (a fair-esm ``.pt`` before an ESM-2 folder), and
 ``--esm``, ``--dnabert``, ``--classifier`` override single files. Nothing here reaches the network:
 ``virnucpro models download`` (download.py) fills such a directory and records each file's sha256
 in ``virnucpro-models.json``, which ``virnucpro models check`` (verify.py) compares.
@@ -101,7 +104,31 @@ def _find_esm(root: Path) -> Path | None:
         if len(cands) > 1:
             raise ModelError(f"several ESM-2 checkpoints in {d} ({', '.join(p.name for p in cands)}); "
                              "choose one with --esm PATH")
-    return None
+    return _find_esm_folder(root)
+
+
+def _find_esm_folder(root: Path) -> Path | None:
+    """A HuggingFace ESM-2 folder: ``root/esm2_*/``, or the newest snapshot of a HuggingFace cache's
+    ``models--facebook--esm2_*`` (one model; several are ambiguous)."""
+    from virnucpro.models.esm2_hf import is_hf_esm2
+    found: dict[str, Path] = {}
+    for d in sorted(p for p in root.glob("esm2_*") if p.is_dir() and is_hf_esm2(p)):
+        found[d.name] = d
+    for cfg in sorted(root.glob("**/models--facebook--esm2_*/snapshots/*/config.json"), key=lambda p: p.stat().st_mtime):
+        if is_hf_esm2(cfg.parent):
+            found[cfg.parents[2].name.removeprefix("models--facebook--")] = cfg.parent   # the newest snapshot wins
+    if len(found) > 1:
+        raise ModelError(f"several ESM-2 folders in {root} ({', '.join(sorted(found))}); choose one with --esm PATH")
+    return next(iter(found.values()), None)
+
+
+def esm_weights_path(esm: Path) -> Path:
+    """The file holding an ESM-2's weights: the checkpoint itself, or a HuggingFace folder's
+    model.safetensors / pytorch_model.bin (ModelError if it has neither)."""
+    if Path(esm).is_dir():
+        from virnucpro.models.esm2_hf import weights_file
+        return weights_file(esm)
+    return Path(esm)
 
 
 def _find_dnabert(root: Path) -> Path | None:
@@ -139,12 +166,18 @@ def resolve(models: str | Path | None, chunk_length: int, esm: str | Path | None
             f"model directory not found: {root} (give --models DIR or set ${ENV_VAR}; "
             "for a synthetic test set run `virnucpro models synth --preset tiny -o DIR`)")
     esm_p = Path(esm) if esm else _find_esm(root)
-    if esm_p is None or not esm_p.is_file():
+    if esm_p is not None and esm_p.is_dir():   # a HuggingFace folder: its config and weights
+        from virnucpro.models.esm2_hf import is_hf_esm2
+        if not is_hf_esm2(esm_p):
+            raise ModelError(f"{esm_p} is not a HuggingFace ESM-2 folder (no config.json with model_type 'esm')")
+        esm_weights_path(esm_p)
+    elif esm_p is None or not esm_p.is_file():
         raise ModelError(f"ESM-2 checkpoint not found: {esm_p or root / ESM_DEFAULT_NAME}")
-    reg = esm_p.with_name(esm_p.stem + "-contact-regression.pt")
-    if not reg.is_file():
-        raise ModelError(f"ESM-2 contact-regression file not found: {reg} (fair-esm needs it beside "
-                         f"{esm_p.name})")
+    else:
+        reg = esm_p.with_name(esm_p.stem + "-contact-regression.pt")
+        if not reg.is_file():
+            raise ModelError(f"ESM-2 contact-regression file not found: {reg} (fair-esm needs it beside "
+                             f"{esm_p.name})")
     dn_p = Path(dnabert) if dnabert else _find_dnabert(root)
     if dn_p is None or not dn_p.is_dir():
         raise ModelError(f"DNABERT-S folder not found: {dn_p or root / DNABERT_DIRNAME}")
@@ -173,5 +206,5 @@ def fingerprints(ms: ModelSet) -> dict[str, str]:
     dn_w = ms.dnabert / "model.safetensors"
     if not dn_w.is_file():
         dn_w = ms.dnabert / "pytorch_model.bin"
-    return {"esm": quick_fingerprint(ms.esm), "dnabert": quick_fingerprint(dn_w),
+    return {"esm": quick_fingerprint(esm_weights_path(ms.esm)), "dnabert": quick_fingerprint(dn_w),
             "classifier": quick_fingerprint(ms.classifier)}

@@ -6,6 +6,9 @@ A set holds a fair-esm ESM-2 checkpoint (+ contact regression), a DNABERT-S Hugg
 ``SYNTHETIC.json`` at the top, and a marker inside every file, say that the weights are random:
 every output made with them is labelled synthetic. Random weights cost the same FLOPs as real
 ones, so speed measured on a ``full`` set is real speed; the labels mean nothing biologically.
+``full-outliers`` (``tiny-outliers`` for tests) plants the outlier channels and heavy-tailed weight
+rows of trained transformers into ESM-2 (``virnucpro.models.esm2_outliers``), for precision and
+label-agreement runs at the 3B shape that random weights would flatter; DNABERT-S is the base preset's.
 
 So that agreement tests mean something, each classifier is calibrated on the built-in sample:
 BatchNorm running statistics are set to the hidden layer's mean/variance on the sample's features,
@@ -30,7 +33,7 @@ from virnucpro.models import dnabert, esm2
 from virnucpro.models.classifier import MLPClassifier, save_classifier_pickle, save_classifier_safetensors
 
 log = logging.getLogger(__name__)
-PRESETS = ("tiny", "full")
+PRESETS = ("tiny", "full", "tiny-outliers", "full-outliers")   # *-outliers: esm2_outliers.py says what is planted
 CHUNK_LENGTHS = (300, 500)
 
 
@@ -116,7 +119,7 @@ def synth(out: str | Path, preset: str = "tiny", seed: int = 0, device: str = "c
     log.info("writing synthetic ESM-2 (%s)", preset)
     esm2.write_synthetic_esm2(out, preset, seed, inner)
     log.info("writing synthetic DNABERT-S (%s)", preset)
-    dnabert.write_synthetic_dnabert(out / "DNABERT-S", preset, seed, _training_dna(seed), weights_format=dnabert_format)
+    dnabert.write_synthetic_dnabert(out / "DNABERT-S", esm2.OUTLIER_PRESETS.get(preset, preset), seed, _training_dna(seed), weights_format=dnabert_format)
     calibration = {}
     for i, C in enumerate(CHUNK_LENGTHS):
         feats = _calibration_features(out, C, calibration_frames, device)

@@ -87,16 +87,7 @@ def _file_checks(ms: ModelSet, chunk_length: int, allow_mismatch: bool) -> list[
     from virnucpro.models.classifier import load_classifier
 
     def read_config(path: Path):
-        try:
-            raw = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ModelError(f"cannot read DNABERT config {path}: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ModelError(f"DNABERT config {path} is not a JSON object")
-        try:
-            return dnabert.DnaBertConfig.from_dict(raw)
-        except ModelError as exc:
-            raise ModelError(f"{path}: {exc}") from None
+        return dnabert.read_config(path)[0]
 
     weights = ms.dnabert / dnabert.SAFETENSORS_FILE
     if not weights.is_file():
@@ -122,9 +113,15 @@ def _file_checks(ms: ModelSet, chunk_length: int, allow_mismatch: bool) -> list[
             check_zip_records(path, "classifier")
         load_classifier(path, chunk_length, allow_mismatch)
 
+    if ms.esm.is_dir():   # a HuggingFace ESM-2 folder: its weights read and mapped, with its config
+        from virnucpro.models.esm2_hf import weights_file
+        esm_files = [(weights_file(ms.esm), lambda p: esm2.read_esm2(p.parent, regression=False) and None)]
+    else:
+        esm_files = [
+            (ms.esm, _check_pickled(lambda p: esm2.read_checkpoint(p, mmap=True, regression=False), "ESM-2 checkpoint")),
+            (esm2.regression_path(ms.esm), _check_pickled(esm2.read_regression, "ESM-2 contact-regression file"))]
     return [
-        (ms.esm, _check_pickled(lambda p: esm2.read_checkpoint(p, mmap=True, regression=False), "ESM-2 checkpoint")),
-        (esm2.regression_path(ms.esm), _check_pickled(esm2.read_regression, "ESM-2 contact-regression file")),
+        *esm_files,
         (ms.dnabert / dnabert.CONFIG_FILE, read_config),
         (ms.dnabert / dnabert.TOKENIZER_FILE, lambda p: dnabert.load_dna_tokenizer(p.parent)),
         (weights, dna_weights),

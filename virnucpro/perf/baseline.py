@@ -351,7 +351,9 @@ def import_v1(v1_dir: Path, reads: Path, out: Path, chunk_length: int | None = N
 
 
 def run_import(args: argparse.Namespace) -> int:
-    b = import_v1(args.v1_dir, args.input, args.out, args.chunk_length, args.force)
+    if getattr(args, "outdir", None) is None:
+        raise InputError("baseline import: -o/--outdir DIR is required (where the baseline is written)")
+    b = import_v1(args.v1_dir, args.input, args.outdir, args.chunk_length, args.force)
     m = b.manifest
     ev = m["chunk_evidence"]["per_length"][str(m["chunk_length"])]
     print(f"baseline {b.path}: imported v1.0 outputs of {args.v1_dir} ({m['outputs']['frames']} frames, "
@@ -408,7 +410,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="the reads V1_DIR was made from (FASTA, plain or gzip)")
     i.add_argument("-c", "--chunk-length", type=int, choices=CHUNK_LENGTHS,
                    help="the chunk length of the v1.0 run (default: told from the chunk ids)")
-    i.add_argument("--out", type=Path, required=True, metavar="DIR", help="the baseline directory to write")
+    i.add_argument("-o", "--outdir", type=Path, metavar="DIR", help="the baseline directory to write (required)")
+    i.add_argument("--out", dest="outdir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
     i.add_argument("--force", action="store_true", help="replace an existing baseline")
     i.set_defaults(func=run_import)
     return p

@@ -13,6 +13,11 @@
 5. a projection to 1,000,000 reads, as the performance gate makes it (``virnucpro.perf.projection``:
    model loading once, the rest scaled; no process start-up, the run is in this process).
 Everything lands in OUT/bench.json and is printed as a table.
+
+``--project`` runs nothing: it projects the 1M-read time on 1 and 2 RTX 4090s and 8 H100s (fp16 and
+fp8) from a measured per-GPU ESM-2 throughput -- a bench run's (``--from OUT/bench.json``), given
+tok/s (``--tokens-per-s N --measured-on h200``), or by default the H200 gate's -- and the GPUs'
+published peaks, and prints the table with its assumptions (``virnucpro.perf.gpu_projection``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ def ensure_models(models: Path, preset: str, seed: int, device: str, yes: bool =
     is written only with ``yes`` or after a yes on a terminal; else InputError saying how."""
     from virnucpro.models import synth
     if not (models / "SYNTHETIC.json").is_file() and not any(models.glob("esm2_*.pt")):
-        if preset == "full" and not yes and not _ask(f"no models in {models}: write a synthetic full set there "
+        if preset.startswith("full") and not yes and not _ask(f"no models in {models}: write a synthetic full set there "
                                                      f"(~{FULL_SET_GB} GB)? [y/N] "):
             raise InputError(f"no models in {models}: writing a synthetic full set there takes ~{FULL_SET_GB} GB of "
                              "disk; add --yes to write it, --preset tiny for a small set, or --models DIR of a set "
@@ -80,7 +85,8 @@ def ensure_workload(name: str, out: Path) -> Path:
 def run_bench(args) -> dict:
     from virnucpro.perf.compare import compare_dirs
     from virnucpro.perf.gate import head_fasta
-    from virnucpro.pipeline import PredictOptions, predict, resolve_device
+    from virnucpro.options import PredictOptions, resolve_device
+    from virnucpro.pipeline import predict
 
     out = Path(args.outdir)
     device = resolve_device(args.device)
@@ -151,9 +157,9 @@ def register(subparsers) -> None:
     p.add_argument("--models", default=str(Path.home() / ".cache" / "virnucpro" / "synthetic-full"),
                    help="model directory; a synthetic set is written there when it holds none "
                    "(default: ~/.cache/virnucpro/synthetic-full)")
-    p.add_argument("--preset", choices=("full", "tiny"), default="full",
+    p.add_argument("--preset", choices=("full", "tiny", "full-outliers", "tiny-outliers"), default="full",
                    help=f"preset of a synthetic set to write (default: full, ~{FULL_SET_GB} GB: asked on a "
-                   "terminal, else needs --yes)")
+                   "terminal, else needs --yes; full-outliers: with trained transformers' outlier channels)")
     p.add_argument("--yes", action="store_true", help=f"write a synthetic full set (~{FULL_SET_GB} GB) without asking")
     p.add_argument("--seed", type=int, default=0, help="seed of a synthetic set to write (default: 0)")
     p.add_argument("-o", "--outdir", default="bench-out", metavar="DIR",
@@ -174,10 +180,48 @@ def register(subparsers) -> None:
     p.add_argument("--loader-workers", type=int, default=None,
                    help="the fast engine's input-loader processes (default: the engine's, 2)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    g = p.add_argument_group("projection to GPUs not at hand (--project runs nothing)")
+    g.add_argument("--project", action="store_true",
+                   help="print the 1M-read time projected on 1 and 2 RTX 4090s and 8 H100s (fp16 and fp8) from a "
+                   "measured ESM-2 throughput and published GPU peaks, with its assumptions")
+    g.add_argument("--from", dest="project_from", type=Path, metavar="BENCH_JSON",
+                   help="the measurement: a bench run's bench.json (default: the H200 gate's figures)")
+    g.add_argument("--tokens-per-s", type=float, help="the measurement: ESM-2 tokens/s per GPU (with --measured-on)")
+    g.add_argument("--measured-on", choices=("h200", "h100", "rtx4090"), help="the GPU --tokens-per-s was measured on")
+    g.add_argument("--tokens-per-read", type=float, help="ESM-2 tokens per read (default: the measurement's)")
+    g.add_argument("--scaling-2gpu", type=float, help="measured 2-GPU speedup of the per-read work (default 1.98)")
+    g.add_argument("--startup-s", type=float, help="fixed start-up + model loading per run (default: the measurement's)")
     p.set_defaults(func=cmd_bench)
 
 
+def measurement(args):
+    """The projection's measurement from the command line (gpu_projection.Measured)."""
+    from dataclasses import replace
+    from virnucpro.perf import gpu_projection as gp
+    overrides = {"tokens_per_read": args.tokens_per_read, "scaling_2gpu": args.scaling_2gpu,
+                 "startup_s": args.startup_s}
+    if args.tokens_per_s is not None:
+        if not args.measured_on:
+            raise InputError("--tokens-per-s needs --measured-on (the GPU it was measured on)")
+        m = replace(gp.H200_GATE, gpu=args.measured_on, tokens_per_s=args.tokens_per_s,
+                    source=f"{args.tokens_per_s:,.0f} tok/s given, other figures the H200 gate's")
+    elif args.project_from is not None:
+        try:
+            bench = json.loads(Path(args.project_from).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read the bench result {args.project_from}: {exc}") from None
+        return gp.from_bench(bench, **overrides)
+    else:
+        m = gp.H200_GATE
+    return replace(m, **{k: v for k, v in overrides.items() if v is not None})
+
+
 def cmd_bench(args) -> int:
+    if args.project:
+        from virnucpro.perf.gpu_projection import projection_lines
+        for line in projection_lines(measurement(args)):
+            print(line)
+        return 0
     r = run_bench(args)
     for line in bench_lines(r):
         print(line)

@@ -17,6 +17,10 @@ inputs. Documented for users in docs/perf-gate.md.
 
 A limit "per million reads" applies to a smaller workload through ``virnucpro.perf.projection``
 (start-up and model loading once, the rest scaled by the read ratio).
+
+One cohesive module (~540 lines): profiles, configurations, the run records the criteria read and
+the report, which all change together when a criterion is added (the criteria themselves are in
+``virnucpro.perf.criteria``).
 """
 
 from __future__ import annotations
@@ -425,7 +429,9 @@ def load_run(outdir: str | Path, config: str = CPU_CONFIG, n_gpus: int = 0,
         raise GateError(f"{config}: the 'summary' telemetry event in {log} lacks {', '.join(missing)}")
     man_p = outdir / RUN_JSON
     if not man_p.is_file():
-        raise GateError(f"{config}: the run wrote no manifest {man_p}")
+        # run.json is the output set's commit record, moved into place last (virnucpro.io.outset):
+        # without it the files may be of two runs
+        raise GateError(f"{config}: the run wrote no manifest {man_p}: its output set was never committed")
     try:
         manifest = json.loads(man_p.read_text(encoding="utf-8"))
     except ValueError as exc:

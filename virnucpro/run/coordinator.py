@@ -119,10 +119,12 @@ class Coordinator:
         """A worker process has ended with exit ``code``: what follows from it."""
         if code in (0, STOPPED_EXIT):
             return
-        if code == STORAGE_EXIT:
-            from virnucpro.errors import STORAGE_ADVICE
-            raise VirnucproError(f"worker {owner} ({dev}) could not write its results: the disk is full "
-                                 f"or the output directory is not writable (see virnucpro.log; {STORAGE_ADVICE})")
+        if code == STORAGE_EXIT:   # exit 3: the machine's problem (the worker's log names the cause)
+            from virnucpro.errors import EnvironmentProblem
+            then = ", then rerun with --resume: finished work units are kept" if self.rd.done_units() else ", then rerun"
+            raise EnvironmentProblem(f"worker {owner} ({dev}) could not write its results: the disk is full or the "
+                                     f"output directory is not writable (the cause is in virnucpro.log; free disk "
+                                     f"space or fix permissions{then})")
         if code == BAD_FORK_EXIT:   # (a spawned worker never is in a bad fork: no loop)
             if self.start_method != "spawn":
                 log.warning("worker %s could not use CUDA (forked after CUDA was initialised); "

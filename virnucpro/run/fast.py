@@ -181,18 +181,19 @@ def stopped_line(stop: Stop, left: int | None, n_units: int) -> str:
 
 
 def _prepare_run_dir(rd: RunDir, opts, resuming: bool) -> None:
-    """A fresh run: an earlier run's checkpoints and embeddings parts go (not this run's frames).
-    Resuming: the killed run's claims and segments are void; a checkpoint that does not read back
-    whole (empty, truncated, altered: a disk or a copy gone wrong) is computed again, as is, with
-    --save-embeddings, a finished unit whose part is missing or unreadable (deleted, lost with a
-    machine crash), instead of failing at the end."""
+    """A fresh run: an earlier run's checkpoints and embeddings parts go (not this run's frames; the
+    parts of the output set in OUTDIR stay until this run's set replaces it). Resuming: the killed
+    run's claims and segments are void; a checkpoint that does not read back whole (empty,
+    truncated, altered: a disk or a copy gone wrong) is computed again; with --save-embeddings a
+    finished unit's part is the one beside the checkpoints, else the committed output set's when
+    that set was made from these very checkpoints (same run token), else (deleted, lost with a
+    machine crash) the unit is computed again instead of failing at the end."""
     if not resuming:
         rd.reset()
-        outputs.clear_embeddings(opts.outdir)
         return
     rd.make_dirs()
     rd.clear_claims()
-    outputs.clear_embeddings(opts.outdir, resume=True)
+    outputs.clear_embeddings(rd.root, resume=True)
     finished = sorted(rd.done_units() - rd.skipped_units())
     damaged = [u for u in finished if not rd.unit_whole(u)]
     if damaged:
@@ -201,11 +202,19 @@ def _prepare_run_dir(rd: RunDir, opts, resuming: bool) -> None:
         for u in damaged:
             rd.unit_path(u).unlink(missing_ok=True)
     if opts.save_embeddings:
+        from virnucpro.io.outset import committed_record
+        record = committed_record(rd.outdir) or {}
+        token = (rd.read_manifest() or {}).get("run_token")
+        ours = token is not None and (record.get("output_set") or {}).get("run_token") == token
         for u in sorted(set(finished) - set(damaged)):
-            if not outputs.embedding_part_readable(rd.outdir, u):
-                log.warning("unit %d is checkpointed but its embeddings part is missing or damaged: "
-                            "computing it again", u)
-                rd.unit_path(u).unlink(missing_ok=True)
+            if outputs.embedding_part_readable(rd.root, u):
+                continue
+            if ours and outputs.embedding_part_readable(rd.outdir, u):
+                outputs.link_embedding_part(rd.outdir, rd.root, u)
+                continue
+            log.warning("unit %d is checkpointed but its embeddings part is missing or damaged: "
+                        "computing it again", u)
+            rd.unit_path(u).unlink(missing_ok=True)
 
 
 def _scored(opts, executor: Executor, devices: list[str], tel, stats: list[dict], window: tuple[float, float],

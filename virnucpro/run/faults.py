@@ -8,7 +8,9 @@ the command as a subprocess pass it through ``tests/fault_launcher.py``.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass, fields
 
 FAULT_EXIT = 17   # how an injected worker death exits (not one of the worker's own exit codes)
@@ -23,6 +25,8 @@ class FaultPlan:
     disk_full_owner: str | None = None  # this worker's checkpoint writes fail as on a full disk
     bad_fork: bool = False              # workers started by a fork server act as if forked after CUDA init
     fake_oom_tokens: int | None = None  # an ESM-2 batch of more tokens raises CUDA out-of-memory
+    die_in_write: str | None = None     # the run os._exit(FAULT_EXIT)s at this step of its write stage ...
+    full_in_write: str | None = None    # ... or its write fails there as on a full disk (io.outset.STEPS)
 
     @classmethod
     def from_json(cls, text: str) -> "FaultPlan":
@@ -36,3 +40,10 @@ class FaultPlan:
 
     def dies_after(self, owner: str, units_done: int) -> bool:
         return self.die_owner == owner and units_done >= self.die_after
+
+    def in_write(self, step: str) -> None:
+        """The output set's write has reached ``step`` (virnucpro.io.outset.OutputSet.step)."""
+        if self.die_in_write == step:
+            os._exit(FAULT_EXIT)
+        if self.full_in_write == step:
+            raise OSError(errno.ENOSPC, "No space left on device", f"<{step} step of the write stage>")

@@ -129,11 +129,25 @@ class RunDir:
     def reset(self) -> None:
         """A fresh run: drop every checkpoint of an earlier run in this output directory."""
         import shutil
+        self.refuse_link()
         if self.root.exists():
             shutil.rmtree(self.root)
         self.make_dirs()
 
+    def refuse_link(self) -> None:
+        """A symbolic link planted in place of the run directory is refused, never followed."""
+        if self.root.is_symlink():
+            raise InputError(f"{self.root} is a symbolic link: refusing to keep checkpoints through it (remove it)")
+
+    def has_checkpoints(self) -> bool:
+        """A run left finished work units here for --resume."""
+        try:
+            return self.manifest_path.is_file() and bool(self.done_units())
+        except OSError:
+            return False
+
     def make_dirs(self) -> None:
+        self.refuse_link()
         for d in (self.units, self.claims, self.workers, self.segments):
             d.mkdir(parents=True, exist_ok=True)
 

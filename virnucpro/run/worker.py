@@ -101,7 +101,7 @@ def work(engine, plans, classifier, tel: Telemetry, rd: RunDir, owner: str, stop
                     raise OSError(errno.ENOSPC, "No space left on device", str(rd.unit_path(u)))
                 if features is not None:   # --save-embeddings: the part before the unit (its commit point)
                     from virnucpro.io.outputs import save_embedding_part
-                    save_embedding_part(rd.outdir, u, frames, features)
+                    save_embedding_part(rd.root, u, frames, features)   # in the run dir until the outputs' commit
                 rd.save_unit(u, frames, scores)
                 for s in list(sources):
                     if s.holds(u):

@@ -77,11 +77,8 @@ def worker_main(spec: WorkerSpec) -> None:
     if in_bad_fork(spec.start_method, spec.faults):   # the coordinator says so (once) and restarts it with spawn
         os._exit(BAD_FORK_EXIT)
     import multiprocessing as mp
-    from multiprocessing import process
-    # a fork-server child inherits the coordinator's multiprocessing temp dir (sockets through which
-    # loader workers pass tensors are made there); it is removed when the coordinator exits, while this
-    # worker's children may still clean up: a directory of its own
-    process.current_process()._config.pop("tempdir", None)
+    from virnucpro.core.mptemp import worker_tempdir
+    worker_tempdir()   # a multiprocessing temp dir of its own, inside the run's (removed even after kill -9)
     if "fork" in mp.get_all_start_methods():   # a spawned child defaults to spawn: loader workers
         mp.set_start_method("fork", force=True)  # would re-import torch (seconds) on every pass
     from virnucpro.core.background import GIL_SWITCH_S

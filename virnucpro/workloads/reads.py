@@ -49,6 +49,9 @@ sample (about 0.8 kept frames per read, about 60 % of reads with at least one), 
 taxonomic make-up: the shipped bacteria (C. diphtheriae, 53 % GC, dominates by length) leave their
 off-frames open and give ~1.9 kept frames per positive read against ~1.33 in the real sample, so
 matching both figures needs a virus-heavy mix. Set the fractions for other purposes.
+
+One cohesive module (~470 lines): the simulator (profiles, genome pools, error model, batches) and
+its FASTA writer; statistics live in ``frame_stats`` and the command in ``workloads.cli``.
 """
 
 from __future__ import annotations

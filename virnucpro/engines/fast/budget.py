@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from virnucpro.core.nvml import nvml_handle, nvml_session
+from virnucpro.models.layout import esm_weights_path
 
 # Measured on an H200 (docs/benchmarks.md#h200-memory): peak bytes of activations per packed ESM-2 3B token.
 ESM_BYTES_PER_TOKEN = {2560: 120_000}
@@ -31,7 +32,7 @@ def default_token_budget(device: str, esm_path, dnabert_weights_bytes: int = 0, 
     if gpu_memory_gib is not None:
         free = min(free, int(gpu_memory_gib * 2**30))
     free //= max(1, sharing)
-    ckpt = Path(esm_path).stat().st_size if esm_path else 0
+    ckpt = esm_weights_path(Path(esm_path)).stat().st_size if esm_path else 0   # (a HuggingFace folder's file)
     weights = ckpt * (2 if precision == "fp32" else 1) + dnabert_weights_bytes   # checkpoints hold fp16
     per_token = ESM_BYTES_PER_TOKEN.get(embed_dim, 48 * embed_dim)
     reserve = 2 * 2**30  # CUDA context, allocator slack, DNABERT-S activations

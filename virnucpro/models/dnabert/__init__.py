@@ -22,7 +22,7 @@ names are all reachable from here (``dnabert.load_dnabert``, ``dnabert.mean_unpa
 """
 
 from virnucpro.models.dnabert.checkpoint import (CONFIG_FILE, SAFETENSORS_FILE, SYNTHETIC_KEY, TORCH_FILE,
-                                                 load_dnabert, load_state_dict_checked, read_weights,
+                                                 load_dnabert, load_state_dict_checked, read_config, read_weights,
                                                  write_synthetic_dnabert)
 from virnucpro.models.dnabert.embed import embed_reference, mean_unpadded, real_token_rows, sdpa_backends
 from virnucpro.models.dnabert.network import (PRESETS, VOCAB_SIZE, DnaBert, DnaBertConfig, alibi_bias, alibi_slopes,
@@ -32,7 +32,7 @@ from virnucpro.models.dnabert.tokenizer import (CLS_ID, PAD_ID, SEP_ID, SPECIAL_
 
 __all__ = [
     "CONFIG_FILE", "SAFETENSORS_FILE", "SYNTHETIC_KEY", "TORCH_FILE", "load_dnabert", "load_state_dict_checked",
-    "read_weights", "write_synthetic_dnabert", "embed_reference", "mean_unpadded", "real_token_rows", "sdpa_backends", "PRESETS",
+    "read_config", "read_weights", "write_synthetic_dnabert", "embed_reference", "mean_unpadded", "real_token_rows", "sdpa_backends", "PRESETS",
     "VOCAB_SIZE", "DnaBert", "DnaBertConfig", "alibi_bias", "alibi_slopes", "attend", "attention_bias",
     "attention_output", "gated_mlp", "layer_forward", "CLS_ID", "PAD_ID", "SEP_ID", "SPECIAL_TOKENS",
     "TOKENIZER_FILE", "load_dna_tokenizer", "token_counter", "train_dna_tokenizer",

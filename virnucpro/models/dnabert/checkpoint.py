@@ -53,6 +53,21 @@ def load_state_dict_checked(model: DnaBert, state: Mapping[str, torch.Tensor], a
     return sorted(key for key in state if renamed[key] not in expected)
 
 
+def read_config(path: Path) -> tuple[DnaBertConfig, dict]:
+    """A DNABERT-2/S config.json: the network's config and the raw dict (ModelError naming the file
+    when it is unreadable, not a JSON object, or describes another network)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:   # (UnicodeDecodeError is a ValueError)
+        raise ModelError(f"cannot read DNABERT config {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelError(f"DNABERT config {path} is not a JSON object")
+    try:
+        return DnaBertConfig.from_dict(raw), raw
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors or torch state dict (weights-only, virnucpro.models.safeload); ModelError
     when unreadable, damaged or holding anything but tensors."""
@@ -84,14 +99,7 @@ def load_dnabert(
     root = _require(Path(folder), "model folder")
     if not root.is_dir():
         raise ModelError(f"DNABERT model folder is not a directory: {root}")
-    config_path = _require(root / CONFIG_FILE, "config file")
-    try:
-        raw_config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read DNABERT config {config_path}: {exc}") from None
-    if not isinstance(raw_config, dict):
-        raise ModelError(f"DNABERT config {config_path} is not a JSON object")
-    config = DnaBertConfig.from_dict(raw_config)
+    config, raw_config = read_config(_require(root / CONFIG_FILE, "config file"))
 
     weights_path = root / SAFETENSORS_FILE
     if not weights_path.exists():
