@@ -113,9 +113,26 @@ def _root_of(tempdir: str) -> Path | None:
     return parent if parent.name.startswith(PREFIX) else None
 
 
+def _workers_alive(root: Path) -> bool:
+    """Does a worker process of this run (or a DataLoader child of one) still hold its folder's lock?
+    (A worker that died, e.g. of a poisoned unit, leaves children that exit after the run.)"""
+    for w in root.glob(f"w*/{HELD}"):
+        try:
+            fd = os.open(w, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+    return False
+
+
 def _remove_root(rmtree, root: Path) -> None:
     global _root, _held_fd
-    if not _keep:
+    if not _keep and not _workers_alive(root):   # else the next run's sweep removes it
         rmtree(root, ignore_errors=True)
     if _held_fd is not None:
         os.close(_held_fd)
