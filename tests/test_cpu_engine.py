@@ -115,6 +115,10 @@ def test_engine_precision_and_units_chosen_per_device():
                                             batches_per_unit=4),
                              "cpu")
     assert (given.precision, given.batches_per_unit) == ("bf16", 4), "what the user gave stays"
+    _, small = choose_engine(opts, "cpu", esm_bytes=5 << 20)
+    assert small.batches_per_unit is None, "a small ESM-2 on a CPU keeps the default batches per unit"
+    _, big = choose_engine(opts, "cpu", esm_bytes=5 << 30)
+    assert big.batches_per_unit == CPU_BATCHES_PER_UNIT, "the 3B on a CPU: one batch per unit"
     assert choose_engine(PredictOptions(input=Path("x"), outdir=Path("o"), engine="reference"), "cpu")[0] == "reference"
 
 

@@ -204,3 +204,33 @@ def test_a_run_folder_whose_coordinator_lives_is_not_swept(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_sweep_leaves_a_run_folder_whose_worker_children_still_live(tmp_path):
+    """The coordinator is gone (its lock dropped) but a worker's DataLoader child still exits and
+    unlinks its socket in the worker's folder: a concurrent run's sweep must leave the folder until
+    that process is gone too (else the child's finalizer printed a FileNotFoundError traceback)."""
+    import fcntl
+    import os
+
+    from virnucpro.core import mptemp
+
+    run = tmp_path / f"{mptemp.PREFIX}abcd1234"
+    (run / "wxyz").mkdir(parents=True)
+    (run / mptemp.HELD).write_text("")          # the coordinator's lock file, not held: it died
+    held_r, held_w = os.pipe()     # child -> parent: the lock is held
+    go_r, go_w = os.pipe()         # parent -> child: let go
+    pid = os.fork()
+    if pid == 0:   # a worker's child: holds the worker folder's lock until told to go
+        fd = os.open(run / "wxyz" / mptemp.HELD, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(held_w, b"x")
+        os.read(go_r, 1)
+        os._exit(0)
+    try:
+        os.read(held_r, 1)
+        assert mptemp.sweep_stale(tmp_path) == [] and run.is_dir(), "swept while a worker's process lives"
+    finally:
+        os.write(go_w, b"x")
+        os.waitpid(pid, 0)
+    assert mptemp.sweep_stale(tmp_path) == [run] and not run.exists()

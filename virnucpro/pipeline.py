@@ -92,7 +92,7 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
                             fingerprint=False)
     device = resolve_device(opts.device)
     check_gpus(opts.gpus, device)
-    engine_name, opts = choose_engine(opts, device)
+    engine_name, opts = choose_engine(opts, device, layout.esm_weights_path(models.esm).stat().st_size)
     rank = rank_env()
     if rank is not None and is_stream(opts.input):   # every rank reads the input by itself
         raise InputError(f"input {opts.input}: under torchrun every rank reads the input, so it must be a "

@@ -29,6 +29,7 @@ _LISTENER = len("/listener-") + 8   # multiprocessing's socket name in its temp 
 _root: Path | None = None
 _held_fd: int | None = None
 _keep = False
+_worker_held_fd: int | None = None
 
 
 def use_run_tempdir() -> Path | None:
@@ -71,25 +72,39 @@ def worker_tempdir() -> None:
     inherited = cfg.pop("tempdir", None)
     root = _root_of(inherited) if inherited else None
     if root is not None and root.is_dir():
-        cfg["tempdir"] = tempfile.mkdtemp(prefix="w", dir=root)   # removed with the run folder
+        mine = tempfile.mkdtemp(prefix="w", dir=root)   # removed with the run folder
+        # held while this worker or any DataLoader child it forks (they inherit the descriptor) lives:
+        # a sweep by a concurrent run must not pull the folder from under children still unlinking
+        # their sockets after the coordinator is gone
+        global _worker_held_fd
+        _worker_held_fd = os.open(os.path.join(mine, HELD), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(_worker_held_fd, fcntl.LOCK_EX)
+        cfg["tempdir"] = mine
 
 
 def sweep_stale(tmp: str | Path | None = None) -> list[Path]:
-    """Remove the run folders in ``tmp`` (default TMPDIR) whose coordinator is gone; returns them."""
+    """Remove the run folders in ``tmp`` (default TMPDIR) whose coordinator and worker processes (with
+    their DataLoader children) are all gone; returns them."""
     gone = []
     for d in Path(tmp or tempfile.gettempdir()).glob(f"{PREFIX}*"):
         try:
             fd = os.open(d / HELD, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:          # not ours to judge (no lock file yet, another user's)
             continue
+        held = [fd]
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:          # its coordinator lives
-            os.close(fd)
-            continue
-        shutil.rmtree(d, ignore_errors=True)
-        os.close(fd)
-        gone.append(d)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # fails while its coordinator lives
+            for w in d.glob(f"w*/{HELD}"):                    # ... or one of its workers' processes
+                held.append(os.open(w, os.O_RDONLY | os.O_CLOEXEC))
+                fcntl.flock(held[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+        finally:
+            for h in held:
+                os.close(h)
     return gone
 
 
@@ -98,9 +113,26 @@ def _root_of(tempdir: str) -> Path | None:
     return parent if parent.name.startswith(PREFIX) else None
 
 
+def _workers_alive(root: Path) -> bool:
+    """Does a worker process of this run (or a DataLoader child of one) still hold its folder's lock?
+    (A worker that died, e.g. of a poisoned unit, leaves children that exit after the run.)"""
+    for w in root.glob(f"w*/{HELD}"):
+        try:
+            fd = os.open(w, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+    return False
+
+
 def _remove_root(rmtree, root: Path) -> None:
     global _root, _held_fd
-    if not _keep:
+    if not _keep and not _workers_alive(root):   # else the next run's sweep removes it
         rmtree(root, ignore_errors=True)
     if _held_fd is not None:
         os.close(_held_fd)
