@@ -150,7 +150,8 @@ def test_add_layernorm_fp8_kernel_equals_the_eager_one(T, C):
     x = torch.randn(T, C, device="cuda", generator=g) * 3
     y = torch.randn(T, C, device="cuda", generator=g).half()
     w, b = torch.randn(C, device="cuda", generator=g), torch.randn(C, device="cuda", generator=g)
-    want_x, want_q, want_s = esm2_fp8._ln_quant_eager(x, y, w, b)
+    want_x = x + y.float()
+    want_q, want_s = esm2_fp8.quantize_rows_eager(torch.nn.functional.layer_norm(want_x, (C,), w, b, 1e-5))
     got_x = x.clone()
     q, s = add_layernorm_fp8(got_x, y, w, b)
     assert torch.equal(got_x, want_x)
@@ -185,3 +186,23 @@ def test_fp8_triton_forward_equals_the_eager_one(esm_path):
     fused = _embed(m.set_kernels("triton"), alphabet, prots, "cuda")
     cos = torch.nn.functional.cosine_similarity(eager.double(), fused.double(), dim=1)
     assert cos.min() >= 0.9999, f"Triton and eager FP8 forwards differ: cosine min {cos.min():.6f}"
+
+
+def test_a_subset_of_gemms_in_fp8_is_a_study_tool_on_eager_kernels(esm_path):
+    m, alphabet = PackedESM2.from_checkpoint(esm_path, "cpu", torch.float16)
+    m.to_fp8(linears=("fc2",))
+    layer = m.layers[0]
+    assert layer.fc2.weight.dtype == torch.float8_e4m3fn and layer.qkv.weight.dtype == m.out_dtype
+    assert m.kernels == "eager"
+    with pytest.raises(ValueError, match="eager kernels"):
+        m.set_kernels("triton")
+    full, _ = PackedESM2.from_checkpoint(esm_path, "cpu", torch.float16)
+    full.to_fp8()
+    prots = _proteins(8, seed=11)
+    ref, _ = PackedESM2.from_checkpoint(esm_path, "cpu", torch.float32)
+    e32, e_sub, e_all = (_embed(x, alphabet, prots) for x in (ref, m, full))
+    cos = torch.nn.functional.cosine_similarity
+    assert not torch.equal(e_sub, e_all)
+    assert cos(e32, e_sub).min() >= cos(e32, e_all).min() - 1e-3, "one GEMM in fp8 should cost no more than four"
+    with pytest.raises(ValueError, match="subset"):
+        PackedESM2.from_checkpoint(esm_path, "cpu", torch.float16)[0].to_fp8(linears=("fc3",))

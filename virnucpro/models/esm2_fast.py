@@ -275,6 +275,8 @@ class PackedESM2(nn.Module):
         gelu = gelu if gelu is not None else self.gelu
         if kernels not in KERNEL_SETS:
             raise ValueError(f"kernels {kernels!r}: one of {', '.join(KERNEL_SETS)}")
+        if kernels == "triton" and set(getattr(self, "fp8_linears", FP8_LINEARS)) != set(FP8_LINEARS):
+            raise ValueError("a model with only some GEMMs in FP8 runs the eager kernels (to_fp8's linears)")
         if gelu not in GELU_CHOICES:
             raise ValueError(f"gelu {gelu!r}: one of {', '.join(GELU_CHOICES)}")
         self.kernels, self.gelu = kernels, gelu
@@ -326,21 +328,30 @@ class PackedESM2(nn.Module):
             raise ModelError(f"not a HuggingFace ESM-2 folder: {folder}")
         return cls.from_checkpoint(folder, device, dtype, phases, on_open)
 
-    def to_fp8(self, out_dtype: torch.dtype | None = None) -> "PackedESM2":
+    def to_fp8(self, out_dtype: torch.dtype | None = None, linears: tuple[str, ...] = FP8_LINEARS) -> "PackedESM2":
         """Quantise each layer's QKV, out_proj, fc1 and fc2 weights to e4m3 with one scale per output
         channel, in place (the weights in the load dtype are freed layer by layer); their biases and
         the GEMMs' outputs in ``out_dtype`` (default ``esm2_fp8.out_dtype_on`` the model's device).
-        From then on the layers run the FP8 kernel set (models/esm2_fp8.py)."""
+        From then on the layers run the FP8 kernel set (models/esm2_fp8.py). ``linears``: a subset
+        leaves the others in the load dtype -- a precision study's tool (which GEMMs tolerate e4m3),
+        eager kernels only."""
+        if set(linears) - set(FP8_LINEARS) or not linears:
+            raise ValueError(f"linears {linears!r}: a non-empty subset of {', '.join(FP8_LINEARS)}")
         device = self.embed_tokens.weight.device
         out_dtype = out_dtype or esm2_fp8.out_dtype_on(device)
         for layer in self.layers:
             for name in FP8_LINEARS:
                 lin = getattr(layer, name)
-                q = esm2_fp8.quantize_weight(lin.weight.data)
-                lin.weight = nn.Parameter(q.w, requires_grad=False)
-                lin.register_buffer("weight_scale", q.scale)
+                if name in linears:
+                    q = esm2_fp8.quantize_weight(lin.weight.data)
+                    lin.weight = nn.Parameter(q.w, requires_grad=False)
+                    lin.register_buffer("weight_scale", q.scale)
                 lin.bias = nn.Parameter(lin.bias.data.to(out_dtype), requires_grad=False)
-        self.fp8, self.out_dtype = True, out_dtype
+                if name not in linears:
+                    lin.weight = nn.Parameter(lin.weight.data.to(out_dtype), requires_grad=False)
+        self.fp8, self.out_dtype, self.fp8_linears = True, out_dtype, tuple(linears)
+        if set(linears) != set(FP8_LINEARS):
+            self.set_kernels("eager")
         return self
 
     def keep_norms_fp32(self) -> "PackedESM2":

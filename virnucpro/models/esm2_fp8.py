@@ -96,27 +96,23 @@ def supported(device: torch.device | str) -> str | None:
 
 # -- one layer's element-wise work around its FP8 GEMMs: the same three functions as esm2_fast's
 # KernelSet (pre, post, post_pre), each with an eager (PyTorch ops) and a Triton variant ---------------
+#
+# The eager variant quantises each GEMM's input right before the GEMM (``_linear``), so that a weight
+# left in fp16 (a study of which GEMMs tolerate e4m3: ``PackedESM2.to_fp8(linears=...)``,
+# tools/esm_fidelity.py --fp8-gemms) simply runs as an fp16 GEMM; numerically it is the Triton
+# variant's arithmetic (the same quantised values from the same fp32 inputs).
 
-def _ln_quant_eager(x, y, ln_w, ln_b):
-    """x (+ y) and LayerNorm(x) as e4m3 + row scale: returns (new x, h8, scale)."""
-    if y is not None:
-        x = x + y.to(x.dtype)
-    h = F.layer_norm(x, (x.shape[1],), ln_w.to(x.dtype), ln_b.to(x.dtype), 1e-5)
-    return (x, *quantize_rows_eager(h))
-
-
-def _ln_quant_triton(x, y, ln_w, ln_b):
-    from virnucpro.models.esm2_triton import add_layernorm_fp8
-    return (x, *add_layernorm_fp8(x, y, ln_w, ln_b))     # x += y in place
-
-
-def _quant_eager(x, gelu=False):
-    return quantize_rows_eager(x, gelu)
+def _linear(x, w, b, gelu: bool = False):
+    """GEMM of x [T, C] (GELU applied first when ``gelu``) with an Fp8Weight (x quantised per row) or
+    a plain weight (x in the weight's dtype)."""
+    if isinstance(w, Fp8Weight):
+        return scaled_linear(*quantize_rows_eager(x, gelu), w, b)
+    xf = F.gelu(x.float()) if gelu else x
+    return F.linear(xf.to(w.dtype), w, b)
 
 
-def _quant_triton(x, gelu=False):
-    from virnucpro.models.esm2_triton import quantize_rows
-    return quantize_rows(x, gelu)
+def _ln(x, ln_w, ln_b):
+    return F.layer_norm(x, (x.shape[1],), ln_w.to(x.dtype), ln_b.to(x.dtype), 1e-5)
 
 
 def _rope_triton(qkv, cos, sin, heads: int):
@@ -124,31 +120,45 @@ def _rope_triton(qkv, cos, sin, heads: int):
     return rope_qk(qkv, cos, sin, heads)
 
 
+def _split(qkv, q, k, heads: int):
+    T, C = qkv.shape[0], qkv.shape[1] // 3
+    return q, k, qkv[:, 2 * C:].view(T, heads, C // heads)
+
+
 def layer_fns(fused: bool, rope_qk_eager):
     """(pre, post, post_pre) for esm2_fast's KernelSet: Triton kernels (``fused``) or PyTorch ops;
     ``rope_qk_eager(qkv, cos, sin, heads) -> q, k`` is the packed model's own rotary."""
-    ln_quant = _ln_quant_triton if fused else _ln_quant_eager
-    quant = _quant_triton if fused else _quant_eager
-    rope_qk = _rope_triton if fused else rope_qk_eager
+    if fused:
+        from virnucpro.models.esm2_triton import add_layernorm_fp8, quantize_rows
 
-    def _qkv(h8, hs, qkv_w: Fp8Weight, qkv_b, cos, sin, heads: int):
-        qkv = scaled_linear(h8, hs, qkv_w, qkv_b)                                      # [T, 3C]
-        T, C = h8.shape
-        q, k = rope_qk(qkv, cos, sin, heads)
-        return q, k, qkv[:, 2 * C:].view(T, heads, C // heads)
+        def qkv_of(x, y, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads):   # x += y in place, LN -> e4m3
+            qkv = scaled_linear(*add_layernorm_fp8(x, y, ln_w, ln_b), qkv_w, qkv_b)        # [T, 3C]
+            return _split(qkv, *_rope_triton(qkv, cos, sin, heads), heads)
+
+        def feed_forward(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
+            T, C = x.shape
+            h = add_layernorm_fp8(x, scaled_linear(*quantize_rows(a.reshape(T, C)), out_w, out_b), ln_w, ln_b)
+            g = quantize_rows(scaled_linear(*h, fc1_w, fc1_b), gelu=True)                 # [T, 4C] e4m3
+            return x, scaled_linear(*g, fc2_w, fc2_b)
+    else:
+        def qkv_of(x, y, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads):
+            x = x if y is None else x + y.to(x.dtype)
+            qkv = _linear(_ln(x, ln_w, ln_b), qkv_w, qkv_b)
+            return x, _split(qkv, *rope_qk_eager(qkv, cos, sin, heads), heads)
+
+        def feed_forward(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
+            T, C = x.shape
+            x = x + _linear(a.reshape(T, C), out_w, out_b).to(x.dtype)
+            return x, _linear(_linear(_ln(x, ln_w, ln_b), fc1_w, fc1_b), fc2_w, fc2_b, gelu=True)
+
+    def qkv_x(x, y, *args):
+        """(x, (q, k, v)): the Triton variant updates x in place and returns only q, k, v."""
+        out = qkv_of(x, y, *args)
+        return (x, out) if fused else out
 
     def pre(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
         """x [T, C] fp32 -> q, k, v [T, H, D] in out_dtype."""
-        _, h8, hs = ln_quant(x, None, ln_w, ln_b)
-        return _qkv(h8, hs, qkv_w, qkv_b, cos, sin, heads)
-
-    def feed_forward(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
-        """x += out_proj(a); returns (x, fc2(GELU(fc1(LN(x)))))."""
-        T, C = x.shape
-        a8, as_ = quant(a.reshape(T, C))
-        x, h8, hs = ln_quant(x, scaled_linear(a8, as_, out_w, out_b), ln_w, ln_b)
-        g8, gs = quant(scaled_linear(h8, hs, fc1_w, fc1_b), gelu=True)                 # [T, 4C] e4m3
-        return x, scaled_linear(g8, gs, fc2_w, fc2_b)
+        return qkv_x(x, None, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads)[1]
 
     def post(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh: bool = False):
         x, f = feed_forward(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b)
@@ -157,7 +167,7 @@ def layer_fns(fused: bool, rope_qk_eager):
     def post_pre(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, ln1_w, ln1_b, qkv_w, qkv_b,
                  cos, sin, heads: int, gelu_tanh: bool = False):
         x, f = feed_forward(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b)
-        x, h8, hs = ln_quant(x, f, ln1_w, ln1_b)                                         # x += feed-forward
-        return (x, *_qkv(h8, hs, qkv_w, qkv_b, cos, sin, heads))
+        x, qkv = qkv_x(x, f, ln1_w, ln1_b, qkv_w, qkv_b, cos, sin, heads)                # x += feed-forward
+        return (x, *qkv)
 
     return pre, post, post_pre
