@@ -158,6 +158,23 @@ def test_gpu_util_without_nvml_is_not_measured(tmp_path: Path) -> None:
     assert criteria.check_gpu_util(run, profile(gpu_utilisation={"min_pct": 80})).not_measured
 
 
+@pytest.mark.parametrize("harness, offset, why", [
+    (None, 0.0, "the harness sampled nothing for this run"),
+    (Samples(start=0.0, cpu_note="no /proc here", gpu_note="no NVML here"), 0.0, "no {kind} here"),
+    (Samples(start=0.0), 0.0, "no {what} samples"),
+    (Samples(start=0.0, gpu=[(95.0, 0, 50.0)], cpu=[(95.0, 1.0)]), None, "the window cannot be placed"),
+])
+def test_harness_figures_say_why_they_are_not_measured(tmp_path: Path, harness, offset, why) -> None:
+    """CPU seconds and GPU utilisation share one check of the harness's samples: each reason reads
+    the same for both, with its own words where they differ."""
+    run = gate.load_run(make_run(tmp_path / "r"), "1gpu", 1)
+    run.harness, run.clock_offset = harness, offset
+    cpu, why_cpu = criteria.processing_cpu_s(run)
+    gpu, why_gpu = criteria.harness_gpu_util(run)
+    assert cpu is None and why.format(kind="/proc", what="CPU") in why_cpu, why_cpu
+    assert gpu is None and why.format(kind="NVML", what="NVML") in why_gpu, why_gpu
+
+
 def _batches(tokens_budget: list[tuple[int, int]], model: str = "esm2") -> list[dict]:
     return [{"event": "batch", "t": 50.0 + i, "dt": 0.5, "model": model, "tokens": t, "budget": b}
             for i, (t, b) in enumerate(tokens_budget)]

@@ -23,6 +23,7 @@ from typing import Any
 from virnucpro.io.paths import CONSENSUS, PREDICTIONS
 from virnucpro.perf.compare import CompareResult, compare_dirs, fmt_pct
 from virnucpro.perf.gate import MILLION, Check, GateError, Profile, RunRecord, _fmt_s, _worker_trouble
+from virnucpro.perf.sampler import Samples
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,16 +53,26 @@ def processing_window(run: RunRecord) -> tuple[float, float]:
     return (min(max(ready), end) if ready else 0.0), end
 
 
-def processing_cpu_s(run: RunRecord) -> tuple[float | None, str]:
-    """CPU seconds of the whole process tree within the processing window, from the harness's
-    samples: (seconds, "") or (None, why not measured)."""
+def _placed_samples(run: RunRecord, kind: str) -> tuple[Samples | None, str]:
+    """The harness's samples of ``run`` when its ``kind`` ("cpu" or "gpu") samples can be placed on
+    the run's clock: (Samples, "") or (None, why not measured)."""
     h = run.harness
     if h is None:
         return None, "the harness sampled nothing for this run"
-    if h.cpu_note or not h.cpu:
-        return None, h.cpu_note or "no CPU samples"
+    note, points = (h.cpu_note, h.cpu) if kind == "cpu" else (h.gpu_note, h.gpu)
+    if note or not points:
+        return None, note or ("no CPU samples" if kind == "cpu" else "no NVML samples")
     if run.clock_offset is None:
         return None, "the log's timestamps could not be read, so the window cannot be placed"
+    return h, ""
+
+
+def processing_cpu_s(run: RunRecord) -> tuple[float | None, str]:
+    """CPU seconds of the whole process tree within the processing window, from the harness's
+    samples: (seconds, "") or (None, why not measured)."""
+    h, why = _placed_samples(run, "cpu")
+    if h is None:
+        return None, why
     t0, t1 = processing_window(run)
     c0, c1 = h.cpu_at(t0 + run.clock_offset), h.cpu_at(t1 + run.clock_offset)
     return (c1 - c0 if c0 is not None and c1 is not None else None), ""
@@ -70,13 +81,9 @@ def processing_cpu_s(run: RunRecord) -> tuple[float | None, str]:
 def harness_gpu_util(run: RunRecord) -> tuple[dict[int, float] | None, str]:
     """Mean NVML utilisation per GPU as the harness sampled it over the embedding window
     (the processing window when there are no batch events): (per GPU, "") or (None, why)."""
-    h = run.harness
+    h, why = _placed_samples(run, "gpu")
     if h is None:
-        return None, "the harness sampled nothing for this run"
-    if h.gpu_note or not h.gpu:
-        return None, h.gpu_note or "no NVML samples"
-    if run.clock_offset is None:
-        return None, "the log's timestamps could not be read, so the window cannot be placed"
+        return None, why
     t0, t1 = embedding_window(run) or processing_window(run)
     lo, hi = t0 + run.clock_offset, t1 + run.clock_offset
     per: dict[int, list[float]] = {}
