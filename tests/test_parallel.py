@@ -408,3 +408,24 @@ def test_a_stale_claim_is_taken_over(tmp_path):
     os.utime(rd.claim_path(0), (old, old))
     assert wait_for_claimable(rd, plans, plans.n_units, threading.Event(), stale_s=30) is True
     assert set(rd.claimed()) == {1}, "the stale claim should be gone, the fresh one kept"
+
+
+def test_resume_of_checkpoints_made_before_the_engine_configuration_was_recorded(one_worker_run, reads_600,
+                                                                                  tiny_models, tmp_path, run_cli):
+    """A run directory made by a virnucpro older than EngineConfig has no ``engine_config`` in its
+    manifest: the ESM-2 kernels, GELU and DNABERT-S compile it ran with are unknowable, so --resume
+    is refused in one line that says so and names --force, never as "a different configuration"."""
+    out = tmp_path / "old"
+    shutil.copytree(one_worker_run, out)
+    manifest = RunDir(out).read_manifest()
+    del manifest["engine_config"]
+    RunDir(out).write_manifest(manifest)
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST, "--resume")
+    assert res.code == 2, str(res)
+    lines = [line for line in res.err_lines() if "SYNTHETIC" not in line]
+    assert len(lines) == 1, str(res)
+    assert lines[0].startswith(f"virnucpro: error: --resume refused: the checkpoints in {out / RUN_DIRNAME} were "
+                               f"made by an older virnucpro ({manifest['virnucpro_version']}) that did not record "
+                               "its engine configuration"), lines[0]
+    assert "cannot be matched" in lines[0] and "--force" in lines[0] and "different" not in lines[0], lines[0]
+    assert (out / "prediction_results.txt").read_bytes() == (one_worker_run / "prediction_results.txt").read_bytes()
