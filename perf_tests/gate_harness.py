@@ -103,6 +103,7 @@ class GateSession:
         self._baseline_error: str | None = None
         self._reference_ids: set[str] = set()
         self._warmed = False
+        self.repeats: dict[str, list[RunOutcome]] = {}   # the later speedup rounds, by configuration
         self.report_path: Path | None = None
         self.verdict: str | None = None
 
@@ -339,6 +340,48 @@ class GateSession:
         if outcome.record is None:
             raise GateError(f"reference run failed: {outcome.error}")
         return outcome.record
+
+    def speedup_repeats(self, case: Case) -> list[tuple[RunRecord, RunRecord]]:
+        """The (reference, ``case``) run pairs of the side-by-side speedup's later rounds ([speedup_vs_reference]
+        rounds; none when 1 or on a sub-sample). On first request, after round 1 (the configurations'
+        runs and the reference run), rounds 2..N run the reference and every selected configuration
+        once each, interleaved in alternating order (round 2 backwards, round 3 forwards, ...), so that
+        the two runs of each round share the machine's load of their moment and a neighbour's job
+        lands in one round, not in one engine's every figure. A failed repeat raises GateError."""
+        n = int((self.profile.section("speedup_vs_reference") or {}).get("rounds", 1))
+        if n <= 1 or not self.side_by_side:
+            return []
+        if REFERENCE not in self.repeats:
+            configs = [c for c in (self.selected or self.cases) if self.skip_reason(c) is None]
+            for c in configs:
+                self.run(c)
+            self.reference_run()
+            engine = str(self.profile.data["run"]["engine"])
+            reads = int(self.workload_info.get("reads") or 0) or _count_records(self.workload())
+            order = [*configs, None]   # None: the reference engine
+            t0 = time.time()
+            for k in range(2, n + 1):
+                for c in (reversed(order) if k % 2 == 0 else order):
+                    key = REFERENCE if c is None else c.config
+                    outdir = self.out / "runs" / f"{key}-round{k}"
+                    if c is None:   # as reference_run launches it
+                        ref = self.runs[REFERENCE].record
+                        device = "cuda" if ref.n_gpus else "cpu"
+                        cmd = self.predict_command(self.workload(), outdir, "reference", device, ref.n_gpus)
+                        run_case = Case(f"{key}-round{k}", ref.n_gpus)
+                        timeout = self._timeout(reads * 50, self.cases[0])
+                    else:           # as launch_timed launches it
+                        device = "cpu" if c.n_gpus == 0 else "cuda"
+                        cmd = self.predict_command(self.workload(), outdir, engine, device, c.n_gpus, c.precision)
+                        run_case, timeout = Case(f"{key}-round{k}", c.n_gpus, c.precision), self._timeout(reads, c)
+                    self.repeats.setdefault(key, []).append(self.launch(run_case, cmd, outdir, timeout))
+            self.notes.append(f"speedup_vs_reference: rounds 2-{n} of the reference engine and "
+                              f"{', '.join(c.config for c in configs)} ran interleaved after round 1 in "
+                              f"{time.time() - t0:.0f} s (outputs in runs/*-round*)")
+        failed = [o.error for key in (REFERENCE, case.config) for o in self.repeats.get(key, []) if o.record is None]
+        if failed:
+            raise GateError(f"a repeated speedup run failed: {failed[0]}")
+        return [(r.record, o.record) for r, o in zip(self.repeats[REFERENCE], self.repeats.get(case.config, []))]
 
     # ---------------------------------------------------------------- baseline
     def baseline_for(self, run: RunRecord) -> BaselineChoice:

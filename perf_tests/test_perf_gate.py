@@ -102,11 +102,12 @@ def test_consistency(gate_session: GateSession, gate_case: Case, pipeline_run: R
     _judge(record_check(_fail_on_gate_error(criteria.check_consistency, single, pipeline_run, hw_profile)))
 
 
-def test_speedup_vs_reference(gate_session: GateSession, pipeline_run: RunRecord, hw_profile,
+def test_speedup_vs_reference(gate_session: GateSession, gate_case: Case, pipeline_run: RunRecord, hw_profile,
                               record_check) -> None:
     ref = _fail_on_gate_error(gate_session.reference_run)
+    repeats = _fail_on_gate_error(gate_session.speedup_repeats, gate_case)
     _judge(record_check(criteria.check_speedup_vs_reference(ref, pipeline_run, hw_profile,
-                                                            same_reads=gate_session.side_by_side)))
+                                                            same_reads=gate_session.side_by_side, repeats=repeats)))
 
 
 def test_speedup_vs_v1(pipeline_run: RunRecord, hw_profile, record_check) -> None:

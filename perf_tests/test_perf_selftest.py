@@ -371,7 +371,8 @@ def test_fast_engine_made_3x_slower_fails_speedup(gate_session: GateSession, smo
     """The planted defect: the fast engine with every model call computed 3 times
     (perf_tests/planted_slowdown.py), launched as the real run was, on the same reads. The real run
     passes speedup_vs_reference; the slowed one fails it."""
-    real = criteria.check_speedup_vs_reference(reference_run, smoke_run, hw_profile, same_reads=True)
+    real = criteria.check_speedup_vs_reference(reference_run, smoke_run, hw_profile, same_reads=True,
+                                               repeats=gate_session.speedup_repeats(smoke_case))
     assert real.passed, f"the real run must pass: {real.message}"
     cmd = gate_session.predict_command(gate_session.workload(), tmp_path / "slow", "fast", "cpu", 0,
                                        smoke_case.precision)

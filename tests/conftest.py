@@ -2,6 +2,8 @@
 
 - ``tiny_models``: one tiny synthetic model set per test session (a few seconds to write), shared by
   every test that runs the pipeline.
+- ``reads_600`` and ``one_worker_run``: the reads and the uninterrupted one-worker fast run that the
+  worker, signal, resume and lock tests (test_parallel, test_lifecycle, test_lock) compare against.
 - ``run_cli``: runs ``virnucpro.cli.main([...])`` in this process and returns exit code, stdout and
   stderr; fast, and lets tests monkeypatch the pipeline.
 - ``run_module``: runs ``python -m virnucpro ...`` as a real subprocess, for the few tests that must
@@ -84,6 +86,26 @@ def tiny_models(tmp_path_factory) -> Path:
     from virnucpro.models.synth import synth
     out = tmp_path_factory.mktemp("tiny_models")
     synth(out, "tiny", seed=0, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="session")
+def reads_600(synthetic_reads) -> Path:
+    """600 simulated reads (seed 3): ~460 kept frames, ~14 work units under run_helpers.FAST. The input
+    of the tests that run the fast engine in workers, stop it and resume it (test_parallel,
+    test_lifecycle, test_lock)."""
+    return synthetic_reads(600, 3)
+
+
+@pytest.fixture(scope="session")
+def one_worker_run(reads_600, tiny_models, tmp_path_factory, run_cli) -> Path:
+    """The output directory of an uninterrupted one-worker run of ``reads_600`` (in this process, with
+    run_helpers.FAST): what every parallel, stopped, resumed or locked-out run must reproduce byte for
+    byte. Made once per session and shared: read it, or copy it before changing anything."""
+    from run_helpers import FAST
+    out = tmp_path_factory.mktemp("one_worker_run") / "one"
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST)
+    assert res.code == 0, str(res)
     return out
 
 

@@ -1,6 +1,8 @@
 """Helpers for tests that run ``predict`` as a subprocess and interrupt it (test_parallel,
-test_lifecycle): the command (through tests/fault_launcher.py when faults are injected), its
-environment, the run's telemetry and units, and the processes of its session.
+test_lifecycle, test_lock, test_outdir_safety): the command (through tests/fault_launcher.py when
+faults are injected), its environment (``env_with``: every test that launches the package in a
+subprocess), the run's telemetry and units, and the processes of its session. The shared input and
+the one-worker run they compare against are conftest.py's ``reads_600`` and ``one_worker_run``.
 
 A small token budget and 2 batches per unit cut the ~460 kept frames of 600 reads into ~14 units,
 so that every worker gets several units.

@@ -29,20 +29,6 @@ from virnucpro.run.rundir import RUN_DIRNAME, RunDir
 OUTLIVE_S = 5.0   # how long a process of the run may outlive its end
 
 
-@pytest.fixture(scope="module")
-def reads(synthetic_reads) -> Path:
-    return synthetic_reads(600, 3)
-
-
-@pytest.fixture(scope="module")
-def base(reads, tiny_models, tmp_path_factory, run_cli) -> Path:
-    """An uninterrupted one-worker run (in this process): what every stopped and resumed run must give."""
-    out = tmp_path_factory.mktemp("lifecycle_base") / "one"
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST)
-    assert res.code == 0, str(res)
-    return out
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -78,11 +64,11 @@ def assert_nothing_left(sid: int, within: float = OUTLIVE_S) -> None:
 # --------------------------------------------------------------------------------------- kill -9
 
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["in-process", "2-workers"])
-def test_kill_9_of_the_coordinator_leaves_no_process(reads, tiny_models, tmp_path, workers):
+def test_kill_9_of_the_coordinator_leaves_no_process(reads_600, tiny_models, tmp_path, workers):
     """Workers, their loaders and the fork server die with the coordinator: on a GPU they would hold
     the cards (they used to compute every unit on, 45 s on the 200k-read run of the issue)."""
     out = tmp_path / "killed"
-    proc = start_run(predict_cmd(reads, out, tiny_models, *workers, faults={"unit_delay": 2.0}), env_with(),
+    proc = start_run(predict_cmd(reads_600, out, tiny_models, *workers, faults={"unit_delay": 2.0}), env_with(),
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_units(out, proc, 1)
@@ -119,14 +105,14 @@ def _signal_run(proc: subprocess.Popen, whom: str, sig: int) -> None:
     ("coordinator", signal.SIGINT, []),
     ("loader", signal.SIGTERM, ["--workers", "2"]),
 ], ids=["group-SIGTERM-1-worker", "group-SIGTERM-2-workers", "coordinator-SIGINT", "loader-SIGTERM-2-workers"])
-def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(base, reads, tiny_models, tmp_path, run_cli,
-                                                                whom, sig, workers):
+def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(one_worker_run, reads_600, tiny_models, tmp_path,
+                                                                run_cli, whom, sig, workers):
     """Exit 130 with one line naming the signal and --resume (a loader used to die under the GPU
     loop: "internal error: RuntimeError: DataLoader worker ... killed by signal", or two
     tracebacks), nothing left running or claimed, and the resumed run computes exactly the
     unfinished units into the outputs of an uninterrupted run."""
     out = tmp_path / "stopped"
-    proc = start_run(predict_cmd(reads, out, tiny_models, *workers, faults={"unit_delay": 0.5}), env_with())
+    proc = start_run(predict_cmd(reads_600, out, tiny_models, *workers, faults={"unit_delay": 0.5}), env_with())
     try:
         wait_for_units(out, proc, 2)
         _signal_run(proc, whom, sig)
@@ -145,9 +131,9 @@ def test_a_signal_stops_the_run_cleanly_and_resume_finishes_it(base, reads, tiny
     assert not rd.claimed(), f"claims left after a clean stop: {rd.claimed()}"
     assert not list(rd.units.glob(".*")), "temp files left in the checkpoint directory"
     before = rd.done_units()
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume", *workers)
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST, "--resume", *workers)
     assert res.code == 0, str(res)
-    assert_same_outputs(base, out)
+    assert_same_outputs(one_worker_run, out)
     ran = {e["unit"] for e in last_run(out) if e["event"] == "unit_done"}
     assert ran == set(range(n_units(out))) - before
 
@@ -194,24 +180,25 @@ def _damage(path: Path, how: str) -> None:
         path.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1:])
 
 
-def test_a_damaged_checkpoint_is_computed_again(base, reads, tiny_models, tmp_path, run_cli):
+def test_a_damaged_checkpoint_is_computed_again(one_worker_run, reads_600, tiny_models, tmp_path, run_cli):
     """An empty, a truncated and an altered unit checkpoint: --resume recomputes exactly those
     three with one warning naming them (it used to die with "internal error: EOFError / BadZipFile")."""
     out = tmp_path / "damaged"
-    shutil.copytree(base, out)
+    shutil.copytree(one_worker_run, out)
     rd = RunDir(out)
     for u, how in [(0, "empty"), (3, "truncated"), (5, "altered")]:
         _damage(rd.unit_path(u), how)
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume")
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST, "--resume")
     assert res.code == 0, str(res)
     warnings = [line for line in res.err_lines() if "damaged" in line]
     assert len(warnings) == 1 and "0, 3, 5" in warnings[0], res.err
-    assert_same_outputs(base, out)
+    assert_same_outputs(one_worker_run, out)
     assert sorted(e["unit"] for e in last_run(out) if e["event"] == "unit_done") == [0, 3, 5]
 
 
 @pytest.mark.parametrize("left", ["nothing", "run-dir-without-manifest"])
-def test_resume_of_a_run_killed_before_its_manifest_starts_afresh(base, reads, tiny_models, tmp_path, run_cli, left):
+def test_resume_of_a_run_killed_before_its_manifest_starts_afresh(one_worker_run, reads_600, tiny_models, tmp_path,
+                                                                  run_cli, left):
     """A run killed before its manifest existed leaves no checkpoint (or an empty run directory
     and a log): --resume runs afresh with a note (it used to refuse: "no checkpoint to resume from")."""
     out = tmp_path / "early"
@@ -219,8 +206,8 @@ def test_resume_of_a_run_killed_before_its_manifest_starts_afresh(base, reads, t
         RunDir(out).reset()
         (out / "virnucpro.log").write_text("killed before the manifest\n")
         assert not (out / RUN_DIRNAME / "manifest.json").exists()
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume")
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST, "--resume")
     assert res.code == 0, str(res)
     assert "starting afresh" in res.err, res.err
-    assert_same_outputs(base, out)
+    assert_same_outputs(one_worker_run, out)
     assert len({e["unit"] for e in last_run(out) if e["event"] == "unit_done"}) == n_units(out)

@@ -6,7 +6,6 @@ the next one (the kernel dropped its lock), not even while a child the holder fo
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,41 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from run_helpers import FAST, OUTPUT_FILES, env_with, predict_cmd, start_run
 from virnucpro.io.lock import OutdirBusy, OutdirLock
 from virnucpro.io.outset import status
 from virnucpro.io.paths import LOCK_NAME, Paths
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER = Path(__file__).resolve().parent / "fault_launcher.py"
-FAST = ["--engine", "fast", "--device", "cpu", "--no-progress", "--token-budget", "1024", "--batches-per-unit", "2"]
-OUTPUTS = ("prediction_results.txt", "prediction_results_highestscore.csv", "read_summary.tsv")
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), e.get("PYTHONPATH")]))
-    return e
-
-
-@pytest.fixture(scope="module")
-def reads(synthetic_reads) -> Path:
-    return synthetic_reads(600, 3)
-
-
-@pytest.fixture(scope="module")
-def base(reads, tiny_models, tmp_path_factory, run_cli) -> Path:
-    out = tmp_path_factory.mktemp("lock_base") / "out"
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST)
-    assert res.code == 0, str(res)
-    return out
-
 
 def slow_run(reads: Path, out: Path, models: Path, delay: float) -> subprocess.Popen:
     """A fast-engine run that sleeps ``delay`` s after each of its ~12 work units."""
-    cmd = [sys.executable, str(LAUNCHER), json.dumps({"unit_delay": delay}), "predict", str(reads), "-o", str(out),
-           "--models", str(models), *FAST]
-    return subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return start_run(predict_cmd(reads, out, models, faults={"unit_delay": delay}), env_with())
 
 
 def wait_until_working(out: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -113,7 +86,7 @@ def test_a_child_forked_by_the_holder_does_not_keep_the_lock_after_the_holder_di
         print(child, flush=True)
         time.sleep(60)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env(), stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env_with(), stdout=subprocess.PIPE, text=True)
     child = int(proc.stdout.readline())
     try:
         with pytest.raises(OutdirBusy):
@@ -128,14 +101,14 @@ def test_a_child_forked_by_the_holder_does_not_keep_the_lock_after_the_holder_di
 
 # ------------------------------------------------------------------------------- two real runs
 
-def test_a_second_run_into_a_busy_directory_is_refused_at_once(base, reads, tiny_models, tmp_path):
+def test_a_second_run_into_a_busy_directory_is_refused_at_once(one_worker_run, reads_600, tiny_models, tmp_path):
     out = tmp_path / "busy"
-    first = slow_run(reads, out, tiny_models, delay=1.5)
+    first = slow_run(reads_600, out, tiny_models, delay=1.5)
     try:
         wait_until_working(out, first)
         t0 = time.time()
-        second = subprocess.run([sys.executable, "-m", "virnucpro", "predict", str(reads), "-o", str(out),
-                                 "--models", str(tiny_models), *FAST], env=env(), capture_output=True, text=True,
+        second = subprocess.run([sys.executable, "-m", "virnucpro", "predict", str(reads_600), "-o", str(out),
+                                 "--models", str(tiny_models), *FAST], env=env_with(), capture_output=True, text=True,
                                 timeout=120)
         took = time.time() - t0
         assert first.poll() is None, "the first run ended before the second was refused: the test proves nothing"
@@ -150,21 +123,23 @@ def test_a_second_run_into_a_busy_directory_is_refused_at_once(base, reads, tiny
             os.killpg(first.pid, signal.SIGKILL)
     assert first.returncode == 0, err
     assert status(out) == "complete"
-    for name in OUTPUTS:
-        assert (out / name).read_bytes() == (base / name).read_bytes(), f"{name} of the first run is not intact"
+    for name in OUTPUT_FILES:
+        assert (out / name).read_bytes() == (one_worker_run / name).read_bytes(), \
+            f"{name} of the first run is not intact"
     assert not (out / LOCK_NAME).exists()
 
 
-def test_the_lock_file_of_a_killed_run_does_not_block_the_next(base, reads, tiny_models, tmp_path, run_cli):
+def test_the_lock_file_of_a_killed_run_does_not_block_the_next(one_worker_run, reads_600, tiny_models, tmp_path,
+                                                               run_cli):
     out = tmp_path / "killed"
-    first = slow_run(reads, out, tiny_models, delay=0.5)
+    first = slow_run(reads_600, out, tiny_models, delay=0.5)
     try:
         wait_until_working(out, first)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert (Paths(out).lock).read_text() == f"pid {first.pid}\n", "the killed run's lock file is left behind"
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume")
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST, "--resume")
     assert res.code == 0, str(res)
-    for name in OUTPUTS:
-        assert (out / name).read_bytes() == (base / name).read_bytes()
+    for name in OUTPUT_FILES:
+        assert (out / name).read_bytes() == (one_worker_run / name).read_bytes()

@@ -8,7 +8,6 @@ that the next run does not remove.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import signal
@@ -20,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from run_helpers import env_with, predict_cmd, start_run
 from virnucpro.run.faults import FaultPlan
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER = Path(__file__).resolve().parent / "fault_launcher.py"
 CPU = ["--device", "cpu", "--no-progress"]
 FAST = ["--engine", "fast", "--token-budget", "1024", "--batches-per-unit", "2"]
 
@@ -157,13 +155,10 @@ def test_no_multiprocessing_temp_folder_outlives_a_killed_run_past_the_next(read
     from virnucpro.core.mptemp import PREFIX
     tmp = Path(tempfile.mkdtemp(prefix="vnp-t", dir="/tmp"))   # short: sockets are made in there
     try:
-        env = {**os.environ, "TMPDIR": str(tmp)}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env = env_with(TMPDIR=str(tmp))
         out = tmp_path / "out"
-        proc = subprocess.Popen([sys.executable, str(LAUNCHER), json.dumps({"unit_delay": 1.0}), "predict",
-                                 str(reads), "-o", str(out), "--models", str(tiny_models), *CPU, *FAST,
-                                 "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        proc = start_run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"unit_delay": 1.0}), env,
+                         stdout=subprocess.DEVNULL)
         units = out / ".virnucpro-run" / "units"
         t0 = time.time()
         try:

@@ -11,7 +11,6 @@ kill -9, in a subprocess) and ``full_in_write`` (an OSError ENOSPC, in this proc
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from run_helpers import LAUNCHER, env_with
 from virnucpro.errors import InputError
 from virnucpro.io import outset
 from virnucpro.io.outset import STEPS, OutputSet, require_complete, status
@@ -26,8 +26,6 @@ from virnucpro.io.paths import (CONSENSUS, PREDICTIONS, READ_SUMMARY, RUN_JSON, 
                                 SYNTHETIC_NOTE)
 from virnucpro.run.faults import FAULT_EXIT, FaultPlan
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LAUNCHER = Path(__file__).resolve().parent / "fault_launcher.py"
 SET = (PREDICTIONS, CONSENSUS, READ_SUMMARY, SYNTHETIC_NOTE)
 BEFORE_UNSET = ("stage", "staged")                 # the old set still whole, the new one not yet
 MID_SWAP = ("clear", "move", "moving", "commit")   # no commit record in OUTDIR: readers refuse
@@ -160,12 +158,6 @@ def fault_cmd(faults: dict, *args: str) -> list[str]:
     return [sys.executable, str(LAUNCHER), json.dumps(faults), *args]
 
 
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), e.get("PYTHONPATH")]))
-    return e
-
-
 KILL_STEPS = [s if s in ("staged", "moving", "cleanup") else pytest.param(s, marks=pytest.mark.slow) for s in STEPS]
 
 
@@ -174,7 +166,7 @@ def test_a_run_killed_in_its_write_stage_never_leaves_a_mix(sets, inputs, tiny_m
     out = tmp_path / "out"
     shutil.copytree(sets["old"], out)
     proc = subprocess.run(fault_cmd({"die_in_write": step}, *predict_args(inputs[1], out, tiny_models)),
-                          env=env(), capture_output=True, text=True, timeout=300)
+                          env=env_with(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == FAULT_EXIT, proc.stderr
     if step in MID_SWAP:
         res = run_cli("compare", out, sets["new"])
@@ -244,7 +236,7 @@ def test_a_fast_run_killed_mid_swap_is_finished_by_resume(inputs, tiny_models, t
     out = tmp_path / "out"
     args = ["predict", str(inputs[0]), "-o", str(out), "--models", str(tiny_models), "--device", "cpu",
             "--no-progress", *fast]
-    proc = subprocess.run(fault_cmd({"die_in_write": "moving"}, *args), env=env(), capture_output=True, text=True,
+    proc = subprocess.run(fault_cmd({"die_in_write": "moving"}, *args), env=env_with(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == FAULT_EXIT, proc.stderr
     assert status(out) == "incomplete"

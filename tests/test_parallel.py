@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,20 +27,6 @@ from virnucpro.errors import InputError
 from virnucpro.run.devices import parse_devices
 from virnucpro.run.faults import FaultPlan
 from virnucpro.run.rundir import RUN_DIRNAME, Released, RunDir
-
-
-@pytest.fixture(scope="module")
-def reads(synthetic_reads) -> Path:
-    return synthetic_reads(600, 3)
-
-
-@pytest.fixture(scope="module")
-def base(reads, tiny_models, tmp_path_factory, run_cli) -> Path:
-    """The one-worker run (in this process) every other run must reproduce exactly."""
-    out = tmp_path_factory.mktemp("parallel_base") / "one"
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST)
-    assert res.code == 0, str(res)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- units
@@ -77,12 +62,12 @@ def test_worker_processes_are_foreseen_before_torch_is_imported(monkeypatch, eng
                              f"with CUDA_VISIBLE_DEVICES={visible!r}: expected {expected}, got {got}")
 
 
-def test_the_command_leaves_no_temp_dir_behind(reads, tiny_models, tmp_path):
+def test_the_command_leaves_no_temp_dir_behind(reads_600, tiny_models, tmp_path):
     """``python -m virnucpro`` exits without the interpreter's teardown, but only after joining its
     children and removing multiprocessing's temp directory (as the teardown would)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    proc = subprocess.run(predict_cmd(reads, tmp_path / "out", tiny_models, "--workers", "2"),
+    proc = subprocess.run(predict_cmd(reads_600, tmp_path / "out", tiny_models, "--workers", "2"),
                           env=env_with(TMPDIR=str(tmp)), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "prediction_results.txt").stat().st_size > 0
@@ -149,12 +134,12 @@ def test_a_claim_is_exclusive_and_released_with_its_owner(tmp_path):
 
 # ------------------------------------------------------------------------------------------ end to end
 
-def test_three_workers_give_the_one_worker_outputs(base, reads, tiny_models, tmp_path):
+def test_three_workers_give_the_one_worker_outputs(one_worker_run, reads_600, tiny_models, tmp_path):
     out = tmp_path / "three"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "3"), env=env_with(),
+    proc = subprocess.run(predict_cmd(reads_600, out, tiny_models, "--workers", "3"), env=env_with(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert_same_outputs(base, out)
+    assert_same_outputs(one_worker_run, out)
     ev = last_run(out)
     done = [e for e in ev if e["event"] == "unit_done"]
     units = n_units(out)
@@ -173,14 +158,14 @@ def test_three_workers_give_the_one_worker_outputs(base, reads, tiny_models, tmp
     assert max(e["entered_t"] for e in ev if e["event"] == "worker_start") < summary["wall_s"]
 
 
-def test_segmented_planning(base, reads, tiny_models, tmp_path, run_cli):
+def test_segmented_planning(one_worker_run, reads_600, tiny_models, tmp_path, run_cli):
     """Reads planned 70 at a time (units start before the input is translated), one worker and two
     workers claiming from that growing plan: byte-identical outputs to each other, and the labels
     of the one-segment run (the batches differ, so scores may differ in the last digits)."""
     outs = {}
     for name, extra in (("seg1", ()), ("seg2", ("--workers", "2"))):
         out = outs[name] = tmp_path / name
-        res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--segment-reads", "70", *extra)
+        res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST, "--segment-reads", "70", *extra)
         assert res.code == 0, str(res)
         ev = last_run(out)
         plan = next(e for e in ev if e["event"] == "plan")
@@ -188,7 +173,7 @@ def test_segmented_planning(base, reads, tiny_models, tmp_path, run_cli):
         assert done == list(range(plan["units"])), f"{name}: units done {done}, planned {plan['units']}"
     assert_same_outputs(outs["seg1"], outs["seg2"])
     cols = ["id", "label", "s0", "s1"]
-    a = pd.read_csv(base / "prediction_results.txt", sep="\t", names=cols, skiprows=1)
+    a = pd.read_csv(one_worker_run / "prediction_results.txt", sep="\t", names=cols, skiprows=1)
     b = pd.read_csv(outs["seg1"] / "prediction_results.txt", sep="\t", names=cols, skiprows=1)
     assert a["id"].tolist() == b["id"].tolist(), "segmented planning changed the frames or their order"
     diff = float((a["s1"] - b["s1"]).abs().max())
@@ -196,16 +181,17 @@ def test_segmented_planning(base, reads, tiny_models, tmp_path, run_cli):
     assert (a["label"] == b["label"]).mean() >= 0.99
 
 
-def test_workers_from_a_fork_server_that_initialised_cuda_are_restarted_with_spawn(base, reads, tiny_models, tmp_path):
+def test_workers_from_a_fork_server_that_initialised_cuda_are_restarted_with_spawn(one_worker_run, reads_600,
+                                                                                  tiny_models, tmp_path):
     """A child forked after CUDA was initialised cannot use CUDA (seen on an H200 when the fork server
     imported torch._inductor). Such a worker exits BAD_FORK_EXIT at once; the coordinator starts it
     again with spawn, without counting a death, and the run completes with the same outputs."""
     out = tmp_path / "badfork"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"bad_fork": True}),
+    proc = subprocess.run(predict_cmd(reads_600, out, tiny_models, "--workers", "2", faults={"bad_fork": True}),
                           env=env_with(VIRNUCPRO_START_METHOD="forkserver"),
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
-    assert_same_outputs(base, out)
+    assert_same_outputs(one_worker_run, out)
     ev = last_run(out)
     restarts = [e for e in ev if e["event"] == "worker_restart"]
     assert restarts and all(e["start_method"] == "spawn" for e in restarts), restarts
@@ -213,15 +199,15 @@ def test_workers_from_a_fork_server_that_initialised_cuda_are_restarted_with_spa
     assert {e["worker"] for e in ev if e["event"] == "worker_start"} == {"w0s", "w1s"}
 
 
-def test_a_dead_worker_units_are_requeued(base, reads, tiny_models, tmp_path):
+def test_a_dead_worker_units_are_requeued(one_worker_run, reads_600, tiny_models, tmp_path):
     out = tmp_path / "dead"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2",
+    proc = subprocess.run(predict_cmd(reads_600, out, tiny_models, "--workers", "2",
                                       faults={"die_owner": "w1", "die_after": 1}),
                           env=env_with(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert_same_outputs(base, out)
+    assert_same_outputs(one_worker_run, out)
     ids = pd.read_csv(out / "prediction_results.txt", sep="\t").Sequence_ID
-    assert ids.is_unique and len(ids) == len(pd.read_csv(base / "prediction_results.txt", sep="\t"))
+    assert ids.is_unique and len(ids) == len(pd.read_csv(one_worker_run / "prediction_results.txt", sep="\t"))
     ev = last_run(out)
     lost = [e for e in ev if e["event"] == "worker_lost"]
     assert len(lost) == 1 and lost[0]["worker"] == "w1" and lost[0]["exitcode"] == 17, lost
@@ -231,12 +217,12 @@ def test_a_dead_worker_units_are_requeued(base, reads, tiny_models, tmp_path):
         assert done[u] != "w1", f"unit {u} released by the dead worker was never redone by another"
 
 
-def test_a_full_disk_in_a_worker_stops_the_run_with_one_line(reads, tiny_models, tmp_path):
+def test_a_full_disk_in_a_worker_stops_the_run_with_one_line(reads_600, tiny_models, tmp_path):
     """A worker whose writes are refused (disk full) is not restarted again and again: the run stops
     at once with one line saying what to do, exit 3 (the machine's problem), no "internal error";
     --resume only when work units were checkpointed."""
     out = tmp_path / "full"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"disk_full_owner": "w1"}),
+    proc = subprocess.run(predict_cmd(reads_600, out, tiny_models, "--workers", "2", faults={"disk_full_owner": "w1"}),
                           env=env_with(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("virnucpro: error")]
@@ -247,9 +233,9 @@ def test_a_full_disk_in_a_worker_stops_the_run_with_one_line(reads, tiny_models,
     assert not [e for e in ev if e["event"] == "worker_lost"], "a storage error is not a lost worker to restart"
 
 
-def test_a_unit_that_keeps_killing_workers_stops_the_run_naming_it(reads, tiny_models, tmp_path):
+def test_a_unit_that_keeps_killing_workers_stops_the_run_naming_it(reads_600, tiny_models, tmp_path):
     out = tmp_path / "poison"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"poison_unit": 1}),
+    proc = subprocess.run(predict_cmd(reads_600, out, tiny_models, "--workers", "2", faults={"poison_unit": 1}),
                           env=env_with(), capture_output=True, text=True, timeout=180)
     assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stderr}"
     assert "unit 1 was lost with its worker 3 times" in proc.stderr and "read(s): read" in proc.stderr, proc.stderr
@@ -258,17 +244,18 @@ def test_a_unit_that_keeps_killing_workers_stops_the_run_naming_it(reads, tiny_m
     assert 1 not in done_units(out)
 
 
-def test_skip_failing_units_leaves_out_and_reports_only_the_poison_unit(base, reads, tiny_models, tmp_path):
+def test_skip_failing_units_leaves_out_and_reports_only_the_poison_unit(one_worker_run, reads_600, tiny_models,
+                                                                        tmp_path):
     """With the explicit option, one worker process (even on one device) re-tries the poison unit,
     gives up on it after 3 deaths, finishes everything else and names the reads it could not score."""
     out = tmp_path / "skip"
-    proc = subprocess.run(predict_cmd(reads, out, tiny_models, "--skip-failing-units", faults={"poison_unit": 1}),
+    proc = subprocess.run(predict_cmd(reads_600, out, tiny_models, "--skip-failing-units", faults={"poison_unit": 1}),
                           env=env_with(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr}"
     assert "unit 1 was lost with its worker 3 times; skipped" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     pred = "prediction_results.txt"
-    base_lines = (base / pred).read_text().splitlines()
+    base_lines = (one_worker_run / pred).read_text().splitlines()
     out_lines = (out / pred).read_text().splitlines()
     assert set(out_lines) < set(base_lines), "a kept row differs from the one-worker run, or nothing was left out"
     assert out_lines == [ln for ln in base_lines if ln in set(out_lines)], "rows out of order"
@@ -284,11 +271,12 @@ def test_skip_failing_units_leaves_out_and_reports_only_the_poison_unit(base, re
 
 
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["in-process", "2-workers"])
-def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_models, tmp_path, run_cli, workers):
+def test_kill_9_then_resume_recomputes_only_unfinished_units(one_worker_run, reads_600, tiny_models, tmp_path, run_cli,
+                                                             workers):
     """Killed with -9 and resumed with the same layout: with worker processes, the killed run's
     published segments and claims are void and the resumed run publishes its own."""
     out = tmp_path / "killed"
-    proc = start_run(predict_cmd(reads, out, tiny_models, *workers, faults={"unit_delay": 0.3}), env_with())
+    proc = start_run(predict_cmd(reads_600, out, tiny_models, *workers, faults={"unit_delay": 0.3}), env_with())
     try:
         wait_for_units(out, proc, 3)
     finally:
@@ -296,11 +284,11 @@ def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_m
         proc.wait()
     before = done_units(out)
     assert not (out / "prediction_results.txt").exists(), "a killed run must not have written outputs"
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume", *workers)
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST, "--resume", *workers)
     assert res.code == 0, str(res)
     assert not (out / RUN_DIRNAME / "segments").exists() or not any((out / RUN_DIRNAME / "segments").iterdir()), \
         "published segments left after the run"
-    assert_same_outputs(base, out)
+    assert_same_outputs(one_worker_run, out)
     ev = last_run(out)
     units = n_units(out)
     assert 3 <= len(before) < units, f"{len(before)} of {units} units were done at the kill"
@@ -310,9 +298,9 @@ def test_kill_9_then_resume_recomputes_only_unfinished_units(base, reads, tiny_m
     assert (summary["units_skipped"], summary["units_computed"]) == (len(before), units - len(before))
 
 
-def test_sigterm_stops_cleanly_and_leaves_a_resumable_state(base, reads, tiny_models, tmp_path, run_cli):
+def test_sigterm_stops_cleanly_and_leaves_a_resumable_state(one_worker_run, reads_600, tiny_models, tmp_path, run_cli):
     out = tmp_path / "term"
-    proc = start_run(predict_cmd(reads, out, tiny_models, "--workers", "2", faults={"unit_delay": 0.3}), env_with())
+    proc = start_run(predict_cmd(reads_600, out, tiny_models, "--workers", "2", faults={"unit_delay": 0.3}), env_with())
     wait_for_units(out, proc, 2)
     proc.send_signal(signal.SIGTERM)
     try:
@@ -326,9 +314,9 @@ def test_sigterm_stops_cleanly_and_leaves_a_resumable_state(base, reads, tiny_mo
     assert not rd.claimed(), f"claims left after a clean stop: {rd.claimed()}"
     assert not list(rd.units.glob(".*")), "temp files left in the checkpoint directory"
     before = rd.done_units()
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *FAST, "--resume", "--workers", "1")
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST, "--resume", "--workers", "1")
     assert res.code == 0, str(res)
-    assert_same_outputs(base, out)
+    assert_same_outputs(one_worker_run, out)
     ran = {e["unit"] for e in last_run(out) if e["event"] == "unit_done"}
     assert ran == set(range(n_units(out))) - before
 
@@ -342,10 +330,10 @@ def test_sigterm_stops_cleanly_and_leaves_a_resumable_state(base, reads, tiny_mo
     ("older-plan", "work-plan version"),
     (["--save-embeddings"], "--save-embeddings"),   # units done without their features
 ])
-def test_a_mismatched_resume_is_refused(base, reads, tiny_models, tmp_path, run_cli, change, words):
+def test_a_mismatched_resume_is_refused(one_worker_run, reads_600, tiny_models, tmp_path, run_cli, change, words):
     out = tmp_path / "copy"
-    shutil.copytree(base, out)
-    inp = reads
+    shutil.copytree(one_worker_run, out)
+    inp = reads_600
     if change == "older-plan":   # checkpoints of a release that cut units another way
         manifest = RunDir(out).read_manifest()
         del manifest["plan_version"]
@@ -353,7 +341,7 @@ def test_a_mismatched_resume_is_refused(base, reads, tiny_models, tmp_path, run_
         change = []
     if change == "other-input":
         inp = tmp_path / "other.fa"
-        inp.write_text(reads.read_text().replace("A", "C", 5))
+        inp.write_text(reads_600.read_text().replace("A", "C", 5))
         change = []
     args = [a.replace("{models}", str(tiny_models)) for a in change]
     fast = list(FAST)
@@ -363,17 +351,18 @@ def test_a_mismatched_resume_is_refused(base, reads, tiny_models, tmp_path, run_
     res = run_cli("predict", inp, "-o", out, "--models", tiny_models, *fast, *args, "--resume")
     assert res.code == 2, str(res)
     assert "--resume refused" in res.err and words in res.err, res.err
-    assert (out / "prediction_results.txt").read_bytes() == (base / "prediction_results.txt").read_bytes()
+    assert (out / "prediction_results.txt").read_bytes() == (one_worker_run / "prediction_results.txt").read_bytes()
 
 
-def test_out_of_memory_halves_the_batch_and_retries(reads, tiny_models, tmp_path, run_cli):
+def test_out_of_memory_halves_the_batch_and_retries(reads_600, tiny_models, tmp_path, run_cli):
     """fp32 so that re-packed batches give the same numbers up to rounding (fp16 would not)."""
     fp32 = [*FAST, "--precision", "fp32"]
     ref = tmp_path / "ref"
-    assert run_cli("predict", reads, "-o", ref, "--models", tiny_models, *fp32).code == 0
+    assert run_cli("predict", reads_600, "-o", ref, "--models", tiny_models, *fp32).code == 0
     assert not [e for e in last_run(ref) if e["event"] == "oom"], "an out-of-memory retry without a fault"
     out = tmp_path / "oom"
-    res = run_cli("predict", reads, "-o", out, "--models", tiny_models, *fp32, faults=FaultPlan(fake_oom_tokens=600))
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *fp32,
+                  faults=FaultPlan(fake_oom_tokens=600))
     assert res.code == 0, str(res)
     ev = last_run(out)
     ooms = [e for e in ev if e["event"] == "oom"]
@@ -387,16 +376,16 @@ def test_out_of_memory_halves_the_batch_and_retries(reads, tiny_models, tmp_path
     assert (a.Prediction == b.Prediction).all()
 
 
-def test_torchrun_ranks_share_the_work_through_the_run_directory(base, reads, tiny_models, tmp_path):
+def test_torchrun_ranks_share_the_work_through_the_run_directory(one_worker_run, reads_600, tiny_models, tmp_path):
     """Two ranks as torchrun starts them (RANK/WORLD_SIZE/LOCAL_RANK), coordinating only by files."""
     out = tmp_path / "ranks"
-    procs = [start_run(predict_cmd(reads, out, tiny_models),
+    procs = [start_run(predict_cmd(reads_600, out, tiny_models),
                        env_with(RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), TORCHELASTIC_RUN_ID="t1"))
              for r in (0, 1)]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-    assert_same_outputs(base, out)
+    assert_same_outputs(one_worker_run, out)
     events = read_telemetry(out / "virnucpro.log") + read_telemetry(out / "virnucpro.rank1.log")
     done = [e for e in events if e["event"] == "unit_done"]
     assert sorted(e["unit"] for e in done) == list(range(n_units(out))), "every unit exactly once over the ranks"
@@ -419,3 +408,24 @@ def test_a_stale_claim_is_taken_over(tmp_path):
     os.utime(rd.claim_path(0), (old, old))
     assert wait_for_claimable(rd, plans, plans.n_units, threading.Event(), stale_s=30) is True
     assert set(rd.claimed()) == {1}, "the stale claim should be gone, the fresh one kept"
+
+
+def test_resume_of_checkpoints_made_before_the_engine_configuration_was_recorded(one_worker_run, reads_600,
+                                                                                  tiny_models, tmp_path, run_cli):
+    """A run directory made by a virnucpro older than EngineConfig has no ``engine_config`` in its
+    manifest: the ESM-2 kernels, GELU and DNABERT-S compile it ran with are unknowable, so --resume
+    is refused in one line that says so and names --force, never as "a different configuration"."""
+    out = tmp_path / "old"
+    shutil.copytree(one_worker_run, out)
+    manifest = RunDir(out).read_manifest()
+    del manifest["engine_config"]
+    RunDir(out).write_manifest(manifest)
+    res = run_cli("predict", reads_600, "-o", out, "--models", tiny_models, *FAST, "--resume")
+    assert res.code == 2, str(res)
+    lines = [line for line in res.err_lines() if "SYNTHETIC" not in line]
+    assert len(lines) == 1, str(res)
+    assert lines[0].startswith(f"virnucpro: error: --resume refused: the checkpoints in {out / RUN_DIRNAME} were "
+                               f"made by an older virnucpro ({manifest['virnucpro_version']}) that did not record "
+                               "its engine configuration"), lines[0]
+    assert "cannot be matched" in lines[0] and "--force" in lines[0] and "different" not in lines[0], lines[0]
+    assert (out / "prediction_results.txt").read_bytes() == (one_worker_run / "prediction_results.txt").read_bytes()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from run_helpers import env_with
 from virnucpro.errors import InputError
 from virnucpro.io import fasta
 from virnucpro.io.fasta import RecordStream, read_fasta
@@ -166,11 +167,9 @@ def test_gzip_fastq_on_stdin_predicts_as_the_fasta_file(tmp_path, tiny_models, r
     fa = _write(tmp_path / "r.fa", reads_text(6, "fasta", seq))
     args = ["--models", str(tiny_models), "--device", "cpu", "--no-progress", "--engine", "fast"]
     assert run_cli("predict", fa, "-o", tmp_path / "file", *args).code == 0
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
     fq = gzip.compress(reads_text(6, "fastq", seq).encode())
     proc = subprocess.run([sys.executable, "-m", "virnucpro", "predict", "-", "-o", str(tmp_path / "stdin"), *args],
-                          input=fq, capture_output=True, timeout=300, env=env)
+                          input=fq, capture_output=True, timeout=300, env=env_with())
     assert proc.returncode == 0, proc.stderr.decode()
     for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "read_summary.tsv"):
         assert (tmp_path / "stdin" / name).read_bytes() == (tmp_path / "file" / name).read_bytes(), name

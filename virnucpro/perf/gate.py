@@ -66,7 +66,7 @@ _SCHEMA: dict[str, set[str]] = {
     "gpu_utilisation": {"min_pct", "tolerance_pct", "max_disagreement_pct"},
     "packing_efficiency": {"min_efficiency", "tolerance", "max_disagreement"},
     "scaling": {"min_efficiency"},
-    "speedup_vs_reference": {"min_ratio", "basis", "note"},
+    "speedup_vs_reference": {"min_ratio", "basis", "note", "rounds"},
     "speedup_vs_v1": {"min_ratio", "v1_wall_s", "v1_gpus", "v1_reads", "note"},
     "correctness": {"min_frame_agreement", "min_consensus_agreement", "max_mean_abs_diff",
                     "min_share_within_001", "max_abs_diff", "borderline_distance",
@@ -188,6 +188,10 @@ def load_profile(path: str | Path) -> Profile:
                             "or subsample_reads")
         if sr.get("basis", "wall") not in ("wall", "cpu"):
             raise GateError(f"{path}: [speedup_vs_reference] basis must be 'wall' or 'cpu'")
+        rounds = sr.get("rounds", 1)
+        if not isinstance(rounds, int) or rounds < 1 or (rounds > 1 and not ref.get("side_by_side")):
+            raise GateError(f"{path}: [speedup_vs_reference] rounds must be a whole number >= 1, and above 1 "
+                            "only with [reference] side_by_side = true")
     for p in data["run"].get("precisions", []):
         if p not in PRECISIONS:
             raise GateError(f"{path}: [run] precisions: {p!r} is not one of {', '.join(PRECISIONS)}")

@@ -120,6 +120,15 @@ class RunDir:
         """Refuse to resume from checkpoints made from anything else: InputError naming the differences."""
         if manifest is None:
             raise InputError(f"--resume: no checkpoint to resume from in {self.root} (run without --resume)")
+        # A key the manifest lacks was not recorded by the virnucpro that made it (engine_config before
+        # EngineConfig existed, plan_version before work plans were versioned): what the checkpoints were
+        # computed with is unknowable, so they are refused as such, never as "a different" setting.
+        unrecorded = [words for k, words in keys.items() if k in expected and k not in manifest]
+        if unrecorded:
+            raise InputError(f"--resume refused: the checkpoints in {self.root} were made by an older virnucpro "
+                             f"({manifest.get('virnucpro_version') or 'version unknown'}) that did not record its "
+                             f"{', '.join(unrecorded)}, so they cannot be matched to this run's settings. "
+                             "Rerun with --force instead of --resume to start over.")
         diffs = [f"{words} (checkpoint: {_short(manifest.get(k))}; now: {_short(expected.get(k))})"
                  for k, words in keys.items() if k in expected and manifest.get(k) != expected[k]]
         if diffs:
