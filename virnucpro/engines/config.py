@@ -6,9 +6,11 @@ function): two engines in one process never share a choice. ``to_json()`` goes i
 ``identity()`` (the fields that change the numbers) into the resume identity of the run directory:
 checkpoints made with another setting are refused.
 
-Users set ``precision``, ``esm_kernels`` (``--no-compile``: eager) and ``gpu_memory_gib`` with
-options of ``virnucpro predict``; the experiment switches below come from environment variables,
-read in one place only (``virnucpro.cli.engine_config_from_env``):
+Users set ``precision``, ``esm_kernels`` (``--no-compile``: eager), ``gpu_memory_gib``,
+``loader_workers`` and ``loader_prefetch`` with options of ``virnucpro predict``; what they leave
+open (None, or ``auto`` precision) a tuned file for the GPU may fill (``virnucpro tune``,
+``virnucpro.options.apply_tuned``), and ``resolved`` settles the rest. The experiment switches below
+come from environment variables, read in one place only (``virnucpro.cli.engine_config_from_env``):
 
     VIRNUCPRO_ESM_GELU=exact|tanh-epilogue   ESM-2's GELU in fp16/bf16 on a GPU (default tanh-epilogue)
     VIRNUCPRO_DNABERT_COMPILE=0|1            DNABERT-S's layers through torch.compile (default 0)

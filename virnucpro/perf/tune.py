@@ -558,6 +558,10 @@ def write_plot(path: Path, result: dict) -> str | None:
     fig, axes = plt.subplots(1, len(steps), figsize=(3.2 * len(steps), 3.2), squeeze=False)
     for ax, s in zip(axes[0], steps):
         rows = [r for r in result["rows"] if r["step"] == s]
+        if s == "precision":   # beside the default precision's run at the same settings (measured at the end)
+            same = {k: result["chosen"][k] for k in Point.__dataclass_fields__ if k != "precision"}
+            rows = [r for r in result["rows"] if r["step"] == "end" and r["precision"] == result["reference"]["precision"]
+                    and all(r[k] == v for k, v in same.items())][-1:] + rows
         xs = list(range(len(rows)))
         med = [r["tokens_per_s_median"] for r in rows]
         lo = [m - min(r["tokens_per_s"]) for m, r in zip(med, rows)]
@@ -627,7 +631,9 @@ def register(subparsers) -> None:
 
 
 def cmd_tune(args) -> int:
-    cuda_like = args.device != "cpu"
+    from virnucpro.options import resolve_device
+    args.device = resolve_device(args.device)
+    cuda_like = args.device.startswith("cuda")
     if args.reads is None:
         args.reads = 300 if args.quick else 20000
     if args.repeats is None:
