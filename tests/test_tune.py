@@ -91,15 +91,20 @@ def test_a_step_keeps_its_value_inside_the_noise_and_never_picks_an_oom_point():
     base = Point(8192, 262144, 2, 4, "fp16")
 
     def m(budget, tok_s, oom=0):
+        runs = tok_s if isinstance(tok_s, list) else [tok_s]
         return Measured("token_budget", Point(budget, 262144, 2, 4, "fp16"),
-                        [{"tokens_per_s": tok_s, "wall_s": 1.0, "io_wait_s": 0.0, "oom_retries": oom,
-                          "peak_gpu_mem_gib": None}])
+                        [{"tokens_per_s": t, "wall_s": 1.0, "io_wait_s": 0.0, "oom_retries": oom,
+                          "peak_gpu_mem_gib": None} for t in runs])
     win, why = tune._pick([m(4096, 990.0), m(8192, 1000.0), m(16384, 1005.0)], base, 0.01)
     assert win.point == base and "within" in why, (win.point, why)
     win, _ = tune._pick([m(8192, 1000.0), m(16384, 1050.0)], base, 0.01)
     assert win.point.token_budget == 16384
     win, _ = tune._pick([m(8192, 1000.0), m(16384, 2000.0, oom=1)], base, 0.01)
     assert win.point == base, "a point that ran out of memory is never chosen"
+    win, why = tune._pick([m(8192, [1000.0, 1000.0, 1000.0]), m(16384, [700.0, 1100.0, 1300.0])], base, 0.01)
+    assert win.point == base and "noise" in why, "a better median whose slowest repeat is no faster: noise"
+    win, _ = tune._pick([m(8192, [1000.0, 1010.0, 990.0]), m(16384, [1040.0, 1050.0, 1060.0])], base, 0.01)
+    assert win.point.token_budget == 16384
 
 
 def test_the_device_key_names_model_and_memory():

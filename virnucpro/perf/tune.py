@@ -28,8 +28,9 @@ How noise is handled:
     alternating with the chosen point; every figure is also given as a ratio against the
     reference's median, and the drift between the start and the end is reported (a warning above
     3%: the GPU or the host was not steady, rerun on an idle machine).
-  - A step keeps its current value unless another beats it by more than --min-gain (default 1%):
-    a difference inside the noise is no reason to leave the default.
+  - A step keeps its current value unless another beats it by more than --min-gain (default 1%)
+    and by more than the noise (even the other's slowest repeat is faster than the current value's
+    median): a difference inside the noise is no reason to leave the default.
   - A point whose batches ran out of GPU memory (the engine re-packs them at half the budget) is
     reported as ``oom`` and never chosen.
 
@@ -226,7 +227,8 @@ def _budget_grid(default: int, most: int, fractions) -> list[int]:
 
 def _pick(ms: list[Measured], incumbent: Point, min_gain: float) -> tuple[Measured, str]:
     """The step's winner: the best median among points that did not run out of memory, if it beats
-    the incumbent's by more than ``min_gain``; else the incumbent. (winner, reason)."""
+    the incumbent by more than ``min_gain`` and by more than the noise (even its slowest repeat is
+    faster than the incumbent's median); else the incumbent. (winner, reason)."""
     inc = next(m for m in ms if m.point == incumbent)
     ok = [m for m in ms if not m.oom]
     if not ok:
@@ -234,9 +236,14 @@ def _pick(ms: list[Measured], incumbent: Point, min_gain: float) -> tuple[Measur
     best = max(ok, key=lambda m: m.median)
     if best is inc:
         return inc, "best"
-    if inc.oom or best.median > inc.median * (1 + min_gain):
-        return best, f"{best.median / inc.median - 1:+.1%} over the current value" if inc.median else "best"
-    return inc, f"kept: the best ({best.median / inc.median - 1:+.1%}) is within --min-gain {min_gain:.0%}"
+    if inc.oom or not inc.median:
+        return best, "best (the current value ran out of memory)"
+    gain = best.median / inc.median - 1
+    if gain <= min_gain:
+        return inc, f"kept: the best ({gain:+.1%}) is within --min-gain {min_gain:.0%}"
+    if min(r["tokens_per_s"] for r in best.runs) <= inc.median:
+        return inc, f"kept: the best ({gain:+.1%}) is within the noise (its slowest repeat is not faster)"
+    return best, f"{gain:+.1%} over the current value"
 
 
 def run_tune(args) -> dict:
@@ -333,17 +340,17 @@ def run_tune(args) -> dict:
             fraction = min(1.0, args.min_point_seconds / t_point)
             while repeats > 1 and estimate(fraction * t_point, repeats) > left:
                 repeats -= 1
-        if fraction < 1.0:
-            work.shorten(fraction)
-            sweep.run_once(reference)   # the shorter workload's plans warmed too
     per_point = t_point * fraction
+    if fraction < 1.0:   # the shorter workload once more: its plans warmed, and a warm engine's time
+        work.shorten(fraction)
+        per_point = sweep.run_once(reference)["wall_s"]
     est = estimate(per_point, repeats)
     say(f"estimated sweep: {n_points} points x {repeats} repeat(s) x ~{per_point:.1f} s"
         f"{f' + ~{reloads:.0f} s loading other precisions' if reloads else ''} = ~{est:.0f} s "
         f"(--max-seconds {args.max_seconds:.0f}: {left:.0f} s left); workload {work.n_reads:,} reads, "
         f"{work.esm_tokens:,} ESM-2 tokens a point" + (" (shortened to fit)" if fraction < 1.0 else ""))
     if est > left:
-        say(f"warning: the estimate exceeds --max-seconds; steps that would overrun it are skipped")
+        say("warning: the estimate exceeds --max-seconds; steps that would overrun it are skipped")
 
     # 0. the reference at the start
     start = sweep.measure("reference-start", [reference], repeats)[0]
