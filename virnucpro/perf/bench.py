@@ -116,7 +116,8 @@ def run_bench(args) -> dict:
     # below compare steady-state engines (their one-time costs are reported apart)
     full = run(workload, "fast", "fast")
     result["fast"] = _pick(full)
-    result["tuned"] = json.loads((out / "fast" / "run.json").read_text()).get("tuned")   # what filled the settings
+    run_json = out / "fast" / "run.json"   # which tuned file filled the settings, if any
+    result["tuned"] = json.loads(run_json.read_text()).get("tuned") if run_json.is_file() else None
     result["projection_1m_reads_s"] = projection_1m_s(full)
     if args.reference_reads:
         sub = out / "subsample.fa"
