@@ -12,8 +12,9 @@ chose, and the step's current value is measured again beside the others):
   2. DNABERT-S batch budget (nucleotides per batch, batch size x longest): 64 Ki .. 512 Ki.
   3. Input-loader processes, then 4. their prefetch (batches each keeps ready). They matter only
      where the GPU waits for input (io_wait), which depends on the host's CPUs.
-  5. Precision, among those listed with --precisions. Precision changes labels (bf16 measured
-     ~99.1% label agreement against fp16's >= 99.9%), so it is measured and reported, but chosen
+  5. Precision, among those listed with --precisions (default fp16, bf16, and fp8 on GPUs with FP8
+     tensor cores). Precision changes labels (bf16 measured ~99.1% label agreement against fp16's
+     >= 99.9%; fp8 is opt-in until its fidelity holds), so it is measured and reported, but chosen
      only with --allow-precision-change (or set with --precision): never switched silently.
 
 How noise is handled:
@@ -280,7 +281,7 @@ def run_tune(args) -> dict:
     config = config.resolved("cuda" if cuda else "cpu")
     default_precision = EngineConfig().resolved("cuda" if cuda else "cpu").precision
     base_precision = config.precision   # --precision P, else the device's default
-    precisions = _precisions(args, cuda, base_precision)
+    precisions = _precisions(args, device, base_precision)
     if args.allow_precision_change and len(precisions) < 2:
         raise InputError("--allow-precision-change needs --precisions with two or more precisions")
     models = layout.resolve(args.models, args.chunk_length, args.esm, args.dnabert, None, fingerprint=False)
@@ -473,16 +474,21 @@ def run_tune(args) -> dict:
     return result
 
 
-def _precisions(args, cuda: bool, base: str) -> list[str]:
-    """The precisions measured: --precisions, else the device's default and (on a GPU) bf16, with
-    the run's own precision first."""
+def _precisions(args, device: str, base: str) -> list[str]:
+    """The precisions measured: --precisions, else the device's default and (on a GPU) bf16, and
+    fp8 where the GPU has FP8 tensor cores; the run's own precision first."""
+    from virnucpro.engines.config import PRECISIONS
+    from virnucpro.models.esm2_fp8 import supported
+    fp8_problem = supported(device) if "fp8" in PRECISIONS else "no fp8 path"
     if args.precisions:
         listed = [p.strip() for p in args.precisions.split(",") if p.strip()]
-        bad = [p for p in listed if p not in ("fp16", "bf16", "fp32")]
+        bad = [p for p in listed if p not in PRECISIONS]
         if bad or not listed:
-            raise InputError(f"--precisions {args.precisions!r}: a comma-separated list of fp16, bf16, fp32")
+            raise InputError(f"--precisions {args.precisions!r}: a comma-separated list of {', '.join(PRECISIONS)}")
+        if "fp8" in listed + [base] and fp8_problem:
+            raise InputError(fp8_problem)
     else:
-        listed = ["fp16", "bf16"] if cuda else ["fp32"]
+        listed = (["fp16", "bf16"] + ([] if fp8_problem else ["fp8"])) if device.startswith("cuda") else ["fp32"]
     return [base] + [p for p in dict.fromkeys(listed) if p != base]
 
 
@@ -610,11 +616,12 @@ def register(subparsers) -> None:
     p.add_argument("--gpu-memory-gib", type=float, default=None,
                    help="behave as a GPU with this much memory (e.g. 24: an RTX 4090 rehearsed on an H100): the "
                    "budgets are sized and allocations capped so, and the tuned file is keyed by this size")
-    p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default=None,
+    p.add_argument("--precision", choices=("fp16", "bf16", "fp32", "fp8"), default=None,
                    help="sweep at this precision and record it in the tuned file (default: the device's, fp16 on a "
                    "GPU; the tuned file then leaves predict's default alone)")
     p.add_argument("--precisions", default=None, metavar="LIST",
-                   help="precisions measured in the last step (default: fp16,bf16 on a GPU, fp32 on a CPU)")
+                   help="precisions measured in the last step (default: fp16,bf16 on a GPU, and fp8 where it has FP8 "
+                   "tensor cores; fp32 on a CPU)")
     p.add_argument("--allow-precision-change", action="store_true",
                    help="let the last step choose another precision than the default (it changes labels: bf16 "
                    "measured ~99.1%% label agreement); without it the others are only reported")
