@@ -66,6 +66,13 @@ def _reset_virnucpro_logging():
     reset_virnucpro_logging()
 
 
+@pytest.fixture(autouse=True)
+def _no_user_tuned_files(tmp_path_factory, monkeypatch):
+    """predict takes defaults from the tuned files `virnucpro tune` writes into the user's config
+    directory: tests see an empty one (a test that wants tuned files sets XDG_CONFIG_HOME itself)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "empty-xdg-config"))
+
+
 @pytest.fixture(scope="session")
 def synthetic_reads(tmp_path_factory) -> Callable[[int, int], Path]:
     """``synthetic_reads(n, seed)``: a FASTA of n simulated reads (real genomes), written once per session."""

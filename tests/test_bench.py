@@ -14,6 +14,7 @@ def test_bench_runs_both_engines_side_by_side_and_projects(tiny_models, tmp_path
     b = json.loads((out / "bench.json").read_text())
     fast = b["fast"]
     assert fast["reads"] == 1000 and fast["engine"] == "fast"
+    assert b["tuned"]["used"] is False and "no tuned file" in b["tuned"]["reason"], b["tuned"]
     assert 0 < fast["packing_efficiency"] <= 1.0
     load = fast["stages"]["load_models"]
     expected = project_wall_s(fast["wall_s"], load, fast["reads"])

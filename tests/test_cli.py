@@ -484,7 +484,7 @@ def test_truncated_esm_checkpoint_is_a_model_error(tmp_path, tiny_models, small_
 
 OUTPUT_OPTION = {  # every command that writes: its -o, one convention (file or prefix: --output; directory: --outdir)
     ("predict",): "--outdir", ("classify",): "--outdir", ("models", "synth"): "--outdir",
-    ("models", "download"): "--outdir", ("bench",): "--outdir", ("baseline", "make"): "--outdir",
+    ("models", "download"): "--outdir", ("bench",): "--outdir", ("tune",): "--outdir", ("baseline", "make"): "--outdir",
     ("baseline", "import"): "--outdir",
     ("chunk",): "--output", ("translate",): "--output", ("reads", "synth"): "--output",
 }

@@ -74,7 +74,10 @@ def test_run_json_holds_the_config_and_resume_refuses_another(tiny_models, tmp_p
     monkeypatch.delenv("VIRNUCPRO_ESM_GELU", raising=False)
     res = run_cli(*cmd)
     assert res.code == 0, str(res)
-    assert json.loads((out / "run.json").read_text())["engine_config"] == EngineConfig(precision="fp32").to_json()
+    # run.json holds the settings the run used: the loader's, which no option gave, resolved too
+    assert json.loads((out / "run.json").read_text())["engine_config"] == \
+        EngineConfig(precision="fp32").resolved("cpu").to_json() == \
+        EngineConfig(precision="fp32", loader_workers=2, loader_prefetch=4).to_json()
     before = (out / "prediction_results.txt").read_bytes()
 
     res = run_cli(*cmd, "--resume", "--no-compile")

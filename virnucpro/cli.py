@@ -39,7 +39,8 @@ Quick start:
 """
 
 # Sub-commands that live in their own modules: each exposes register(subparsers).
-PLUGIN_MODULES = ("virnucpro.workloads.cli", "virnucpro.perf.compare", "virnucpro.perf.baseline", "virnucpro.perf.bench")
+PLUGIN_MODULES = ("virnucpro.workloads.cli", "virnucpro.perf.compare", "virnucpro.perf.baseline", "virnucpro.perf.bench",
+                  "virnucpro.perf.tune")
 
 
 # Output options, one convention (README "Using it"): -o/--output for a file or a path prefix,
@@ -150,7 +151,20 @@ def _add_predict(sub) -> None:
                    "virnucpro.io.outputs.load_embeddings(OUTDIR) reads them back in prediction order")
     p.add_argument("--block-frames", type=int, default=20000, help="reference engine: frames embedded per block")
     p.add_argument("--token-budget", type=int, default=None,
-                   help="fast engine: ESM-2 tokens per packed batch (default: sized from free GPU memory, <= 65536)")
+                   help="fast engine: ESM-2 tokens per packed batch (default: this GPU's tuned file, else sized "
+                   "from free GPU memory, <= 65536)")
+    p.add_argument("--dna-budget", type=int, default=None, metavar="NT",
+                   help="fast engine: nucleotides per DNABERT-S batch, batch size x longest (default: this GPU's "
+                   "tuned file, else 262144)")
+    p.add_argument("--loader-workers", type=int, default=None, metavar="N",
+                   help="fast engine: input-loader processes tokenising ahead of the GPU (default: this GPU's "
+                   "tuned file, else 2; at most N-1 under -t N)")
+    p.add_argument("--loader-prefetch", type=int, default=None, metavar="K",
+                   help="fast engine: batches each loader process keeps ready (default: this GPU's tuned file, else 4)")
+    p.add_argument("--no-tuned", dest="use_tuned", action="store_false",
+                   help="fast engine: ignore the tuned file `virnucpro tune` wrote for this GPU (in "
+                   "~/.config/virnucpro/tuned/ or $XDG_CONFIG_HOME/virnucpro/tuned/); without this flag its "
+                   "values fill every option above not given, and run.json records the file and what it set")
     p.add_argument("--gpu-memory-gib", type=float, default=None,
                    help="fast engine: behave as if the GPU had this much memory (e.g. 24 for an RTX 4090): "
                    "sizes the token budget and caps each worker's GPU allocations")
@@ -181,23 +195,14 @@ def cmd_predict(args) -> int:
         progress=sys.stderr.isatty() if args.progress is None else args.progress, verbose=args.verbose,
         gpus=args.gpus, workers=args.workers, resume=args.resume, batches_per_unit=args.batches_per_unit,
         skip_failing_units=args.skip_failing_units, save_embeddings=args.save_embeddings, faults=args.faults,
-        token_budget=args.token_budget, segment_reads=args.segment_reads, force=args.force, threads=args.threads)
+        token_budget=args.token_budget, dna_budget=args.dna_budget, use_tuned=args.use_tuned,
+        segment_reads=args.segment_reads, force=args.force, threads=args.threads)
     summary = predict(opts)
     if "wall_s" not in summary:  # a torchrun rank other than 0: rank 0 merges and writes the outputs
         print(f"rank {summary.get('rank')}: work units checkpointed in {summary.get('outdir')}; rank 0 writes the outputs")
         return 0
     print_summary(summary)
     return 0
-
-
-def loader_workers(threads: int | None) -> int | None:
-    """The fast engine's input-loader processes under ``-t/--threads N``: at most N-1 (its default
-    is 2); None without -t (the engine's default)."""
-    if threads is None:
-        return None
-    if threads < 1:
-        raise InputError(f"-t/--threads must be >= 1, not {threads}")
-    return min(2, threads - 1)
 
 
 def _add_prep_args(p: argparse.ArgumentParser) -> None:
@@ -567,7 +572,7 @@ ENGINE_ENV = {
 
 def engine_config_from_env(args, environ=None):
     """The fast engine's EngineConfig from a command's options (--precision, --no-compile,
-    --gpu-memory-gib, --loader-workers where it has them) and the ENGINE_ENV switches of ``environ``
+    --gpu-memory-gib, --loader-workers, --loader-prefetch where it has them) and the ENGINE_ENV switches of ``environ``
     (default: this process's environment)."""
     from virnucpro.engines.config import GELU_CHOICES, EngineConfig, ProfileSpec
     env = os.environ if environ is None else environ
@@ -578,10 +583,9 @@ def engine_config_from_env(args, environ=None):
     if dna_compile not in ("0", "1"):
         raise InputError(f"VIRNUCPRO_DNABERT_COMPILE={dna_compile!r}: 1 (compile) or 0 (the default)")
     profile = env.get("VIRNUCPRO_TORCH_PROFILE", "")
-    workers = getattr(args, "loader_workers", None)
-    if workers is None:
-        workers = loader_workers(getattr(args, "threads", None))   # -t N: at most N-1 loader processes
-    extra = {"loader_workers": workers} if workers is not None else {}
+    # the loader's processes and prefetch as given (else a tuned file's or the defaults: -t N caps
+    # the processes at N-1 once they are settled, virnucpro.options.choose_engine)
+    extra = {k: getattr(args, k) for k in ("loader_workers", "loader_prefetch") if getattr(args, k, None) is not None}
     # no --precision: "auto", settled by the device (fp16 on a GPU, fp32 on a CPU: pipeline.choose_engine)
     return EngineConfig(precision=args.precision or "auto", esm_kernels="eager" if getattr(args, "no_compile", False) else "auto",
                         gelu=gelu, dnabert_compile=dna_compile == "1", gpu_memory_gib=getattr(args, "gpu_memory_gib", None),

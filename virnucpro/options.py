@@ -6,12 +6,13 @@ embed while the input is still read, and whether the output directory may be use
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from virnucpro.engines.config import EngineConfig
+from virnucpro.engines.config import AUTO, EngineConfig
 from virnucpro.errors import InputError
 from virnucpro.io import paths
 from virnucpro.io.paths import Paths
@@ -40,6 +41,9 @@ class PredictOptions:
     verbose: bool = False
     engine_config: EngineConfig = field(default_factory=EngineConfig)   # fast engine only
     token_budget: int | None = None  # fast engine: ESM-2 tokens per batch (default: from free GPU memory)
+    dna_budget: int | None = None    # fast engine: nucleotides per DNABERT-S batch (default planner.DNA_NT_BUDGET)
+    use_tuned: bool = True           # fast engine: this device's tuned file fills what was not given (--no-tuned)
+    tuned: dict | None = None        # what the tuned file gave (``apply_tuned``; run.json's "tuned")
     segment_reads: int | None = None  # fast engine: reads per planning segment (default planner.SEGMENT_READS)
     gpus: str | None = None         # fast engine: all | N | 0,2,... (default: all visible on CUDA)
     workers: int | None = None      # worker processes in all (default one per GPU; 1 on a CPU)
@@ -94,8 +98,9 @@ def check_gpus(gpus: str | None, device: str) -> None:
 
 
 def choose_engine(opts: PredictOptions, device: str, esm_bytes: int | None = None) -> tuple[str, PredictOptions]:
-    """The engine (``auto`` is the fast one) and the options with the precision and, for the fast
-    engine on a CPU, the batches per unit settled (they are part of a checkpoint's identity)."""
+    """The engine (``auto`` is the fast one) and the options with the engine's settings resolved
+    (precision, loader; under -t N at most N-1 loader processes) and, for the fast engine on a CPU,
+    the batches per unit settled (they are part of a checkpoint's identity)."""
     engine_name = "fast" if opts.engine == "auto" else opts.engine
     if engine_name not in ("fast", "reference"):
         raise InputError(f"unknown engine {opts.engine!r}; choose auto, fast or reference")
@@ -103,7 +108,12 @@ def choose_engine(opts: PredictOptions, device: str, esm_bytes: int | None = Non
     if engine_name == "fast" and opts.engine_config.precision == "fp8" and not cuda:
         from virnucpro.models.esm2_fp8 import supported
         raise InputError(supported("cpu"))
-    changes: dict[str, Any] = {"engine_config": opts.engine_config.resolved("cuda" if cuda else "cpu")}
+    config = opts.engine_config.resolved("cuda" if cuda else "cpu")
+    if opts.threads is not None:   # -t N: at most N-1 input-loader processes
+        if opts.threads < 1:
+            raise InputError(f"-t/--threads must be >= 1, not {opts.threads}")
+        config = config.replace(loader_workers=min(config.loader_workers, opts.threads - 1))
+    changes: dict[str, Any] = {"engine_config": config}
     small = esm_bytes is not None and esm_bytes < CPU_SMALL_UNIT_BYTES
     if engine_name == "fast" and not cuda and opts.batches_per_unit is None and not small:
         changes["batches_per_unit"] = CPU_BATCHES_PER_UNIT
@@ -166,3 +176,83 @@ def streams_input(opts: PredictOptions, engine_name: str, rank: Rank | None) -> 
     out = Path(opts.outdir)
     return (engine_name == "fast" and rank is None and not opts.resume
             and (not out.exists() or (out.is_dir() and not any(out.iterdir()))))
+
+
+# -- tuned files (virnucpro tune) ---------------------------------------------------------------------
+
+def tuned_dir(environ=None) -> Path:
+    """Where tuned files live: ``$XDG_CONFIG_HOME/virnucpro/tuned``, else ``~/.config/virnucpro/tuned``
+    (the XDG base-directory rule: a relative XDG_CONFIG_HOME is ignored)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".config"
+    return root / "virnucpro" / "tuned"
+
+
+def apply_tuned(opts: PredictOptions, device: str, engine_name: str, rank: Rank | None = None) -> PredictOptions:
+    """The options with what the present device's tuned file (``virnucpro.engines.tuned``) holds
+    filled into what the command line left open, and ``opts.tuned`` saying what happened (run.json).
+
+    An option given always wins (``explicit``). A tuned file for another GPU model or memory size is
+    never read (its name differs) nor used (its ``key`` is checked); a damaged one is warned about in
+    one line and the defaults are used. The budgets are left to the checkpoints on ``--resume`` and
+    to rank 0 on other torchrun ranks (they are part of the plan every worker must share), and the
+    token budget to the free-memory rule when workers share a GPU (the file's was measured for one).
+    The fast engine only: the reference engine has no such settings."""
+    if engine_name != "fast":
+        return replace(opts, tuned=None)
+    if not opts.use_tuned:
+        return replace(opts, tuned={"used": False, "reason": "--no-tuned"})
+    from virnucpro.engines.tuned import VALUE_FIELDS, device_key, find_tuned, tuned_path
+    key = device_key(device, opts.engine_config.gpu_memory_gib)
+    directory = tuned_dir()
+    path = tuned_path(directory, key)
+    found, problem = find_tuned(directory, key)
+    if problem is not None:
+        log.warning("tuned file %s ignored: %s; the defaults are used (rerun `virnucpro tune`, or remove the file)",
+                    path, problem)
+        return replace(opts, tuned={"used": False, "path": str(path), "reason": problem})
+    if found is None:
+        return replace(opts, tuned={"used": False, "path": str(path), "reason": f"no tuned file for {key.describe()}"})
+    cfg = opts.engine_config
+    given = {"token_budget": opts.token_budget, "dna_budget": opts.dna_budget, "loader_workers": cfg.loader_workers,
+             "loader_prefetch": cfg.loader_prefetch, "precision": None if cfg.precision == AUTO else cfg.precision}
+    applied: dict = {}
+    explicit: dict = {}
+    skipped: dict = {}
+    for name in VALUE_FIELDS:
+        value = found.values[name]
+        if value is None:   # precision the sweep was not allowed to choose: the device's default stays
+            continue
+        if given[name] is not None:
+            explicit[name] = given[name]
+        elif name in ("token_budget", "dna_budget") and opts.resume:
+            skipped[name] = "--resume: the checkpoints' budget"
+        elif name in ("token_budget", "dna_budget") and rank is not None and rank.rank != 0:
+            skipped[name] = "a torchrun rank takes rank 0's budget"
+        elif name == "token_budget" and _sharing(opts, device) > 1:
+            skipped[name] = "workers share a GPU: sized from its free memory"
+        else:
+            applied[name] = value
+    engine_fields = {k: applied[k] for k in ("loader_workers", "loader_prefetch", "precision") if k in applied}
+    out = replace(opts, token_budget=applied.get("token_budget", opts.token_budget),
+                  dna_budget=applied.get("dna_budget", opts.dna_budget),
+                  engine_config=cfg.replace(**engine_fields) if engine_fields else cfg)
+    log.info("tuned file %s (sha256 %s): %s%s", path, found.sha256[:16],
+             ", ".join(f"{k} {v}" for k, v in applied.items()) or "nothing applied",
+             f"; given on the command line: {', '.join(explicit)}" if explicit else "")
+    return replace(out, tuned={"used": True, "path": str(path), "sha256": found.sha256, "key": key.to_json(),
+                               "values": found.values, "applied": applied, "explicit": explicit, "skipped": skipped,
+                               "date": found.data.get("date")})
+
+
+def _sharing(opts: PredictOptions, device: str) -> int:
+    """Workers per GPU of this run (1 on a CPU or for a bad --gpus, which is refused later)."""
+    if not device.startswith("cuda"):
+        return 1
+    from virnucpro.run.devices import parse_devices
+    try:
+        devices = parse_devices(opts.gpus, opts.workers, device)
+    except InputError:
+        return 1
+    return max(devices.count(d) for d in devices)

@@ -48,8 +48,8 @@ from virnucpro.io.paths import Paths
 from virnucpro.run.devices import Rank, parse_devices, rank_env
 from virnucpro.run.result import Scored, scaling_line
 from virnucpro.prep.frames import chunk_and_translate
-from virnucpro.options import (PredictOptions, check_gpus, choose_engine, cpu_threads, refuse_earlier_run,
-                               resolve_device, streams_input)
+from virnucpro.options import (PredictOptions, apply_tuned, check_gpus, choose_engine, cpu_threads,
+                               refuse_earlier_run, resolve_device, streams_input)
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,9 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
                             fingerprint=False)
     device = resolve_device(opts.device)
     check_gpus(opts.gpus, device)
-    engine_name, opts = choose_engine(opts, device, layout.esm_weights_path(models.esm).stat().st_size)
     rank = rank_env()
+    opts = apply_tuned(opts, device, "fast" if opts.engine in ("auto", "fast") else opts.engine, rank)
+    engine_name, opts = choose_engine(opts, device, layout.esm_weights_path(models.esm).stat().st_size)
     if rank is not None and is_stream(opts.input):   # every rank reads the input by itself
         raise InputError(f"input {opts.input}: under torchrun every rank reads the input, so it must be a "
                          "file, not standard input, a pipe or a FIFO")
@@ -238,7 +239,8 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
              n_workers=len(devices), devices=devices, resume=opts.resume,
              rank=[setup.rank.rank, setup.rank.world, setup.rank.local] if setup.rank else None,
              synthetic=bool(synthetic), models=models.describe(), input=str(opts.input), setup_t=setup.times,
-             streaming_input=streaming, host=socket.gethostname(), python=sys.version.split()[0])
+             streaming_input=streaming, host=socket.gethostname(), python=sys.version.split()[0],
+             tuned=opts.tuned)
 
     if engine_name == "fast":   # (it clears an earlier run's embeddings parts with its checkpoints)
         from virnucpro.run.fast import score_fast
@@ -312,6 +314,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
     manifest = {"virnucpro_version": __version__, "command": sys.argv, "options": _options(opts),
                 "engine": engine_name, "precision": summary["precision"],
                 "engine_config": opts.engine_config.to_json() if engine_name == "fast" else None,
+                "tuned": opts.tuned,   # the tuned file that filled settings, or why none did
                 "chunk_length": opts.chunk_length,
                 "chunking": opts.chunking, "models": models.describe(), "synthetic": synthetic,
                 "classifier": {**clf_info, "chunk_length_mismatch": clf_info.get("chunk_length") not in
@@ -396,6 +399,7 @@ def _options(opts: PredictOptions) -> dict:
     d = asdict(opts)
     if d["faults"] is None:
         del d["faults"]
+    del d["tuned"]   # run.json's own "tuned"
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 

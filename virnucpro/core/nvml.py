@@ -95,6 +95,18 @@ def gpu_name(cuda_index: int) -> str | None:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
+def gpu_total_memory(cuda_index: int) -> int | None:
+    """The memory of ``cuda:<cuda_index>`` in bytes as NVML tells it, or None (as ``gpu_name``)."""
+    with nvml_session() as nv:
+        if nv is None:
+            return None
+        try:
+            handle = nvml_handle(nv, cuda_index)
+            return None if handle is None else int(nv.nvmlDeviceGetMemoryInfo(handle).total)
+        except Exception:   # noqa: BLE001 - an NVML error: the caller asks CUDA
+            return None
+
+
 def gpu_count() -> int | None:
     """GPUs NVML sees on this machine (CUDA_VISIBLE_DEVICES not applied), None without NVML."""
     with nvml_session() as nv:

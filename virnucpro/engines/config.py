@@ -6,9 +6,11 @@ function): two engines in one process never share a choice. ``to_json()`` goes i
 ``identity()`` (the fields that change the numbers) into the resume identity of the run directory:
 checkpoints made with another setting are refused.
 
-Users set ``precision``, ``esm_kernels`` (``--no-compile``: eager) and ``gpu_memory_gib`` with
-options of ``virnucpro predict``; the experiment switches below come from environment variables,
-read in one place only (``virnucpro.cli.engine_config_from_env``):
+Users set ``precision``, ``esm_kernels`` (``--no-compile``: eager), ``gpu_memory_gib``,
+``loader_workers`` and ``loader_prefetch`` with options of ``virnucpro predict``; what they leave
+open (None, or ``auto`` precision) a tuned file for the GPU may fill (``virnucpro tune``,
+``virnucpro.options.apply_tuned``), and ``resolved`` settles the rest. The experiment switches below
+come from environment variables, read in one place only (``virnucpro.cli.engine_config_from_env``):
 
     VIRNUCPRO_ESM_GELU=exact|tanh-epilogue   ESM-2's GELU in fp16/bf16 on a GPU (default tanh-epilogue)
     VIRNUCPRO_DNABERT_COMPILE=0|1            DNABERT-S's layers through torch.compile (default 0)
@@ -29,6 +31,10 @@ AUTO = "auto"   # no --precision given: fp16 on a GPU, fp32 on a CPU (``resolved
 KERNEL_CHOICES = ("auto", "eager")
 GELU_CHOICES = ("exact", "tanh-epilogue")
 PROFILE_FIRST, PROFILE_COUNT = 20, 30   # two or three unit boundaries
+# The input loader without a tuned file or an option: two processes were enough to keep an H200 fed
+# (io_wait ~0 in the gate), four batches ahead each (PyTorch's own default is two).
+DEFAULT_LOADER_WORKERS = 2
+DEFAULT_LOADER_PREFETCH = 4
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,11 @@ class EngineConfig:
     # DNABERT-S 11% faster but 1-3 s more start-up per process (docs/benchmarks.md#exp-dnabert-compile)
     dnabert_compile: bool = False
     gpu_memory_gib: float | None = None  # behave as a GPU of this size: token budget and allocation cap
-    loader_workers: int = 2              # DataLoader processes tokenising ahead of the GPU loop
+    # DataLoader processes tokenising ahead of the GPU loop, and batches each keeps ready (its
+    # prefetch factor). None: not given, settled by ``resolved`` (a tuned file may fill them first,
+    # virnucpro.engines.tuned); neither changes a computed number.
+    loader_workers: int | None = None
+    loader_prefetch: int | None = None
     profile: ProfileSpec | None = None   # diagnostics only: never in a timed run
 
     # The fields that change the computed numbers: they must match for --resume.
@@ -78,16 +88,24 @@ class EngineConfig:
                                      ("GELU", self.gelu, GELU_CHOICES)):
             if value not in choices:
                 raise InputError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-        if self.loader_workers < 0:
+        if self.loader_workers is not None and self.loader_workers < 0:
             raise InputError(f"loader workers must be >= 0, not {self.loader_workers}")
+        if self.loader_prefetch is not None and self.loader_prefetch < 1:
+            raise InputError(f"loader prefetch must be >= 1, not {self.loader_prefetch}")
 
     def resolved(self, device_type: str) -> "EngineConfig":
-        """``auto`` precision settled for a device: fp16 on a GPU (bf16 measured only ~99.1% label
-        agreement, docs/benchmarks.md#exp-bf16), fp32 on a CPU (fp16 there is slower and less exact;
-        fp32 scores are within 1e-5 of the reference engine's)."""
-        if self.precision != AUTO:
-            return self
-        return self.replace(precision="fp16" if device_type == "cuda" else "fp32")
+        """What was not given settled for a device: ``auto`` precision is fp16 on a GPU (bf16
+        measured only ~99.1% label agreement, docs/benchmarks.md#exp-bf16), fp32 on a CPU (fp16
+        there is slower and less exact; fp32 scores are within 1e-5 of the reference engine's); the
+        loader runs DEFAULT_LOADER_WORKERS processes keeping DEFAULT_LOADER_PREFETCH batches each."""
+        changes: dict = {}
+        if self.precision == AUTO:
+            changes["precision"] = "fp16" if device_type == "cuda" else "fp32"
+        if self.loader_workers is None:
+            changes["loader_workers"] = DEFAULT_LOADER_WORKERS
+        if self.loader_prefetch is None:
+            changes["loader_prefetch"] = DEFAULT_LOADER_PREFETCH
+        return self.replace(**changes) if changes else self
 
     def replace(self, **changes) -> "EngineConfig":
         return dataclasses.replace(self, **changes)

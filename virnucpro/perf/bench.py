@@ -102,6 +102,7 @@ def run_bench(args) -> dict:
         opts = PredictOptions(input=inp, outdir=out / sub, chunk_length=args.chunk_length, models=str(models),
                               engine=engine, device=device, engine_config=config, progress=args.progress,
                               token_budget=args.token_budget if engine == "fast" else None,
+                              use_tuned=getattr(args, "use_tuned", True),   # as predict: this GPU's tuned file
                               force=True)   # bench's own directories: a rerun replaces them
         return predict(opts)
 
@@ -115,6 +116,8 @@ def run_bench(args) -> dict:
     # below compare steady-state engines (their one-time costs are reported apart)
     full = run(workload, "fast", "fast")
     result["fast"] = _pick(full)
+    run_json = out / "fast" / "run.json"   # which tuned file filled the settings, if any
+    result["tuned"] = json.loads(run_json.read_text()).get("tuned") if run_json.is_file() else None
     result["projection_1m_reads_s"] = projection_1m_s(full)
     if args.reference_reads:
         sub = out / "subsample.fa"
@@ -179,6 +182,9 @@ def register(subparsers) -> None:
                    help="size the budget as if the GPU had this memory (default: its real memory)")
     p.add_argument("--loader-workers", type=int, default=None,
                    help="the fast engine's input-loader processes (default: the engine's, 2)")
+    p.add_argument("--no-tuned", dest="use_tuned", action="store_false",
+                   help="ignore this GPU's tuned file (virnucpro tune), as predict --no-tuned; bench.json records "
+                   "which file and values the runs used")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     g = p.add_argument_group("projection to GPUs not at hand (--project runs nothing)")
     g.add_argument("--project", action="store_true",

@@ -43,7 +43,8 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     rd = RunDir(opts.outdir)
     settings = executor.settings
     from virnucpro.plan.planner import DNA_NT_BUDGET, PLAN_VERSION
-    dna_batches, dna_budget = "nucleotides", DNA_NT_BUDGET
+    # DNABERT-S batches: --dna-budget (or a tuned file's), else on --resume the checkpoints', else the default
+    dna_batches, dna_budget = "nucleotides", opts.dna_budget or DNA_NT_BUDGET
     identity = {"input": None, "models": models.fingerprints, "engine": "fast",
                 "precision": opts.precision, "chunk_length": opts.chunk_length, "chunking": opts.chunking,
                 "duplicate_ids": opts.duplicate_ids, "batches_per_unit": settings.batches_per_unit,
@@ -57,6 +58,8 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     else:
         manifest = rd.read_manifest() if opts.resume else None
     resuming = manifest is not None
+    if resuming and not opts.dna_budget and manifest.get("dna_budget"):
+        identity["dna_budget"] = dna_budget = manifest["dna_budget"]
     if opts.resume and manifest is None and executor.leads:
         log.warning("--resume: %s holds no checkpoint (the earlier run stopped before recording one); "
                     "starting afresh", opts.outdir)

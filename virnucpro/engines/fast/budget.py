@@ -16,6 +16,7 @@ from virnucpro.models.layout import esm_weights_path
 # Measured on an H200 (docs/benchmarks.md#h200-memory): peak bytes of activations per packed ESM-2 3B token.
 ESM_BYTES_PER_TOKEN = {2560: 120_000}
 DEFAULT_MAX_BUDGET = 65536
+CPU_BUDGET = 16384
 CUDA_CONTEXT_BYTES = 600 * 2**20   # what a process's CUDA context takes of the GPU (H200, torch 2.11)
 
 
@@ -24,10 +25,20 @@ def default_token_budget(device: str, esm_path, dnabert_weights_bytes: int = 0, 
     """The token budget a fresh GPU can afford, decided before any model is loaded so that every
     worker of a run (and a resumed run) uses the same plan: free memory (split between ``sharing``
     workers on the GPU) minus the weights (from the checkpoint's size) minus a reserve, over the
-    measured bytes per token; capped at 65,536."""
+    measured bytes per token; capped at 65,536 (16,384 on a CPU)."""
+    if torch.device(device).type != "cuda":
+        return CPU_BUDGET
+    return min(DEFAULT_MAX_BUDGET, memory_token_budget(device, esm_path, dnabert_weights_bytes, precision,
+                                                       gpu_memory_gib, embed_dim, sharing))
+
+
+def memory_token_budget(device: str, esm_path, dnabert_weights_bytes: int = 0, precision: str = "fp16",
+                        gpu_memory_gib: float | None = None, embed_dim: int = 2560, sharing: int = 1) -> int:
+    """``default_token_budget`` without its cap: the most tokens the memory rule allows (``virnucpro
+    tune`` sweeps up to it), a multiple of 1,024 and at least 2,048."""
     dev = torch.device(device)
     if dev.type != "cuda":
-        return 16384
+        return CPU_BUDGET
     free = free_gpu_memory(dev)
     if gpu_memory_gib is not None:
         free = min(free, int(gpu_memory_gib * 2**30))
@@ -37,7 +48,7 @@ def default_token_budget(device: str, esm_path, dnabert_weights_bytes: int = 0, 
     per_token = ESM_BYTES_PER_TOKEN.get(embed_dim, 48 * embed_dim)
     reserve = 2 * 2**30  # CUDA context, allocator slack, DNABERT-S activations
     budget = int((free - weights - reserve) / per_token)
-    return max(2048, min(DEFAULT_MAX_BUDGET, budget)) // 1024 * 1024
+    return max(2048, budget) // 1024 * 1024
 
 
 def free_gpu_memory(dev: torch.device) -> int:

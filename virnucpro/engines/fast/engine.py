@@ -102,7 +102,8 @@ class FastEngine:
             self.dna.layer_fn = compile_dynamic(dnabert.layer_forward)
         phases["setup_wait"], t = time.perf_counter() - t, time.perf_counter()
         self.load_s = time.perf_counter() - t0
-        self.loader_workers = config.loader_workers
+        self.loader_workers = config.loader_workers     # (resolved: never None here)
+        self.loader_prefetch = config.loader_prefetch
         self.batches_per_unit = batches_per_unit
         self.keep_features = keep_features
         self.peak_tflops = (matmul_peak_tflops(self.device) if measure_peak and self.device.type == "cuda" else None)

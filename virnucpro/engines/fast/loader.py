@@ -109,14 +109,15 @@ class UnitSampler(Sampler):
             yield from range(int(self.first[u]), int(self.first[u] + self.count[u]))
 
 
-def batches(prep, source: Iterable[int], tokenizer, alphabet, workers: int, pin: bool) -> Iterator:
+def batches(prep, source: Iterable[int], tokenizer, alphabet, workers: int, pin: bool, prefetch: int = 4) -> Iterator:
     """The batches of the units ``source`` yields, in order: from ``workers`` loader processes
-    (none for a one-item plan), pinned when ``pin`` (a CUDA device)."""
+    (none for a one-item plan), each keeping ``prefetch`` batches ready, pinned when ``pin`` (a CUDA
+    device)."""
     workers = workers if len(prep.items) > 1 else 0
     return iter(DataLoader(BatchItems(prep.items, prep.nuc, prep.prot, tokenizer, alphabet),
                            batch_size=1, sampler=UnitSampler(source, prep.first, prep.count),
                            num_workers=workers, collate_fn=_collate, pin_memory=pin,
-                           prefetch_factor=4 if workers else None, persistent_workers=False,
+                           prefetch_factor=prefetch if workers else None, persistent_workers=False,
                            worker_init_fn=partial(_loader_worker_init, parent=os.getpid()) if workers else None))
 
 

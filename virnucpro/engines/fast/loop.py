@@ -88,7 +88,8 @@ class GpuLoop:
 
     def _batches(self, prep, source):
         eng = self.engine
-        return batches(prep, source, eng.tokenizer, eng.alphabet, eng.loader_workers, pin=self.cuda)
+        return batches(prep, source, eng.tokenizer, eng.alphabet, eng.loader_workers, pin=self.cuda,
+                       prefetch=eng.loader_prefetch)
 
     def run(self, source: Iterable[int]) -> dict:
         """The units of ``source`` (and of what ``more`` adds), in order; returns the totals once
