@@ -124,7 +124,9 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
         # (what it reads ahead of its planning waits in an unnamed file in OUTDIR), so that its memory
         # does not grow with the input; the reference engine and --save-embeddings keep every record
         keep = engine_name != "fast" or opts.save_embeddings
+        from virnucpro.plan.planner import SEGMENT_READS
         records = RecordStream(opts.input, opts.duplicate_ids, keep=keep,
+                               window=int(opts.segment_reads or SEGMENT_READS),
                                spool_dir=outdir if outdir.is_dir() else None,
                                **(_reading_pause(executor) if streaming else {}))
         models.fingerprints = layout.fingerprints(models)   # for the manifest; the loading does not need them

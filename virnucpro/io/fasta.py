@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 # What a damaged (often gzip) file raises while being read.
 _READ_ERRORS = (gzip.BadGzipFile, EOFError, OSError, zlib.error)
 
-_BLOCK_CHARS = 1 << 24   # text parsed per block (16 Mi characters): bounded memory for any file size
+_BLOCK_CHARS = 1 << 22   # text parsed per block (4 Mi characters): bounded memory for any file size (a
+                         # block's text, lines and records are ~4x its size while parsed)
 
 
 def iter_fasta(path: str | Path) -> Iterator[Record]:

@@ -49,6 +49,9 @@ CARRY_FILL = 0.97
 # tokens, but on an H200 the token counting cost more than the padding it saved:
 # docs/benchmarks.md#exp-dna-batches-tokens.)
 DNA_NT_BUDGET = 262144
+# Chunks translated at a time within a segment: the six-frame translation's per-codon arrays are
+# ~2.7 KB per chunk while they live (~180 MiB for a whole segment at once); the frames are the same.
+TRANSLATE_CHUNKS = 16384
 
 
 def interleave(esm: list, dna: list) -> list:
@@ -417,7 +420,8 @@ def produce(records, chunk_length: int, chunking: str, builder: PlanBuilder, chu
                     return
             if stop is not None and stop.is_set():
                 return
-            ch, fr = chunk_and_translate(part, chunk_length, chunking, read_offset=a, chunk_offset=n_chunks)
+            ch, fr = chunk_and_translate(part, chunk_length, chunking, batch=TRANSLATE_CHUNKS, read_offset=a,
+                                         chunk_offset=n_chunks)
             if on_segment is not None:
                 on_segment(a, n_chunks, part, ch, fr)
             if chunks is not None:
