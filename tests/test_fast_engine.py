@@ -149,9 +149,9 @@ def test_engine_hands_on_units_in_order_each_before_the_next_starts(cpu_engine):
     for u in range(1, n_units):
         assert log.index(("done", u - 1)) < log.index(("start", u)), f"unit {u} started before unit {u - 1} was handed on"
     batches = [e for e in tel.events if e["event"] == "batch"]
-    assert len(batches) == len(prep.items), f"{len(batches)} batch events for {len(prep.items)} batches"
+    assert len(batches) == prep.n_items, f"{len(batches)} batch events for {prep.n_items} batches"
     assert totals["units"] == n_units and totals["frames"] == len(nuc)
-    assert totals["esm_tokens"] == int(prep.esm_len.sum())
+    assert totals["esm_tokens"] == sum(len(p) + 2 for p in prot) == prep.esm_tokens
 
 
 def test_engine_goes_on_with_units_planned_during_the_pass(cpu_engine):
@@ -201,7 +201,7 @@ def test_a_profile_window_traces_the_chosen_batches(cpu_engine, tmp_path, monkey
     nuc, prot = random_frames(2, 80)
     plans = PlanBuilder(512, 2, 2048)
     plans.add_seqs(nuc, prot, last=True)
-    assert len(plans.prep.items) >= 4, "the test needs a few batches"
+    assert plans.prep.n_items >= 4, "the test needs a few batches"
     args = argparse.Namespace(precision="fp32")
     config = engine_config_from_env(args, {"VIRNUCPRO_TORCH_PROFILE": f"{tmp_path}/trace.json:2:2"})
     assert (config.profile.first, config.profile.count) == (2, 2)
@@ -244,7 +244,7 @@ def test_every_dnabert_batch_runs_under_the_engines_attention_backends(cpu_engin
     plans.add_seqs(nuc, prot, last=True)
     prep = plans.prep
     eng.run(prep, clf, Telemetry(), iter(range(len(prep.plan.units))), lambda *a: None)
-    n_dna = sum(1 for item in prep.items if item[1] == "dna")
+    n_dna = sum(1 for u in range(plans.n_units) for kind, _ in prep.unit(u).items if kind == "dna")
     assert entered == ["cpu"] * n_dna, f"expected {n_dna} DNABERT-S batches under sdpa_backends('cpu'), saw {entered}"
 
 
@@ -263,7 +263,7 @@ def test_loader_batches_are_pinned_by_the_dataloaders_pinning(monkeypatch):
         return self.clone()
     monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
     t = lambda *v: torch.tensor(v)   # noqa: E731
-    for batch in (DnaBatch(3, t(1, 2), t(5, 6), t(2, 2), t(0, 1)), EsmBatch(4, t(1), t(0, 5, 2), t(0, 3), t(0, 1, 2), 3)):
+    for batch in (DnaBatch(3, t(1, 2), t(5, 6), t(2, 2), t(0, 1)), EsmBatch(4, t(1), t(0, 5, 2), t(0, 3), t(0, 1, 2), 3, t(7, 9))):
         tensors = {k: v for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}
         got = pin_memory(batch)
         assert type(got) is type(batch) and got.unit == batch.unit and got.kind == batch.kind

@@ -190,7 +190,7 @@ def test_stream_raises_what_the_end_of_the_file_earns(tmp_path, block_chars, tai
 def test_expected_reads_scales_by_the_share_of_the_file_read(tmp_path):
     from virnucpro.io.fasta import RecordStream
     s = RecordStream(write(tmp_path, "e.fa", ">a\nAC\n"), background=False)
-    s._done, s.records, s.fraction = False, s.records * 10, 0.25   # as if a quarter was read
+    s._done, s.n_read, s.fraction = False, 10, 0.25   # as if a quarter was read
     assert s.expected_reads() == 40
 
 

@@ -26,15 +26,19 @@ def test_every_frame_is_planned_exactly_once(seg):
     b = build(frames, seg)
     assert b.complete
     p = b.prep
-    got = np.sort(np.concatenate([u.frames for u in p.plan.units]))
+    got = np.sort(np.concatenate([p.unit(u.index).frames for u in p.plan.units]))
     assert np.array_equal(got, np.arange(len(frames))), "a frame is missing or planned twice"
-    for u in p.plan.units:   # the loader items of a unit cover its frames, for each model
-        items = p.items[p.first[u.index]:p.first[u.index] + p.count[u.index]]
+    for u in p.plan.units:   # the loader items of a unit cover its rows, for each model
+        data = p.unit(u.index)
+        assert len(data.items) == p.count[u.index] and len(data.frames) == u.n_frames == p.unit_frames[u.index]
         for kind in ("dna", "esm"):
-            cov = np.sort(np.concatenate([i[2] for i in items if i[1] == kind]))
-            assert np.array_equal(cov, np.sort(u.frames)), f"unit {u.index}: {kind} items != its frames"
-        assert all(i[0] == u.index for i in items)
-    assert all(p.esm_len[bt].sum() <= 2048 for u in p.plan.units for bt in u.esm_batches)
+            cov = np.sort(np.concatenate([r for k, r in data.items if k == kind]))
+            assert np.array_equal(cov, np.arange(u.n_frames)), f"unit {u.index}: {kind} items != its frames"
+        assert [p.item(int(p.first[u.index]) + j)[0] for j in range(len(data.items))] == [u.index] * len(data.items)
+        assert data.prot == [frames[f][3] for f in data.frames.tolist()]
+        assert data.nuc == [frames[f][2] for f in data.frames.tolist()]
+        esm = [sum(len(data.prot[j]) + 2 for j in r) for k, r in data.items if k == "esm"]
+        assert all(t <= 2048 for t in esm) and sum(esm) == p.unit_tokens[u.index]
 
 
 def test_segments_pack_as_tightly_as_one_pass():
@@ -49,13 +53,36 @@ def test_one_segment_is_the_one_pass_plan():
     frames = frames_of(500, seed=3)
     a = PlanBuilder.of(frames, 2048, 3, 4096).prep
     b = build(frames, 10_000).prep
-    assert [u.frames.tolist() for u in a.plan.units] == [u.frames.tolist() for u in b.plan.units]
+    assert unit_frames(a) == unit_frames(b)
+
+
+def unit_frames(prep):
+    return [prep.unit(u.index).frames.tolist() for u in prep.plan.units]
 
 
 def test_the_plan_is_deterministic():
     frames = frames_of(2000, seed=4)
     x, y = build(frames, 123).prep, build(frames, 123).prep
-    assert [u.frames.tolist() for u in x.plan.units] == [u.frames.tolist() for u in y.plan.units]
+    assert unit_frames(x) == unit_frames(y)
+
+
+def test_the_plan_on_disk_is_the_plan_in_memory(tmp_path):
+    """A run keeps its units on disk as they are planned (nothing per frame in memory): the same
+    units, batches and sequences as a plan kept in memory."""
+    from virnucpro.plan.planner import UnitStore
+    frames = frames_of(2500, seed=7)
+    mem = build(frames, 300).prep
+    b = PlanBuilder(2048, 3, dna_budget=4096, store=UnitStore(tmp_path / "plan"))
+    for a in range(0, len(frames), 300):
+        b.add(frames[a:a + 300], last=a + 300 >= len(frames))
+    disk = b.prep
+    assert len(list((tmp_path / "plan").glob("unit_*.pkl"))) == b.n_units == len(mem.plan.units)
+    assert unit_frames(disk) == unit_frames(mem)
+    for u in range(b.n_units):
+        x, y = mem.unit(u), disk.unit(u)
+        assert [(k, r.tolist()) for k, r in x.items] == [(k, r.tolist()) for k, r in y.items]
+        assert (x.nuc, x.prot) == (y.nuc, y.prot)
+    assert b.open.g.size == 0 and not b.open.nuc, "a complete plan keeps no frame open"
 
 
 def test_snapshot_and_wait_see_a_growing_plan():
@@ -81,8 +108,9 @@ def test_the_default_dnabert_budget_is_production_s():
     frames = frames_of(600, seed=8)
     default, production = PlanBuilder.of(frames, 2048, 3), PlanBuilder.of(frames, 2048, 3, DNA_NT_BUDGET)
     assert default.dna_budget == DNA_NT_BUDGET, f"default DNABERT-S budget {default.dna_budget}"
-    assert [(i[0], i[1], i[2].tolist()) for i in default.prep.items] == \
-        [(i[0], i[1], i[2].tolist()) for i in production.prep.items]
+    items = [[(k, r.tolist()) for k, r in p.prep.unit(u).items] for p in (default, production)
+             for u in range(p.n_units)]
+    assert items[:default.n_units] == items[default.n_units:]
 
 
 def test_a_failed_producer_reaches_the_consumers():
@@ -98,7 +126,7 @@ def test_the_plan_ends_in_single_batch_units(n_frames):
     imbalance by one batch -- also when the last segment brings fewer batches than that (measured on
     two H200s: docs/benchmarks.md, the gate on 1 and 2 GPUs, 600,000 reads)."""
     p = build(frames_of(n_frames, seed=6), 700, bpu=4).prep
-    sizes = [len(u.esm_batches) for u in p.plan.units]
+    sizes = [u.n_batches for u in p.plan.units]
     assert sizes[-8:] == [1] * 8, f"the last 8 units should be of one batch each; last unit sizes {sizes[-12:]}"
     assert max(sizes) == 4 and sizes.count(1) == 8, f"unit sizes {sizes}"
 
@@ -107,60 +135,13 @@ def test_plan_units_partition_the_batches():
     rng = np.random.default_rng(9)
     lengths = rng.integers(20, 170, size=5000)        # ESM-2 tokens incl. BOS/EOS
     frames = [(f"f{i}", i, "ACG", "M" * int(L - 2)) for i, L in enumerate(lengths)]
-    plan = PlanBuilder.of(frames, 4096, batches_per_unit=3).prep.plan
-    assert sum(len(u.esm_batches) for u in plan.units) == plan.n_batches
-    assert all(len(u.esm_batches) <= 3 for u in plan.units)
-    got = np.concatenate([u.frames for u in plan.units])
+    b = PlanBuilder.of(frames, 4096, batches_per_unit=3)
+    plan = b.prep.plan
+    assert sum(u.n_batches for u in plan.units) == plan.n_batches
+    assert all(u.n_batches <= 3 for u in plan.units)
+    got = np.concatenate([b.prep.unit(u.index).frames for u in plan.units])
     assert sorted(got.tolist()) == list(range(5000))
     assert [u.index for u in plan.units] == list(range(len(plan.units)))
-
-
-def fake_token_counts(seqs):
-    """A stand-in tokenizer: token counts that do not follow nucleotide length."""
-    return np.array([8 + (sum(map(ord, s[:7])) * 7919) % 61 for s in seqs], dtype=np.int64)
-
-
-def test_dnabert_batches_follow_token_counts_within_the_budget():
-    frames = frames_of(2000, seed=4)
-    b = PlanBuilder(2048, 3, dna_budget=3000, dna_lengths=fake_token_counts)
-    b.add(frames, last=True)
-    toks = fake_token_counts([f[2] for f in frames])
-    p = b.prep
-    for u in p.plan.units:
-        items = [i for i in p.items[p.first[u.index]:p.first[u.index] + p.count[u.index]] if i[1] == "dna"]
-        for _, _, idx in items:
-            assert len(idx) * toks[idx].max() <= 3000, "a DNABERT-S batch exceeds its padded-token budget"
-        # sorted by token count: the batches' ranges do not interleave
-        ranges = sorted((toks[idx].min(), toks[idx].max()) for _, _, idx in items)
-        assert all(a[1] <= b_[0] for a, b_ in zip(ranges, ranges[1:])), f"unit {u.index}: {ranges}"
-
-
-def test_published_token_counts_give_the_same_plan():
-    """Workers plan from the counts the coordinator publishes with each segment: the same plan as
-    counting them themselves."""
-    frames = frames_of(1500, seed=5)
-    own = PlanBuilder(2048, 3, dna_budget=3000, dna_lengths=fake_token_counts)
-    given = PlanBuilder(2048, 3, dna_budget=3000)
-    for a in range(0, len(frames), 400):
-        seg = frames[a:a + 400]
-        nuc, prot, last = [f[2] for f in seg], [f[3] for f in seg], a + 400 >= len(frames)
-        own.add_seqs(nuc, prot, last)
-        given.add_seqs(nuc, prot, last, dna_len=fake_token_counts(nuc))
-    assert [(i[0], i[1], i[2].tolist()) for i in own.prep.items] == \
-        [(i[0], i[1], i[2].tolist()) for i in given.prep.items]
-
-
-def test_token_counts_of_the_wrong_length_are_refused():
-    b = PlanBuilder(2048, 3, dna_budget=3000)
-    with pytest.raises(ValueError, match="2 DNABERT-S lengths for 3 sequences"):
-        b.add_seqs(["ACGT"] * 3, ["M"] * 3, True, dna_len=np.array([5, 6]))
-
-
-def test_token_counter_counts_as_the_loader_tokenises(tiny_models):
-    from virnucpro.models.dnabert import load_dna_tokenizer, token_counter
-    seqs = ["ACGTACGGTTAACG" * k for k in (1, 5, 21)] + ["N" * 40]
-    want = [len(e.ids) for e in load_dna_tokenizer(tiny_models / "DNABERT-S").encode_batch(seqs)]
-    assert token_counter(tiny_models / "DNABERT-S")(seqs).tolist() == want
 
 
 @pytest.mark.parametrize("seg", [1, 3, 7, 50])
@@ -205,7 +186,7 @@ def test_a_unit_alternates_esm_and_dnabert_batches_esm_first():
     frames = frames_of(3000, seed=4)
     p = build(frames, 10_000).prep
     for u in p.plan.units:
-        kinds = [i[1] for i in p.items[p.first[u.index]:p.first[u.index] + p.count[u.index]]]
+        kinds = [k for k, _ in p.unit(u.index).items]
         n_esm, n_dna = kinds.count("esm"), kinds.count("dna")
         want = (["esm", "dna"] * min(n_esm, n_dna) + ["esm"] * (n_esm - n_dna) + ["dna"] * (n_dna - n_esm))
         assert kinds == want, f"unit {u.index}: batches in the order {kinds}, expected {want}"

@@ -46,14 +46,13 @@ def test_spooled_rows_are_the_whole_input_rows(tmp_path, reads, monkeypatch, see
     skipped = {1, 4} if skip else set()
     rd = RunDir(tmp_path / "run")
     rd.reset()
-    plans = SimpleNamespace(n_units=0, prep=SimpleNamespace(plan=SimpleNamespace(units=[])))
+    plans = SimpleNamespace(n_units=0, unit_frames=lambda u: units[u])
     spool = SpooledRows.fresh(rd, plans)
     n_chunks = 0
     for a, part, _ in segments(reads, 60):
         ch, fr = chunk_and_translate(part, 300, "original", read_offset=a, chunk_offset=n_chunks)
         spool.add_segment(a, n_chunks, part, ch, fr)
         n_chunks += len(ch)
-    plans.prep.plan.units = [SimpleNamespace(frames=u) for u in units]
     plans.n_units = len(units)
     for k in rng.permutation(len(units)).tolist():   # units finish in any order
         if k in skipped:
@@ -82,8 +81,7 @@ def test_spooled_rows_are_the_whole_input_rows(tmp_path, reads, monkeypatch, see
 def test_a_segment_without_scores_for_all_its_frames_is_refused(tmp_path, reads):
     rd = RunDir(tmp_path / "run")
     rd.reset()
-    plans = SimpleNamespace(n_units=0, prep=SimpleNamespace(plan=SimpleNamespace(units=[])))
-    spool = SpooledRows.fresh(rd, plans)
+    spool = SpooledRows.fresh(rd, SimpleNamespace(n_units=0))
     chunks, frames = chunk_and_translate(reads[:20], 300, "original")
     spool.add_segment(0, 0, reads[:20], chunks, frames)
     from virnucpro.errors import VirnucproError

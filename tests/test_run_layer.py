@@ -117,19 +117,26 @@ def test_run_settings_take_the_scaling_options_out_of_the_engine_options():
                                        "batches_per_unit": 2}
 
 
-def test_workers_plan_from_the_published_segments_in_order(tmp_path):
+def test_workers_follow_the_published_plan_unit_for_unit(tmp_path):
+    """A worker process follows the coordinator's plan (its unit store and per-segment index) instead
+    of planning again: the same units, batches and sequences, complete once the last is in."""
+    from virnucpro.plan.planner import PlanBuilder, UnitStore, follow
+    rng = np.random.default_rng(0)
+    nuc = ["ACG" * int(k) for k in rng.integers(10, 60, 300)]
+    prot = ["M" * (len(s) // 3) for s in nuc]
     rd = RunDir(tmp_path)
     rd.reset()
-    rd.save_segment(1, ["CCC"], ["P"], True, np.array([3]))
-    rd.save_segment(0, ["AAA", "GGG"], ["M", "K"], False)
-    got = []
-
-    class Plans:
-        def add_seqs(self, nuc, prot, last, dna_len):
-            got.append((nuc, prot, last, None if dna_len is None else dna_len.tolist()))
-
-        def fail(self, exc):
-            raise AssertionError(f"follow_segments failed: {exc!r}")
-
-    rd.follow_segments(Plans(), threading.Event())
-    assert got == [(["AAA", "GGG"], ["M", "K"], False, None), (["CCC"], ["P"], True, [3])]
+    coord = PlanBuilder(512, 2, 2048, UnitStore(rd.plan_dir()), publish=True)
+    for a in range(0, 300, 70):
+        coord.add_seqs(nuc[a:a + 70], prot[a:a + 70], last=a + 70 >= 300)
+    worker = PlanBuilder(512, 2, 2048, UnitStore(rd.plan_dir(), fresh=False))
+    follow(worker, threading.Event())
+    assert worker.complete and worker.n_units == coord.n_units > 2
+    a, b = coord.prep, worker.prep
+    assert a.n_items == b.n_items and a.unit_tokens.tolist() == b.unit_tokens.tolist()
+    for u in range(a.plan.units.__len__()):
+        x, y = a.unit(u), b.unit(u)
+        assert x.frames.tolist() == y.frames.tolist() and x.nuc == y.nuc and x.prot == y.prot
+        assert [(k, r.tolist()) for k, r in x.items] == [(k, r.tolist()) for k, r in y.items]
+    rd.remove_plans()
+    assert not rd.plan_dir().exists()

@@ -50,7 +50,7 @@ class StubEngine:
                     break
                 if on_unit_start is not None:
                     on_unit_start(u)
-                frames = prep.plan.units[u].frames
+                frames = prep.unit(u).frames if hasattr(prep, "unit") else prep.plan.units[u].frames   # (an old tree)
                 a = ((frames * 0.6180339887) % 1.0).astype(np.float32)
                 scores = np.stack([a, 1 - a], axis=1)
                 totals["units"] += 1

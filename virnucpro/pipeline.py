@@ -125,7 +125,14 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
             executor = choose_executor(opts, models, devices, rank)
             executor.start_early(time.time() - (time.perf_counter() - t_start))
         early_t = time.perf_counter() - t_start
-        records = RecordStream(opts.input, opts.duplicate_ids,   # read in a thread from now on
+        # read in a thread from now on; a fast run takes the reads segment by segment and keeps none
+        # (what it reads ahead of its planning waits in an unnamed file in OUTDIR), so that its memory
+        # does not grow with the input; the reference engine and --save-embeddings keep every record
+        keep = engine_name != "fast" or opts.save_embeddings
+        from virnucpro.plan.planner import SEGMENT_READS
+        records = RecordStream(opts.input, opts.duplicate_ids, keep=keep,
+                               window=int(opts.segment_reads or SEGMENT_READS),
+                               spool_dir=outdir if outdir.is_dir() else None,
                                **(_reading_pause(executor) if streaming else {}))
         models.fingerprints = layout.fingerprints(models)   # for the manifest; the loading does not need them
         clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
@@ -250,8 +257,10 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
     else:   # (an earlier run's embeddings stay until this run's output set replaces them)
         scored = _score_reference(opts, stream.result(), models, clf, device, tel)
     n_frames = scored.n_frames
-    records = stream.result()
-    tel.emit("stage", stage="read_input", wall_s=round(stream.read_s or 0.0, 4), items=len(records), overlapped=True)
+    records = stream.result()   # None for a fast run: its reads are in the spooled rows
+    n_reads = stream.n_read
+    stream.close()
+    tel.emit("stage", stage="read_input", wall_s=round(stream.read_s or 0.0, 4), items=n_reads, overlapped=True)
     tot = scored.totals
     tel.emit("stage", stage="embed_dnabert", wall_s=round(tot["dna_s"], 4), items=tot.get("frames", n_frames),
              tokens=tot.get("dna_tokens"))
@@ -286,14 +295,14 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
 
     wall = time.perf_counter() - t_start
     summary = {
-        "wall_s": round(wall, 3), "reads": len(records), "chunks": scored.n_chunks, "frames": counts["frames"],
+        "wall_s": round(wall, 3), "reads": n_reads, "chunks": scored.n_chunks, "frames": counts["frames"],
         "skipped_frames": counts["skipped_frames"], "skipped_reads": len(counts["skipped_reads"]),
         "viral_chunks": counts["viral_chunks"], "chunks_with_frames": counts["chunks_with_frames"],
         "viral_reads": counts["viral_reads"], "no_kept_frame_reads": counts["no_kept_frame_reads"],
         "reads_with_x": stream.flags.reads,   # accepted, their codons dropped as the original does (io.records)
         "engine": engine_name, "precision": scored.precision, "device": device,
         "n_gpus": scored.n_gpus, "chunk_length": opts.chunk_length, "synthetic": bool(synthetic),
-        "reads_per_s": round(len(records) / wall, 2) if wall else None,
+        "reads_per_s": round(n_reads / wall, 2) if wall else None,
         "frames_per_s": round(tot.get("frames", n_frames) / embed_wall, 2) if embed_wall else None,
         "esm_tokens_per_s": round(tot["esm_tokens"] / tot["esm_s"], 1) if tot["esm_s"] else None,
         "embed_wall_s": round(embed_wall, 3),

@@ -81,15 +81,11 @@ def padded_batches(lengths: np.ndarray, budget: int, max_seqs: int = 4096) -> li
 
 @dataclass
 class WorkUnit:
+    """A unit of the plan: what one worker claims, embeds, classifies and checkpoints at once (its
+    batches and sequences are in the planner's ``UnitStore``)."""
     index: int
-    esm_batches: list[np.ndarray]        # frame indices per packed ESM-2 batch
-
-    @property
-    def frames(self) -> np.ndarray:
-        return np.concatenate(self.esm_batches)
-
-    def tokens(self, esm_lengths: np.ndarray) -> int:
-        return int(sum(esm_lengths[b].sum() for b in self.esm_batches))
+    n_batches: int                       # ESM-2 batches
+    n_frames: int
 
 
 @dataclass

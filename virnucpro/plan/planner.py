@@ -25,12 +25,17 @@ the GPU gets there; several in a row ran at the pace of the host's launches (NVM
 
 from __future__ import annotations
 
+import os
+import pickle
+import shutil
 import threading
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from virnucpro.core.files import atomic_bytes
 from virnucpro.plan.packing import Plan, WorkUnit, pack_ffd, padded_batches
 
 SEGMENT_READS = 65536
@@ -40,12 +45,13 @@ SEGMENT_READS = 65536
 PLAN_VERSION = 2
 CARRY_FILL = 0.97
 # DNABERT-S batches: cut from a unit's frames sorted by nucleotide length, at most DNA_NT_BUDGET
-# nucleotides (batch size x longest) each. Sorted by DNABERT-S token count (at most DNA_TOKEN_BUDGET
-# padded tokens, [CLS]/[SEP] included) 72.8% of the padded tokens were real instead of 65.4%, but on an
-# H200 the token counting (host work beside the GPU loop) cost more than the padding it saved: DNABERT-S
-# 4.16 s vs 3.98 s, utilisation 95.4% vs 97.5% on 100,000 reads (docs/benchmarks.md#exp-dna-batches-tokens).
-DNA_TOKEN_BUDGET = 81920
+# nucleotides (batch size x longest) each. (Cutting them by DNABERT-S token count left fewer padded
+# tokens, but on an H200 the token counting cost more than the padding it saved:
+# docs/benchmarks.md#exp-dna-batches-tokens.)
 DNA_NT_BUDGET = 262144
+# Chunks translated at a time within a segment: the six-frame translation's per-codon arrays are
+# ~2.7 KB per chunk while they live (~180 MiB for a whole segment at once); the frames are the same.
+TRANSLATE_CHUNKS = 16384
 
 
 def interleave(esm: list, dna: list) -> list:
@@ -58,37 +64,139 @@ def interleave(esm: list, dna: list) -> list:
 
 
 @dataclass
+class UnitData:
+    """Everything the loader needs of one work unit, kept on disk (``UnitStore``) from the moment it
+    is planned: memory does not grow with the input (docs/benchmarks.md#memory)."""
+    frames: np.ndarray                       # [n] int64 global frame indices, in the unit's row order
+    items: list[tuple[str, np.ndarray]]      # ("esm" | "dna", rows of the unit), in the GPU's order
+    nuc: list[str]                           # [n] the rows' nucleotide sequences
+    prot: list[str]                          # [n] the rows' protein sequences
+
+
+class UnitStore:
+    """The planned units' ``UnitData``: one pickle per unit in ``folder`` (written before the unit is
+    published, read by the loader processes as they reach it), or in memory without a folder (tests,
+    small tools). ``get`` keeps the last few units read (a unit's batches are read one by one)."""
+
+    CACHED = 2
+
+    def __init__(self, folder: Path | None = None, fresh: bool = True):
+        self.folder = Path(folder) if folder is not None else None
+        self._mem: dict[int, UnitData] = {}
+        self._cache: dict[int, UnitData] = {}
+        self._lock = threading.Lock()
+        if self.folder is not None and fresh:
+            shutil.rmtree(self.folder, ignore_errors=True)   # a killed run's: planned again
+            self.folder.mkdir(parents=True)
+
+    def __getstate__(self) -> dict:   # (a loader process gets its own lock and cache)
+        return {"folder": self.folder, "_mem": self._mem}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _cache={}, _lock=threading.Lock())
+
+    def path(self, u: int) -> Path:
+        return self.folder / f"unit_{u:06d}.pkl"
+
+    def put(self, u: int, data: UnitData) -> None:
+        if self.folder is None:
+            self._mem[u] = data
+            return
+        atomic_bytes(self.path(u), pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL), fsync=False)
+
+    def get(self, u: int) -> UnitData:
+        if self.folder is None:
+            return self._mem[u]
+        with self._lock:
+            hit = self._cache.get(u)
+        if hit is not None:
+            return hit
+        with open(self.path(u), "rb") as fh:
+            data = pickle.load(fh)   # our own file, written by this run's planner
+        with self._lock:
+            while len(self._cache) >= self.CACHED:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[u] = data
+        return data
+
+
+@dataclass
 class Prepared:
-    """A plan plus the loader items of every unit (ESM and DNA batches alternating, consecutive),
-    and per unit its first item and item count."""
+    """A plan: per unit its frame count, ESM-2 tokens and loader items (ESM and DNA batches
+    alternating; item ``i`` of the run is item ``i - first[u]`` of unit ``u``), the units' data in
+    ``store``."""
     plan: Plan
-    nuc: list[str]
-    prot: list[str]
-    esm_len: np.ndarray                       # [N] ESM-2 tokens per frame (incl. BOS/EOS)
-    items: list[tuple[int, str, np.ndarray]]  # (unit, "dna" | "esm", frame indices)
+    store: UnitStore
     first: np.ndarray                         # [U] index of the unit's first item
     count: np.ndarray                         # [U] items of the unit
     unit_tokens: np.ndarray                   # [U] ESM-2 tokens of the unit
+    unit_frames: np.ndarray                   # [U] frames of the unit
+
+    @property
+    def n_items(self) -> int:
+        return int(self.first[-1] + self.count[-1]) if len(self.first) else 0
+
+    @property
+    def esm_tokens(self) -> int:
+        return int(self.unit_tokens.sum())
+
+    def unit(self, u: int) -> UnitData:
+        return self.store.get(u)
+
+    def item(self, i: int) -> tuple[int, str, np.ndarray]:
+        """Item ``i`` of the run: (unit, "esm" | "dna", rows of the unit)."""
+        u = int(np.searchsorted(self.first, i, side="right")) - 1
+        kind, rows = self.unit(u).items[i - int(self.first[u])]
+        return u, kind, rows
+
+
+@dataclass
+class _Open:
+    """The frames still being planned (carried to the next segment, or in full batches held back for
+    the plan's tail), sorted by global index: their ESM-2 and DNABERT-S lengths and sequences."""
+    g: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    esm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    dna: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    nuc: list = field(default_factory=list)
+    prot: list = field(default_factory=list)
+
+    def at(self, frames: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.g, frames)
+
+    def keep(self, frames: np.ndarray, nuc: list[str], prot: list[str], f0: int) -> "_Open":
+        """These of ``frames`` (old ones, or of the new segment from ``f0`` on) with the new
+        segment's sequences appended: what stays open after this segment."""
+        frames = np.unique(frames)
+        old, new = frames[frames < f0], frames[frames >= f0] - f0
+        po = self.at(old)
+        esm = np.fromiter((len(prot[i]) + 2 for i in new.tolist()), np.int64, len(new))
+        dna = np.fromiter((len(nuc[i]) for i in new.tolist()), np.int64, len(new))
+        return _Open(frames, np.concatenate([self.esm[po], esm]), np.concatenate([self.dna[po], dna]),
+                     [self.nuc[i] for i in po.tolist()] + [nuc[i] for i in new.tolist()],
+                     [self.prot[i] for i in po.tolist()] + [prot[i] for i in new.tolist()])
 
 
 class PlanBuilder:
     """A ``Prepared`` that grows segment by segment (``add``), read from other threads through
-    ``snapshot``/``wait``. ``complete`` once the last segment is in."""
+    ``snapshot``/``wait``. ``complete`` once the last segment is in. ``store``: where the units'
+    data go (default in memory); ``publish``: after each segment, the new units' figures go to
+    ``store.folder`` too (``index_*.pkl``), so that worker processes follow the plan (``follow``)
+    instead of planning it again."""
 
     def __init__(self, budget: int, batches_per_unit: int = 8, dna_budget: int = DNA_NT_BUDGET,
-                 dna_lengths: Callable[[list[str]], np.ndarray] | None = None):
-        """``dna_lengths(nucleotide sequences)``: their DNABERT-S token counts ([CLS] and [SEP]
-        included); DNABERT-S batches are then cut from a unit's frames sorted by token count, each
-        at most ``dna_budget`` padded tokens (batch size x longest). Without it (or without
-        ``dna_len`` given to ``add_seqs``), by nucleotide length, ``dna_budget`` in nucleotides: the
-        default, production's (``dna_batching()`` without VIRNUCPRO_DNA_BATCHES)."""
-        self.budget, self.bpu, self.dna_budget, self.dna_lengths = budget, batches_per_unit, dna_budget, dna_lengths
+                 store: UnitStore | None = None, publish: bool = False):
+        self.budget, self.bpu, self.dna_budget = budget, batches_per_unit, dna_budget
+        self.store = store if store is not None else UnitStore()
+        self.publish = publish
         empty = np.zeros(0, dtype=np.int64)
-        self.prep = Prepared(Plan(budget, [], 1.0, 0), [], [], empty, [], empty, empty, empty)
+        self.prep = Prepared(Plan(budget, [], 1.0, 0), self.store, empty, empty, empty, empty)
+        self.open = _Open()                      # carried and held frames
         self.carry = empty                       # frames waiting for the next segment
         self.held: list[np.ndarray] = []         # full batches held back for the plan's tail
-        self.dna_len = empty                     # per frame: DNABERT-S tokens (or nucleotides)
+        self.n_frames = 0
+        self.n_items = 0
         self.real_tokens = 0
+        self.segments = 0
         self.complete = False
         self.error: BaseException | None = None  # set by a producer that failed
         self._cond = threading.Condition()
@@ -99,28 +207,30 @@ class PlanBuilder:
         number of new units."""
         return self.add_seqs([f[2] for f in frames], [f[3] for f in frames], last)
 
-    def segment_dna_lengths(self, nuc: list[str]) -> np.ndarray | None:
-        """What ``add_seqs`` would sort DNABERT-S batches by, computed once to be published."""
-        return self.dna_lengths(nuc) if self.dna_lengths is not None else None
+    def add_seqs(self, nuc: list[str], prot: list[str], last: bool) -> int:
+        """Add a segment's frames as their nucleotide and protein sequences (all the plan needs).
+        Only the frames still open (carried, held) are kept here; each unit goes to the store."""
+        f0, op = self.n_frames, self.open
+        seg = _Open(np.arange(f0, f0 + len(nuc), dtype=np.int64),
+                    np.fromiter((len(s) + 2 for s in prot), np.int64, len(prot)),
+                    np.fromiter((len(s) for s in nuc), np.int64, len(nuc)), nuc, prot)
 
-    def add_seqs(self, nuc: list[str], prot: list[str], last: bool, dna_len: np.ndarray | None = None) -> int:
-        """Add a segment's frames as their nucleotide and protein sequences (all the plan needs);
-        ``dna_len``: their DNABERT-S token counts when already known (else computed here)."""
-        p = self.prep
-        f0 = len(p.nuc)
-        esm_len = np.concatenate([p.esm_len, np.fromiter((len(s) + 2 for s in prot), np.int64, len(prot))])
-        if dna_len is None:
-            dna_len = self.segment_dna_lengths(nuc)
-        if dna_len is None:
-            dna_len = np.fromiter((len(s) for s in nuc), np.int64, len(nuc))
-        if len(dna_len) != len(nuc):
-            raise ValueError(f"{len(dna_len)} DNABERT-S lengths for {len(nuc)} sequences")
-        all_dna_len = np.concatenate([self.dna_len, np.asarray(dna_len, dtype=np.int64)])
-        pool = np.concatenate([self.carry, np.arange(f0, f0 + len(nuc), dtype=np.int64)])
-        batches = [pool[b] for b in pack_ffd(esm_len[pool], self.budget)] if len(pool) else []
+        def lookup(frames: np.ndarray, what: str) -> np.ndarray:   # per frame, old or new
+            old = frames < f0
+            out = np.empty(len(frames), np.int64)
+            out[old] = getattr(op, what)[op.at(frames[old])]
+            out[~old] = getattr(seg, what)[frames[~old] - f0]
+            return out
+
+        def seqs(frames: np.ndarray, what: str) -> list[str]:
+            a, b = getattr(op, what), getattr(seg, what)
+            return [a[int(op.at(np.int64(f)))] if f < f0 else b[f - f0] for f in frames.tolist()]
+
+        pool = np.concatenate([self.carry, seg.g])
+        batches = [pool[b] for b in pack_ffd(lookup(pool, "esm"), self.budget)] if len(pool) else []
         carry = np.zeros(0, dtype=np.int64)
         if not last:
-            full = [int(esm_len[b].sum()) >= CARRY_FILL * self.budget for b in batches]
+            full = [int(lookup(b, "esm").sum()) >= CARRY_FILL * self.budget for b in batches]
             left = [b for b, ok in zip(batches, full) if not ok]
             carry = np.concatenate(left) if left else carry
             batches = [b for b, ok in zip(batches, full) if ok]
@@ -133,36 +243,48 @@ class PlanBuilder:
         batches = self.held + batches
         keep = min(len(batches), 2 * self.bpu) if not last and self.bpu > 1 else 0
         held, batches = batches[len(batches) - keep:], batches[:len(batches) - keep]
-        u0, i0 = len(p.plan.units), len(p.items)
+        u0 = len(self.prep.plan.units)
         tail = min(len(batches), 2 * self.bpu) if last and self.bpu > 1 else 0
         head = batches[:len(batches) - tail]
         groups = [head[j:j + self.bpu] for j in range(0, len(head), self.bpu)] + [[b] for b in batches[len(head):]]
-        units = [WorkUnit(u0 + k, g) for k, g in enumerate(groups)]
-        items: list[tuple[int, str, np.ndarray]] = []
+        units = [WorkUnit(u0 + k, len(g), sum(len(b) for b in g)) for k, g in enumerate(groups)]
         first, count, tokens = [], [], []
-        for u in units:
-            uf = u.frames
-            first.append(i0 + len(items))
-            items.extend(interleave([(u.index, "esm", b) for b in u.esm_batches],
-                                    [(u.index, "dna", uf[b]) for b in padded_batches(all_dna_len[uf], self.dna_budget)]))
-            count.append(i0 + len(items) - first[-1])
-            tokens.append(u.tokens(esm_len))
+        for u, g in zip(units, groups):
+            uf = np.concatenate(g)
+            ends = np.cumsum([len(b) for b in g])
+            esm = [np.arange(e - len(b), e, dtype=np.int64) for b, e in zip(g, ends)]
+            dna = padded_batches(lookup(uf, "dna"), self.dna_budget)   # rows of the unit
+            items = interleave([("esm", r) for r in esm], [("dna", r) for r in dna])
+            self.store.put(u.index, UnitData(uf, items, seqs(uf, "nuc"), seqs(uf, "prot")))
+            first.append(self.n_items + sum(count))
+            count.append(len(items))
+            tokens.append(int(lookup(uf, "esm").sum()))
+        self.open = op.keep(np.concatenate([carry, *held]) if len(carry) or held else carry, nuc, prot, f0)
+        self.carry, self.held, self.n_frames = carry, held, f0 + len(nuc)
+        record = PlanIndex(self.segments, units, first, count, tokens, len(batches), last)
+        if self.publish:
+            atomic_bytes(index_path(self.store.folder, self.segments),
+                         pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL), fsync=False)
+        self.add_planned(record)
+        return len(units)
+
+    def add_planned(self, r: "PlanIndex") -> None:
+        """Publish a segment's units (their data already in the store): the consumers see them now."""
         with self._cond:   # publish: data before the units that refer to it
-            p.nuc.extend(nuc)
-            p.prot.extend(prot)
-            p.esm_len, self.dna_len, self.carry, self.held = esm_len, all_dna_len, carry, held
-            p.items.extend(items)
-            p.first = np.concatenate([p.first, np.asarray(first, dtype=np.int64)])
-            p.count = np.concatenate([p.count, np.asarray(count, dtype=np.int64)])
-            p.unit_tokens = np.concatenate([p.unit_tokens, np.asarray(tokens, dtype=np.int64)])
-            self.real_tokens += int(sum(tokens))
-            p.plan.n_batches += len(batches)
+            p = self.prep
+            p.first = np.concatenate([p.first, np.asarray(r.first, dtype=np.int64)])
+            p.count = np.concatenate([p.count, np.asarray(r.count, dtype=np.int64)])
+            p.unit_tokens = np.concatenate([p.unit_tokens, np.asarray(r.tokens, dtype=np.int64)])
+            p.unit_frames = np.concatenate([p.unit_frames, np.asarray([u.n_frames for u in r.units], np.int64)])
+            self.n_items += int(sum(r.count))
+            self.real_tokens += int(sum(r.tokens))
+            self.segments = r.segment + 1
+            p.plan.n_batches += r.n_batches
             p.plan.packing_efficiency = (self.real_tokens / (p.plan.n_batches * self.budget)
                                          if p.plan.n_batches else 1.0)
-            p.plan.units.extend(units)
-            self.complete = last
+            p.plan.units.extend(r.units)
+            self.complete = r.last
             self._cond.notify_all()
-        return len(units)
 
     def fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -174,18 +296,21 @@ class PlanBuilder:
     def n_units(self) -> int:
         return len(self.prep.plan.units)
 
+    def unit_frames(self, u: int) -> np.ndarray:
+        """The global frame indices of unit ``u`` (read from the store)."""
+        return self.store.get(u).frames
+
     def check(self) -> None:
         if self.error is not None:
             raise self.error
 
     def snapshot(self) -> Prepared:
-        """A consistent copy (the lists copied, the arrays shared: they are only ever replaced)."""
+        """A consistent copy (the unit list copied, the arrays shared: they are only ever replaced)."""
         with self._cond:
             self.check()
             p = self.prep
             plan = Plan(p.plan.budget, list(p.plan.units), p.plan.packing_efficiency, p.plan.n_batches)
-            return Prepared(plan, list(p.nuc), list(p.prot), p.esm_len, list(p.items), p.first, p.count,
-                            p.unit_tokens)
+            return Prepared(plan, p.store, p.first, p.count, p.unit_tokens, p.unit_frames)
 
     def wait(self, more_than: int, timeout: float | None = None) -> bool:
         """Wait until there are more than ``more_than`` units or the plan is complete; True if so."""
@@ -197,24 +322,62 @@ class PlanBuilder:
 
     @classmethod
     def of(cls, frames: Sequence[tuple], budget: int, batches_per_unit: int = 8,
-           dna_budget: int = DNA_NT_BUDGET, dna_lengths=None) -> "PlanBuilder":
+           dna_budget: int = DNA_NT_BUDGET) -> "PlanBuilder":
         """The plan of all ``frames`` as one segment (a single FFD pass), complete."""
-        b = cls(budget, batches_per_unit, dna_budget, dna_lengths)
+        b = cls(budget, batches_per_unit, dna_budget)
         b.add(frames, last=True)
         return b
+
+
+@dataclass
+class PlanIndex:
+    """What one segment added to the plan (its units' data are in the store): published for the
+    worker processes of a run, which follow the coordinator's plan."""
+    segment: int
+    units: list[WorkUnit]
+    first: list[int]
+    count: list[int]
+    tokens: list[int]
+    n_batches: int
+    last: bool
+
+
+def index_path(folder: Path, k: int) -> Path:
+    return Path(folder) / f"index_{k:05d}.pkl"
+
+
+def follow(plans: PlanBuilder, stop: threading.Event, poll: float = 0.02) -> None:
+    """Build ``plans`` (a builder whose store is a published plan's folder, ``fresh=False``) from
+    the segments its planner publishes, in order, until the last (a worker's planning thread).
+    Errors go to ``plans.fail``."""
+    k = 0
+    try:
+        while not stop.is_set():
+            path = index_path(plans.store.folder, k)
+            if not os.path.exists(path):
+                stop.wait(poll)
+                continue
+            with open(path, "rb") as fh:
+                record: PlanIndex = pickle.load(fh)   # our own file, written by this run's coordinator
+            plans.add_planned(record)
+            if record.last:
+                return
+            k += 1
+    except BaseException as exc:  # noqa: BLE001 - handed to the loop, which re-raises it
+        plans.fail(exc)
 
 
 def emit_plan(tel, prep: Prepared, n_frames: int) -> None:
     tel.emit("plan", budget=prep.plan.budget, batches=prep.plan.n_batches, units=len(prep.plan.units),
              packing_efficiency=round(prep.plan.packing_efficiency, 5), frames=n_frames,
-             esm_tokens=int(prep.esm_len.sum()))
+             esm_tokens=prep.esm_tokens)
 
 
 def segments(records, segment_reads: int = SEGMENT_READS, stop: threading.Event | None = None):
     """The input in segments of ``segment_reads`` reads: (first read's index, its records, whether it
     is the last). ``records``: a list, or a ``fasta.RecordStream`` still being read -- a segment is
-    given once it is read whole; the last one once the whole input is read and checked (``result()``
-    raises the input's error here). Ends early, without a last segment, once ``stop`` is set."""
+    given once it is read whole (``take``: the stream lets go of the reads before it); the last one
+    once the whole input is read and checked (``result()`` raises the input's error here). Ends early, without a last segment, once ``stop`` is set."""
     seg = max(1, segment_reads)
     if isinstance(records, list):
         n = len(records)
@@ -227,12 +390,13 @@ def segments(records, segment_reads: int = SEGMENT_READS, stop: threading.Event 
             if stop is not None and stop.is_set():
                 return
         if records.done:
-            whole = records.result()
-            yield a, whole[a:a + seg], a + seg >= len(whole)
-            if a + seg >= len(whole):
+            records.result()   # the input's error, if it earned one
+            n = records.n_read
+            yield a, records.take(a, a + seg), a + seg >= n
+            if a + seg >= n:
                 return
         else:
-            yield a, records.records[a:a + seg], False
+            yield a, records.take(a, a + seg), False
         a += seg
 
 
@@ -244,8 +408,7 @@ def produce(records, chunk_length: int, chunking: str, builder: PlanBuilder, chu
     add each segment to ``builder``. Errors (the input's too) go to ``builder.fail``.
     ``hold``: after the first segment, wait until it is set (the models are loading in this
     process meanwhile: loading and compiling need the interpreter lock this work would take).
-    ``publish(k, nucleotides, proteins, last, dna_lengths)``: called with each segment before it is added
-    (worker processes build their plan from what it publishes). ``on_segment(first read, first
+    ``publish(k, last)``: called with each segment before it is added. ``on_segment(first read, first
     chunk, records, chunks, frames)``: each segment's own, before it is published (``chunks`` and
     ``frames`` may then be None: nothing kept here)."""
     from virnucpro.prep.frames import chunk_and_translate
@@ -257,7 +420,8 @@ def produce(records, chunk_length: int, chunking: str, builder: PlanBuilder, chu
                     return
             if stop is not None and stop.is_set():
                 return
-            ch, fr = chunk_and_translate(part, chunk_length, chunking, read_offset=a, chunk_offset=n_chunks)
+            ch, fr = chunk_and_translate(part, chunk_length, chunking, batch=TRANSLATE_CHUNKS, read_offset=a,
+                                         chunk_offset=n_chunks)
             if on_segment is not None:
                 on_segment(a, n_chunks, part, ch, fr)
             if chunks is not None:
@@ -265,9 +429,9 @@ def produce(records, chunk_length: int, chunking: str, builder: PlanBuilder, chu
                 frames.extend(fr)
             n_chunks += len(ch)
             nuc, prot = [f[2] for f in fr], [f[3] for f in fr]
-            dna_len = builder.segment_dna_lengths(nuc)   # tokenised once, here
+            del ch, fr, part   # (the rows keep what they need of the segment on disk)
             if publish is not None:
-                publish(k, nuc, prot, last, dna_len)
-            builder.add_seqs(nuc, prot, last=last, dna_len=dna_len)
+                publish(k, last)
+            builder.add_seqs(nuc, prot, last=last)
     except BaseException as exc:  # noqa: BLE001 - handed to the consumers, which re-raise it
         builder.fail(exc)

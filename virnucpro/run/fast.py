@@ -3,7 +3,7 @@
 
 ``pipeline.predict`` calls ``score_fast`` between reading the input and the output stage. While the
 executor's workers embed the first units, this process chunks, translates and plans the rest of the
-input segment by segment (publishing the segments when worker processes plan from them), and makes
+input segment by segment (worker processes follow the plan it publishes), and makes
 the output rows of every unit as it finishes; the scores are merged from the unit files at the end,
 so --resume continues a killed run and every layout gives byte-identical outputs.
 """
@@ -11,6 +11,7 @@ so --resume continues a killed run and every layout gives byte-identical outputs
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -24,7 +25,7 @@ from virnucpro.core.telemetry import GpuSampler, gpu_indices
 from virnucpro.errors import InputError
 from virnucpro.io import outputs
 from virnucpro.io.fasta import RecordStream
-from virnucpro.plan.planner import PlanBuilder, emit_plan, produce
+from virnucpro.plan.planner import PlanBuilder, UnitStore, emit_plan, produce
 from virnucpro.run.executor import Executor, Job, decide_budget, wait_for_rank0_manifest
 from virnucpro.run.result import Scored, summarize_workers
 from virnucpro.run.rows import MemoryRows, SegmentCount, SpooledRows
@@ -88,19 +89,19 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         identity["input"] = input_fingerprint(records, wait=False)   # None while still being read
         write_manifest()
 
-    def publish(k, nuc, prot, last, dna_len) -> None:
-        """Before each segment is planned: worker processes plan from what is published; once the
-        input is read (its last segment), the manifest gets the input's identity (size, sha256 of
-        the bytes read: known only now for a streamed input), so that a killed run resumes."""
+    def publish(k, last) -> None:
+        """Before each segment is planned: once the input is read (its last segment), the manifest
+        gets the input's identity (size, sha256 of the bytes read: known only now for a streamed
+        input), so that a killed run resumes."""
         if last and executor.leads and identity["input"] is None:
             identity["input"] = input_fingerprint(records)
             write_manifest()
-        if executor.publishes:
-            rd.save_segment(k, nuc, prot, last, dna_len)
 
     # 3. The executor starts (if it did not before the input was read); the host chunks, translates
-    # and plans segment by segment while the GPUs embed the first units.
-    plans = PlanBuilder(budget, settings.batches_per_unit, dna_budget)
+    # and plans segment by segment while the GPUs embed the first units. Each unit goes to disk as it
+    # is planned (worker processes follow this plan), so memory does not grow with the input.
+    plan_dir = rd.plan_dir(None if executor.leads else getattr(executor, "owner", None))
+    plans = PlanBuilder(budget, settings.batches_per_unit, dna_budget, UnitStore(plan_dir), executor.publishes)
     rows = _rows_for(opts, executor, rd, plans, records)   # each segment's reads, chunks and frames go there
     stop = Stop()
     try:
@@ -131,7 +132,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
             progress = _Progress(bar, plans, records, rows, done_before)
             t_from = tel.now()
             stats = executor.execute(Job(plans, rd, clf, tel, stop, progress,
-                                         lambda u: rows.describe_unit(u, plans.prep.plan.units[u].frames)))
+                                         lambda u: rows.describe_unit(u, plans.unit_frames(u))))
             if stats is None:
                 return None
             t_to = tel.now()
@@ -154,9 +155,11 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     if left:
         raise KeyboardInterrupt(stopped_line(stop, left if plans.complete else None, n_units))
     if isinstance(rows, MemoryRows):   # (the spooled rows take the units' scores segment by segment)
-        rows.scores = rd.load_scores(prep.plan, rows.n_frames)
+        rows.scores = rd.load_scores(prep, rows.n_frames)
     if executor.leads:
-        rd.remove_segments()
+        rd.remove_plans()
+    else:
+        shutil.rmtree(plan_dir, ignore_errors=True)
     return _scored(opts, executor, devices, tel, stats, (t_from, t_to), sampler, prep, rows, n_units,
                    len(done_before))
 
@@ -266,8 +269,8 @@ class _Progress:
         return int(rows.n_frames * self.records.expected_reads() / rows.n_reads)
 
     def frames_of(self, units) -> int:
-        units_now = self.plans.prep.plan.units
-        return sum(len(units_now[u].frames) for u in units if u < len(units_now))
+        per_unit = self.plans.prep.unit_frames
+        return sum(int(per_unit[u]) for u in units if u < len(per_unit))
 
     def computed(self, done: int, esm_tokens: int) -> None:
         """In this process: ``done`` frames embedded so far, ``esm_tokens`` ESM-2 tokens."""

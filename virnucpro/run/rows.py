@@ -140,7 +140,7 @@ class SpooledRows:
         for u in sorted(rd.done_units() - self.seen):
             if u >= plans.n_units:
                 continue
-            unit_frames = plans.prep.plan.units[u].frames
+            unit_frames = plans.unit_frames(u)
             if u in skipped:
                 frames, scores = unit_frames, np.full((len(unit_frames), 2), np.nan, dtype=np.float32)
             else:

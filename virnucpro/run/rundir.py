@@ -3,9 +3,11 @@ finished units, the claims on units in progress, the segments worker processes p
 
     manifest.json            what the checkpoints were made from (input sha256, model fingerprints,
                              engine, precision, chunking, token budget, units); written before any unit
-    segments/seg_00003.pkl   the coordinator's chunked and translated input, segment by segment (the
-                             frames' nucleotide and protein sequences): worker processes plan from
-                             these instead of reading the input themselves; removed at the end
+    plan/unit_000012.pkl     the work plan as it is made (``plan.planner.UnitStore``): each unit's
+                             batches and sequences, written before the unit is published, read back by
+                             the loaders; plan/index_00003.pkl: what planning segment 3 added, from
+                             which worker processes follow the coordinator's plan; removed at the end
+                             (a torchrun rank other than 0 keeps its own plan in plan-r<rank>/)
     units/unit_00012.npz     a finished unit: its frame indices and scores (temp file + os.replace)
     claims/unit_00012        a unit being worked on, created with O_CREAT|O_EXCL; holds the owner;
                              its mtime is the owner's heartbeat
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,16 +56,6 @@ def input_fingerprint(records, wait: bool = True) -> dict | None:
 
 
 @dataclass
-class Segment:
-    """What the coordinator publishes of one planning segment: its frames' sequences, whether it is
-    the input's last, and (when DNABERT-S batches are cut by tokens) their DNABERT-S token counts."""
-    nuc: list[str]
-    prot: list[str]
-    last: bool
-    dna_len: np.ndarray | None = None
-
-
-@dataclass
 class Claim:
     owner: str
     heartbeat: float            # the claim file's mtime
@@ -85,7 +76,7 @@ class RunDir:
         self.outdir = Path(outdir)
         self.root = Path(outdir) / RUN_DIRNAME
         self.units, self.claims, self.workers = self.root / "units", self.root / "claims", self.root / "workers"
-        self.segments = self.root / "segments"
+        self.plan = self.root / "plan"
         self.manifest_path = self.root / "manifest.json"
 
     # manifest ---------------------------------------------------------------------------------
@@ -157,49 +148,28 @@ class RunDir:
 
     def make_dirs(self) -> None:
         self.refuse_link()
-        for d in (self.units, self.claims, self.workers, self.segments):
+        for d in (self.units, self.claims, self.workers):
             d.mkdir(parents=True, exist_ok=True)
 
     def clear_claims(self) -> None:
-        """On --resume on one host: claims, segments and temp files left by the killed run are void."""
-        for d in (self.claims, self.units, self.workers, self.segments):
+        """On --resume on one host: claims, plans and temp files left by the killed run are void."""
+        self.remove_plans()
+        for d in (self.claims, self.units, self.workers):
             for p in d.iterdir():
                 if d is not self.units or p.name.startswith("."):
                     p.unlink(missing_ok=True)
 
-    # segments ----------------------------------------------------------------------------------
-    def segment_path(self, k: int) -> Path:
-        return self.segments / f"seg_{k:05d}.pkl"
+    # plans -------------------------------------------------------------------------------------
+    def plan_dir(self, owner: str | None = None) -> Path:
+        """The plan's unit store: the run's (written by the coordinator, followed by its worker
+        processes), or a torchrun rank's own (``owner``: ranks other than 0 plan for themselves)."""
+        return self.plan if owner is None else self.root / f"plan-{owner}"
 
-    def save_segment(self, k: int, nuc: list[str], prot: list[str], last: bool, dna_len=None) -> None:
-        """Segment ``k``: its frames' sequences and DNABERT-S token counts (computed once, here)."""
-        import pickle
-        atomic_bytes(self.segment_path(k), pickle.dumps(Segment(nuc, prot, last, dna_len),
-                                                         protocol=pickle.HIGHEST_PROTOCOL), fsync=False)
-
-    def follow_segments(self, plans, stop: threading.Event) -> None:
-        """Build ``plans`` from the segments the coordinator publishes, in order, until the last
-        (a worker's planning thread). Errors go to ``plans.fail``."""
-        import pickle
-        k = 0
-        try:
-            while not stop.is_set():
-                path = self.segment_path(k)
-                if not path.exists():
-                    time.sleep(0.02)
-                    continue
-                with open(path, "rb") as fh:
-                    seg: Segment = pickle.load(fh)   # our own file, written by this run's coordinator
-                plans.add_seqs(seg.nuc, seg.prot, seg.last, seg.dna_len)
-                if seg.last:
-                    return
-                k += 1
-        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which re-raises it
-            plans.fail(exc)
-
-    def remove_segments(self) -> None:
+    def remove_plans(self) -> None:
         import shutil
-        shutil.rmtree(self.segments, ignore_errors=True)
+        if self.root.is_dir():
+            for p in self.root.glob("plan*"):
+                shutil.rmtree(p, ignore_errors=True)
 
     # units and claims ---------------------------------------------------------------------------
     def unit_path(self, u: int) -> Path:
@@ -303,21 +273,21 @@ class RunDir:
             return False
         return frames.ndim == 1 and scores.shape == (len(frames), 2)
 
-    def load_scores(self, plan, n_frames: int) -> np.ndarray:
+    def load_scores(self, prep, n_frames: int) -> np.ndarray:
         """Merge: the scores [N, 2] of every frame from the unit files, checking each unit holds
-        exactly the frames the plan gives it."""
+        exactly the frames the plan (``plan.planner.Prepared``) gives it."""
         scores = np.full((n_frames, 2), np.nan, dtype=np.float32)
         skipped = self.skipped_units()
-        for unit in plan.units:
+        for unit in prep.plan.units:
             if unit.index in skipped:   # left NaN: the pipeline reports these frames instead
                 continue
             with np.load(self.unit_path(unit.index)) as z:
                 frames, s = z["frames"], z["scores"]
-            if not np.array_equal(frames, unit.frames):
+            if not np.array_equal(frames, prep.unit(unit.index).frames):
                 raise VirnucproError(f"checkpoint {self.unit_path(unit.index)} does not hold the frames of unit "
                                      f"{unit.index}; delete {self.root} and rerun")
             scores[frames] = s
-        missing = int(np.isnan(scores[:, 0]).sum()) - sum(len(plan.units[u].frames) for u in skipped)
+        missing = int(np.isnan(scores[:, 0]).sum()) - sum(int(prep.unit_frames[u]) for u in skipped)
         if missing:
             raise VirnucproError(f"{missing} frames have no score after merging the units (a bug; please report)")
         return scores

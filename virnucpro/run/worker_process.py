@@ -3,7 +3,7 @@ exit codes, which tell the coordinator what happened.
 
 A worker starts before the coordinator has read the input: it loads its models, waits for the
 manifest that carries its run's token (its log records wait in memory meanwhile), plans from the
-segments the coordinator publishes, and runs ``virnucpro.run.worker.work``.
+plan the coordinator publishes, and runs ``virnucpro.run.worker.work``.
 
 A worker lives only as long as its coordinator: its lifeline (``virnucpro.core.lifeline``) reads
 end-of-file the moment the coordinator is gone (kill -9 included) and the worker exits at once,
@@ -39,8 +39,8 @@ ORPHAN_EXIT = 6             # the coordinator is gone: nobody would collect the 
 
 @dataclass
 class WorkerSpec:
-    """What a spawned worker needs (picklable): it loads its models, then plans with the run's budget
-    from the segments the coordinator publishes in the run directory (the input's frames)."""
+    """What a spawned worker needs (picklable): it loads its models, then follows the plan the
+    coordinator publishes in the run directory (its units' batches and sequences)."""
     owner: str
     device: str
     chunk_length: int                   # (which classifier)
@@ -148,14 +148,14 @@ def _orphaned() -> None:
 def run_worker(spec: WorkerSpec, stop: threading.Event, log_ready: DeferredLog | None = None) -> dict:
     import torch
     from virnucpro.models.classifier import load_classifier
-    from virnucpro.plan.planner import PlanBuilder
+    from virnucpro.plan.planner import PlanBuilder, UnitStore, follow
     if spec.threads:
         torch.set_num_threads(spec.threads)
     tel = WorkerTelemetry(spec.owner, spec.run_epoch)
     t0, entered = time.perf_counter(), tel.now()   # entered: seconds after the run's start (spawn + imports)
     eo = spec.engine_opts
     # the models load with this process to themselves (the interpreter lock too): the coordinator
-    # reads, chunks and translates the input and publishes it segment by segment
+    # reads, chunks, translates and plans the input and publishes the plan unit by unit
     engine, engine_s = load_fast_engine(spec.models, spec.device, spec.engine_opts, spec.faults)
     clf, _ = load_classifier(spec.models.classifier, spec.chunk_length, spec.allow_classifier_mismatch)
     rd = RunDir(spec.outdir)
@@ -164,14 +164,14 @@ def run_worker(spec: WorkerSpec, stop: threading.Event, log_ready: DeferredLog |
         return finish_worker(rd, spec.owner, spec.device, engine, {"stopped": True}, tel)
     if log_ready is not None:
         log_ready.open()
-    # the coordinator's DNABERT-S batching: its budget in the manifest, the token counts (when it
-    # cuts by tokens) with each segment
-    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), manifest["dna_budget"])
-    threading.Thread(target=rd.follow_segments, args=(plans, stop), name="segment-follower", daemon=True).start()
+    # the coordinator's plan, unit by unit as it publishes them (their data in its unit store)
+    plans = PlanBuilder(eo["token_budget"], eo.get("batches_per_unit", 8), manifest["dna_budget"],
+                        UnitStore(rd.plan_dir(), fresh=False))
+    threading.Thread(target=follow, args=(plans, stop), name="plan-follower", daemon=True).start()
     tel.emit("worker_start", device=spec.device, pid=os.getpid(), startup_s=round(time.perf_counter() - t0, 3),
              entered_t=round(entered, 3), engine_s=round(engine_s, 3), phases=getattr(engine, "startup", None))
     from virnucpro.core.background import gc_paused
-    with gc_paused():   # the segments' sequences are many small objects: no collector passes over them
+    with gc_paused():   # the units' sequences are many small objects: no collector passes over them
         totals = work(engine, plans, clf, tel, rd, spec.owner, stop, spec.stale_s, faults=spec.faults)
     return finish_worker(rd, spec.owner, spec.device, engine, totals, tel)
 

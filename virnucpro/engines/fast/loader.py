@@ -2,7 +2,9 @@
 (tokenised, padded or packed; pinned by the loader's pinning thread), a unit at a time, a few batches
 ahead of the GPU loop.
 
-Each item of ``Prepared.items`` (unit, "dna" | "esm", frame indices) becomes one batch:
+Each item of the plan (``Prepared.item``: unit, "dna" | "esm", rows of the unit) becomes one batch,
+its sequences read from the plan's unit store (on disk in a run: the loader processes read a unit's
+file as they reach it):
 
     DnaBatch   ids [B, W] int32 (W: the longest rounded up to DNA_WIDTH_STEP), lens [B], rows [R]
     EsmBatch   tokens [T] int32, cu [N+1] int32, pos [T] int32 (packed: see models/esm2_fast.py)
@@ -52,7 +54,7 @@ class _Pinned:
 @dataclass
 class DnaBatch(_Pinned):
     unit: int
-    idx: torch.Tensor      # [B] int64: the frames (indices into Prepared.nuc)
+    idx: torch.Tensor      # [B] int64: the frames (rows of the unit)
     ids: torch.Tensor      # [B, W] int32 token ids, PAD_ID after each sequence
     lens: torch.Tensor     # [B] int64 tokens per sequence ([CLS] and [SEP] included)
     rows: torch.Tensor     # [R] int64: flat positions of the real tokens in [B * W]
@@ -62,28 +64,29 @@ class DnaBatch(_Pinned):
 @dataclass
 class EsmBatch(_Pinned):
     unit: int
-    idx: torch.Tensor      # [N] int64: the frames (indices into Prepared.prot)
+    idx: torch.Tensor      # [N] int64: the frames (rows of the unit)
     tokens: torch.Tensor   # [T] int32 packed tokens
     cu: torch.Tensor       # [N+1] int32 cu_seqlens
     pos: torch.Tensor      # [T] int32 positions (rotary restarts per sequence)
     max_len: int           # the longest sequence, in tokens
+    frames: torch.Tensor | None = None   # [n] int64 the unit's global frames, with its first batch only
     kind = "esm"
 
 
 class BatchItems(Dataset):
-    """Item i of the work list -> the host tensors of one batch (runs in DataLoader workers)."""
+    """Item i of the plan -> the host tensors of one batch (runs in DataLoader workers)."""
 
-    def __init__(self, items, nucleotides, proteins, tokenizer, alphabet):
-        self.items, self.nuc, self.prot = items, nucleotides, proteins
-        self.tokenizer, self.alphabet = tokenizer, alphabet
+    def __init__(self, prep, tokenizer, alphabet):
+        self.prep, self.tokenizer, self.alphabet = prep, tokenizer, alphabet
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.prep.n_items
 
     def __getitem__(self, i: int) -> DnaBatch | EsmBatch:
-        unit, kind, idx = self.items[i]
+        unit, kind, idx = self.prep.item(i)
+        data = self.prep.unit(unit)
         if kind == "dna":
-            enc = self.tokenizer.encode_batch([self.nuc[j] for j in idx])
+            enc = self.tokenizer.encode_batch([data.nuc[j] for j in idx])
             lens = np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=len(enc))
             width = -(-int(lens.max()) // DNA_WIDTH_STEP) * DNA_WIDTH_STEP   # fewer distinct shapes
             ids = np.full((len(enc), width), dnabert.PAD_ID, dtype=np.int32)
@@ -91,9 +94,10 @@ class BatchItems(Dataset):
                 ids[r, :len(e.ids)] = e.ids
             return DnaBatch(unit, torch.from_numpy(idx), torch.from_numpy(ids), torch.from_numpy(lens),
                             torch.from_numpy(dnabert.real_token_rows(lens, width)))
-        tok, cu, pos, max_len = tokenize(self.alphabet, [self.prot[j] for j in idx])
+        tok, cu, pos, max_len = tokenize(self.alphabet, [data.prot[j] for j in idx])
+        first = i == int(self.prep.first[unit])   # (the loop's buffer needs the unit's frames)
         return EsmBatch(unit, torch.from_numpy(idx), torch.from_numpy(tok), torch.from_numpy(cu),
-                        torch.from_numpy(pos), max_len)
+                        torch.from_numpy(pos), max_len, torch.from_numpy(data.frames) if first else None)
 
 
 class UnitSampler(Sampler):
@@ -113,8 +117,8 @@ def batches(prep, source: Iterable[int], tokenizer, alphabet, workers: int, pin:
     """The batches of the units ``source`` yields, in order: from ``workers`` loader processes
     (none for a one-item plan), each keeping ``prefetch`` batches ready, pinned when ``pin`` (a CUDA
     device)."""
-    workers = workers if len(prep.items) > 1 else 0
-    return iter(DataLoader(BatchItems(prep.items, prep.nuc, prep.prot, tokenizer, alphabet),
+    workers = workers if prep.n_items > 1 else 0
+    return iter(DataLoader(BatchItems(prep, tokenizer, alphabet),
                            batch_size=1, sampler=UnitSampler(source, prep.first, prep.count),
                            num_workers=workers, collate_fn=_collate, pin_memory=pin,
                            prefetch_factor=prefetch if workers else None, persistent_workers=False,

@@ -31,8 +31,7 @@ log = logging.getLogger("virnucpro.engines.fast")
 @dataclass
 class UnitBuffer:
     """A unit being embedded: its features, filled batch by batch (rows in the unit's frame order)."""
-    frames: np.ndarray      # [n] the unit's frames (indices into Prepared.nuc)
-    local: torch.Tensor     # [N] frame -> row of this buffer (on the device)
+    frames: np.ndarray      # [n] the unit's frames (global indices; a batch's ``idx`` are rows of it)
     dna: torch.Tensor       # [n, 768] DNABERT-S means
     esm: torch.Tensor       # [n, D] ESM-2 means
     left: int               # batches still to come
@@ -134,8 +133,8 @@ class GpuLoop:
         buf = self.bufs.get(u)
         new_unit = buf is None
         if new_unit:
-            buf = self.bufs[u] = self._new_buffer(u)
-        rows = buf.local[item.idx.to(self.device, non_blocking=True)]   # no host sync
+            buf = self.bufs[u] = self._new_buffer(u, getattr(item, "frames", None))
+        rows = item.idx.to(self.device, non_blocking=True)   # no host sync
         ev0, ev1 = _event(self.cuda), _event(self.cuda)
         _record(ev0)
         t_batch = time.perf_counter()
@@ -160,12 +159,11 @@ class GpuLoop:
         if buf.left == 0:
             self._classify(u, buf)
 
-    def _new_buffer(self, u: int) -> UnitBuffer:
-        frames_u = self.prep.plan.units[u].frames
-        local = torch.empty(len(self.prep.nuc), dtype=torch.long, device=self.device)   # frame -> row
-        local[to_device(torch.from_numpy(frames_u), self.device)] = torch.arange(len(frames_u), device=self.device)
+    def _new_buffer(self, u: int, frames: torch.Tensor | None) -> UnitBuffer:
+        """``frames``: the unit's, as its first batch brings them from the loader (else read here)."""
+        frames_u = frames.numpy().copy() if frames is not None else self.prep.unit(u).frames
         eng = self.engine
-        return UnitBuffer(frames_u, local, torch.empty(len(frames_u), eng.dna.config.hidden_size, device=self.device),
+        return UnitBuffer(frames_u, torch.empty(len(frames_u), eng.dna.config.hidden_size, device=self.device),
                           torch.empty(len(frames_u), eng.esm.embed_dim, device=self.device),
                           int(self.prep.count[u]), time.perf_counter())
 
@@ -291,8 +289,8 @@ class GpuLoop:
         return self._esm_rows(item.idx.numpy(), self.prep.plan.budget // 2, unit)
 
     def _esm_rows(self, idx: np.ndarray, budget: int, unit: int) -> torch.Tensor:
-        prep, esm = self.prep, self.engine.esm
-        lens = prep.esm_len[idx]
+        prot, esm = self.prep.unit(unit).prot, self.engine.esm
+        lens = np.fromiter((len(prot[j]) + 2 for j in idx.tolist()), np.int64, len(idx))
         if budget < int(lens.max()):
             raise RuntimeError(f"out of GPU memory even for one protein of {int(lens.max())} tokens "
                                f"(unit {unit}); lower --token-budget or use a larger GPU")
@@ -301,7 +299,7 @@ class GpuLoop:
         for part in pack_ffd(lens, budget):
             sub = idx[part]
             where = torch.from_numpy(part).to(self.device)
-            tok, cu, pos, max_len = tokenize(self.engine.alphabet, [prep.prot[j] for j in sub])
+            tok, cu, pos, max_len = tokenize(self.engine.alphabet, [prot[j] for j in sub])
             try:
                 self._fake_oom(int(cu[len(sub)]), "esm")
                 cu_t = torch.from_numpy(cu).to(self.device)

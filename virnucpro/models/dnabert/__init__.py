@@ -28,12 +28,12 @@ from virnucpro.models.dnabert.embed import embed_reference, mean_unpadded, real_
 from virnucpro.models.dnabert.network import (PRESETS, VOCAB_SIZE, DnaBert, DnaBertConfig, alibi_bias, alibi_slopes,
                                               attend, attention_bias, attention_output, gated_mlp, layer_forward)
 from virnucpro.models.dnabert.tokenizer import (CLS_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, TOKENIZER_FILE,
-                                                load_dna_tokenizer, token_counter, train_dna_tokenizer)
+                                                load_dna_tokenizer, train_dna_tokenizer)
 
 __all__ = [
     "CONFIG_FILE", "SAFETENSORS_FILE", "SYNTHETIC_KEY", "TORCH_FILE", "load_dnabert", "load_state_dict_checked",
     "read_config", "read_weights", "write_synthetic_dnabert", "embed_reference", "mean_unpadded", "real_token_rows", "sdpa_backends", "PRESETS",
     "VOCAB_SIZE", "DnaBert", "DnaBertConfig", "alibi_bias", "alibi_slopes", "attend", "attention_bias",
     "attention_output", "gated_mlp", "layer_forward", "CLS_ID", "PAD_ID", "SEP_ID", "SPECIAL_TOKENS",
-    "TOKENIZER_FILE", "load_dna_tokenizer", "token_counter", "train_dna_tokenizer",
+    "TOKENIZER_FILE", "load_dna_tokenizer", "train_dna_tokenizer",
 ]

@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 from tokenizers import Tokenizer
 
 from virnucpro.errors import InputError, ModelError
@@ -29,16 +28,6 @@ def _template_processor(cls_id: int, sep_id: int):
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-
-
-def token_counter(folder: str | Path):
-    """A function: nucleotide sequences -> their token counts ([CLS] and [SEP] included) under the
-    folder's tokenizer, as the embedding loop will tokenise them (numpy int64)."""
-    tokenizer = load_dna_tokenizer(folder)
-
-    def count(seqs: list[str]) -> np.ndarray:
-        return np.fromiter((len(e.ids) for e in tokenizer.encode_batch(seqs)), dtype=np.int64, count=len(seqs))
-    return count
 
 
 def load_dna_tokenizer(folder: str | Path) -> Tokenizer:
