@@ -25,7 +25,7 @@ from virnucpro.errors import InputError
 from virnucpro.io import outputs
 from virnucpro.io.fasta import RecordStream
 from virnucpro.plan.planner import PlanBuilder, emit_plan, produce
-from virnucpro.run.executor import Executor, Job, decide_budget, wait_for_rank0_manifest
+from virnucpro.run.executor import Executor, Job, wait_for_rank0_manifest
 from virnucpro.run.result import Scored, summarize_workers
 from virnucpro.run.rows import MemoryRows, SegmentCount, SpooledRows
 from virnucpro.run.rundir import RunDir, input_fingerprint
@@ -70,7 +70,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         budget = settings.given_budget or manifest["token_budget"]
         rd.check(manifest, {"token_budget": budget})
     else:
-        chosen = executor.budget or decide_budget(opts, models, devices, settings)
+        chosen = executor.budget or executor.decide_budget()
         budget = chosen.tokens
         tel.emit("token_budget", tokens=budget, given=chosen.given, decided_s=round(chosen.decided_s, 3))
     identity["token_budget"] = budget
