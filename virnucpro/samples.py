@@ -141,12 +141,17 @@ def _run_sample(sample: Sample, opts: PredictOptions, models, shared: SharedMode
 
 
 def finished_earlier(opts: PredictOptions, models, shared: SharedModels) -> dict | None:
-    """--resume: the summary of the committed run in the sample's folder when it was made from this
-    very input (size and sha256 of its bytes, as run.json records them), chunk length, chunking and
+    """--resume: the summary of the committed run in the sample's folder when its output set is
+    still whole (every file of the commit record there, of its size), it was made from this very
+    input (size and sha256 of its bytes, as run.json records them), chunk length, chunking and
     models, and no later run's checkpoints wait there; else None (the sample is run, resuming)."""
     record = committed_record(opts.outdir)
     if record is None:
         return None
+    for name, size in ((record.get(SET_FIELD) or {}).get("files") or {}).items():   # the set is still whole
+        p = Path(opts.outdir) / name
+        if not p.is_file() or p.stat().st_size != size:
+            return None
     from virnucpro.run.rundir import RunDir
     token = (RunDir(opts.outdir).read_manifest() or {}).get("run_token")
     if token is not None and token != (record.get(SET_FIELD) or {}).get("run_token"):

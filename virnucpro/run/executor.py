@@ -173,8 +173,11 @@ class Executor:
         if self.shared is None:
             return decide()
         o = self.opts
-        return self.shared.once(("budget", tuple(self.devices), str(self.models.esm), o.precision,
-                                 o.engine_config.gpu_memory_gib, self.settings.given_budget), decide)
+        key = ("budget", tuple(self.devices), str(self.models.esm), o.precision, o.engine_config.gpu_memory_gib,
+               self.settings.given_budget)
+        earlier = key in self.shared.memo
+        budget = self.shared.once(key, decide)
+        return Budget(budget.tokens, budget.given, 0.0) if earlier else budget   # (no time spent deciding now)
 
     def start(self, budget: int, run_epoch: float, tel: Telemetry | None = None) -> None:
         raise NotImplementedError
