@@ -145,8 +145,9 @@ def test_failed_middle_sample_named_others_finish(tmp_path, reads, tiny_models, 
     bad = tmp_path / "broken.fq"
     bad.write_text("this is not a reads file\n")
     out = tmp_path / "out"
-    r = run_cli("predict", reads[0], bad, reads[1], "-o", out, "--models", tiny_models, *CPU)
+    r = run_cli("predict", reads[0], bad, reads[1], "-o", out, "--models", tiny_models, "--device", "cpu", "--progress")
     assert r.code == 4, r
+    assert "samples" in r.out and "3/3" in r.out, r   # one display across the samples (where a run's bar goes)
     assert any(line.startswith("virnucpro: sample broken failed: not a FASTA or FASTQ file") for line in r.err_lines()), r
     rows = summary_rows(out)
     assert [(x["sample"], x["status"]) for x in rows] == [("gut_01", "ok"), ("broken", "failed"), ("gut_02", "ok")]
@@ -187,3 +188,28 @@ def test_resume_reruns_a_sample_whose_input_changed(tmp_path, reads, tiny_models
     r = run_cli("predict", "--samples", sheet, "-o", out, "--models", tiny_models, *CPU, "--resume")
     rows = {x["sample"]: x for x in summary_rows(out)}
     assert "skipped" not in rows["a"]["message"] and "skipped" in rows["gut_02"]["message"], r
+
+
+@pytest.mark.parametrize("stop, code", [(KeyboardInterrupt("stopped by SIGINT"), 130),
+                                        (OSError(28, "No space left on device", "x"), 3)])
+def test_stop_lists_the_samples_not_run(tmp_path, reads, tiny_models, run_cli, monkeypatch, stop, code):
+    """Ctrl-C or a full disk in the second of three samples ends the command; the summary says which
+    sample finished, which was stopped and which never ran."""
+    import virnucpro.samples as samples_mod
+    calls = []
+
+    def fake_predict(opts, shared):
+        calls.append(opts.outdir.name)
+        if len(calls) == 2:
+            raise stop
+        return {"reads": 7, "chunks": 8, "frames": 9, "viral_reads": 1, "wall_s": 0.1}
+
+    monkeypatch.setattr(samples_mod, "predict", fake_predict)
+    third = tmp_path / "c.fa"
+    shutil.copy(reads[0], third)
+    out = tmp_path / "out"
+    r = run_cli("predict", *reads, third, "-o", out, "--models", tiny_models, *CPU)
+    assert r.code == code, r
+    rows = summary_rows(out)
+    assert [(x["sample"], x["status"]) for x in rows] == [("gut_01", "ok"), ("gut_02", "not_run"), ("c", "not_run")]
+    assert rows[0]["reads"] == "7" and "stopped" in rows[1]["message"] and "before this sample" in rows[2]["message"]

@@ -12,7 +12,8 @@ kernels' caches), then, side by side in this one run and on the same device:
 
 It prints and writes (--json) the wall time of each (the commands as a user would launch them: the
 process start, imports and CUDA initialisation included), the time the runs spent loading models
-(the load_models stage of each sample's telemetry), the device's busy share (the embedding windows
+(the load_models stage of each sample's telemetry; with worker processes, the slowest worker's
+start-up), the device's busy share (the embedding windows
 of all samples, run.json's embed_wall_s, over the wall time: what is left is the host's time between
 samples, when the GPU idles), and checks that every sample's prediction files are byte-identical
 between A and B (exit 1 if not). Without --models a tiny synthetic model set is written first.
@@ -67,9 +68,12 @@ def run_figures(outdir: Path) -> dict:
     """A sample's embedding window and model loading, from its run.json and telemetry."""
     from virnucpro.core.telemetry import read_telemetry
     summary = json.loads((outdir / "run.json").read_text())["summary"]
-    load = next((e for e in read_telemetry(outdir / "virnucpro.log")
-                 if e["event"] == "stage" and e["stage"] == "load_models"), {})
-    return {"embed_wall_s": summary["embed_wall_s"], "load_total_s": load.get("load_total_s", 0.0),
+    events = read_telemetry(outdir / "virnucpro.log")
+    load = next((e for e in events if e["event"] == "stage" and e["stage"] == "load_models"), {})
+    loading = load.get("load_total_s")
+    if loading is None:   # worker processes (--workers/--gpus > 1): their start-up, the slowest one's
+        loading = max((e.get("startup_s", 0.0) for e in events if e["event"] == "worker_start"), default=0.0)
+    return {"embed_wall_s": summary["embed_wall_s"], "load_total_s": loading,
             "wall_s": summary["wall_s"], "reads": summary["reads"], "frames": summary["frames"]}
 
 

@@ -97,7 +97,13 @@ def predict_samples(opts: PredictOptions, samples: list[Sample]) -> list[SampleR
             task = bar.add_task("samples", total=len(samples), rate="")
             for s, o in zip(samples, per_sample):
                 bar.update(task, description=f"samples ({s.id})")
-                results.append(_run_sample(s, o, decided.models, shared))
+                try:
+                    results.append(_run_sample(s, o, decided.models, shared))
+                except BaseException as exc:   # a stop or the machine's problem ends the command here
+                    why = "stopped while it ran (rerun with --resume to continue)" \
+                        if isinstance(exc, KeyboardInterrupt) else f"the command stopped here: {exc}"
+                    results.append(SampleResult(s, "not_run", message=why))
+                    raise
                 bar.advance(task)
                 if results[-1].status == "failed":
                     print(f"virnucpro: sample {s.id} failed: {results[-1].message}", file=sys.stderr)
