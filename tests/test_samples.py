@@ -213,3 +213,30 @@ def test_stop_lists_the_samples_not_run(tmp_path, reads, tiny_models, run_cli, m
     rows = summary_rows(out)
     assert [(x["sample"], x["status"]) for x in rows] == [("gut_01", "ok"), ("gut_02", "not_run"), ("c", "not_run")]
     assert rows[0]["reads"] == "7" and "stopped" in rows[1]["message"] and "before this sample" in rows[2]["message"]
+
+
+def test_shared_models_keep_one_engine():
+    """The same key gives the held engine without loading; another key drops it first (never two
+    engines on the GPU at once)."""
+    from virnucpro.run.executor import SharedModels
+    shared, made = SharedModels(), []
+
+    def load(name):
+        def go():
+            assert shared.value is None, "the held engine must be dropped before another one loads"
+            made.append(name)
+            return name, 1.5
+        return go
+
+    assert shared.get(("a",), load("A")) == ("A", 1.5)
+    assert shared.get(("a",), load("A2")) == ("A", 0.0)
+    assert shared.get(("b",), load("B")) == ("B", 1.5)
+    assert made == ["A", "B"] and shared.loads == 2
+    assert shared.once(("k",), lambda: [1]) is shared.once(("k",), lambda: [2])
+
+
+def test_empty_command_line_names_the_three_ways(tmp_path, run_cli):
+    r = run_cli("predict", "-o", tmp_path / "out")
+    assert r.code == 2 and "--samples SHEET" in r.err_lines()[-1], r
+    r = run_cli("predict", "--sample", "--samples", tmp_path / "s.tsv", "-o", tmp_path / "out")
+    assert r.code == 2 and "exactly one" in r.err_lines()[-1], r

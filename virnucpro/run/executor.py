@@ -109,7 +109,7 @@ class SharedModels:
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.value: Any = None
-        self.loads = 0                   # engines loaded (tests and tools/samples_bench.py check it)
+        self.loads = 0                   # engines loaded so far (tests/test_samples.py checks it)
         self.memo: dict[tuple, Any] = {}
 
     def get(self, key: tuple, load: Callable[[], tuple[Any, float]]) -> tuple[Any, float]:
