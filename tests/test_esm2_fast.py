@@ -296,7 +296,7 @@ def test_which_esm_kernels_the_fast_engine_uses(kernels, device, triton_ok, expe
 
 
 @pytest.mark.parametrize("field,value,match", [("esm_kernels", "compile", "ESM-2 kernels 'compile'"),
-                                               ("gelu", "tanh", "GELU 'tanh'"), ("precision", "fp8", "precision")])
+                                               ("gelu", "tanh", "GELU 'tanh'"), ("precision", "fp4", "precision")])
 def test_a_bad_engine_setting_is_an_input_error(field, value, match):
     from virnucpro.engines.config import EngineConfig
     from virnucpro.errors import InputError

@@ -627,3 +627,18 @@ def test_results_schema_version_is_checked(tmp_path: Path) -> None:
     (tmp_path / "r.json").write_text(json.dumps({"schema_version": 1, "results": []}))
     with pytest.raises(ValueError, match="schema_version 1"):
         res.load_results(tmp_path / "r.json")
+
+
+def test_the_fp8_side_by_side_profile_loads_and_is_only_chosen_by_path():
+    """baselines/profiles/experiments/h200-fp8.toml (issue 19) runs fp16 and fp8 in one session; it is
+    never picked by a GPU name or -m among the sign-off profiles."""
+    from pathlib import Path
+    from virnucpro.perf import gate
+    root = Path(__file__).resolve().parent.parent / "baselines" / "profiles"
+    prof = gate.load_profile(root / "experiments" / "h200-fp8.toml")
+    assert prof.precisions == ["fp16", "fp8"]
+    assert prof.section("wall_time", "fp8")["limit_s_per_million_reads"] == {"1": 330}
+    assert prof.section("wall_time", "fp16")["limit_s_per_million_reads"] == {"1": 480}
+    assert "h200-fp8" not in gate.profiles_in(root)
+    chosen, _ = gate.select_profile(gate.profiles_in(root), None, "gpuh200", "NVIDIA H200")
+    assert chosen.name == "h200"

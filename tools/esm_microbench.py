@@ -11,6 +11,10 @@ engine runs the Triton kernels; without it they are padded to the budget, as tor
 shapes need. Re-checks docs/benchmarks.md#h200-esm2 (the Triton kernels against torch.compile):
 
     python tools/esm_microbench.py --models /tmp/models --budgets 65536 --kernels compile,triton,triton-nopad --profile
+
+--dtype takes a comma-separated list: each precision's model is loaded in turn (the previous one freed)
+and timed on the same batches, so `--dtype fp16,fp8` is the FP8 path against the product's fp16 one
+side by side (docs/benchmarks.md#fp8), with the fp8 embeddings' cosine to the first precision's.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="comma-separated token budgets per packed batch (default 65536, the engine's on an H200)")
     ap.add_argument("--tokens", type=int, default=1_440_000,
                     help="size of the anchor workload in tokens, BOS/EOS included (default 1,440,000)")
-    ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"], help="matmul dtype (default fp16, the product's)")
+    ap.add_argument("--dtype", default="fp16",
+                    help="comma-separated matmul precisions, each timed in turn: fp16 (the product's default), "
+                         "bf16, fp8 (ESM-2's GEMMs in e4m3: models/esm2_fp8.py)")
     ap.add_argument("--kernels", default="triton-nopad",
                     help="comma-separated element-wise kernels to compare: triton, eager, compile, each optionally "
                          "with -nopad (default triton-nopad, as the engine runs)")
@@ -37,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "or the exact GELU as a separate pass")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one batch per implementation")
     a = ap.parse_args(argv)
+    for d in a.dtype.split(","):
+        if d not in ("fp16", "bf16", "fp8"):
+            ap.error(f"--dtype: unknown {d!r} (choose from fp16, bf16, fp8)")
     for name in a.kernels.split(","):
         if name.removesuffix("-nopad") not in KERNELS:
             ap.error(f"--kernels: unknown {name!r} (choose from {', '.join(KERNELS)}, each optionally with -nopad)")
@@ -75,21 +84,38 @@ def main(argv=None) -> None:
     import torch
 
     from virnucpro.engines.fast import matmul_peak_tflops
-    from virnucpro.models.esm2_fast import PackedESM2, flops_per_token, tokenize
+    from virnucpro.models.esm2_fast import PackedESM2, flops_per_token
     from virnucpro.models.layout import resolve
-    from virnucpro.plan.packing import pack_ffd
 
     dev = torch.device("cuda")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[a.dtype]
     peak = matmul_peak_tflops(dev)
-    model, alphabet = PackedESM2.from_checkpoint(resolve(a.models, 300, fingerprint=False).esm, dev, dtype)
     prots, lens = anchor(a.tokens)
-    fpt = flops_per_token(model.num_layers, model.embed_dim)
-    print(f"peak bf16 matmul {peak} TFLOP/s; {len(prots)} proteins, {lens.sum():,} tokens; "
-          f"{fpt / 1e9:.2f} GFLOP/token; {a.dtype}; GELU {a.gelu}")
+    refs: dict[int, object] = {}   # budget -> the first precision's first-batch embeddings
+    for dname in a.dtype.split(","):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float16}[dname]
+        model = None
+        torch.cuda.empty_cache()
+        model, alphabet = PackedESM2.from_checkpoint(resolve(a.models, 300, fingerprint=False).esm, dev, dtype)
+        if dname == "fp8":
+            model.to_fp8()
+            torch.cuda.empty_cache()
+        fpt = flops_per_token(model.num_layers, model.embed_dim)
+        print(f"peak bf16 matmul {peak} TFLOP/s; {len(prots)} proteins, {lens.sum():,} tokens; "
+              f"{fpt / 1e9:.2f} GFLOP/token; {dname}"
+              f"{f' (GEMM output {model.out_dtype})' if dname == 'fp8' else ''}; GELU {'exact' if dname == 'fp8' else a.gelu}")
+        run_budgets(a, model, alphabet, prots, lens, fpt, peak, refs, dname)
+        del model
+
+
+def run_budgets(a, model, alphabet, prots, lens, fpt, peak, refs, dname) -> None:
+    import torch
+
+    from virnucpro.models.esm2_fast import tokenize
+    from virnucpro.plan.packing import pack_ffd
+    dev = torch.device("cuda")
     for budget in map(int, a.budgets.split(",")):
         batches = pack_ffd(lens, budget)
-        ref = None
+        ref = refs.get(budget)
         for name in a.kernels.split(","):
             host = []
             for b in batches:
@@ -99,8 +125,9 @@ def main(argv=None) -> None:
                              torch.from_numpy(pos).long().to(dev), mx, len(b)))
             t0 = time.perf_counter()
             select_kernels(model, name, a.gelu == "tanh-epilogue")
-            ref = time_kernels(f"budget {budget:6d}, {len(host)} batches, kernels {name:13s}", model, host,
+            ref = time_kernels(f"{dname} budget {budget:6d}, {len(host)} batches, kernels {name:13s}", model, host,
                                lens, fpt, peak, ref, t0, a.profile)
+            refs.setdefault(budget, ref)
             torch.cuda.reset_peak_memory_stats()
 
 
@@ -124,10 +151,11 @@ def time_kernels(label, model, host, lens, fpt, peak, ref, t0, profile):
         torch.cuda.synchronize()
         dt = time.perf_counter() - t1
     diff = 0.0 if ref is None else float((first - ref).abs().max())
+    cos = 1.0 if ref is None else float(torch.nn.functional.cosine_similarity(first.float(), ref.float(), dim=1).min())
     tps = lens.sum() / dt
     print(f"{label}: {tps:,.0f} tok/s, MFU {tps * fpt / (peak * 1e12):.1%}, {dt / len(host) * 1e3:.1f} ms/batch, "
           f"set-up+first batch {t_first:.1f} s, peak mem {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB, "
-          f"max |emb - first| {diff:.2e}", flush=True)
+          f"max |emb - first| {diff:.2e}, min cosine to first {cos:.6f}", flush=True)
     if profile:
         from torch.profiler import ProfilerActivity, profile as torch_profile
         with torch.inference_mode(), torch_profile(activities=[ProfilerActivity.CUDA]) as prof:

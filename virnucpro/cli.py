@@ -145,12 +145,15 @@ def _add_predict(sub) -> None:
                    "packed batches, checkpointed work units (--resume), several GPUs; auto = fast (fp16 on a "
                    "GPU, fp32 on a CPU, where its scores are within 1e-5 of the reference's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default=None,
+    p.add_argument("--precision", choices=("fp16", "bf16", "fp32", "fp8"), default=None,
                    help="fast engine matmul precision (default: fp16 on a GPU, fp32 on a CPU; the residual "
                    "stream stays fp32). fp16 keeps "
                    ">= 99.9%% label agreement with the reference; bf16 is as fast but measured ~99.1%% "
                    "(docs/benchmarks.md). In fp16/bf16 on a GPU, ESM-2's GELU is computed in the fc1 GEMM "
-                   "(its tanh approximation; env VIRNUCPRO_ESM_GELU=exact turns that off); fp32 is exact")
+                   "(its tanh approximation; env VIRNUCPRO_ESM_GELU=exact turns that off); fp32 is exact. "
+                   "fp8 (experimental, GPUs with FP8 tensor cores: RTX 4090, L4, H100, H200): ESM-2's four "
+                   "GEMMs per layer in e4m3 with per-token and per-channel scales, the rest as fp16; 1.19x the "
+                   "fp16 ESM-2 speed but only ~89%% frame-label agreement (docs/benchmarks.md#fp8)")
     p.add_argument("--chunking", choices=("original", "fixed"), default="original",
                    help="original reproduces VirNucPro incl. its short-last-chunk quirk; fixed makes every "
                    "chunk of a long read exactly C nt")

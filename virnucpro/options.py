@@ -100,6 +100,9 @@ def choose_engine(opts: PredictOptions, device: str, esm_bytes: int | None = Non
     if engine_name not in ("fast", "reference"):
         raise InputError(f"unknown engine {opts.engine!r}; choose auto, fast or reference")
     cuda = device.startswith("cuda")
+    if engine_name == "fast" and opts.engine_config.precision == "fp8" and not cuda:
+        from virnucpro.models.esm2_fp8 import supported
+        raise InputError(supported("cpu"))
     changes: dict[str, Any] = {"engine_config": opts.engine_config.resolved("cuda" if cuda else "cpu")}
     small = esm_bytes is not None and esm_bytes < CPU_SMALL_UNIT_BYTES
     if engine_name == "fast" and not cuda and opts.batches_per_unit is None and not small:

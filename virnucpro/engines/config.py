@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from virnucpro.errors import InputError
 
-PRECISIONS = ("fp16", "bf16", "fp32")
+PRECISIONS = ("fp16", "bf16", "fp32", "fp8")   # fp8: ESM-2's GEMMs only (models/esm2_fp8.py), opt-in
 AUTO = "auto"   # no --precision given: fp16 on a GPU, fp32 on a CPU (``resolved``)
 # auto: the Triton kernels on a GPU where Triton is installed, else eager (plain PyTorch ops: CPUs,
 # --no-compile)
@@ -103,9 +103,9 @@ class EngineConfig:
     # -- what the choices mean on a device ----------------------------------------------------
 
     def gelu_epilogue(self, device_type: str) -> bool:
-        """ESM-2's fc1 with the tanh-GELU epilogue? Never in fp32 (which must match fair-esm to 1e-4)
-        nor on a CPU (no fused kernel there)."""
-        return self.gelu == "tanh-epilogue" and self.precision != "fp32" and device_type == "cuda"
+        """ESM-2's fc1 with the tanh-GELU epilogue? Never in fp32 (which must match fair-esm to 1e-4),
+        nor in fp8 (its quantising pass computes the exact GELU), nor on a CPU (no fused kernel there)."""
+        return self.gelu == "tanh-epilogue" and self.precision in ("fp16", "bf16") and device_type == "cuda"
 
     def kernels_on(self, device_type: str, triton_available: bool) -> str:
         """``triton`` or ``eager`` on this device: a CPU always runs eager."""

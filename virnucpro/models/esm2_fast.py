@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from virnucpro.models import esm2_fp8
 from virnucpro.models.esm2_triton import add_layernorm, rope_qk   # (triton itself is imported on first use)
 
 TOKEN_DROPOUT_TRAIN_RATIO = 0.15 * 0.8
@@ -205,9 +206,18 @@ class KernelSet:
     post_pre: Callable   # x, attention output -> x, and the next layer's q, k, v
 
 
+def _rope_qk_eager(qkv, cos, sin, heads: int):
+    T, C = qkv.shape[0], qkv.shape[1] // 3
+    return rope(qkv[:, :C].view(T, heads, C // heads), cos, sin), rope(qkv[:, C:2 * C].view(T, heads, C // heads), cos, sin)
+
+
 EAGER = KernelSet(pre_attention, post_attention, post_pre)                   # plain PyTorch ops
 TRITON = KernelSet(pre_attention_triton, post_attention_triton, post_pre_triton)
 KERNEL_SETS = {"eager": EAGER, "triton": TRITON}
+# the same around FP8 GEMMs (models/esm2_fp8.py): a model instance uses them once ``to_fp8`` ran
+FP8_KERNEL_SETS = {"eager": KernelSet(*esm2_fp8.layer_fns(False, _rope_qk_eager)),
+                   "triton": KernelSet(*esm2_fp8.layer_fns(True, _rope_qk_eager))}
+FP8_LINEARS = ("qkv", "out_proj", "fc1", "fc2")
 
 
 class PackedLayer(nn.Module):
@@ -221,14 +231,20 @@ class PackedLayer(nn.Module):
         self.fc1 = nn.Linear(dim, 4 * dim)
         self.fc2 = nn.Linear(4 * dim, dim)
 
+    def _w(self, name: str):
+        """A linear layer's weight as the layer's kernels take it: the tensor, or after ``to_fp8``
+        its Fp8Weight (e4m3 weight and per-output-channel scale)."""
+        lin = getattr(self, name)
+        return esm2_fp8.Fp8Weight(lin.weight, lin.weight_scale) if hasattr(lin, "weight_scale") else lin.weight
+
     def pre_args(self):
         ln1 = self.self_attn_layer_norm
-        return ln1.weight, ln1.bias, self.qkv.weight, self.qkv.bias
+        return ln1.weight, ln1.bias, self._w("qkv"), self.qkv.bias
 
     def post_args(self):
         ln2 = self.final_layer_norm
-        return (self.out_proj.weight, self.out_proj.bias, ln2.weight, ln2.bias,
-                self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        return (self._w("out_proj"), self.out_proj.bias, ln2.weight, ln2.bias,
+                self._w("fc1"), self.fc1.bias, self._w("fc2"), self.fc2.bias)
 
 
 class PackedESM2(nn.Module):
@@ -250,6 +266,7 @@ class PackedESM2(nn.Module):
         # faster but moved 0.06% of frame labels: docs/benchmarks.md#exp-esm-residual-half; only
         # tools/precision_study.py --halfres changes it)
         self.residual_dtype = torch.float32
+        self.fp8 = False             # the four GEMMs of each layer in FP8 (``to_fp8``)
         self.set_kernels(kernels, gelu)
 
     def set_kernels(self, kernels: str | None = None, gelu: str | None = None) -> "PackedESM2":
@@ -258,6 +275,8 @@ class PackedESM2(nn.Module):
         gelu = gelu if gelu is not None else self.gelu
         if kernels not in KERNEL_SETS:
             raise ValueError(f"kernels {kernels!r}: one of {', '.join(KERNEL_SETS)}")
+        if kernels == "triton" and set(getattr(self, "fp8_linears", FP8_LINEARS)) != set(FP8_LINEARS):
+            raise ValueError("a model with only some GEMMs in FP8 runs the eager kernels (to_fp8's linears)")
         if gelu not in GELU_CHOICES:
             raise ValueError(f"gelu {gelu!r}: one of {', '.join(GELU_CHOICES)}")
         self.kernels, self.gelu = kernels, gelu
@@ -309,6 +328,32 @@ class PackedESM2(nn.Module):
             raise ModelError(f"not a HuggingFace ESM-2 folder: {folder}")
         return cls.from_checkpoint(folder, device, dtype, phases, on_open)
 
+    def to_fp8(self, out_dtype: torch.dtype | None = None, linears: tuple[str, ...] = FP8_LINEARS) -> "PackedESM2":
+        """Quantise each layer's QKV, out_proj, fc1 and fc2 weights to e4m3 with one scale per output
+        channel, in place (the weights in the load dtype are freed layer by layer); their biases and
+        the GEMMs' outputs in ``out_dtype`` (default ``esm2_fp8.out_dtype_on`` the model's device).
+        From then on the layers run the FP8 kernel set (models/esm2_fp8.py). ``linears``: a subset
+        leaves the others in the load dtype -- a precision study's tool (which GEMMs tolerate e4m3),
+        eager kernels only."""
+        if set(linears) - set(FP8_LINEARS) or not linears:
+            raise ValueError(f"linears {linears!r}: a non-empty subset of {', '.join(FP8_LINEARS)}")
+        device = self.embed_tokens.weight.device
+        out_dtype = out_dtype or esm2_fp8.out_dtype_on(device)
+        for layer in self.layers:
+            for name in FP8_LINEARS:
+                lin = getattr(layer, name)
+                if name in linears:
+                    q = esm2_fp8.quantize_weight(lin.weight.data)
+                    lin.weight = nn.Parameter(q.w, requires_grad=False)
+                    lin.register_buffer("weight_scale", q.scale)
+                lin.bias = nn.Parameter(lin.bias.data.to(out_dtype), requires_grad=False)
+                if name not in linears:
+                    lin.weight = nn.Parameter(lin.weight.data.to(out_dtype), requires_grad=False)
+        self.fp8, self.out_dtype, self.fp8_linears = True, out_dtype, tuple(linears)
+        if set(linears) != set(FP8_LINEARS):
+            self.set_kernels("eager")
+        return self
+
     def keep_norms_fp32(self) -> "PackedESM2":
         """LayerNorm parameters in fp32 (tiny; they act on the fp32 residual stream)."""
         for mod in self.modules():
@@ -333,7 +378,8 @@ class PackedESM2(nn.Module):
         cos = self.rotary.cos[positions][:, None, :]                                # [T, 1, D/2] fp32
         sin = self.rotary.sin[positions][:, None, :]
         layers = self.layers if n_layers is None else self.layers[:n_layers]
-        ks, tanh = KERNEL_SETS[self.kernels], self.gelu == "tanh-epilogue"
+        ks = (FP8_KERNEL_SETS if self.fp8 else KERNEL_SETS)[self.kernels]
+        tanh = self.gelu == "tanh-epilogue" and not self.fp8   # the FP8 set computes the exact GELU
         q, k, v = ks.pre(x, *layers[0].pre_args(), cos, sin, layers[0].heads)
         for i, layer in enumerate(layers):
             a = varlen_attention(q, k, v, cu, max_len, self.force_padded_attention)  # [T, H, D]

@@ -7,6 +7,13 @@ Between its GEMMs a packed ESM-2 layer does two kinds of memory-bound work (virn
     rope_qk         q, k = rotary(q), rotary(k) (fp32 math) read from the fused QKV GEMM's output and
                     written as contiguous [T, H, D] tensors; v stays a strided view of that output
 
+and, for the FP8 path (virnucpro/models/esm2_fp8.py), the same passes writing a GEMM's FP8 input:
+
+    add_layernorm_fp8   as add_layernorm, with h written as e4m3 plus its row's scale (the row is in
+                        registers already, so its largest |value| costs no extra pass)
+    quantize_rows       a row of a GEMM's output (optionally through the exact GELU first) -> e4m3
+                        and its scale: the attention output before out_proj, fc1's output before fc2
+
 torch.compile fuses the same work into the same passes, but every process pays for it at start-up:
 importing its compiler and tracing the functions took ~4-5 s of each worker's start, for the same
 speed (docs/benchmarks.md#exp-esm-compile), on the critical path of every run. These kernels need `import triton` and a cached compile
@@ -40,8 +47,8 @@ def _kernels() -> dict:
     import triton.language as tl
 
     @triton.jit
-    def add_ln_kernel(X, Y, W, B, H, stride_x, stride_y, stride_h, C, eps,
-                      HAS_Y: tl.constexpr, BLOCK: tl.constexpr):
+    def add_ln_kernel(X, Y, W, B, H, S, stride_x, stride_y, stride_h, C, eps,
+                      HAS_Y: tl.constexpr, QUANT: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < C
@@ -56,7 +63,24 @@ def _kernels() -> dict:
         rstd = 1.0 / tl.sqrt(var + eps)
         w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
         b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
-        tl.store(H + row * stride_h + cols, (d * rstd * w + b).to(H.dtype.element_ty), mask=mask)
+        h = d * rstd * w + b
+        if QUANT:   # e4m3 with the row's scale: h = stored * scale, |stored| <= 448
+            scale = tl.maximum(tl.max(tl.where(mask, tl.abs(h), 0.0), axis=0), 1e-12) / 448.0
+            tl.store(S + row, scale)
+            h = h / scale
+        tl.store(H + row * stride_h + cols, h.to(H.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def quant_rows_kernel(X, Q, S, stride_x, stride_q, N, GELU: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < N
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        if GELU:    # the exact (erf) GELU, as ESM-2's
+            x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+        scale = tl.maximum(tl.max(tl.where(mask, tl.abs(x), 0.0), axis=0), 1e-12) / 448.0
+        tl.store(S + row, scale)
+        tl.store(Q + row * stride_q + cols, (x / scale).to(Q.dtype.element_ty), mask=mask)
 
     @triton.jit
     def rope_kernel(QKV, COS, SIN, Q, K, stride_qkv, stride_cs, C, NH: tl.constexpr, D: tl.constexpr,
@@ -81,7 +105,8 @@ def _kernels() -> dict:
         tl.store(dk + off, (k1 * c - k2 * s).to(K.dtype.element_ty), mask=m)
         tl.store(dk + off + HALF, (k2 * c + k1 * s).to(K.dtype.element_ty), mask=m)
 
-    _BUILT.update(add_ln=add_ln_kernel, rope=rope_kernel, next_pow2=triton.next_power_of_2)
+    _BUILT.update(add_ln=add_ln_kernel, rope=rope_kernel, quant=quant_rows_kernel,
+                  next_pow2=triton.next_power_of_2)
     return _BUILT
 
 
@@ -95,10 +120,46 @@ def add_layernorm(x: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, b: t
     if T == 0:
         return h
     block = k["next_pow2"](C)
-    warps = 16 if block >= 4096 else 8 if block >= 1024 else 4
-    k["add_ln"][(T,)](x, y if y is not None else x, w, b, h, x.stride(0), y.stride(0) if y is not None else 0,
-                      h.stride(0), C, eps, HAS_Y=y is not None, BLOCK=block, num_warps=warps)
+    warps = _warps(block)
+    k["add_ln"][(T,)](x, y if y is not None else x, w, b, h, x, x.stride(0), y.stride(0) if y is not None else 0,
+                      h.stride(0), C, eps, HAS_Y=y is not None, QUANT=False, BLOCK=block, num_warps=warps)
     return h
+
+
+def _warps(block: int) -> int:
+    return 16 if block >= 4096 else 8 if block >= 1024 else 4
+
+
+def add_layernorm_fp8(x: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, b: torch.Tensor,
+                      eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``add_layernorm`` with its output as FP8: x [T, C] fp32 (x += y in place when y is given) ->
+    h8 [T, C] float8_e4m3fn and scale [T, 1] fp32, LayerNorm(x) = h8 * scale row by row."""
+    k = _kernels()
+    T, C = x.shape
+    h = torch.empty((T, C), dtype=torch.float8_e4m3fn, device=x.device)
+    s = torch.empty((T, 1), dtype=torch.float32, device=x.device)
+    if T == 0:
+        return h, s
+    block = k["next_pow2"](C)
+    k["add_ln"][(T,)](x, y if y is not None else x, w, b, h, s, x.stride(0), y.stride(0) if y is not None else 0,
+                      h.stride(0), C, eps, HAS_Y=y is not None, QUANT=True, BLOCK=block, num_warps=_warps(block))
+    return h, s
+
+
+def quantize_rows(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [T, N] (fp16/bf16/fp32, unit column stride) -> e4m3 [T, N] and scale [T, 1] fp32 with
+    f(x) = stored * scale row by row, f = the exact GELU when ``gelu``, else the identity."""
+    k = _kernels()
+    T, N = x.shape
+    q = torch.empty((T, N), dtype=torch.float8_e4m3fn, device=x.device)
+    s = torch.empty((T, 1), dtype=torch.float32, device=x.device)
+    if T == 0:
+        return q, s
+    if x.stride(1) != 1:
+        raise ValueError("quantize_rows: x must have unit column stride")
+    block = k["next_pow2"](N)
+    k["quant"][(T,)](x, q, s, x.stride(0), q.stride(0), N, GELU=gelu, BLOCK=block, num_warps=_warps(block))
+    return q, s
 
 
 def rope_qk(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,8 +181,8 @@ def rope_qk(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int)
     return q, kk
 
 
-def warm(dim: int, heads: int, dtype: torch.dtype, device: torch.device) -> float:
-    """Load (or compile) both kernels for a model of this width on ``device``, on one-row inputs:
+def warm(dim: int, heads: int, dtype: torch.dtype, device: torch.device, fp8: bool = False) -> float:
+    """Load (or compile) the kernels (with ``fp8``, the FP8 path's too) for a model of this width on ``device``, on one-row inputs:
     Triton specialises on dtypes, strides and alignment, not on the number of rows, so the loop's
     calls find them ready. Returns the seconds it took (importing triton included)."""
     import time
@@ -133,4 +194,9 @@ def warm(dim: int, heads: int, dtype: torch.dtype, device: torch.device) -> floa
     d = dim // heads
     rope_qk(torch.zeros(1, 3 * dim, dtype=dtype, device=device), torch.zeros(1, d // 2, device=device),
             torch.zeros(1, d // 2, device=device), heads)
+    if fp8:
+        add_layernorm_fp8(x, torch.zeros(1, dim, dtype=dtype, device=device), w, w)
+        add_layernorm_fp8(x, None, w, w)
+        quantize_rows(torch.zeros(1, dim, dtype=dtype, device=device))
+        quantize_rows(torch.zeros(1, 4 * dim, dtype=dtype, device=device), gelu=True)
     return time.perf_counter() - t

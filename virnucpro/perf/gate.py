@@ -78,7 +78,7 @@ _REQUIRED = {"": {"name", "marker", "device"}, "run": {"engine", "chunk_length"}
              "workload": {"reads", "seed", "length_profile"}, "models": {"preset", "seed"},
              "wall_time": {"limit_s_per_million_reads"}}
 _NOT_CRITERIA = {"", "run", "workload", "models", "reference"}
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 # Criteria in report order: the name of each one's test (perf_tests/test_perf_gate.py), profile
 # section and report row are the same word.
 CRITERIA = ("wall_time", "gpu_utilisation", "packing_efficiency", "mfu_esm", "scaling",

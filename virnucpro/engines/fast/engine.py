@@ -27,7 +27,9 @@ from virnucpro.plan.planner import Prepared
 
 log = logging.getLogger("virnucpro.engines.fast")
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# the weights' dtype as loaded (and DNABERT-S's matmul dtype); fp8 quantises ESM-2's GEMM weights
+# after loading them in fp16 (PackedESM2.to_fp8), DNABERT-S stays fp16
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8": torch.float16}
 
 
 class FastEngine:
@@ -43,8 +45,12 @@ class FastEngine:
         batch of more tokens raises CUDA out-of-memory."""
         self.config = config = (config if config is not None else EngineConfig()).resolved(torch.device(device).type)
         if config.precision not in DTYPES:
-            raise InputError(f"unknown precision {config.precision!r}; choose bf16, fp16 or fp32")
+            raise InputError(f"unknown precision {config.precision!r}; choose {', '.join(DTYPES)}")
         self.device = torch.device(device)
+        if config.precision == "fp8" and self.device.type == "cuda":
+            from virnucpro.models.esm2_fp8 import supported
+            if (why := supported(self.device)) is not None:
+                raise InputError(why)
         self.fake_oom_tokens = fake_oom_tokens
         phases: dict[str, float] = {}     # where start-up goes (seconds), logged with the load_models stage
         t = t_init = time.perf_counter()
@@ -54,7 +60,7 @@ class FastEngine:
             torch.empty(1, device=self.device)   # the CUDA context of this process
         phases["cuda_init"], t = time.perf_counter() - t, time.perf_counter()
         self.precision, self.dtype = config.precision, DTYPES[config.precision]
-        from virnucpro.models import esm2_triton
+        from virnucpro.models import esm2_fp8, esm2_triton
         self.kernels = config.kernels_on(self.device.type, esm2_triton.available())
         gelu = "tanh-epilogue" if config.gelu_epilogue(self.device.type) else "exact"
         self.dna_compiled = config.dnabert_compile and self.device.type == "cuda"
@@ -68,13 +74,17 @@ class FastEngine:
 
         def warm_triton(dim: int, heads: int) -> None:   # beside the weight copy (its threads wait on I/O)
             if self.kernels == "triton":
-                warm.append(Background(self._in_device, esm2_triton.warm, dim, heads, self.dtype, self.device,
+                fp8 = config.precision == "fp8"
+                dtype = esm2_fp8.out_dtype_on(self.device) if fp8 else self.dtype
+                warm.append(Background(self._in_device, esm2_triton.warm, dim, heads, dtype, self.device, fp8,
                                        name="triton-warm"))
         t0 = t = time.perf_counter()
         # DNABERT-S (small) loads and runs its warm-up batches in a thread while ESM-2's weights copy
         dna_loading = Background(self._in_device, self._load_dnabert, models.dnabert, name="dnabert-load")
         self.esm, self.alphabet = PackedESM2.from_checkpoint(models.esm, self.device, self.dtype, phases,
                                                              on_open=warm_triton)
+        if config.precision == "fp8":
+            self.esm.to_fp8()
         self.esm.set_kernels(self.kernels, gelu)
         phases["esm_weights"], t = time.perf_counter() - t, time.perf_counter()
         self.dna, self.tokenizer, self.dna_info, dna_phases = dna_loading.result()
