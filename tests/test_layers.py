@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("virnucpro.plan",),                                   # work units and batches
     ("virnucpro.engines",),                                # reference and fast engines
     ("virnucpro.run",),                                    # run directory, workers, executors
-    ("virnucpro.pipeline", "virnucpro.options", "virnucpro.reclassify", "virnucpro.report"),   # the data flow of a command
+    ("virnucpro.pipeline", "virnucpro.options", "virnucpro.reclassify", "virnucpro.report",
+     "virnucpro.samples"),                                 # the data flow of a command
     ("virnucpro.perf",),                                   # gate, baseline, bench, compare
     ("virnucpro.cli", "virnucpro.__main__"),               # argument parsing only
 ]

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ["dna_attention", "esm_microbench", "gemm_bench", "host_speed", "memory_curve", "precision_study",
-         "trace_gaps"]
+         "samples_bench", "trace_gaps"]
 
 
 def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:

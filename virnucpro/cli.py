@@ -103,19 +103,35 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", formatter_class=_Formatter, help="the whole pipeline: FASTA -> predictions",
-                       description="Run the whole pipeline on a FASTA file (plain or .gz).\n\n"
+                       description="Run the whole pipeline on a FASTA or FASTQ file (plain or .gz).\n\n"
                        "Writes to OUTDIR: prediction_results.txt (per kept frame), "
                        "prediction_results_highestscore.csv (per chunk, tab-separated), read_summary.tsv "
                        "(per input read), viral_reads.fa (the reads labelled virus), run.json (manifest) and "
                        "virnucpro.log (log + telemetry).\n\n"
-                       "Exit codes: 0 done; 2 bad input, models or options (one line on stderr); 1 internal "
-                       "error or the machine's (details in OUTDIR/virnucpro.log); 130 interrupted.")
-    p.add_argument("input", nargs="?", type=Path, help="input reads: FASTA or FASTQ (4-line), plain or gzip, "
-                   "told apart by content; '-' reads standard input (a pipe, a FIFO or <(zcat ...) work too)")
+                       "Several samples, models loaded once: `predict a.fq.gz b.fq.gz ... -o OUTROOT` (sample ids "
+                       "from the file names, without .gz and .fa/.fasta/.fna/.fq/.fastq) or `predict --samples "
+                       "sheet.tsv -o OUTROOT`. Each sample gets OUTROOT/<sample>/ with the files above, and "
+                       "OUTROOT/samples_summary.tsv lists every sample (sample, input, status ok|failed|not_run, "
+                       "reads, chunks, kept_frames, viral_reads, seconds, message). The sample sheet is "
+                       "tab-separated with a header line 'sample<TAB>path', one sample per line, '#' comment "
+                       "lines allowed, relative paths relative to the sheet; ids: letters, digits, _ - . "
+                       "(unique). A failed sample is named and the others run.\n\n"
+                       "Exit codes: 0 done; 2 bad input, models or options (one line on stderr; with several "
+                       "samples: options, sheet or an earlier run's folder, before any work); 4 several samples "
+                       "ran and at least one failed (named on stderr and in samples_summary.tsv; the others' "
+                       "outputs are complete); 3 the machine refused a write (full disk, permissions); 1 internal "
+                       "error (details in OUTDIR/virnucpro.log); 130 interrupted.")
+    p.add_argument("input", nargs="*", type=Path, help="input reads: FASTA or FASTQ (4-line), plain or gzip, "
+                   "told apart by content; '-' reads standard input (a pipe, a FIFO or <(zcat ...) work too). "
+                   "Several files: one sample each, into OUTROOT/<sample>/")
+    p.add_argument("--samples", type=Path, metavar="SHEET", default=None,
+                   help="a sample sheet (TSV: header 'sample<TAB>path', then one sample per line; '#' comments; "
+                   "relative paths relative to the sheet): every sample into OUTROOT/<sample>/, models loaded once")
     p.add_argument("--sample", action="store_true", help="use the built-in sample reads as input")
-    p.add_argument("-o", "--outdir", type=Path, required=True, help="output directory (created if absent). "
-                   "One that holds an earlier run's results or checkpoints is refused unless --force "
-                   "(replace them) or --resume (continue that run)")
+    p.add_argument("-o", "--outdir", type=Path, required=True, help="output directory (created if absent); "
+                   "OUTROOT with several samples. One that holds an earlier run's results or checkpoints is "
+                   "refused unless --force (replace them) or --resume (continue that run; with several samples "
+                   "a sample finished with the same input, models and settings is skipped)")
     p.add_argument("--force", action="store_true", help="replace the results, checkpoints and saved embeddings "
                    "of an earlier run in OUTDIR")
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N",
@@ -182,13 +198,19 @@ def cmd_predict(args) -> int:
     from virnucpro.options import PredictOptions
     from virnucpro.pipeline import predict
     from virnucpro.report import print_summary
-    if args.sample == (args.input is not None):
-        raise InputError("give exactly one of INPUT or --sample")
+    given = sum((bool(args.input), args.sample, args.samples is not None))
+    if given != 1:
+        raise InputError("give INPUT (one or more files), --samples SHEET or --sample (exactly one of them)")
+    multi = args.samples is not None or len(args.input) > 1
     if args.sample:
         from virnucpro.workloads import sample_fasta_path
-        args.input = sample_fasta_path()
+        args.input = [sample_fasta_path()]
+    samples = None
+    if multi:
+        from virnucpro.io.samplesheet import read_sheet, samples_from_paths
+        samples = read_sheet(args.samples) if args.samples is not None else samples_from_paths(args.input)
     opts = PredictOptions(
-        input=args.input, outdir=args.outdir, chunk_length=args.chunk_length, models=args.models, esm=args.esm,
+        input=samples[0].path if multi else args.input[0], outdir=args.outdir, chunk_length=args.chunk_length, models=args.models, esm=args.esm,
         dnabert=args.dnabert, classifier=args.classifier, engine=args.engine, device=args.device,
         engine_config=args.engine_config, chunking=args.chunking, duplicate_ids=args.duplicate_ids,
         block_frames=args.block_frames, allow_classifier_mismatch=args.allow_classifier_mismatch,
@@ -197,6 +219,13 @@ def cmd_predict(args) -> int:
         skip_failing_units=args.skip_failing_units, save_embeddings=args.save_embeddings, faults=args.faults,
         token_budget=args.token_budget, dna_budget=args.dna_budget, use_tuned=args.use_tuned,
         segment_reads=args.segment_reads, force=args.force, threads=args.threads)
+    if multi:
+        from virnucpro.io.paths import SAMPLES_SUMMARY
+        from virnucpro.report import print_samples
+        from virnucpro.samples import SAMPLES_FAILED_EXIT, any_failed, predict_samples
+        results = predict_samples(opts, samples)
+        print_samples([r.row() for r in results], args.outdir / SAMPLES_SUMMARY)
+        return SAMPLES_FAILED_EXIT if any_failed(results) else 0
     summary = predict(opts)
     if "wall_s" not in summary:  # a torchrun rank other than 0: rank 0 merges and writes the outputs
         print(f"rank {summary.get('rank')}: work units checkpointed in {summary.get('outdir')}; rank 0 writes the outputs")

@@ -71,22 +71,35 @@ class _Setup:
     streaming: bool                              # embedding may start before the input is all read
     times: dict = field(default_factory=dict)   # run clock when the early start began, when checks ended
     created: bool = False                        # this run made the output directory
+    shared: Any = None                           # run.executor.SharedModels of a multi-sample command, else None
 
 
-def predict(opts: PredictOptions) -> dict[str, Any]:
-    """Run the whole pipeline; returns the summary dict (also logged as the `summary` event)."""
+def predict(opts: PredictOptions, shared=None) -> dict[str, Any]:
+    """Run the whole pipeline; returns the summary dict (also logged as the `summary` event).
+    ``shared``: a ``virnucpro.run.executor.SharedModels`` that keeps the loaded engine for the next
+    run of the same command (a multi-sample predict, ``virnucpro.samples``); None: this run's only."""
     with cpu_threads(opts.threads):
-        return _predict_all(opts)
+        return _predict_all(opts, shared)
 
 
-def _predict_all(opts: PredictOptions) -> dict[str, Any]:
-    t_start = time.perf_counter()
+@dataclass
+class Decided:
+    """What ``decide`` settled from the options alone, before any input is read or folder made."""
+    opts: PredictOptions                         # with the engine's precision and batches per unit settled
+    models: Any                                  # models.layout.ModelSet (paths; fingerprints not yet)
+    device: str
+    engine_name: str
+    rank: Rank | None                            # this process's rank under torchrun
+    devices: list[str]                           # one device string per worker
+
+
+def decide(opts: PredictOptions) -> Decided:
+    """Everything about the options a user can get wrong that needs no input and no output
+    directory: chunk length, models (their files found), device, GPUs, engine. InputError or
+    ModelError (exit 2) before anything is written; a multi-sample run asks once, before its first
+    sample."""
     if opts.chunk_length not in (300, 500):
         raise InputError(f"--chunk-length must be 300 or 500 (the published classifiers), not {opts.chunk_length}")
-    # 1. Everything a user can get wrong is checked before anything is written.
-    outdir = Path(opts.outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"-o/--outdir {opts.outdir}: exists and is not a directory")
     # the paths first: the models' loading (or the workers) can start before the rest is checked
     models = layout.resolve(opts.models, opts.chunk_length, opts.esm, opts.dnabert, opts.classifier,
                             fingerprint=False)
@@ -109,8 +122,19 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
         if opts.resume or rank is not None:
             raise InputError("--resume and multi-process runs need the fast engine (--engine fast)")
         devices = [device]
-        if (opts.workers or 1) > 1 or opts.gpus not in (None, "1"):
-            log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
+    return Decided(opts, models, device, engine_name, rank, devices)
+
+
+def _predict_all(opts: PredictOptions, shared=None) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    # 1. Everything a user can get wrong is checked before anything is written.
+    outdir = Path(opts.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"-o/--outdir {opts.outdir}: exists and is not a directory")
+    d = decide(opts)
+    opts, models, device, engine_name, rank, devices = d.opts, d.models, d.device, d.engine_name, d.rank, d.devices
+    if engine_name != "fast" and ((opts.workers or 1) > 1 or opts.gpus not in (None, "1")):
+        log.warning("the reference engine runs in one process on %s (--gpus/--workers ignored)", device)
     streaming = streams_input(opts, engine_name, rank)   # decided before early workers may write there
     created = not outdir.exists()
     from virnucpro.core.mptemp import use_run_tempdir
@@ -122,7 +146,7 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
     try:
         if engine_name == "fast":   # a fresh run's models load (or its workers start) while the input is read
             from virnucpro.run.executor import choose_executor
-            executor = choose_executor(opts, models, devices, rank)
+            executor = choose_executor(opts, models, devices, rank, shared)
             executor.start_early(time.time() - (time.perf_counter() - t_start))
         early_t = time.perf_counter() - t_start
         # read in a thread from now on; a fast run takes the reads segment by segment and keeps none
@@ -134,12 +158,13 @@ def _predict_all(opts: PredictOptions) -> dict[str, Any]:
                                window=int(opts.segment_reads or SEGMENT_READS),
                                spool_dir=outdir if outdir.is_dir() else None,
                                **(_reading_pause(executor) if streaming else {}))
-        models.fingerprints = layout.fingerprints(models)   # for the manifest; the loading does not need them
+        models.fingerprints = _once(shared, ("fingerprints", str(models.esm), str(models.dnabert),
+                                             str(models.classifier)), lambda: layout.fingerprints(models))
         clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
         setup = _Setup(t_start, models, clf, clf_info, device, engine_name,
                        models.synthetic or clf_info.get("synthetic"), rank, devices, executor, records, streaming,
                        {"early_start_t": round(early_t, 4), "checked_t": round(time.perf_counter() - t_start, 4)},
-                       created)
+                       created, shared)
         return _predict(opts, setup)
     except BaseException as exc:
         if executor is not None:   # early workers (e.g. of a bad input) must not outlive the run
@@ -255,7 +280,7 @@ def _predict_into(opts: PredictOptions, setup: _Setup, stream: RecordStream, str
         if scored is None:    # a torchrun rank other than 0: its units are checkpointed, rank 0 writes
             return {"rank": rank, "outdir": str(outdir)}
     else:   # (an earlier run's embeddings stay until this run's output set replaces them)
-        scored = _score_reference(opts, stream.result(), models, clf, device, tel)
+        scored = _score_reference(opts, stream.result(), models, clf, device, tel, setup.shared)
     n_frames = scored.n_frames
     records = stream.result()   # None for a fast run: its reads are in the spooled rows
     n_reads = stream.n_read
@@ -357,8 +382,9 @@ def _commit(oset: OutputSet, manifest: dict, tel, fast: bool, embeddings: bool) 
     tel.emit("commit", wall_s=round(time.perf_counter() - t, 4))
 
 
-def _score_reference(opts, records, models, clf, device, tel) -> Scored:
-    """The reference engine, in this process: models load while the host chunks and translates."""
+def _score_reference(opts, records, models, clf, device, tel, shared=None) -> Scored:
+    """The reference engine, in this process: models load while the host chunks and translates
+    (or come from ``shared``, loaded by an earlier sample of the command)."""
     from virnucpro.core.background import Background
     from virnucpro.engines import make_engine
 
@@ -366,7 +392,11 @@ def _score_reference(opts, records, models, clf, device, tel) -> Scored:
         t = time.perf_counter()
         return make_engine("reference", models, device), time.perf_counter() - t
 
-    loading = Background(load, name="load-models")
+    if shared is None:
+        loading = Background(load, name="load-models")
+    else:
+        loading = Background(shared.get, ("reference", str(models.esm), str(models.dnabert), device), load,
+                             name="load-models")
     chunks, frames = _chunk_translate_stage(records, opts, tel)
     with tel.stage("load_models") as st:  # wall_s: the wait left after chunk_translate
         engine, load_s = loading.result()
@@ -393,6 +423,11 @@ def _score_reference(opts, records, models, clf, device, tel) -> Scored:
     sampler.stop()
     return Scored(chunks, frames, scores, engine.totals, t_to - t_from, "fp32", _n_gpus(device),
                   sampler.mean_util(t_from, t_to), peak_gpu_mem_gib=peak_gpu_mem_gib(device))
+
+
+def _once(shared, key: tuple, compute):
+    """``compute()``, or the value an earlier run of a multi-sample command computed for ``key``."""
+    return compute() if shared is None else shared.once(key, compute)
 
 
 def _chunk_translate_stage(records, opts, tel):

@@ -80,3 +80,27 @@ def print_summary(s: dict[str, Any], file=None) -> None:
                       f"{e['bytes'] / 2**30:.2f} GiB; {EMBEDDING_INDEX})")
     if s.get("synthetic"):
         console.print(f"[bold red]WARNING: {SYNTHETIC_WARNING}[/]")
+
+
+def print_samples(rows: list[dict[str, Any]], summary_path, file=None) -> None:
+    """The multi-sample table (the rows of samples_summary.tsv), then where the file is."""
+    file = file or sys.stdout
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+    console = Console(file=file, highlight=False, soft_wrap=True)
+    t = Table(title="virnucpro samples", title_justify="left")
+    for name, right in (("sample", False), ("status", False), ("reads", True), ("chunks", True),
+                        ("kept frames", True), ("viral reads", True), ("seconds", True)):
+        t.add_column(name, justify="right" if right else "left")
+    for r in rows:
+        cells = [_fmt(r.get(k)) if r.get(k) is not None else "" for k in ("reads", "chunks", "kept_frames", "viral_reads")]
+        status = Text(r["status"], style="" if r["status"] == "ok" else "bold red")
+        t.add_row(Text(r["sample"]), status, *cells, r.get("seconds") or "")
+    console.print(t)
+    for r in rows:   # the reasons below the table, one line each (a narrow table column would break them up)
+        if r["status"] != "ok" or r.get("message"):
+            console.print(Text(f"{r['sample']}: {r['status']}: {r.get('message') or ''}"))
+    bad = sum(1 for r in rows if r["status"] != "ok")
+    console.print(Text(f"{len(rows) - bad} of {len(rows)} samples ok" + (f", {bad} not" if bad else "") +
+                       f"; each sample's outputs in its own folder beside {summary_path}"))

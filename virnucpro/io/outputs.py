@@ -358,3 +358,20 @@ def write_skipped_reads(outdir: Path, read_ids: list[str]) -> Path:
         fh.write("read_id\treason\n")
         fh.writelines(f"{rid}\twork unit failed repeatedly (--skip-failing-units)\n" for rid in read_ids)
     return path
+
+
+# samples_summary.tsv (multi-sample predict, in OUTROOT): one row per sample, in the order given.
+# status: ok (its output set is committed in OUTROOT/<sample>/), failed (message: the one-line reason),
+# not_run (the command stopped before it: Ctrl-C or a machine problem). The counts are empty unless ok.
+SAMPLES_COLUMNS = ("sample", "input", "status", "reads", "chunks", "kept_frames", "viral_reads", "seconds", "message")
+
+
+def write_samples_summary(path: Path, rows: Sequence[dict]) -> Path:
+    """``rows``: dicts keyed by SAMPLES_COLUMNS (a missing or None field is written empty); the file
+    is replaced atomically, so a reader never sees half a table."""
+    def cell(v) -> str:
+        return "" if v is None else " ".join(str(v).split())   # one line, no tabs
+    with atomic_write(path, fsync=True) as fh:
+        fh.write("\t".join(SAMPLES_COLUMNS) + "\n")
+        fh.writelines("\t".join(cell(r.get(c)) for c in SAMPLES_COLUMNS) + "\n" for r in rows)
+    return Path(path)

@@ -24,6 +24,7 @@ EMBEDDING_PART_GLOB = "part-*.npz"
 RUN_DIRNAME = ".virnucpro-run"                         # checkpoints of a resumable run (virnucpro.run)
 STAGING_DIRNAME = ".virnucpro-staging"                 # the next output set, until it is moved into place
 LOCK_NAME = ".virnucpro.lock"                          # held (flock) by the run writing the directory
+SAMPLES_SUMMARY = "samples_summary.tsv"                # multi-sample predict: in OUTROOT, one row per sample
 
 # The output set: the files a run writes for its reader, which appear all at once or not at all
 # (virnucpro.io.outset); RUN_JSON is its commit record, moved into place last. EMBEDDINGS is a folder

@@ -8,7 +8,7 @@
 
 Life of an executor (``virnucpro.run.fast.score_fast`` drives it)::
 
-    ex = choose_executor(opts, models, devices, rank)
+    ex = choose_executor(opts, models, devices, rank, shared)
     ex.start_early(run_epoch)     # a fresh run: models load / workers spawn while the input is read
     ex.start(budget, tel)         # (if not started early) once the token budget is known
     ex.wait_ready(tel)            # in this process: the models are loaded
@@ -93,25 +93,91 @@ class Job:
     describe_unit: Callable[[int], str]         # unit -> "N read(s): ids" for a unit given up on
 
 
+class SharedModels:
+    """What the runs of one command keep loaded from one run to the next (a multi-sample
+    ``predict``: ``virnucpro.samples``): the engine with its models on its device, and what was
+    decided before loading it (the token budget, the models' fingerprints). One engine at a time: a
+    run that needs another one (other settings, e.g. a --resume whose checkpoints have another token
+    budget) drops the held one before loading its own, so that two never share the GPU memory.
+
+    Only an engine in the command's own process is kept (``InProcess``: one GPU, or a CPU; the
+    reference engine). Worker processes (``LocalWorkers``: several GPUs or workers,
+    --skip-failing-units) belong to one run's output directory and token, and load their models
+    again for every sample: keeping them alive across samples would need a worker that takes a
+    next run's directory and token (docs/benchmarks.md#samples says what that costs per sample)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: Any = None
+        self.loads = 0                   # engines loaded so far (tests/test_samples.py checks it)
+        self.memo: dict[tuple, Any] = {}
+
+    def get(self, key: tuple, load: Callable[[], tuple[Any, float]]) -> tuple[Any, float]:
+        """(value, seconds it took to load: 0.0 when held already) of ``load()`` for ``key``."""
+        if self.key == key:
+            return self.value, 0.0
+        self.key, self.value = None, None   # the old engine goes before the new one loads
+        _release_gpu_cache()
+        value, seconds = load()
+        self.key, self.value = key, value
+        self.loads += 1
+        return value, seconds
+
+    def once(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` the first time ``key`` is asked, the same value after."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
+    def close(self) -> None:
+        self.key, self.value = None, None
+        self.memo.clear()
+        _release_gpu_cache()
+
+
+def _release_gpu_cache() -> None:
+    import sys
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 class Executor:
     leads = True          # writes the manifest, the rows and the outputs (not a torchrun rank > 0)
     publishes = False     # worker processes plan from the segments this process publishes
     in_process = True     # the engine runs in this process
     world = 1             # hosts' processes of the launch (torchrun)
 
-    def __init__(self, opts, models, devices: list[str]):
+    def __init__(self, opts, models, devices: list[str], shared: SharedModels | None = None):
         self.opts, self.models, self.devices = opts, models, devices
         self.faults = getattr(opts, "faults", None)
         self.settings = RunSettings.of(opts)
         self.token = new_token()
         self.budget: Budget | None = None       # decided by start_early
         self.started = False
+        self.shared = shared                    # engines kept from one run to the next (None: this run's only)
 
     def start_early(self, run_epoch: float) -> None:
         """What can start before the input is read. A fresh run: decide the budget and start."""
         if not self.opts.resume:
-            self.budget = decide_budget(self.opts, self.models, self.devices, self.settings)
+            self.budget = self.decide_budget()
             self.start(self.budget.tokens, run_epoch)
+
+    def decide_budget(self) -> Budget:
+        """The token budget of a fresh run (``decide_budget``). With shared models, the first run's
+        for every run of the command: decided before any model was loaded, as a run of its own
+        decides it (after the loading, less GPU memory is free), so each sample is planned and
+        computed exactly as a separate ``predict`` of it would be."""
+        def decide() -> Budget:
+            return decide_budget(self.opts, self.models, self.devices, self.settings)
+        if self.shared is None:
+            return decide()
+        o = self.opts
+        key = ("budget", tuple(self.devices), str(self.models.esm), o.precision, o.engine_config.gpu_memory_gib,
+               self.settings.given_budget)
+        earlier = key in self.shared.memo
+        budget = self.shared.once(key, decide)
+        return Budget(budget.tokens, budget.given, 0.0) if earlier else budget   # (no time spent deciding now)
 
     def start(self, budget: int, run_epoch: float, tel: Telemetry | None = None) -> None:
         raise NotImplementedError
@@ -134,8 +200,8 @@ class InProcess(Executor):
     owner = "w0"
     stale_s: float | None = None
 
-    def __init__(self, opts, models, devices: list[str]):
-        super().__init__(opts, models, devices)
+    def __init__(self, opts, models, devices: list[str], shared: SharedModels | None = None):
+        super().__init__(opts, models, devices, shared)
         self.loading: Background | None = None
         self.loaded = threading.Event()      # the host's chunking pauses after one segment until then
         self.engine = None
@@ -143,8 +209,12 @@ class InProcess(Executor):
     def start(self, budget: int, run_epoch: float, tel: Telemetry | None = None) -> None:
         if not self.started:
             self.started = True
-            self.loading = Background(load_fast_engine, self.models, self.devices[0],
-                                      self.settings.engine_opts_for(budget), self.faults, name="load-models")
+            args = (self.models, self.devices[0], self.settings.engine_opts_for(budget), self.faults)
+            if self.shared is None:
+                self.loading = Background(load_fast_engine, *args, name="load-models")
+            else:   # the engine an earlier run of the command loaded, if it has these very settings
+                key = ("fast", str(self.models.esm), str(self.models.dnabert), *map(repr, args[1:]))
+                self.loading = Background(self.shared.get, key, lambda: load_fast_engine(*args), name="load-models")
 
     def models_loading(self) -> Callable[[], bool] | None:
         loading = self.loading
@@ -196,8 +266,8 @@ class LocalWorkers(Executor):
     publishes = True
     in_process = False
 
-    def __init__(self, opts, models, devices: list[str]):
-        super().__init__(opts, models, devices)
+    def __init__(self, opts, models, devices: list[str], shared: SharedModels | None = None):
+        super().__init__(opts, models, devices, shared)
         self.coordinator: Coordinator | None = None
         self.early = False
 
@@ -247,12 +317,14 @@ def worker_threads(threads: int | None, devices: list[str]) -> int | None:
     return max(1, (threads or os.cpu_count() or 1) // len(devices))
 
 
-def choose_executor(opts, models, devices: list[str], rank: Rank | None) -> Executor:
+def choose_executor(opts, models, devices: list[str], rank: Rank | None,
+                    shared: SharedModels | None = None) -> Executor:
+    """``shared``: models kept loaded across the runs of a multi-sample command (in-process engines only)."""
     if rank is not None:
         return TorchrunRank(opts, models, devices, rank)
     if len(devices) > 1 or opts.skip_failing_units:   # skipping a unit needs a worker process to lose
-        return LocalWorkers(opts, models, devices)
-    return InProcess(opts, models, devices)
+        return LocalWorkers(opts, models, devices, shared)
+    return InProcess(opts, models, devices, shared)
 
 
 def new_token() -> str:

@@ -74,7 +74,7 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         budget = settings.given_budget or manifest["token_budget"]
         rd.check(manifest, {"token_budget": budget})
     else:
-        chosen = executor.budget or decide_budget(opts, models, devices, settings)
+        chosen = executor.budget or executor.decide_budget()
         budget = chosen.tokens
         tel.emit("token_budget", tokens=budget, given=chosen.given, decided_s=round(chosen.decided_s, 3))
     identity["token_budget"] = budget
