@@ -206,3 +206,13 @@ def test_a_subset_of_gemms_in_fp8_is_a_study_tool_on_eager_kernels(esm_path):
     assert cos(e32, e_sub).min() >= cos(e32, e_all).min() - 1e-3, "one GEMM in fp8 should cost no more than four"
     with pytest.raises(ValueError, match="subset"):
         PackedESM2.from_checkpoint(esm_path, "cpu", torch.float16)[0].to_fp8(linears=("fc3",))
+
+
+def test_an_unindexed_cuda_device_gets_the_current_index(monkeypatch):
+    """``virnucpro tune --device cuda`` handed the engine torch.device('cuda'), which set_device refused
+    ("Expected a torch.device with a specified index") on an H100."""
+    from virnucpro.engines.fast.engine import indexed
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert indexed(torch.device("cuda")) == torch.device("cuda", 3)
+    assert indexed(torch.device("cuda:1")) == torch.device("cuda", 1)
+    assert indexed(torch.device("cpu")) == torch.device("cpu")

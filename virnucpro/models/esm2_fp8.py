@@ -56,7 +56,13 @@ def quantize_rows_eager(x: torch.Tensor, gelu: bool = False) -> tuple[torch.Tens
 
 
 def scaled_linear(x8: torch.Tensor, sx: torch.Tensor, w: Fp8Weight, bias: torch.Tensor) -> torch.Tensor:
-    """x8 [T, C] e4m3 with sx [T, 1] -> [T, F] in the bias's dtype (the model's ``out_dtype``)."""
+    """x8 [T, C] e4m3 with sx [T, 1] -> [T, F] in the bias's dtype (the model's ``out_dtype``).
+    On a GPU one FP8 GEMM; on a CPU the e4m3 values dequantised and multiplied in fp32 -- the same
+    products and fp32 accumulation (up to summation order): torch's CPU _scaled_mm offers row-wise
+    scales only in some versions (2.13 yes, 2.11 per-tensor only), and CPUs are for tests and studies."""
+    if not x8.is_cuda:
+        y = (x8.float() * sx) @ (w.w.float() * w.scale.t()).t() + bias.float()
+        return y.to(bias.dtype)
     return torch._scaled_mm(x8, w.w.t(), scale_a=sx, scale_b=w.scale, bias=bias, out_dtype=bias.dtype)
 
 

@@ -32,6 +32,14 @@ log = logging.getLogger("virnucpro.engines.fast")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8": torch.float16}
 
 
+def indexed(device: torch.device) -> torch.device:
+    """``cuda`` -> ``cuda:N`` (N = the current CUDA device): torch.cuda.set_device and the memory cap
+    need an index (``virnucpro tune --device cuda`` passes none; predict's workers always name one)."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 class FastEngine:
     name = "fast"
 
@@ -46,7 +54,7 @@ class FastEngine:
         self.config = config = (config if config is not None else EngineConfig()).resolved(torch.device(device).type)
         if config.precision not in DTYPES:
             raise InputError(f"unknown precision {config.precision!r}; choose {', '.join(DTYPES)}")
-        self.device = torch.device(device)
+        self.device = indexed(torch.device(device))
         if config.precision == "fp8" and self.device.type == "cuda":
             from virnucpro.models.esm2_fp8 import supported
             if (why := supported(self.device)) is not None:
