@@ -42,7 +42,7 @@ def predict(run_cli, models, out, *extra):
 def test_tune_sweeps_every_step_and_writes_a_tuned_file_keyed_by_the_device(tiny_models, tmp_path, config_home,
                                                                               run_cli):
     out = tmp_path / "tune"
-    res = run_cli("tune", "--models", tiny_models, "--device", "cpu", "--quick", "--reads", "60",
+    res = run_cli("tune", "--models", tiny_models, "--device", "cpu", "--quick", "--apply", "--max-drift", "10", "--reads", "60",
                   "--precisions", "fp32,bf16", "--max-seconds", "300", "-o", out)
     assert res.code == 0, str(res)
     result = json.loads((out / "tune.json").read_text())
@@ -191,3 +191,21 @@ def test_resume_keeps_the_checkpoints_budgets_whatever_the_tuned_file_says(tiny_
     _, again = predict(run_cli, tiny_models, out, "--resume")
     assert set(again["tuned"]["skipped"]) == {"token_budget", "dna_budget"}, again["tuned"]
     assert (out / "prediction_results.txt").read_bytes() == before
+
+
+def test_a_quick_or_drifting_sweep_writes_no_tuned_file(tiny_models, tmp_path, config_home, run_cli):
+    """On an H100 --quick's 300-read points chose no loader processes at 1.49x while the reference drifted
+    +9.3%, and wrote that into the tuned file predict would then use. --quick now only reports unless
+    --apply; a drift beyond --max-drift (here any drift at all) is never written."""
+    res = run_cli("tune", "--models", tiny_models, "--device", "cpu", "--quick", "--reads", "30",
+                  "--precisions", "fp32", "--max-seconds", "120", "-o", tmp_path / "q")
+    assert res.code == 0, str(res)
+    assert "not written (--quick without --apply)" in res.out and not tuned_dir(config_home).exists()
+    res = run_cli("tune", "--models", tiny_models, "--device", "cpu", "--quick", "--apply", "--max-drift", "0",
+                  "--reads", "30", "--precisions", "fp32", "--max-seconds", "120", "-o", tmp_path / "d")
+    assert res.code == 0, str(res)
+    result = json.loads((tmp_path / "d" / "tune.json").read_text())
+    if result["drift"] == 0:
+        pytest.skip("the reference did not drift at all this time (nothing to refuse)")
+    assert "tuned_file" not in result and "drifted" in result["not_written"], result.get("not_written")
+    assert "not written (the reference drifted" in res.out and not tuned_dir(config_home).exists()

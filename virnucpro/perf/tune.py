@@ -457,7 +457,11 @@ def run_tune(args) -> dict:
         "estimate_s": round(est, 1), "elapsed_s": round(time.perf_counter() - t_start, 1),
         "max_seconds": args.max_seconds, "rows": rows,
     }
-    if args.apply:
+    max_drift = getattr(args, "max_drift", DRIFT_WARN)
+    if args.apply and abs(drift) > max_drift:
+        result["not_written"] = (f"the reference drifted {drift:+.1%} (more than --max-drift {max_drift:.0%}) during "
+                                 "the sweep: its choices are not trusted; rerun on an idle machine")
+    elif args.apply:
         body = {"figures": {k: result[k] for k in ("reference_start_tokens_per_s", "reference_end_tokens_per_s",
                                                    "drift", "drift_warning", "chosen_vs_reference", "repeats",
                                                    "workload", "steps", "skipped", "grid", "reference")},
@@ -633,13 +637,20 @@ def register(subparsers) -> None:
                    help="the whole command's time budget (default: 240; 60 with --quick)")
     p.add_argument("--min-point-seconds", type=float, default=None,
                    help="a point's run is not shortened below this (default: 2.0 on a GPU, 0.2 on a CPU)")
-    p.add_argument("--quick", action="store_true", help="two values a step, one repeat, 300 reads: a first look")
+    p.add_argument("--quick", action="store_true",
+                   help="two values a step, one repeat, 300 reads: a first look, which writes no tuned file unless "
+                        "--apply is given (on a GPU its short runs are dominated by start-up: on an H100 it picked "
+                        "no loader processes at 1.49x, a choice a real run would regret)")
+    p.add_argument("--max-drift", type=float, default=DRIFT_WARN, metavar="FRACTION",
+                   help="the largest drift of the reference point between the sweep's start and end for which "
+                        "the tuned file is written (default 0.03: beyond it the machine was not steady)")
     p.add_argument("-o", "--outdir", default="tune-out", metavar="DIR",
                    help="where tune.json, tune.tsv, tune.png and tune.log go (default: tune-out)")
     p.add_argument("--out", dest="outdir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)   # bench's old spelling
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--apply", dest="apply", action="store_true", default=True,
-                   help="write the chosen values to this GPU's tuned file, which predict then uses (the default)")
+    g.add_argument("--apply", dest="apply", action="store_true", default=None,
+                   help="write the chosen values to this GPU's tuned file, which predict then uses (the default "
+                        "without --quick); not written when the reference drifted more than --max-drift")
     g.add_argument("--no-apply", dest="apply", action="store_false", help="only measure and report")
     p.set_defaults(func=cmd_tune)
 
@@ -648,6 +659,8 @@ def cmd_tune(args) -> int:
     from virnucpro.options import resolve_device
     args.device = resolve_device(args.device)
     cuda_like = args.device.startswith("cuda")
+    if args.apply is None:
+        args.apply = not args.quick
     if args.reads is None:
         args.reads = 300 if args.quick else 20000
     if args.repeats is None:
@@ -668,5 +681,6 @@ def cmd_tune(args) -> int:
     if result.get("tuned_file"):
         print(f"tuned file: {result['tuned_file']} (predict on this device uses it; --no-tuned ignores it)")
     else:
-        print("tuned file: not written (--no-apply)")
+        why = result.get("not_written") or ("--quick without --apply" if args.quick else "--no-apply")
+        print(f"tuned file: not written ({why})")
     return 0
