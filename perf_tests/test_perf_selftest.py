@@ -386,7 +386,13 @@ def test_fast_engine_made_3x_slower_fails_speedup(gate_session: GateSession, smo
                               f"against {real.measured.split(' (')[0]} unchanged: "
                               f"{'FAIL, as it must' if not slow.passed else 'PASS (the gate missed it)'}")
     assert not slow.passed, f"a 3x slower fast engine must fail speedup_vs_reference: {slow.message}"
-    assert slow.values["cpu_ratio"] < real.values["cpu_ratio"] / 1.8, (slow.values, real.values)
+    # the defect took effect where it was planted: ESM-2's stage (the fast engine calls PackedESM2 as a
+    # module; its DNABERT-S layers are plain functions the planted wrapper does not reach), not the whole
+    # run's CPU time, which also holds reading, translation and the loader processes (a 3x slowdown of
+    # the model calls moved the whole-run ratio by only 1.7x on a loaded 2-core machine, 1.18x -> 0.685x)
+    real_s, slow_s = smoke_run.stages.get("embed_esm"), outcome.record.stages.get("embed_esm")
+    assert real_s and slow_s and slow_s >= 2.0 * real_s, \
+        f"embed_esm: {slow_s} s with every model call computed 3 times vs {real_s} s unchanged (expected >= 2x)"
 
 
 def test_speedup_vs_v1_fails_a_slow_run(smoke_run: RunRecord, broken: Path, hw_profile) -> None:
