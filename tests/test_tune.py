@@ -209,3 +209,19 @@ def test_a_quick_or_drifting_sweep_writes_no_tuned_file(tiny_models, tmp_path, c
         pytest.skip("the reference did not drift at all this time (nothing to refuse)")
     assert "tuned_file" not in result and "drifted" in result["not_written"], result.get("not_written")
     assert "not written (the reference drifted" in res.out and not tuned_dir(config_home).exists()
+
+
+def test_the_choice_must_hold_side_by_side_at_the_end():
+    """A step's winner is picked against its incumbent; the chosen point must still beat the defaults
+    by more than --min-gain when both alternate at the end, else the defaults are what tune keeps."""
+    ref, fast = Point(65536, 262144, 2, 4, "fp16"), Point(32768, 262144, 2, 4, "fp16")
+
+    def m(point, *tps):
+        return Measured("end", point, [{"tokens_per_s": t, "oom_retries": 0} for t in tps])
+
+    ok, why = tune._confirmed(m(ref, 90254), m(fast, 90744), 0.01)   # the H100 24 GiB run: 1.005x
+    assert not ok and "defaults kept" in why and "1.005x" in why, why
+    ok, why = tune._confirmed(m(ref, 90000, 90100), m(fast, 95000, 94800), 0.01)
+    assert ok and "confirmed" in why, why
+    ok, _ = tune._confirmed(m(ref), m(fast, 1.0), 0.01)
+    assert not ok
