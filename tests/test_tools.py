@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = ["dna_attention", "esm_microbench", "gemm_bench", "host_speed", "memory_curve", "precision_study",
+TOOLS = ["dna_attention", "esm_microbench", "gemm_bench", "host_speed", "memory_curve", "memory_probe", "precision_study",
          "samples_bench", "trace_gaps"]
 
 
