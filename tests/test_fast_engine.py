@@ -148,8 +148,8 @@ def test_engine_hands_on_units_in_order_each_before_the_next_starts(cpu_engine):
     assert [e for e in log if e[0] == "done"] == [("done", u) for u in range(n_units)]
     for u in range(1, n_units):
         assert log.index(("done", u - 1)) < log.index(("start", u)), f"unit {u} started before unit {u - 1} was handed on"
-    batches = [e for e in tel.events if e["event"] == "batch"]
-    assert len(batches) == prep.n_items, f"{len(batches)} batch events for {prep.n_items} batches"
+    assert tel.counts.get("batch") == prep.n_items, f"{tel.counts.get('batch')} batch events for {prep.n_items} batches"
+    assert not [e for e in tel.events if e["event"] in tel.LOG_ONLY], "per-batch events are kept only in the log"
     assert totals["units"] == n_units and totals["frames"] == len(nuc)
     assert totals["esm_tokens"] == sum(len(p) + 2 for p in prot) == prep.esm_tokens
 

@@ -39,11 +39,20 @@ log = logging.getLogger("virnucpro.core.telemetry")
 
 
 class Telemetry:
-    """Emits telemetry events relative to one run's start time and keeps them for the summary."""
+    """Emits telemetry events relative to one run's start time and keeps them for the summary.
+
+    Every event goes to the log; in memory it keeps the few kinds the run's summary reads (stages,
+    worker losses, ...) and only counts the kinds that come once per batch, per work unit or per
+    NVML sample (``LOG_ONLY``): kept, those grew with the input and the run's length (~470 bytes an
+    event, ~2.3 bytes a read on a CPU run; docs/benchmarks.md#memory-trace). Readers of every event
+    (the gate, ``read_telemetry``) read the log."""
+
+    LOG_ONLY = frozenset({"batch", "unit_done", "gpu_sample"})
 
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
         self.events: list[dict[str, Any]] = []
+        self.counts: dict[str, int] = {}          # every event emitted, by kind
         self._lock = threading.Lock()
 
     def now(self) -> float:
@@ -52,7 +61,9 @@ class Telemetry:
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"event": event, "t": round(self.now(), 4), **fields}
         with self._lock:
-            self.events.append(record)
+            self.counts[event] = self.counts.get(event, 0) + 1
+            if event not in self.LOG_ONLY:
+                self.events.append(record)
         log.info(PREFIX + json.dumps(record, default=_jsonable, sort_keys=False))
         return record
 
@@ -153,7 +164,7 @@ class GpuSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._session: ExitStack | None = None    # the NVML session while sampling
-        self.samples: list[dict[str, Any]] = []
+        self.samples: list[tuple[float, int]] = []   # (t, util %) of every sample, all GPUs
 
     def start(self) -> "GpuSampler":
         if not self.gpu_indices:
@@ -181,7 +192,7 @@ class GpuSampler:
                     rec = self.telemetry.emit(
                         "gpu_sample", gpu=idx, util_pct=util.gpu,
                         mem_used_mib=round(mem.used / 2**20), mem_total_mib=round(mem.total / 2**20))
-                    self.samples.append(rec)
+                    self.samples.append((rec["t"], util.gpu))
 
         self._thread = threading.Thread(target=loop, name="nvml-sampler", daemon=True)
         self._thread.start()
@@ -197,8 +208,7 @@ class GpuSampler:
 
     def mean_util(self, t_from: float | None = None, t_to: float | None = None) -> float | None:
         """Mean utilisation % over samples within [t_from, t_to] (all GPUs), None if no samples."""
-        vals = [s["util_pct"] for s in self.samples
-                if (t_from is None or s["t"] >= t_from) and (t_to is None or s["t"] <= t_to)]
+        vals = [u for t, u in self.samples if (t_from is None or t >= t_from) and (t_to is None or t <= t_to)]
         return sum(vals) / len(vals) if vals else None
 
 
