@@ -84,6 +84,7 @@ def main(argv=None) -> None:
     import torch
 
     from virnucpro.engines.fast import matmul_peak_tflops
+    from virnucpro.engines.fast.engine import DTYPES
     from virnucpro.models.esm2_fast import PackedESM2, flops_per_token
     from virnucpro.models.layout import resolve
 
@@ -92,7 +93,7 @@ def main(argv=None) -> None:
     prots, lens = anchor(a.tokens)
     refs: dict[int, object] = {}   # budget -> the first precision's first-batch embeddings
     for dname in a.dtype.split(","):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float16}[dname]
+        dtype = DTYPES[dname]   # the weights' load dtype (fp8: fp16, then quantised)
         model = None
         torch.cuda.empty_cache()
         model, alphabet = PackedESM2.from_checkpoint(resolve(a.models, 300, fingerprint=False).esm, dev, dtype)

@@ -146,7 +146,8 @@ def _add_predict(sub) -> None:
                    "packed batches, checkpointed work units (--resume), several GPUs; auto = fast (fp16 on a "
                    "GPU, fp32 on a CPU, where its scores are within 1e-5 of the reference's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp16", "bf16", "fp32", "fp8"), default=None,
+    from virnucpro.engines.config import PRECISIONS
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="fast engine matmul precision (default: fp16 on a GPU, fp32 on a CPU; the residual "
                    "stream stays fp32). fp16 keeps "
                    ">= 99.9%% label agreement with the reference; bf16 is as fast but measured ~99.1%% "

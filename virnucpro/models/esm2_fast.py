@@ -266,7 +266,7 @@ class PackedESM2(nn.Module):
         # faster but moved 0.06% of frame labels: docs/benchmarks.md#exp-esm-residual-half; only
         # tools/precision_study.py --halfres changes it)
         self.residual_dtype = torch.float32
-        self.fp8 = False             # the four GEMMs of each layer in FP8 (``to_fp8``)
+        self.fp8_linears: tuple[str, ...] = ()   # the linear layers ``to_fp8`` quantised
         self.set_kernels(kernels, gelu)
 
     def set_kernels(self, kernels: str | None = None, gelu: str | None = None) -> "PackedESM2":
@@ -275,7 +275,7 @@ class PackedESM2(nn.Module):
         gelu = gelu if gelu is not None else self.gelu
         if kernels not in KERNEL_SETS:
             raise ValueError(f"kernels {kernels!r}: one of {', '.join(KERNEL_SETS)}")
-        if kernels == "triton" and set(getattr(self, "fp8_linears", FP8_LINEARS)) != set(FP8_LINEARS):
+        if kernels == "triton" and self.fp8 and set(self.fp8_linears) != set(FP8_LINEARS):
             raise ValueError("a model with only some GEMMs in FP8 runs the eager kernels (to_fp8's linears)")
         if gelu not in GELU_CHOICES:
             raise ValueError(f"gelu {gelu!r}: one of {', '.join(GELU_CHOICES)}")
@@ -349,10 +349,15 @@ class PackedESM2(nn.Module):
                 lin.bias = nn.Parameter(lin.bias.data.to(out_dtype), requires_grad=False)
                 if name not in linears:
                     lin.weight = nn.Parameter(lin.weight.data.to(out_dtype), requires_grad=False)
-        self.fp8, self.out_dtype, self.fp8_linears = True, out_dtype, tuple(linears)
+        self.out_dtype, self.fp8_linears = out_dtype, tuple(linears)
         if set(linears) != set(FP8_LINEARS):
             self.set_kernels("eager")
         return self
+
+    @property
+    def fp8(self) -> bool:
+        """Does this instance run the FP8 kernel set (``to_fp8`` ran)?"""
+        return bool(self.fp8_linears)
 
     def keep_norms_fp32(self) -> "PackedESM2":
         """LayerNorm parameters in fp32 (tiny; they act on the fp32 residual stream)."""

@@ -139,7 +139,7 @@ def layer_fns(fused: bool, rope_qk_eager):
 
         def qkv_of(x, y, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads):   # x += y in place, LN -> e4m3
             qkv = scaled_linear(*add_layernorm_fp8(x, y, ln_w, ln_b), qkv_w, qkv_b)        # [T, 3C]
-            return _split(qkv, *_rope_triton(qkv, cos, sin, heads), heads)
+            return x, _split(qkv, *_rope_triton(qkv, cos, sin, heads), heads)
 
         def feed_forward(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b):
             T, C = x.shape
@@ -157,14 +157,9 @@ def layer_fns(fused: bool, rope_qk_eager):
             x = x + _linear(a.reshape(T, C), out_w, out_b).to(x.dtype)
             return x, _linear(_linear(_ln(x, ln_w, ln_b), fc1_w, fc1_b), fc2_w, fc2_b, gelu=True)
 
-    def qkv_x(x, y, *args):
-        """(x, (q, k, v)): the Triton variant updates x in place and returns only q, k, v."""
-        out = qkv_of(x, y, *args)
-        return (x, out) if fused else out
-
     def pre(x, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads: int):
         """x [T, C] fp32 -> q, k, v [T, H, D] in out_dtype."""
-        return qkv_x(x, None, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads)[1]
+        return qkv_of(x, None, ln_w, ln_b, qkv_w, qkv_b, cos, sin, heads)[1]
 
     def post(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, gelu_tanh: bool = False):
         x, f = feed_forward(x, a, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b)
@@ -173,7 +168,7 @@ def layer_fns(fused: bool, rope_qk_eager):
     def post_pre(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b, ln1_w, ln1_b, qkv_w, qkv_b,
                  cos, sin, heads: int, gelu_tanh: bool = False):
         x, f = feed_forward(x, a, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b)
-        x, qkv = qkv_x(x, f, ln1_w, ln1_b, qkv_w, qkv_b, cos, sin, heads)                # x += feed-forward
+        x, qkv = qkv_of(x, f, ln1_w, ln1_b, qkv_w, qkv_b, cos, sin, heads)                # x += feed-forward
         return (x, *qkv)
 
     return pre, post, post_pre

@@ -110,19 +110,23 @@ def _kernels() -> dict:
     return _BUILT
 
 
+def _add_ln(x, y, w, b, h, scale, eps: float) -> None:
+    """Launch the add + LayerNorm kernel into ``h``; with ``scale`` [T, 1] its FP8 variant."""
+    T, C = x.shape
+    if T == 0:
+        return
+    block = _kernels()["next_pow2"](C)
+    _kernels()["add_ln"][(T,)](x, y if y is not None else x, w, b, h, scale if scale is not None else x,
+                               x.stride(0), y.stride(0) if y is not None else 0, h.stride(0), C, eps,
+                               HAS_Y=y is not None, QUANT=scale is not None, BLOCK=block, num_warps=_warps(block))
+
+
 def add_layernorm(x: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype,
                   eps: float = 1e-5) -> torch.Tensor:
     """x [T, C] (the residual stream, updated in place: x += y when y is given), y [T, C] or None,
     w/b [C] -> LayerNorm(x) [T, C] in ``out_dtype``."""
-    k = _kernels()
-    T, C = x.shape
-    h = torch.empty((T, C), dtype=out_dtype, device=x.device)
-    if T == 0:
-        return h
-    block = k["next_pow2"](C)
-    warps = _warps(block)
-    k["add_ln"][(T,)](x, y if y is not None else x, w, b, h, x, x.stride(0), y.stride(0) if y is not None else 0,
-                      h.stride(0), C, eps, HAS_Y=y is not None, QUANT=False, BLOCK=block, num_warps=warps)
+    h = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    _add_ln(x, y, w, b, h, None, eps)
     return h
 
 
@@ -134,15 +138,9 @@ def add_layernorm_fp8(x: torch.Tensor, y: torch.Tensor | None, w: torch.Tensor, 
                       eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """``add_layernorm`` with its output as FP8: x [T, C] fp32 (x += y in place when y is given) ->
     h8 [T, C] float8_e4m3fn and scale [T, 1] fp32, LayerNorm(x) = h8 * scale row by row."""
-    k = _kernels()
-    T, C = x.shape
-    h = torch.empty((T, C), dtype=torch.float8_e4m3fn, device=x.device)
-    s = torch.empty((T, 1), dtype=torch.float32, device=x.device)
-    if T == 0:
-        return h, s
-    block = k["next_pow2"](C)
-    k["add_ln"][(T,)](x, y if y is not None else x, w, b, h, s, x.stride(0), y.stride(0) if y is not None else 0,
-                      h.stride(0), C, eps, HAS_Y=y is not None, QUANT=True, BLOCK=block, num_warps=_warps(block))
+    h = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device)
+    s = torch.empty((x.shape[0], 1), dtype=torch.float32, device=x.device)
+    _add_ln(x, y, w, b, h, s, eps)
     return h, s
 
 

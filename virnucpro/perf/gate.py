@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virnucpro.core.files import atomic_write
+from virnucpro.engines.config import PRECISIONS   # a precision sub-table's names
 from virnucpro.io.paths import CONSENSUS, LOG_NAME, PREDICTIONS, RUN_JSON
 from virnucpro.perf.compare import CompareResult, compare_dirs, fmt_pct
 from virnucpro.perf.projection import MILLION, fixed_time_s, project_wall_s
@@ -78,7 +79,6 @@ _REQUIRED = {"": {"name", "marker", "device"}, "run": {"engine", "chunk_length"}
              "workload": {"reads", "seed", "length_profile"}, "models": {"preset", "seed"},
              "wall_time": {"limit_s_per_million_reads"}}
 _NOT_CRITERIA = {"", "run", "workload", "models", "reference"}
-PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 # Criteria in report order: the name of each one's test (perf_tests/test_perf_gate.py), profile
 # section and report row are the same word.
 CRITERIA = ("wall_time", "gpu_utilisation", "packing_efficiency", "mfu_esm", "scaling",

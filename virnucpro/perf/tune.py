@@ -477,7 +477,7 @@ def run_tune(args) -> dict:
         "estimate_s": round(est, 1), "elapsed_s": round(time.perf_counter() - t_start, 1),
         "max_seconds": args.max_seconds, "rows": rows,
     }
-    max_drift = getattr(args, "max_drift", DRIFT_WARN)
+    max_drift = args.max_drift
     if args.apply and abs(drift) > max_drift:
         result["not_written"] = (f"the reference drifted {drift:+.1%} (more than --max-drift {max_drift:.0%}) during "
                                  "the sweep: its choices are not trusted; rerun on an idle machine")
@@ -503,7 +503,7 @@ def _precisions(args, device: str, base: str) -> list[str]:
     fp8 where the GPU has FP8 tensor cores; the run's own precision first."""
     from virnucpro.engines.config import PRECISIONS
     from virnucpro.models.esm2_fp8 import supported
-    fp8_problem = supported(device) if "fp8" in PRECISIONS else "no fp8 path"
+    fp8_problem = supported(device)
     if args.precisions:
         listed = [p.strip() for p in args.precisions.split(",") if p.strip()]
         bad = [p for p in listed if p not in PRECISIONS]
