@@ -81,13 +81,21 @@ def test_a_child_forked_by_the_holder_does_not_keep_the_lock_after_the_holder_di
         lock = OutdirLock.acquire({str(tmp_path)!r})
         child = os.fork()
         if child == 0:
+            # os.fork() returns here only after the at-fork hooks ran: say so, then outlive the holder
+            print("child running", flush=True)
             time.sleep(60)
             os._exit(0)
         print(child, flush=True)
         time.sleep(60)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], env=env_with(), stdout=subprocess.PIPE, text=True)
-    child = int(proc.stdout.readline())
+    # Both lines, in either order: the child pid (from the holder) and "child running" (from the child).
+    # Without waiting for the child's line, a loaded machine may not yet have scheduled the new child:
+    # until it runs, its copy of the descriptor is still open, and the test judged a child that had not
+    # started (CI failure of 2026-12-07: 'in use by another virnucpro run').
+    lines = {proc.stdout.readline().strip(), proc.stdout.readline().strip()}
+    assert "child running" in lines, f"expected the child's 'child running' line, saw {lines}"
+    child = int(next(line for line in lines if line != "child running"))
     try:
         with pytest.raises(OutdirBusy):
             OutdirLock.acquire(tmp_path)
