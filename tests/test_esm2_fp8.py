@@ -1,7 +1,8 @@
 """ESM-2's FP8 path (models/esm2_fp8.py): the quantisers, the scaled GEMM, the packed model after
 ``to_fp8``, and where the precision is accepted or refused. The arithmetic runs on a CPU (torch's
-CPU _scaled_mm); the Triton kernels' FP8 output is checked on a GPU only (Triton's CPU interpreter
-rounds fp32 -> e4m3 wrongly at the top of a binade: 126.9 -> 64, where the GPU gives 128)."""
+CPU _scaled_mm); the Triton kernels' FP8 output is checked exactly on a GPU, and their launch through
+Triton's interpreter on a CPU (whose fp32 -> e4m3 cast is wrong at the top of a binade: 126.9 -> 64, where
+the GPU gives 128; those tests allow that one pattern and nothing else)."""
 
 import numpy as np
 import pytest
@@ -133,6 +134,87 @@ def test_fp8_support_needs_compute_capability_8_9(monkeypatch):
     assert why is not None and "A100" in why and "8.0" in why and "--precision fp16" in why
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
     assert esm2_fp8.supported("cuda:0") is None
+
+
+# -- on a CPU: the FP8 Triton kernels' launch, through Triton's interpreter -----------------------------
+# The interpreter's fp32 -> e4m3 cast is wrong only where a value rounds up into the next binade (it keeps
+# the exponent: 124.0 -> 64 where the hardware and torch give 128). Every other normal stored value must
+# equal torch's (a subnormal may be one 2^-9 step off), and the row scales and the in-place residual update are exact: a wrong stride, pointer or flag
+# in the launch shows as wrong rows, scales or codes everywhere, not as this one pattern.
+
+def _interpreted():
+    import os
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton's interpreter runs only on a CPU machine (tests/conftest.py sets TRITON_INTERPRET=1)")
+    pytest.importorskip("triton", reason="Triton is not installed (pip install triton): kernel tests need its interpreter")
+
+
+def _codes_equal_but_the_interpreters_binade_rounding(q, want_q):
+    got, want = q.float(), want_q.float()
+    # below e4m3's smallest normal (2^-6) the steps are 2^-9 apart; the interpreter's subnormals may be a
+    # step off (as the GPU test allows at a tie)
+    sub = want.abs() < 2.0 ** -6
+    bad = (got != want) & ~(sub & ((got - want).abs() <= 2.0 ** -9))
+    top = want.abs() == 2.0 ** torch.floor(torch.log2(want.abs().clamp(min=2.0 ** -9)))   # a power of two
+    known = bad & top & (got == want / 2)
+    other = bad & ~known
+    assert not other.any(), (f"{int(other.sum())} of {q.numel()} e4m3 codes differ from torch's beyond the "
+                             f"interpreter's binade rounding, e.g. {got[other][:4].tolist()} vs {want[other][:4].tolist()}")
+    assert known.float().mean() < 0.05, f"{int(known.sum())} of {q.numel()} codes halved: not the rare boundary case"
+
+
+@pytest.mark.parametrize("with_y", [True, False])
+@pytest.mark.parametrize("T,C", [(37, 64), (5, 40), (1, 320)])
+def test_add_layernorm_fp8_launch_on_the_interpreter(with_y, T, C):
+    _interpreted()
+    from virnucpro.models.esm2_triton import add_layernorm_fp8
+    g = torch.Generator().manual_seed(T * C + with_y)
+    x = torch.randn(T, C, generator=g) * 3
+    y = torch.randn(T, C, generator=g).half() if with_y else None
+    w, b = torch.randn(C, generator=g), torch.randn(C, generator=g)
+    want_x = x + y.float() if with_y else x.clone()
+    want_q, want_s = esm2_fp8.quantize_rows_eager(torch.nn.functional.layer_norm(want_x, (C,), w, b, 1e-5))
+    got_x = x.clone()
+    q, s = add_layernorm_fp8(got_x, y, w, b)
+    assert q.dtype == torch.float8_e4m3fn and q.shape == (T, C) and s.shape == (T, 1)
+    assert torch.equal(got_x, want_x), "the residual stream must be x + y exactly"
+    assert torch.allclose(s, want_s, rtol=1e-5), f"row scales differ: {s.flatten()[:4]} vs {want_s.flatten()[:4]}"
+    _codes_equal_but_the_interpreters_binade_rounding(q, want_q)
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_quantize_rows_launch_on_the_interpreter(gelu):
+    _interpreted()
+    from virnucpro.models.esm2_triton import quantize_rows
+    g = torch.Generator().manual_seed(11)
+    x = (torch.randn(6, 96, generator=g) * 4).half()
+    q, s = quantize_rows(x, gelu)
+    want_q, want_s = esm2_fp8.quantize_rows_eager(x, gelu)
+    assert torch.allclose(s, want_s, rtol=1e-5), f"row scales differ: {s.flatten()[:4]} vs {want_s.flatten()[:4]}"
+    _codes_equal_but_the_interpreters_binade_rounding(q, want_q)
+
+
+def test_the_interpreter_check_catches_a_wrong_launch(monkeypatch):
+    """The check above can fail: the same kernel launched with the y stride of another row layout (a
+    wiring error of the kind a launcher refactor makes) is caught."""
+    _interpreted()
+    from virnucpro.models import esm2_triton
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(9, 64, generator=g), torch.randn(9, 64, generator=g).half()
+    w, b = torch.randn(64, generator=g), torch.randn(64, generator=g)
+    want_q, want_s = esm2_fp8.quantize_rows_eager(torch.nn.functional.layer_norm(x + y.float(), (64,), w, b, 1e-5))
+    real = esm2_triton._kernels()["add_ln"]
+
+    class WrongStride:
+        def __getitem__(self, grid):
+            def launch(X, Y, W, B, H, S, sx, sy, sh, *rest, **kw):
+                return real[grid](X, Y, W, B, H, S, sx, 0, sh, *rest, **kw)   # every row adds y's first row
+            return launch
+    monkeypatch.setitem(esm2_triton._kernels(), "add_ln", WrongStride())
+    q, s = esm2_triton.add_layernorm_fp8(x.clone(), y, w, b)
+    with pytest.raises(AssertionError):
+        assert torch.allclose(s, want_s, rtol=1e-5)
+        _codes_equal_but_the_interpreters_binade_rounding(q, want_q)
 
 
 # -- on a GPU: the Triton kernels' FP8 output against the eager quantisers ------------------------------
