@@ -217,6 +217,24 @@ def test_the_interpreter_check_catches_a_wrong_launch(monkeypatch):
         _codes_equal_but_the_interpreters_binade_rounding(q, want_q)
 
 
+def test_fp8_triton_forward_on_the_interpreter_equals_the_eager_one(esm_path, monkeypatch):
+    """The fused FP8 layer functions (esm2_fp8.layer_fns(fused=True): the residual updated in place, q/k/v
+    from the kernels) against the eager ones on a CPU. The eager side quantises with the interpreted
+    Triton quantiser too, so that both share the interpreter's e4m3 cast: with torch's cast on the eager
+    side the two differ by the interpreter's mis-rounding alone (cosine min 0.998 on this model), which
+    would hide a wiring error of that size."""
+    _interpreted()
+    from virnucpro.models.esm2_triton import quantize_rows
+    m, alphabet = PackedESM2.from_checkpoint(esm_path, "cpu", torch.float16)
+    m.to_fp8()
+    prots = _proteins(12, seed=9)
+    fused = _embed(m.set_kernels("triton"), alphabet, prots)
+    monkeypatch.setattr(esm2_fp8, "quantize_rows_eager", lambda x, gelu=False: quantize_rows(x.contiguous(), gelu))
+    eager = _embed(m.set_kernels("eager"), alphabet, prots)
+    cos = torch.nn.functional.cosine_similarity(eager.double(), fused.double(), dim=1)
+    assert cos.min() >= 0.9999, f"Triton (interpreted) and eager FP8 forwards differ: cosine min {cos.min():.6f}"
+
+
 # -- on a GPU: the Triton kernels' FP8 output against the eager quantisers ------------------------------
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the FP8 Triton kernels' "
