@@ -26,3 +26,15 @@ def test_bench_runs_both_engines_side_by_side_and_projects(tiny_models, tmp_path
     assert frame["n"] == side["reference"]["frames"] > 0, "both engines must score the same frames"
     assert frame["agreement"] >= 0.95, frame
     assert side["speedup_end_to_end"] == round(side["reference"]["wall_s"] / side["fast"]["wall_s"], 2)
+
+
+def test_bench_offers_fp8_and_refuses_it_on_a_cpu_before_writing_anything(tiny_models, tmp_path, run_cli):
+    """bench takes the precisions predict takes; fp8 on a CPU is one line naming the fix (exit 2), with
+    no models, workload or output directory written first."""
+    assert "fp8" in run_cli("bench", "--help").out
+    out = tmp_path / "bench"
+    res = run_cli("bench", "--workload", "reads1k", "--models", tmp_path / "models", "--device", "cpu",
+                  "--precision", "fp8", "--out", out)
+    assert res.code == 2, str(res)
+    assert "fp8" in res.err and "--precision fp8 needs" in res.err and "Traceback" not in res.err, res.err
+    assert not out.exists() and not (tmp_path / "models").exists(), "bench wrote before refusing"

@@ -90,13 +90,17 @@ def run_bench(args) -> dict:
 
     out = Path(args.outdir)
     device = resolve_device(args.device)
-    models = ensure_models(Path(args.models), args.preset, args.seed, device, args.yes)
-    out.mkdir(parents=True, exist_ok=True)
-    workload = ensure_workload(args.workload, out)
     from virnucpro.engines.config import EngineConfig
     # the CLI fills args.engine_config (with the environment's experiment switches)
     config = getattr(args, "engine_config", None) or EngineConfig(precision=args.precision,
                                                                   gpu_memory_gib=args.gpu_memory_gib)
+    if config.precision == "fp8":   # refused before models or workloads are written, not by the engine later
+        from virnucpro.models.esm2_fp8 import supported
+        if (why := supported(device)) is not None:
+            raise InputError(why)
+    models = ensure_models(Path(args.models), args.preset, args.seed, device, args.yes)
+    out.mkdir(parents=True, exist_ok=True)
+    workload = ensure_workload(args.workload, out)
 
     def run(inp: Path, sub: str, engine: str) -> dict:
         opts = PredictOptions(input=inp, outdir=out / sub, chunk_length=args.chunk_length, models=str(models),
@@ -170,8 +174,10 @@ def register(subparsers) -> None:
                    "(default: bench-out)")
     p.add_argument("--out", dest="outdir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)   # the old spelling
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="fp16",
-                   help="the fast engine's precision (default: fp16)")
+    from virnucpro.engines.config import PRECISIONS
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16",
+                   help="the fast engine's precision (default: fp16; fp8 is experimental and needs FP8 tensor "
+                   "cores: see predict --help)")
     p.add_argument("-c", "--chunk-length", type=int, choices=(300, 500), default=300, help="(default: 300)")
     p.add_argument("--reference-reads", type=int, default=2000,
                    help="reads of the workload to run through BOTH engines for speedup and agreement "
