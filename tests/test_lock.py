@@ -82,10 +82,10 @@ def test_a_child_forked_by_the_holder_does_not_keep_the_lock_after_the_holder_di
         child = os.fork()
         if child == 0:
             # os.fork() returns here only after the at-fork hooks ran: say so, then outlive the holder
-            print("child running", flush=True)
+            os.write(1, b"child running\\n")   # one write each: the two processes share the pipe
             time.sleep(60)
             os._exit(0)
-        print(child, flush=True)
+        os.write(1, b"%d\\n" % child)
         time.sleep(60)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], env=env_with(), stdout=subprocess.PIPE, text=True)
