@@ -134,6 +134,32 @@ def test_a_model_error_leaves_no_new_output_directory(reads, tiny_models, tmp_pa
     assert not out.exists(), f"left behind: {sorted(p.name for p in out.rglob('*'))}"
 
 
+def test_no_planner_thread_writes_after_a_model_error(reads, tiny_models, tmp_path, run_cli, monkeypatch):
+    """The planner thread was left running when the models failed to load: on a loaded machine it wrote
+    planned units after the clean-up had removed the new directory (CI, 2026-12-07: 'left behind:
+    .virnucpro-run, plan, unit_000000.pkl'). Planning is slowed here so that it is still at work when
+    the error comes; the command must stop it before cleaning up and return with no thread of it left."""
+    import threading
+    from virnucpro.plan.planner import UnitStore
+    put = UnitStore.put
+
+    def slow_put(self, u, data):
+        time.sleep(0.3)
+        put(self, u, data)
+    monkeypatch.setattr(UnitStore, "put", slow_put)
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    ckpt = next(models.glob("esm2_*_synthetic.pt"))
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    out = tmp_path / "new" / "out"
+    res = run_cli("predict", reads, "-o", out, "--models", models, *CPU, *FAST)
+    assert res.code == 2 and "ESM-2 checkpoint" in res.err, str(res)
+    left = [t.name for t in threading.enumerate() if t.name == "plan-producer"]
+    assert not left, f"the run returned with its planner still running: {left}"
+    time.sleep(1.0)
+    assert not out.exists(), f"written after the command returned: {sorted(p.name for p in out.rglob('*'))}"
+
+
 def test_a_model_error_in_an_existing_directory_leaves_it_as_it_was(reads, tiny_models, tmp_path, run_cli):
     models = tmp_path / "models"
     shutil.copytree(tiny_models, models)

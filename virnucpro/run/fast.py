@@ -104,17 +104,22 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
     plans = PlanBuilder(budget, settings.batches_per_unit, dna_budget, UnitStore(plan_dir), executor.publishes)
     rows = _rows_for(opts, executor, rd, plans, records)   # each segment's reads, chunks and frames go there
     stop = Stop()
+    # The producer writes planned units into OUTDIR: every way out of this function waits for it (after
+    # ``stop``: at most the segment in hand), so that no unit is written after a failed run's clean-up
+    # removed what it wrote (a model error on a loaded machine left .virnucpro-run/plan/unit_*.pkl).
+    producer = threading.Thread(
+        target=_produce_timed, name="plan-producer", daemon=True,
+        args=(records, opts, plans, rows, settings.segment_reads, stop, tel,
+              getattr(executor, "loaded", None), publish))
     try:
         executor.start(budget, time.time() - tel.now(), tel)
-        producer = threading.Thread(
-            target=_produce_timed, name="plan-producer", daemon=True,
-            args=(records, opts, plans, rows, settings.segment_reads, stop, tel,
-                  getattr(executor, "loaded", None), publish))
         producer.start()
         executor.wait_ready(tel)
     except BaseException:
         stop.set()
         executor.abort()
+        if producer.is_alive():
+            producer.join()
         raise
     done_before = rd.done_units()
     if executor.leads:
@@ -141,9 +146,9 @@ def score_fast(opts, records: RecordStream, models, clf, devices: list[str], tel
         restore()
         sampler.stop()
         rows_done.set()
-    producer.join()
-    if row_maker.is_alive():
-        row_maker.join()
+        producer.join()       # (also on an error: see above)
+        if row_maker.is_alive():
+            row_maker.join()
 
     # 5. The merge: every unit's scores, or a stop that leaves a resumable state.
     plans.check()
