@@ -377,7 +377,8 @@ def test_fast_engine_made_3x_slower_fails_speedup(gate_session: GateSession, smo
     cmd = gate_session.predict_command(gate_session.workload(), tmp_path / "slow", "fast", "cpu", 0,
                                        smoke_case.precision)
     assert cmd[1:3] == ["-m", "virnucpro"], cmd
-    cmd[1:3] = [str(HERE / "planted_slowdown.py"), "3"]
+    counts = tmp_path / "planted_calls.json"
+    cmd[1:3] = [str(HERE / "planted_slowdown.py"), "3", str(counts)]
     outcome = gate_session.launch(smoke_case, cmd, tmp_path / "slow", 600)
     assert outcome.record is not None, f"the slowed run failed: {outcome.error}"
     slow = criteria.check_speedup_vs_reference(reference_run, outcome.record, hw_profile, same_reads=True)
@@ -386,13 +387,14 @@ def test_fast_engine_made_3x_slower_fails_speedup(gate_session: GateSession, smo
                               f"against {real.measured.split(' (')[0]} unchanged: "
                               f"{'FAIL, as it must' if not slow.passed else 'PASS (the gate missed it)'}")
     assert not slow.passed, f"a 3x slower fast engine must fail speedup_vs_reference: {slow.message}"
-    # the defect took effect where it was planted: ESM-2's stage (the fast engine calls PackedESM2 as a
-    # module; its DNABERT-S layers are plain functions the planted wrapper does not reach), not the whole
-    # run's CPU time, which also holds reading, translation and the loader processes (a 3x slowdown of
-    # the model calls moved the whole-run ratio by only 1.7x on a loaded 2-core machine, 1.18x -> 0.685x)
-    real_s, slow_s = smoke_run.stages.get("embed_esm"), outcome.record.stages.get("embed_esm")
-    assert real_s and slow_s and slow_s >= 2.0 * real_s, \
-        f"embed_esm: {slow_s} s with every model call computed 3 times vs {real_s} s unchanged (expected >= 2x)"
+    # the defect took effect where it was planted: ESM-2's module calls, each computed 3 times (the fast
+    # engine calls PackedESM2 as a module; its DNABERT-S layers are plain functions the planted wrapper
+    # does not reach). Counted, not timed: ESM-2's stage time against the real run's, measured minutes
+    # apart, came out 1.70x for this 3x slowdown with two test suites sharing the 2 cores (2026-12-07).
+    planted = json.loads(counts.read_text())
+    esm_calls = planted["repeated_calls"].get("PackedESM2", 0)
+    assert planted["factor"] == 3 and esm_calls > 0, \
+        f"the planted slowdown never repeated an ESM-2 call: repeated top-level calls {planted['repeated_calls']}"
 
 
 def test_speedup_vs_v1_fails_a_slow_run(smoke_run: RunRecord, broken: Path, hw_profile) -> None:
