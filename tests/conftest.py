@@ -37,6 +37,14 @@ if not os.path.exists("/dev/nvidia0"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture
+def interpret():
+    """Skip unless the Triton kernels run through Triton's interpreter here (a CPU machine with Triton)."""
+    pytest.importorskip("triton", reason="Triton is not installed (pip install triton): kernel tests need its interpreter")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("TRITON_INTERPRET=1 was not set before triton was imported (tests/conftest.py sets it without a GPU)")
+
+
 @dataclass
 class CliResult:
     code: int

@@ -229,13 +229,6 @@ def test_staged_fused_state_equals_the_plain_one(tiny_models):
 triton = pytest.importorskip("triton", reason="Triton is not installed (pip install triton): kernel tests need its interpreter")
 
 
-@pytest.fixture
-def interpret():
-    import os
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("TRITON_INTERPRET=1 was not set before triton was imported (tests/conftest.py sets it without a GPU)")
-
-
 @pytest.mark.parametrize("with_y", [True, False])
 @pytest.mark.parametrize("T,C", [(37, 64), (5, 40), (1, 2560)])
 def test_add_layernorm_kernel_equals_torch(interpret, with_y, T, C):

@@ -142,13 +142,6 @@ def test_fp8_support_needs_compute_capability_8_9(monkeypatch):
 # equal torch's (a subnormal may be one 2^-9 step off), and the row scales and the in-place residual update are exact: a wrong stride, pointer or flag
 # in the launch shows as wrong rows, scales or codes everywhere, not as this one pattern.
 
-def _interpreted():
-    import os
-    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("Triton's interpreter runs only on a CPU machine (tests/conftest.py sets TRITON_INTERPRET=1)")
-    pytest.importorskip("triton", reason="Triton is not installed (pip install triton): kernel tests need its interpreter")
-
-
 def _codes_equal_but_the_interpreters_binade_rounding(q, want_q):
     got, want = q.float(), want_q.float()
     # below e4m3's smallest normal (2^-6) the steps are 2^-9 apart; the interpreter's subnormals may be a
@@ -165,8 +158,7 @@ def _codes_equal_but_the_interpreters_binade_rounding(q, want_q):
 
 @pytest.mark.parametrize("with_y", [True, False])
 @pytest.mark.parametrize("T,C", [(37, 64), (5, 40), (1, 320)])
-def test_add_layernorm_fp8_launch_on_the_interpreter(with_y, T, C):
-    _interpreted()
+def test_add_layernorm_fp8_launch_on_the_interpreter(interpret, with_y, T, C):
     from virnucpro.models.esm2_triton import add_layernorm_fp8
     g = torch.Generator().manual_seed(T * C + with_y)
     x = torch.randn(T, C, generator=g) * 3
@@ -183,8 +175,7 @@ def test_add_layernorm_fp8_launch_on_the_interpreter(with_y, T, C):
 
 
 @pytest.mark.parametrize("gelu", [False, True])
-def test_quantize_rows_launch_on_the_interpreter(gelu):
-    _interpreted()
+def test_quantize_rows_launch_on_the_interpreter(interpret, gelu):
     from virnucpro.models.esm2_triton import quantize_rows
     g = torch.Generator().manual_seed(11)
     x = (torch.randn(6, 96, generator=g) * 4).half()
@@ -194,10 +185,9 @@ def test_quantize_rows_launch_on_the_interpreter(gelu):
     _codes_equal_but_the_interpreters_binade_rounding(q, want_q)
 
 
-def test_the_interpreter_check_catches_a_wrong_launch(monkeypatch):
+def test_the_interpreter_check_catches_a_wrong_launch(interpret, monkeypatch):
     """The check above can fail: the same kernel launched with the y stride of another row layout (a
     wiring error of the kind a launcher refactor makes) is caught."""
-    _interpreted()
     from virnucpro.models import esm2_triton
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(9, 64, generator=g), torch.randn(9, 64, generator=g).half()
@@ -217,13 +207,12 @@ def test_the_interpreter_check_catches_a_wrong_launch(monkeypatch):
         _codes_equal_but_the_interpreters_binade_rounding(q, want_q)
 
 
-def test_fp8_triton_forward_on_the_interpreter_equals_the_eager_one(esm_path, monkeypatch):
+def test_fp8_triton_forward_on_the_interpreter_equals_the_eager_one(interpret, esm_path, monkeypatch):
     """The fused FP8 layer functions (esm2_fp8.layer_fns(fused=True): the residual updated in place, q/k/v
     from the kernels) against the eager ones on a CPU. The eager side quantises with the interpreted
     Triton quantiser too, so that both share the interpreter's e4m3 cast: with torch's cast on the eager
     side the two differ by the interpreter's mis-rounding alone (cosine min 0.998 on this model), which
     would hide a wiring error of that size."""
-    _interpreted()
     from virnucpro.models.esm2_triton import quantize_rows
     m, alphabet = PackedESM2.from_checkpoint(esm_path, "cpu", torch.float16)
     m.to_fp8()

@@ -252,9 +252,8 @@ def test_every_esm2_size_is_read_from_its_config(tmp_path, name):
     assert abs(n - millions) / millions < 0.1, f"{name}: {n:.1f} M parameters"
 
 
-def test_packed_and_triton_kernels_at_the_t12_head_size(tmp_path):
+def test_packed_and_triton_kernels_at_the_t12_head_size(interpret, tmp_path):
     """Head size 24 (ESM-2 35M; 480 / 20): the Triton kernels (interpreter on a CPU) equal the eager ops."""
-    pytest.importorskip("triton")
     sd = fair_state(layers=1, dim=480, heads=20)
     folder = write_hf(sd, tmp_path / "t12", layers=1, dim=480, heads=20)
     eager, alphabet = PackedESM2.from_hf_folder(folder)

@@ -106,8 +106,8 @@ def choose_engine(opts: PredictOptions, device: str, esm_bytes: int | None = Non
         raise InputError(f"unknown engine {opts.engine!r}; choose auto, fast or reference")
     cuda = device.startswith("cuda")
     if engine_name == "fast" and opts.engine_config.precision == "fp8" and not cuda:
-        from virnucpro.models.esm2_fp8 import supported
-        raise InputError(supported("cpu"))
+        from virnucpro.models.esm2_fp8 import refuse_unsupported
+        refuse_unsupported("cpu")
     config = opts.engine_config.resolved("cuda" if cuda else "cpu")
     if opts.threads is not None:   # -t N: at most N-1 input-loader processes
         if opts.threads < 1:

@@ -100,6 +100,13 @@ def supported(device: torch.device | str) -> str | None:
     return None
 
 
+def refuse_unsupported(device: torch.device | str) -> None:
+    """InputError (exit 2) with ``supported``'s line where FP8 GEMMs cannot run on ``device``."""
+    if (why := supported(device)) is not None:
+        from virnucpro.errors import InputError
+        raise InputError(why)
+
+
 # -- one layer's element-wise work around its FP8 GEMMs: the same three functions as esm2_fast's
 # KernelSet (pre, post, post_pre), each with an eager (PyTorch ops) and a Triton variant ---------------
 #

@@ -95,9 +95,8 @@ def run_bench(args) -> dict:
     config = getattr(args, "engine_config", None) or EngineConfig(precision=args.precision,
                                                                   gpu_memory_gib=args.gpu_memory_gib)
     if config.precision == "fp8":   # refused before models or workloads are written, not by the engine later
-        from virnucpro.models.esm2_fp8 import supported
-        if (why := supported(device)) is not None:
-            raise InputError(why)
+        from virnucpro.models.esm2_fp8 import refuse_unsupported
+        refuse_unsupported(device)
     models = ensure_models(Path(args.models), args.preset, args.seed, device, args.yes)
     out.mkdir(parents=True, exist_ok=True)
     workload = ensure_workload(args.workload, out)

@@ -56,9 +56,8 @@ class FastEngine:
             raise InputError(f"unknown precision {config.precision!r}; choose {', '.join(DTYPES)}")
         self.device = indexed(torch.device(device))
         if config.precision == "fp8" and self.device.type == "cuda":
-            from virnucpro.models.esm2_fp8 import supported
-            if (why := supported(self.device)) is not None:
-                raise InputError(why)
+            from virnucpro.models.esm2_fp8 import refuse_unsupported
+            refuse_unsupported(self.device)
         self.fake_oom_tokens = fake_oom_tokens
         phases: dict[str, float] = {}     # where start-up goes (seconds), logged with the load_models stage
         t = t_init = time.perf_counter()
