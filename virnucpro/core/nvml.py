@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 _lock = threading.Lock()
 _open = 0          # sessions open in this process; NVML is initialised while > 0
@@ -79,32 +79,29 @@ def nvml_handle(pynvml, cuda_index: int):
     return pynvml.nvmlDeviceGetHandleByIndex(index) if index < n else None
 
 
-def gpu_name(cuda_index: int) -> str | None:
-    """The name of ``cuda:<cuda_index>`` as NVML tells it (e.g. ``NVIDIA H200``), or None when NVML
-    cannot tell (absent, or the device not mapped: see ``nvml_handle``)."""
+def _ask_device(cuda_index: int, ask: Callable[[Any, Any], Any]) -> Any:
+    """``ask(pynvml, handle)`` for ``cuda:<cuda_index>`` in an NVML session, or None (no NVML, no such
+    device, an NVML error: the caller asks CUDA)."""
     with nvml_session() as nv:
         if nv is None:
             return None
         try:
             handle = nvml_handle(nv, cuda_index)
-            if handle is None:
-                return None
-            name = nv.nvmlDeviceGetName(handle)
+            return None if handle is None else ask(nv, handle)
         except Exception:   # noqa: BLE001 - an NVML error: the caller asks CUDA
             return None
-    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def gpu_name(cuda_index: int) -> str | None:
+    """The name of ``cuda:<cuda_index>`` as NVML tells it (e.g. ``NVIDIA H200``), or None when NVML
+    cannot tell (absent, or the device not mapped: see ``nvml_handle``)."""
+    name = _ask_device(cuda_index, lambda nv, h: nv.nvmlDeviceGetName(h))
+    return None if name is None else name.decode() if isinstance(name, bytes) else str(name)
 
 
 def gpu_total_memory(cuda_index: int) -> int | None:
     """The memory of ``cuda:<cuda_index>`` in bytes as NVML tells it, or None (as ``gpu_name``)."""
-    with nvml_session() as nv:
-        if nv is None:
-            return None
-        try:
-            handle = nvml_handle(nv, cuda_index)
-            return None if handle is None else int(nv.nvmlDeviceGetMemoryInfo(handle).total)
-        except Exception:   # noqa: BLE001 - an NVML error: the caller asks CUDA
-            return None
+    return _ask_device(cuda_index, lambda nv, h: int(nv.nvmlDeviceGetMemoryInfo(h).total))
 
 
 def gpu_count() -> int | None:

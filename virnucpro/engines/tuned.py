@@ -90,8 +90,9 @@ def device_key(device: str, gpu_memory_gib: float | None = None) -> DeviceKey:
     size, so its tuned values are that size's."""
     if device.startswith("cuda"):
         index = int(device.split(":")[1]) if ":" in device else 0
-        from virnucpro.core.nvml import gpu_name, gpu_total_memory
-        name, total = gpu_name(index), gpu_total_memory(index)
+        from virnucpro.core.nvml import gpu_name, gpu_total_memory, nvml_session
+        with nvml_session():   # one NVML start for both questions (the calls' own sessions nest in it)
+            name, total = gpu_name(index), gpu_total_memory(index)
         if name is None or total is None:
             import torch
             props = torch.cuda.get_device_properties(index)

@@ -157,13 +157,11 @@ class Workload:
 class Sweep:
     """The measurements of one ``tune`` call."""
 
-    def __init__(self, args, device: str, models, classifier, workload: Workload, base_config, say=print):
-        self.args, self.device, self.models, self.clf, self.work = args, device, models, classifier, workload
+    def __init__(self, device: str, models, classifier, workload: Workload, base_config):
+        self.device, self.models, self.clf, self.work = device, models, classifier, workload
         self.base_config = base_config            # EngineConfig (precision resolved)
-        self.say = say
         self.engines: dict = {}                   # precision -> FastEngine
         self.max_token_budget = 0
-        self.t0 = time.perf_counter()
         self.measured: list[Measured] = []
         self.load_s: dict = {}
         self.skipped: list[str] = []
@@ -215,9 +213,6 @@ class Sweep:
                 m.runs.append(self.run_once(m.point))
         self.measured.extend(ms)
         return ms
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
 
 
 def _budget_grid(default: int, most: int, fractions) -> list[int]:
@@ -314,8 +309,6 @@ def run_tune(args) -> dict:
     esm = layout.esm_weights_path(Path(models.esm))
     default_budget = default_token_budget(device, models.esm, precision=base_precision, gpu_memory_gib=args.gpu_memory_gib)
     most = memory_token_budget(device, models.esm, precision=base_precision, gpu_memory_gib=args.gpu_memory_gib)
-    if not cuda:   # no memory rule on a CPU: its default is a fixed 16,384
-        most = default_budget
     grid = {
         "token_budget": _budget_grid(default_budget, most, QUICK_TOKEN_FRACTIONS if quick else TOKEN_FRACTIONS),
         "dna_budget": list(QUICK_DNA_BUDGETS if quick else DNA_BUDGETS),
@@ -325,7 +318,7 @@ def run_tune(args) -> dict:
         "precision": precisions,
     }
     reference = Point(default_budget, DNA_NT_BUDGET, config.loader_workers, config.loader_prefetch, base_precision)
-    sweep = Sweep(args, device, models, clf, work, config, say)
+    sweep = Sweep(device, models, clf, work, config)
     sweep.max_token_budget = max(grid["token_budget"] + [default_budget])
 
     # load and warm (one unmeasured run of the reference point)
@@ -413,6 +406,8 @@ def run_tune(args) -> dict:
             end[1].note += f" ({why})"
             incumbent = reference
 
+    ref_median = statistics.median([start.median, end_ref.median])   # every figure's ratio is to this
+
     # 5: precision (other precisions load their own engine; measured as a ratio to the reference)
     precision_rows: list[Measured] = []
     others = [p for p in precisions if p != incumbent.precision]
@@ -432,7 +427,6 @@ def run_tune(args) -> dict:
                 sweep.drop_engine(p)
             cands = [same] + precision_rows
             best = max((m for m in cands if not m.oom), key=lambda m: m.median, default=same)
-            ref_median = statistics.median([start.median, end_ref.median])
             if args.allow_precision_change and best is not same and best.median > same.median * (1 + args.min_gain):
                 best.chosen, best.note = True, f"{best.median / same.median - 1:+.1%}: chosen (--allow-precision-change)"
                 incumbent = best.point
@@ -446,7 +440,6 @@ def run_tune(args) -> dict:
                                             for m in cands) + f" -> {step_notes['precision']}")
 
     # figures
-    ref_median = statistics.median([start.median, end_ref.median])
     drift = (end_ref.median - start.median) / start.median if start.median else 0.0
     if incumbent == reference:
         gain = 1.0
@@ -502,15 +495,15 @@ def _precisions(args, device: str, base: str) -> list[str]:
     """The precisions measured: --precisions, else the device's default and (on a GPU) bf16, and
     fp8 where the GPU has FP8 tensor cores; the run's own precision first."""
     from virnucpro.engines.config import PRECISIONS
-    from virnucpro.models.esm2_fp8 import supported
+    from virnucpro.models.esm2_fp8 import refuse_unsupported, supported
     fp8_problem = supported(device)
     if args.precisions:
         listed = [p.strip() for p in args.precisions.split(",") if p.strip()]
         bad = [p for p in listed if p not in PRECISIONS]
         if bad or not listed:
             raise InputError(f"--precisions {args.precisions!r}: a comma-separated list of {', '.join(PRECISIONS)}")
-        if "fp8" in listed + [base] and fp8_problem:
-            raise InputError(fp8_problem)
+        if "fp8" in listed + [base]:
+            refuse_unsupported(device)
     else:
         listed = (["fp16", "bf16"] + ([] if fp8_problem else ["fp8"])) if device.startswith("cuda") else ["fp32"]
     return [base] + [p for p in dict.fromkeys(listed) if p != base]
