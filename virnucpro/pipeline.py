@@ -158,8 +158,7 @@ def _predict_all(opts: PredictOptions, shared=None) -> dict[str, Any]:
                                window=int(opts.segment_reads or SEGMENT_READS),
                                spool_dir=outdir if outdir.is_dir() else None,
                                **(_reading_pause(executor) if streaming else {}))
-        models.fingerprints = _once(shared, ("fingerprints", str(models.esm), str(models.dnabert),
-                                             str(models.classifier)), lambda: layout.fingerprints(models))
+        models.fingerprints = model_fingerprints(models, shared)
         clf, clf_info = load_classifier(models.classifier, opts.chunk_length, opts.allow_classifier_mismatch)
         setup = _Setup(t_start, models, clf, clf_info, device, engine_name,
                        models.synthetic or clf_info.get("synthetic"), rank, devices, executor, records, streaming,
@@ -423,6 +422,12 @@ def _score_reference(opts, records, models, clf, device, tel, shared=None) -> Sc
     sampler.stop()
     return Scored(chunks, frames, scores, engine.totals, t_to - t_from, "fp32", _n_gpus(device),
                   sampler.mean_util(t_from, t_to), peak_gpu_mem_gib=peak_gpu_mem_gib(device))
+
+
+def model_fingerprints(models, shared=None) -> dict:
+    """``layout.fingerprints(models)``, computed once per model set in a multi-sample command."""
+    return _once(shared, ("fingerprints", str(models.esm), str(models.dnabert), str(models.classifier)),
+                 lambda: layout.fingerprints(models))
 
 
 def _once(shared, key: tuple, compute):

@@ -43,9 +43,8 @@ from virnucpro.io.lock import OutdirLock
 from virnucpro.io.outputs import write_samples_summary
 from virnucpro.io.outset import SET_FIELD, committed_record
 from virnucpro.io.samplesheet import Sample
-from virnucpro.models import layout
 from virnucpro.options import PredictOptions, refuse_earlier_run
-from virnucpro.pipeline import decide, predict
+from virnucpro.pipeline import decide, model_fingerprints, predict
 from virnucpro.run.devices import rank_env
 from virnucpro.run.executor import SharedModels
 
@@ -170,8 +169,7 @@ def finished_earlier(opts: PredictOptions, models, shared: SharedModels) -> dict
         return None
     if not same_file or record.get("chunk_length") != opts.chunk_length or record.get("chunking") != opts.chunking:
         return None
-    prints = shared.once(("fingerprints", str(models.esm), str(models.dnabert), str(models.classifier)),
-                         lambda: layout.fingerprints(models))
+    prints = model_fingerprints(models, shared)
     if (record.get("models") or {}).get("fingerprints") != prints or given.get("sha256") != sha256_file(opts.input):
         return None
     return record.get("summary") or {}

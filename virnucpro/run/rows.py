@@ -144,12 +144,7 @@ class SpooledRows:
             if u in skipped:
                 frames, scores = unit_frames, np.full((len(unit_frames), 2), np.nan, dtype=np.float32)
             else:
-                with np.load(rd.unit_path(u)) as z:
-                    frames, scores = z["frames"], z["scores"]
-                if not np.array_equal(frames, unit_frames):
-                    from virnucpro.errors import VirnucproError
-                    raise VirnucproError(f"checkpoint {rd.unit_path(u)} does not hold the frames of unit {u}; "
-                                         f"delete {rd.root} and rerun")
+                frames, scores = rd.load_unit(u, unit_frames)
             self.seen.add(u)
             self._take(frames, scores)
         self._finish_complete()
@@ -288,8 +283,7 @@ class MemoryRows:
         for u in sorted(rd.done_units() - self.seen):
             self.seen.add(u)
             if rd.unit_path(u).exists():        # not a unit given up on
-                with np.load(rd.unit_path(u)) as z:
-                    self.rows.add(self.frames, z["frames"], z["scores"])
+                self.rows.add(self.frames, *rd.load_unit(u))
         if self.plans.complete:
             self.rows.prepare(self.records.result(), self.chunks, self.frames)
 

@@ -261,14 +261,23 @@ class RunDir:
         np.savez(buf, frames=np.asarray(frames, dtype=np.int64), scores=np.asarray(scores, dtype=np.float32))
         atomic_bytes(self.unit_path(u), buf.getvalue())
 
+    def load_unit(self, u: int, expect: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Unit ``u``'s checkpoint: frames [n] and scores [n, 2]. With ``expect`` (the frames the plan
+        gives the unit) a checkpoint of other frames is refused."""
+        with np.load(self.unit_path(u)) as z:
+            frames, scores = z["frames"], z["scores"]
+        if expect is not None and not np.array_equal(frames, expect):
+            raise VirnucproError(f"checkpoint {self.unit_path(u)} does not hold the frames of unit {u}; "
+                                 f"delete {self.root} and rerun")
+        return frames, scores
+
     def unit_whole(self, u: int) -> bool:
         """The checkpoint of unit ``u`` reads back whole: the zip's directory (its arrays' sizes) is
         there and each array matches the CRC-32 recorded with it, frames [n] beside scores [n, 2].
         False for an empty, truncated or altered file (the bytes are read; ~16 per frame)."""
         import zipfile
         try:
-            with np.load(self.unit_path(u)) as z:
-                frames, scores = z["frames"], z["scores"]
+            frames, scores = self.load_unit(u)
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
             return False
         return frames.ndim == 1 and scores.shape == (len(frames), 2)
@@ -281,11 +290,7 @@ class RunDir:
         for unit in prep.plan.units:
             if unit.index in skipped:   # left NaN: the pipeline reports these frames instead
                 continue
-            with np.load(self.unit_path(unit.index)) as z:
-                frames, s = z["frames"], z["scores"]
-            if not np.array_equal(frames, prep.unit(unit.index).frames):
-                raise VirnucproError(f"checkpoint {self.unit_path(unit.index)} does not hold the frames of unit "
-                                     f"{unit.index}; delete {self.root} and rerun")
+            frames, s = self.load_unit(unit.index, prep.unit(unit.index).frames)
             scores[frames] = s
         missing = int(np.isnan(scores[:, 0]).sum()) - sum(int(prep.unit_frames[u]) for u in skipped)
         if missing:
