@@ -425,14 +425,12 @@ def _score_reference(opts, records, models, clf, device, tel, shared=None) -> Sc
 
 
 def model_fingerprints(models, shared=None) -> dict:
-    """``layout.fingerprints(models)``, computed once per model set in a multi-sample command."""
-    return _once(shared, ("fingerprints", str(models.esm), str(models.dnabert), str(models.classifier)),
-                 lambda: layout.fingerprints(models))
-
-
-def _once(shared, key: tuple, compute):
-    """``compute()``, or the value an earlier run of a multi-sample command computed for ``key``."""
-    return compute() if shared is None else shared.once(key, compute)
+    """``layout.fingerprints(models)``, or the value an earlier run of a multi-sample command
+    computed for the same model files."""
+    if shared is None:
+        return layout.fingerprints(models)
+    return shared.once(("fingerprints", str(models.esm), str(models.dnabert), str(models.classifier)),
+                       lambda: layout.fingerprints(models))
 
 
 def _chunk_translate_stage(records, opts, tel):
