@@ -230,7 +230,6 @@ class _HashSet:
     checked with one binary search per array)."""
 
     def __init__(self):
-        self.np = np
         self.levels: list = []
 
     def contains(self, h):
@@ -285,7 +284,7 @@ class _IdCheck:
         added: list[int] = []
         known = self.hashes.contains
 
-        def seen(rid: str, hr: int) -> bool:
+        def seen(hr: int) -> bool:
             return hr in here or bool(known(np.array([hr], np.int64))[0])
 
         for r, hr, before in zip(records, h.tolist(), earlier.tolist()):
@@ -300,7 +299,7 @@ class _IdCheck:
             if len(self.renamed) < 3 and r.id not in self.renamed:
                 self.renamed.append(r.id)
             new_id = f"{r.id}_dup{k}"
-            while seen(new_id, hash(new_id)):   # a record literally named ID_dupK exists: count further
+            while seen(hash(new_id)):   # a record literally named ID_dupK exists: count further
                 k += 1
                 new_id = f"{r.id}_dup{k}"
             here.add(hash(new_id))

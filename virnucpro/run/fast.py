@@ -26,7 +26,7 @@ from virnucpro.errors import InputError
 from virnucpro.io import outputs
 from virnucpro.io.fasta import RecordStream
 from virnucpro.plan.planner import PlanBuilder, UnitStore, emit_plan, produce
-from virnucpro.run.executor import Executor, Job, decide_budget, wait_for_rank0_manifest
+from virnucpro.run.executor import Executor, Job, wait_for_rank0_manifest
 from virnucpro.run.result import Scored, summarize_workers
 from virnucpro.run.rows import MemoryRows, SegmentCount, SpooledRows
 from virnucpro.run.rundir import RunDir, input_fingerprint
