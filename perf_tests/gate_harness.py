@@ -281,16 +281,34 @@ class GateSession:
     def launch_timed(self, case: Case) -> RunOutcome:
         """Launch this configuration's run now (no warm-up here: the benchmark test's setup does it)."""
         try:
-            engine = str(self.profile.data["run"]["engine"])
-            device = "cpu" if case.n_gpus == 0 else "cuda"
-            workload = self.workload()
             outdir = self.out / "runs" / case.config
-            cmd = self.predict_command(workload, outdir, engine, device, case.n_gpus, case.precision)
-            reads = int(self.workload_info.get("reads") or 0) or _count_records(workload)
-            self.runs[case.config] = self.launch(case, cmd, outdir, self._timeout(reads, case))
+            self.runs[case.config] = self.launch(case, *self._case_command(case, outdir))
         except GateError as exc:
             self.runs[case.config] = RunOutcome(error=str(exc))
         return self.runs[case.config]
+
+    def _case_command(self, case: Case, outdir: Path) -> tuple[list[str], Path, float]:
+        """(command, outdir, timeout) of ``case``'s gated run on the workload: its first run and the
+        speedup's repeats alike."""
+        engine = str(self.profile.data["run"]["engine"])
+        device = "cpu" if case.n_gpus == 0 else "cuda"
+        workload = self.workload()
+        reads = int(self.workload_info.get("reads") or 0) or _count_records(workload)
+        cmd = self.predict_command(workload, outdir, engine, device, case.n_gpus, case.precision)
+        return cmd, outdir, self._timeout(reads, case)
+
+    def _reference_case(self, name: str) -> tuple[Case, str]:
+        """The reference engine's run as a Case, and its device ([reference] device, else the profile's)."""
+        ref = self.profile.section("reference") or {}
+        device = str(ref.get("device") or ("cuda" if self.profile.device == "cuda" else "cpu"))
+        return Case(name, 1 if device.startswith("cuda") else 0), device
+
+    def _reference_command(self, inp: Path, n_reads: int, outdir: Path, device: str, n_gpus: int
+                           ) -> tuple[list[str], Path, float]:
+        """(command, outdir, timeout) of a reference-engine run on ``inp`` (``n_reads`` reads); the
+        reference engine is far slower than the gated one: 50x its per-read budget."""
+        cmd = self.predict_command(inp, outdir, "reference", device, n_gpus)
+        return cmd, outdir, self._timeout(n_reads * 50, self.cases[0])
 
     def skip_reason(self, case: Case) -> str | None:
         why = gate.cannot_run(self.profile, case.n_gpus, self.detected, self.gpu_name, self.explicit)
@@ -315,9 +333,7 @@ class GateSession:
         the first [reference] subsample_reads reads."""
         if REFERENCE not in self.runs:
             try:
-                ref = self.profile.section("reference") or {}
-                device = str(ref.get("device") or ("cuda" if self.profile.device == "cuda" else "cpu"))
-                case = Case(REFERENCE, 1 if device.startswith("cuda") else 0)
+                case, device = self._reference_case(REFERENCE)
                 if self.side_by_side:
                     sub, n = self.workload(), int(self.workload_info.get("reads") or 0) or _count_records(self.workload())
                     self._reference_ids = set()
@@ -330,10 +346,8 @@ class GateSession:
                     ids = gate.head_fasta(self.workload(), sub, k)
                     self._reference_ids, n = set(ids), len(ids)
                 self.warm_up()
-                cmd = self.predict_command(sub, self.out / "runs" / REFERENCE, "reference", device, case.n_gpus)
-                # the reference engine is far slower than the gated one: 50x its per-read budget
-                timeout = self._timeout(n * 50, self.cases[0])
-                self.runs[REFERENCE] = self.launch(case, cmd, self.out / "runs" / REFERENCE, timeout)
+                self.runs[REFERENCE] = self.launch(case, *self._reference_command(
+                    sub, n, self.out / "runs" / REFERENCE, device, case.n_gpus))
             except GateError as exc:
                 self.runs[REFERENCE] = RunOutcome(error=str(exc))
         outcome = self.runs[REFERENCE]
@@ -356,7 +370,6 @@ class GateSession:
             for c in configs:
                 self.run(c)
             self.reference_run()
-            engine = str(self.profile.data["run"]["engine"])
             reads = int(self.workload_info.get("reads") or 0) or _count_records(self.workload())
             order = [*configs, None]   # None: the reference engine
             t0 = time.time()
@@ -364,17 +377,13 @@ class GateSession:
                 for c in (reversed(order) if k % 2 == 0 else order):
                     key = REFERENCE if c is None else c.config
                     outdir = self.out / "runs" / f"{key}-round{k}"
-                    if c is None:   # as reference_run launches it
-                        ref = self.runs[REFERENCE].record
-                        device = "cuda" if ref.n_gpus else "cpu"
-                        cmd = self.predict_command(self.workload(), outdir, "reference", device, ref.n_gpus)
-                        run_case = Case(f"{key}-round{k}", ref.n_gpus)
-                        timeout = self._timeout(reads * 50, self.cases[0])
+                    if c is None:   # as reference_run launches it (side by side: on the workload)
+                        run_case, device = self._reference_case(f"{key}-round{k}")
+                        how = self._reference_command(self.workload(), reads, outdir, device, run_case.n_gpus)
                     else:           # as launch_timed launches it
-                        device = "cpu" if c.n_gpus == 0 else "cuda"
-                        cmd = self.predict_command(self.workload(), outdir, engine, device, c.n_gpus, c.precision)
-                        run_case, timeout = Case(f"{key}-round{k}", c.n_gpus, c.precision), self._timeout(reads, c)
-                    self.repeats.setdefault(key, []).append(self.launch(run_case, cmd, outdir, timeout))
+                        run_case = Case(f"{key}-round{k}", c.n_gpus, c.precision)
+                        how = self._case_command(c, outdir)
+                    self.repeats.setdefault(key, []).append(self.launch(run_case, *how))
             self.notes.append(f"speedup_vs_reference: rounds 2-{n} of the reference engine and "
                               f"{', '.join(c.config for c in configs)} ran interleaved after round 1 in "
                               f"{time.time() - t0:.0f} s (outputs in runs/*-round*)")
