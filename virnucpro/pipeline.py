@@ -47,6 +47,7 @@ from virnucpro.core.telemetry import GpuSampler, Telemetry, gpu_indices, peak_gp
 from virnucpro.io.paths import Paths
 from virnucpro.run.devices import Rank, parse_devices, rank_env
 from virnucpro.run.result import Scored, scaling_line
+from virnucpro.run.rows import MemoryRows
 from virnucpro.prep.frames import chunk_and_translate
 from virnucpro.options import (PredictOptions, apply_tuned, check_gpus, choose_engine, cpu_threads,
                                refuse_earlier_run, resolve_device, streams_input)
@@ -420,7 +421,7 @@ def _score_reference(opts, records, models, clf, device, tel, shared=None) -> Sc
         scores = engine.score(frames, clf, tel, on_progress, block=opts.block_frames, keep_features=keep)
         t_to = tel.now()
     sampler.stop()
-    return Scored(chunks, frames, scores, engine.totals, t_to - t_from, "fp32", _n_gpus(device),
+    return Scored(MemoryRows.whole(chunks, frames, scores), engine.totals, t_to - t_from, "fp32", _n_gpus(device),
                   sampler.mean_util(t_from, t_to), peak_gpu_mem_gib=peak_gpu_mem_gib(device))
 
 

@@ -250,10 +250,10 @@ def _scored(opts, executor: Executor, devices: list[str], tel, stats: list[dict]
                  peak_tflops=max((s["peak_tflops"] for s in stats if s.get("peak_tflops")), default=None))
     mfus = [s["mfu_esm"] for s in stats if s.get("mfu_esm")]
     mems = [s["peak_gpu_mem_gib"] for s in stats if s.get("peak_gpu_mem_gib") is not None]
-    return Scored(None, None, None, totals, embed_wall, opts.precision,
+    return Scored(rows, totals, embed_wall, opts.precision,
                   len({d for d in devices if d.startswith("cuda")}) * executor.world,
                   sampler.mean_util(t_from, t_to), prep.plan.packing_efficiency,
-                  sum(mfus) / len(mfus) if mfus else None, max(mems) if mems else None, extra, rows)
+                  sum(mfus) / len(mfus) if mfus else None, max(mems) if mems else None, extra)
 
 
 class _Progress:

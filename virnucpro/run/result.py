@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from virnucpro.run.rows import MemoryRows, SpooledRows
 
 
 @dataclass
 class Scored:
     """What an engine path hands to the output stage: the output rows (``virnucpro.run.rows``: the
-    fast engine's, made as its units finished), or the input's chunks and kept frames with their
-    scores [N, 2] (the reference engine); and the figures of the summary."""
-    chunks: list | None                         # (reference engine; None with ``rows``)
-    frames: list | None                         # (frame id, chunk index, nucleotides, protein)
-    scores: np.ndarray | None
+    fast engine's, made as its units finished; the reference engine's ``MemoryRows.whole`` of its
+    chunks, kept frames and scores), and the figures of the summary."""
+    rows: "SpooledRows | MemoryRows"
     totals: dict
     embed_wall: float
     precision: str
@@ -26,11 +22,6 @@ class Scored:
     mfu_esm: float | None = None
     peak_gpu_mem_gib: float | None = None
     extra: dict = field(default_factory=dict)
-    rows: "SpooledRows | MemoryRows | None" = None
-
-    def __post_init__(self) -> None:
-        if self.rows is None:
-            self.rows = MemoryRows.whole(self.chunks, self.frames, self.scores)
 
     @property
     def n_chunks(self) -> int:
