@@ -194,7 +194,6 @@ class PlanBuilder:
         self.carry = empty                       # frames waiting for the next segment
         self.held: list[np.ndarray] = []         # full batches held back for the plan's tail
         self.n_frames = 0
-        self.n_items = 0
         self.real_tokens = 0
         self.segments = 0
         self.complete = False
@@ -256,7 +255,7 @@ class PlanBuilder:
             dna = padded_batches(lookup(uf, "dna"), self.dna_budget)   # rows of the unit
             items = interleave([("esm", r) for r in esm], [("dna", r) for r in dna])
             self.store.put(u.index, UnitData(uf, items, seqs(uf, "nuc"), seqs(uf, "prot")))
-            first.append(self.n_items + sum(count))
+            first.append(self.prep.n_items + sum(count))
             count.append(len(items))
             tokens.append(int(lookup(uf, "esm").sum()))
         self.open = op.keep(np.concatenate([carry, *held]) if len(carry) or held else carry, nuc, prot, f0)
@@ -276,7 +275,6 @@ class PlanBuilder:
             p.count = np.concatenate([p.count, np.asarray(r.count, dtype=np.int64)])
             p.unit_tokens = np.concatenate([p.unit_tokens, np.asarray(r.tokens, dtype=np.int64)])
             p.unit_frames = np.concatenate([p.unit_frames, np.asarray([u.n_frames for u in r.units], np.int64)])
-            self.n_items += int(sum(r.count))
             self.real_tokens += int(sum(r.tokens))
             self.segments = r.segment + 1
             p.plan.n_batches += r.n_batches
