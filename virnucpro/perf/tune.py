@@ -66,6 +66,7 @@ from virnucpro.errors import InputError
 log = logging.getLogger("virnucpro.tune")
 
 DRIFT_WARN = 0.03
+POINT_SLACK = 1.15   # a point's time in the estimates: the reference run's x this (smaller budgets run slower)
 TOKEN_FRACTIONS = (0.25, 0.5, 0.75, 1.0, 1.5)
 DNA_BUDGETS = (65536, 131072, 262144, 524288)
 LOADER_WORKERS = (1, 2, 4)
@@ -338,12 +339,12 @@ def run_tune(args) -> dict:
     reloads = max(0, len(precisions) - 1) * sweep.load_s[base_precision]   # each other precision loads once
 
     def estimate(per_point: float, reps: int) -> float:
-        return 1.15 * n_points * reps * per_point + reloads   # 1.15: smaller budgets run slower
+        return POINT_SLACK * n_points * reps * per_point + reloads
 
     left = args.max_seconds - (time.perf_counter() - t_start)
     fraction = 1.0
     if estimate(t_point, repeats) > left:
-        fraction = max((left - reloads) / (1.15 * n_points * repeats * t_point), 0.0)
+        fraction = max((left - reloads) / (POINT_SLACK * n_points * repeats * t_point), 0.0)
         if fraction * t_point < args.min_point_seconds:
             fraction = min(1.0, args.min_point_seconds / t_point)
             while repeats > 1 and estimate(fraction * t_point, repeats) > left:
@@ -365,7 +366,7 @@ def run_tune(args) -> dict:
     start.note = "the defaults, before the sweep"
     incumbent = reference
     step_notes: dict = {}
-    end_reserve = 2 * repeats * per_point * 1.15
+    end_reserve = 2 * repeats * per_point * POINT_SLACK
 
     # 1-4: one setting at a time, the current values kept for the others
     for name in STEPS:
@@ -377,7 +378,7 @@ def run_tune(args) -> dict:
             continue
         values = sorted(set(grid[name]) | {getattr(incumbent, name)})
         pts = [replace(incumbent, **{name: v}) for v in values]
-        need = 1.15 * len(pts) * repeats * per_point
+        need = POINT_SLACK * len(pts) * repeats * per_point
         if (time.perf_counter() - t_start) + need + end_reserve > args.max_seconds:
             step_notes[name] = "skipped: --max-seconds"
             sweep.skipped.append(name)
@@ -412,7 +413,7 @@ def run_tune(args) -> dict:
     precision_rows: list[Measured] = []
     others = [p for p in precisions if p != incumbent.precision]
     if others:
-        need = 1.15 * len(others) * repeats * per_point + reloads
+        need = POINT_SLACK * len(others) * repeats * per_point + reloads
         if (time.perf_counter() - t_start) + need > args.max_seconds:
             step_notes["precision"] = "skipped: --max-seconds"
             sweep.skipped.append("precision")
